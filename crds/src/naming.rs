@@ -1,0 +1,193 @@
+//! Deterministic ScanRequest names. The same (repository, pull request, head commit, re-run key)
+//! always gives the same name, so a redelivered webhook finds the ScanRequest it already created
+//! (`AlreadyExists`) instead of creating a second one; a re-run passes its own key and gets a new
+//! name. Names are readable (`widgets-pr42-9f1c2ab-1a2b3c4d`), at most 63 characters and valid
+//! DNS-1123 labels, so Jobs and label values can be derived from them.
+
+use sha2::{Digest, Sha256};
+
+/// Longest name Kubernetes accepts for a label value and a DNS-1123 label.
+pub const MAX_NAME_LEN: usize = 63;
+
+/// Length of the hash suffix, in hex digits (32 bits).
+const HASH_LEN: usize = 8;
+
+/// Name of the ScanRequest for a pull request's head commit.
+///
+/// `repo_name` only makes the name readable; identity comes from `repo_id` (stable across renames
+/// and distinct between owners), `pr`, `head_sha` and `rerun_key` (`None` for the scan a pull
+/// request event asks for; the re-run's delivery id for a re-run or rescan).
+pub fn scan_request_name(
+    repo_name: &str,
+    repo_id: i64,
+    pr: i64,
+    head_sha: &str,
+    rerun_key: Option<&str>,
+) -> String {
+    let sha = head_sha.to_ascii_lowercase();
+    let mut hasher = Sha256::new();
+    hasher.update(repo_id.to_string().as_bytes());
+    hasher.update([0]);
+    hasher.update(pr.to_string().as_bytes());
+    hasher.update([0]);
+    hasher.update(sha.as_bytes());
+    hasher.update([0]);
+    if let Some(key) = rerun_key {
+        hasher.update([1]);
+        hasher.update(key.as_bytes());
+    }
+    let digest = hex::encode(hasher.finalize());
+    let hash = &digest[..HASH_LEN];
+
+    let short_sha: String = sha.chars().filter(char::is_ascii_hexdigit).take(7).collect();
+    let short_sha = if short_sha.is_empty() { "0".to_owned() } else { short_sha };
+    let suffix = format!("-pr{pr}-{short_sha}-{hash}");
+    let room = MAX_NAME_LEN - suffix.len();
+    let slug = slug(repo_name, room);
+    format!("{slug}{suffix}")
+}
+
+/// The first seven characters of a commit SHA, as shown to people.
+pub fn short_sha(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
+/// Lowercase alphanumerics and single dashes, starting with a letter or digit, at most `max` long.
+fn slug(name: &str, max: usize) -> String {
+    let mut out = String::with_capacity(name.len().min(max));
+    for c in name.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+        if out.len() >= max {
+            break;
+        }
+    }
+    out.truncate(max);
+    while out.ends_with('-') {
+        out.pop();
+    }
+    if out.is_empty() {
+        out.push_str("repo");
+        out.truncate(max);
+    }
+    out
+}
+
+/// Whether `name` is a DNS-1123 label: 1–63 lowercase alphanumerics or `-`, alphanumeric at
+/// both ends.
+pub fn is_dns1123_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_NAME_LEN
+        && bytes.iter().all(|b| alnum(b) || *b == b'-')
+        && bytes.first().is_some_and(alnum)
+        && bytes.last().is_some_and(alnum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "9f1c2ab3d4e5f60718293a4b5c6d7e8f90a1b2c3";
+
+    #[test]
+    fn name_is_readable_and_stable() {
+        let a = scan_request_name("widgets", 1296269, 42, SHA, None);
+        let b = scan_request_name("widgets", 1296269, 42, SHA, None);
+        assert_eq!(a, b);
+        assert!(a.starts_with("widgets-pr42-9f1c2ab-"), "{a}");
+        assert!(is_dns1123_label(&a), "{a}");
+    }
+
+    #[test]
+    fn the_same_inputs_give_a_known_name_across_releases() {
+        // Pinned: changing the naming scheme would make redeliveries create duplicates across an
+        // upgrade. Change this only together with a migration note. The value is
+        // sha256("1296269\0" "42\0" "<sha>\0")[..8], computed independently with Python.
+        assert_eq!(
+            scan_request_name("widgets", 1296269, 42, SHA, None),
+            "widgets-pr42-9f1c2ab-da3e7b82"
+        );
+    }
+
+    #[test]
+    fn rerun_key_head_sha_pr_and_repo_id_each_change_the_name() {
+        let base = scan_request_name("widgets", 1, 42, SHA, None);
+        let other_sha = SHA.replace('9', "8");
+        for other in [
+            scan_request_name("widgets", 1, 42, SHA, Some("delivery-1")),
+            scan_request_name("widgets", 1, 42, &other_sha, None),
+            scan_request_name("widgets", 1, 43, SHA, None),
+            scan_request_name("widgets", 2, 42, SHA, None),
+        ] {
+            assert_ne!(base, other);
+        }
+        assert_ne!(
+            scan_request_name("widgets", 1, 42, SHA, Some("delivery-1")),
+            scan_request_name("widgets", 1, 42, SHA, Some("delivery-2"))
+        );
+    }
+
+    #[test]
+    fn an_empty_rerun_key_is_not_the_same_as_no_rerun() {
+        assert_ne!(
+            scan_request_name("widgets", 1, 42, SHA, None),
+            scan_request_name("widgets", 1, 42, SHA, Some(""))
+        );
+    }
+
+    #[test]
+    fn long_and_odd_repository_names_still_give_valid_labels() {
+        let long = "A".repeat(100);
+        for repo in [
+            long.as_str(),
+            "My.Repo_Name",
+            "---",
+            "_.-",
+            ".github",
+            "repo--with---dashes",
+            "ünïcödé",
+        ] {
+            let name = scan_request_name(repo, 7, 1_234_567_890, SHA, Some("x"));
+            assert!(name.len() <= MAX_NAME_LEN, "{name} is {} long", name.len());
+            assert!(is_dns1123_label(&name), "{name} from {repo:?}");
+        }
+        assert!(scan_request_name("My.Repo_Name", 7, 1, SHA, None).starts_with("my-repo-name-pr1-"));
+        assert!(scan_request_name("---", 7, 1, SHA, None).starts_with("repo-pr1-"));
+    }
+
+    #[test]
+    fn the_largest_pull_request_number_still_fits() {
+        let name = scan_request_name(&"r".repeat(100), 1, i64::MAX, SHA, None);
+        assert!(name.len() <= MAX_NAME_LEN);
+        assert!(is_dns1123_label(&name), "{name}");
+    }
+
+    #[test]
+    fn uppercase_sha_names_the_same_scan_as_lowercase() {
+        assert_eq!(
+            scan_request_name("w", 1, 1, &SHA.to_uppercase(), None),
+            scan_request_name("w", 1, 1, SHA, None)
+        );
+    }
+
+    #[test]
+    fn dns1123_label_check_rejects_invalid_names() {
+        assert!(is_dns1123_label("a"));
+        assert!(is_dns1123_label("a-1"));
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"a".repeat(64)] {
+            assert!(!is_dns1123_label(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn short_sha_is_seven_characters() {
+        assert_eq!(short_sha(SHA), "9f1c2ab");
+        assert_eq!(short_sha("abc"), "abc");
+    }
+}

@@ -1,0 +1,345 @@
+//! Messages on the Redis streams shared by all binaries, and their field encoding.
+//!
+//! `gatehouse:events` carries one entry per accepted webhook delivery (written by the webhook's
+//! `receive` role, read by `ingest`). `gatehouse:results` carries one signed scan result per
+//! scanner Job (written by the agent, read by the operator). This module is pure data: it turns
+//! messages into stream fields and back, and never talks to Redis.
+
+use serde::{Deserialize, Serialize};
+
+use crate::severity::{Severity, SeverityCounts};
+
+/// Stream of accepted webhook deliveries.
+pub const EVENTS_STREAM: &str = "gatehouse:events";
+/// Deliveries that failed ingest too often, with the reason.
+pub const EVENTS_DEAD_STREAM: &str = "gatehouse:events:dead";
+/// Stream of scan results from scanner Jobs.
+pub const RESULTS_STREAM: &str = "gatehouse:results";
+/// Results that failed processing too often, with the reason.
+pub const RESULTS_DEAD_STREAM: &str = "gatehouse:results:dead";
+/// Consumer group of the webhook's ingest role on [`EVENTS_STREAM`].
+pub const INGEST_GROUP: &str = "ingest";
+/// Consumer group of the operator's results consumer on [`RESULTS_STREAM`].
+pub const REPORT_GROUP: &str = "report";
+
+/// Key recording that a delivery id was accepted (`SET NX` with a TTL).
+pub fn delivery_key(delivery_id: &str) -> String {
+    format!("gatehouse:delivery:{delivery_id}")
+}
+
+/// A stream message could not be read back.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MessageError {
+    /// A required field is absent.
+    #[error("failed to decode stream entry: field {0:?} is missing")]
+    MissingField(&'static str),
+    /// A field holds a value that does not parse.
+    #[error("failed to decode stream entry: field {field:?} is invalid: {reason}")]
+    InvalidField {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// How an event body is stored in the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyEncoding {
+    /// The raw bytes GitHub sent.
+    Identity,
+}
+
+impl BodyEncoding {
+    /// Name stored in the `encoding` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyEncoding::Identity => "identity",
+        }
+    }
+
+    fn parse(s: &str) -> Result<BodyEncoding, MessageError> {
+        match s {
+            "identity" => Ok(BodyEncoding::Identity),
+            other => Err(MessageError::InvalidField {
+                field: "encoding",
+                reason: format!("unknown encoding {other:?}"),
+            }),
+        }
+    }
+}
+
+/// One accepted webhook delivery, as stored in [`EVENTS_STREAM`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventEntry {
+    /// `X-GitHub-Delivery`.
+    pub delivery_id: String,
+    /// `X-GitHub-Event`.
+    pub event: String,
+    /// When `receive` accepted it, in milliseconds since the Unix epoch.
+    pub received_at_ms: i64,
+    /// How `body` is encoded.
+    pub encoding: BodyEncoding,
+    /// The request body exactly as signed by GitHub (after `encoding` is undone).
+    pub body: Vec<u8>,
+}
+
+impl EventEntry {
+    /// Stream fields, in a fixed order.
+    pub fn to_fields(&self) -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            ("delivery", self.delivery_id.as_bytes().to_vec()),
+            ("event", self.event.as_bytes().to_vec()),
+            ("received_at", self.received_at_ms.to_string().into_bytes()),
+            ("encoding", self.encoding.as_str().as_bytes().to_vec()),
+            ("body", self.body.clone()),
+        ]
+    }
+
+    /// Reads an entry back from its fields; unknown fields are ignored (newer writers).
+    pub fn from_fields<'a>(
+        fields: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<EventEntry, MessageError> {
+        let mut delivery = None;
+        let mut event = None;
+        let mut received_at = None;
+        let mut encoding = None;
+        let mut body = None;
+        for (name, value) in fields {
+            match name {
+                "delivery" => delivery = Some(utf8("delivery", value)?),
+                "event" => event = Some(utf8("event", value)?),
+                "received_at" => received_at = Some(utf8("received_at", value)?),
+                "encoding" => encoding = Some(utf8("encoding", value)?),
+                "body" => body = Some(value.to_vec()),
+                _ => {}
+            }
+        }
+        let received_at = received_at.ok_or(MessageError::MissingField("received_at"))?;
+        Ok(EventEntry {
+            delivery_id: delivery.ok_or(MessageError::MissingField("delivery"))?,
+            event: event.ok_or(MessageError::MissingField("event"))?,
+            received_at_ms: received_at.parse().map_err(|_| MessageError::InvalidField {
+                field: "received_at",
+                reason: format!("not an integer: {received_at:?}"),
+            })?,
+            encoding: encoding.map_or(Ok(BodyEncoding::Identity), |e| BodyEncoding::parse(&e))?,
+            body: body.ok_or(MessageError::MissingField("body"))?,
+        })
+    }
+}
+
+fn utf8(field: &'static str, value: &[u8]) -> Result<String, MessageError> {
+    String::from_utf8(value.to_vec()).map_err(|_| MessageError::InvalidField {
+        field,
+        reason: "not UTF-8".to_owned(),
+    })
+}
+
+/// A signed scan result, as stored in [`RESULTS_STREAM`]: the JSON of a [`ScanResult`] and an
+/// HMAC-SHA256 signature over exactly those bytes, made with the per-scan key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResultEntry {
+    /// JSON of a [`ScanResult`].
+    pub payload: Vec<u8>,
+    /// Lowercase hex HMAC-SHA256 of `payload`.
+    pub signature: String,
+}
+
+impl ResultEntry {
+    /// Stream fields, in a fixed order.
+    pub fn to_fields(&self) -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            ("payload", self.payload.clone()),
+            ("signature", self.signature.as_bytes().to_vec()),
+        ]
+    }
+
+    /// Reads an entry back from its fields.
+    pub fn from_fields<'a>(
+        fields: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<ResultEntry, MessageError> {
+        let mut payload = None;
+        let mut signature = None;
+        for (name, value) in fields {
+            match name {
+                "payload" => payload = Some(value.to_vec()),
+                "signature" => signature = Some(utf8("signature", value)?),
+                _ => {}
+            }
+        }
+        Ok(ResultEntry {
+            payload: payload.ok_or(MessageError::MissingField("payload"))?,
+            signature: signature.ok_or(MessageError::MissingField("signature"))?,
+        })
+    }
+
+    /// Parses the payload. Only call after the signature was verified.
+    pub fn result(&self) -> Result<ScanResult, MessageError> {
+        serde_json::from_slice(&self.payload).map_err(|e| MessageError::InvalidField {
+            field: "payload",
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// What one scanner Job found, normalised across scanners.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanResult {
+    /// Namespace of the ScanRequest.
+    pub namespace: String,
+    /// Name of the ScanRequest.
+    pub scan_request: String,
+    /// UID of the ScanRequest (the signing key is derived from it).
+    pub uid: String,
+    /// Scanner name, as in the policy.
+    pub scanner: String,
+    /// The commit that was scanned.
+    pub head_sha: String,
+    /// Which attempt of this scanner produced the result (1-based).
+    pub attempt: i32,
+    /// Whether the scanner completed.
+    pub outcome: ScanOutcome,
+    /// Findings by severity (all of them, even when `findings` was truncated).
+    pub counts: SeverityCounts,
+    /// The findings, most severe first; at most the agent's cap.
+    pub findings: Vec<Finding>,
+    /// Whether findings beyond the cap were left out.
+    #[serde(default)]
+    pub truncated: bool,
+    /// Version the scanner reported, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanner_version: Option<String>,
+}
+
+/// Whether a scanner produced a trustworthy report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "status")]
+pub enum ScanOutcome {
+    /// The scanner ran to completion; `counts` and `findings` are its report.
+    Completed,
+    /// The scanner failed; there is no trustworthy report.
+    ScannerError {
+        /// The scanner's exit code, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        /// What went wrong, for the check run summary.
+        message: String,
+    },
+}
+
+/// One normalised finding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    /// Scanner's rule or query id.
+    pub rule_id: String,
+    /// Short title of the rule.
+    pub title: String,
+    /// Normalised severity.
+    pub severity: Severity,
+    /// Repository-relative path of the file.
+    pub path: String,
+    /// 1-based line, when the finding has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// What is wrong here.
+    pub message: String,
+    /// Where to read more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub help_url: Option<String>,
+    /// Stable identity of the finding across runs (dedup, suppression).
+    pub fingerprint: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs<'a>(fields: &'a [(&'static str, Vec<u8>)]) -> Vec<(&'static str, &'a [u8])> {
+        fields.iter().map(|(k, v)| (*k, v.as_slice())).collect()
+    }
+
+    #[test]
+    fn event_entry_round_trips_through_stream_fields() {
+        let entry = EventEntry {
+            delivery_id: "72d3162e-cc78-11e3-81ab-4c9367dc0958".into(),
+            event: "pull_request".into(),
+            received_at_ms: 1_795_328_487_163,
+            encoding: BodyEncoding::Identity,
+            body: br#"{"action":"opened"}"#.to_vec(),
+        };
+        let fields = entry.to_fields();
+        assert_eq!(EventEntry::from_fields(pairs(&fields)).unwrap(), entry);
+    }
+
+    #[test]
+    fn event_entry_without_body_is_rejected_by_name() {
+        let fields = vec![
+            ("delivery", b"d".to_vec()),
+            ("event", b"ping".to_vec()),
+            ("received_at", b"1".to_vec()),
+        ];
+        assert_eq!(
+            EventEntry::from_fields(pairs(&fields)),
+            Err(MessageError::MissingField("body"))
+        );
+    }
+
+    #[test]
+    fn event_entry_with_unknown_encoding_is_rejected() {
+        let fields = vec![
+            ("delivery", b"d".to_vec()),
+            ("event", b"ping".to_vec()),
+            ("received_at", b"1".to_vec()),
+            ("encoding", b"brotli".to_vec()),
+            ("body", b"{}".to_vec()),
+        ];
+        let err = EventEntry::from_fields(pairs(&fields)).unwrap_err();
+        assert!(err.to_string().contains("brotli"), "{err}");
+    }
+
+    #[test]
+    fn scan_result_round_trips_as_json() {
+        let result = ScanResult {
+            namespace: "team-a".into(),
+            scan_request: "widgets-pr42-9f1c2ab-1a2b3c4d".into(),
+            uid: "6f1c".into(),
+            scanner: "kics".into(),
+            head_sha: "9f1c2ab3d4e5f60718293a4b5c6d7e8f90a1b2c3".into(),
+            attempt: 1,
+            outcome: ScanOutcome::ScannerError {
+                exit_code: Some(126),
+                message: "engine error".into(),
+            },
+            counts: SeverityCounts::default(),
+            findings: vec![Finding {
+                rule_id: "q1".into(),
+                title: "t".into(),
+                severity: Severity::High,
+                path: "main.tf".into(),
+                line: Some(3),
+                message: "m".into(),
+                help_url: None,
+                fingerprint: "f".into(),
+            }],
+            truncated: false,
+            scanner_version: Some("v2.1.19".into()),
+        };
+        let entry = ResultEntry {
+            payload: serde_json::to_vec(&result).unwrap(),
+            signature: "00".into(),
+        };
+        let json: serde_json::Value = serde_json::from_slice(&entry.payload).unwrap();
+        assert_eq!(json["outcome"]["status"], "scannerError");
+        assert_eq!(json["findings"][0]["severity"], "high");
+        let back = ResultEntry::from_fields(pairs(&entry.to_fields())).unwrap();
+        assert_eq!(back.result().unwrap(), result);
+    }
+
+    #[test]
+    fn delivery_keys_are_namespaced() {
+        assert_eq!(delivery_key("abc"), "gatehouse:delivery:abc");
+    }
+}
