@@ -1,0 +1,220 @@
+//! Every CEL rule of the generated CRDs, run client-side with kube's `cel` feature: for each rule
+//! one object the apiserver would accept and one it would reject, checked on the JSON a user
+//! would apply (schema defaults are filled in first, as the apiserver does).
+
+use gatehouse_crds::{ScanPolicy, ScanRequest};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+use kube::core::cel::Validator;
+use serde_json::{Value, json};
+
+fn schema(crd: &CustomResourceDefinition) -> Value {
+    let schema = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .expect("generated CRD has a schema");
+    serde_json::to_value(schema).unwrap()
+}
+
+/// Messages of the rules that fail, empty when the object is accepted.
+fn failures(crd: &CustomResourceDefinition, object: &Value, old: Option<&Value>) -> Vec<String> {
+    match Validator::new().validate(&schema(crd), object, old) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.as_slice().iter().map(|e| e.message.clone()).collect(),
+    }
+}
+
+fn policy_failures(policy: &Value) -> Vec<String> {
+    failures(&ScanPolicy::crd(), policy, None)
+}
+
+fn assert_rejected_with(messages: &[String], expected: &str) {
+    assert!(
+        messages.iter().any(|m| m.contains(expected)),
+        "expected a failure containing {expected:?}, got {messages:?}"
+    );
+}
+
+const DIGEST: &str = "sha256:7b0a4d750acd491942ce9de52c1183fbf4451c1c936780ec2cfacd2650e7d84c";
+
+fn kics_scanner() -> Value {
+    json!({
+        "name": "kics",
+        "kind": "kics",
+        "image": format!("docker.io/checkmarx/kics:v2.1.19@{DIGEST}"),
+        "failOn": "high",
+        "timeoutSeconds": 600,
+    })
+}
+
+fn blackduck_scanner() -> Value {
+    json!({
+        "name": "blackduck",
+        "kind": "blackduck",
+        "image": format!("docker.io/blackducksoftware/detect:10@{DIGEST}"),
+        "blackduck": {
+            "url": "https://blackduck.example.com",
+            "credentialsSecretRef": {"name": "blackduck-token"},
+        },
+    })
+}
+
+fn policy_with(scanners: Vec<Value>) -> Value {
+    json!({
+        "apiVersion": "gatehouse.dev/v1alpha1",
+        "kind": "ScanPolicy",
+        "metadata": {"name": "default", "namespace": "security"},
+        "spec": {"repositories": ["acme/*"], "scanners": scanners},
+    })
+}
+
+fn scan_request(name: &str) -> Value {
+    json!({
+        "apiVersion": "gatehouse.dev/v1alpha1",
+        "kind": "ScanRequest",
+        "metadata": {"name": name, "namespace": "security"},
+        "spec": {
+            "repository": {"owner": "acme", "name": "widgets", "id": 1296269},
+            "installationId": 42,
+            "pullRequest": {
+                "number": 42,
+                "headSha": "9f1c2ab3d4e5f60718293a4b5c6d7e8f90a1b2c3",
+                "headRef": "feature",
+                "baseRef": "main",
+                "fork": false,
+                "author": "octocat",
+                "authorAssociation": "MEMBER",
+            },
+            "trigger": {
+                "event": "pull_request",
+                "action": "opened",
+                "deliveryId": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+                "sender": "octocat",
+            },
+            "policyRef": {"name": "default"},
+        },
+    })
+}
+
+#[test]
+fn a_complete_policy_with_both_scanner_kinds_is_accepted() {
+    let messages = policy_failures(&policy_with(vec![kics_scanner(), blackduck_scanner()]));
+    assert_eq!(messages, Vec::<String>::new());
+}
+
+#[test]
+fn duplicate_scanner_names_are_rejected() {
+    let mut second = kics_scanner();
+    second["failOn"] = json!("critical");
+    let messages = policy_failures(&policy_with(vec![kics_scanner(), second.clone()]));
+    assert_rejected_with(&messages, "scanner names must be unique within a policy");
+
+    second["name"] = json!("kics-strict");
+    assert!(policy_failures(&policy_with(vec![kics_scanner(), second])).is_empty());
+}
+
+#[test]
+fn fail_on_outside_the_allowed_set_is_rejected() {
+    let mut scanner = kics_scanner();
+    scanner["failOn"] = json!("fatal");
+    assert_rejected_with(
+        &policy_failures(&policy_with(vec![scanner.clone()])),
+        "failOn must be one of critical, high, medium, low, info, never",
+    );
+    for allowed in ["critical", "high", "medium", "low", "info", "never"] {
+        scanner["failOn"] = json!(allowed);
+        assert!(policy_failures(&policy_with(vec![scanner.clone()])).is_empty(), "{allowed}");
+    }
+}
+
+#[test]
+fn zero_or_negative_timeouts_are_rejected() {
+    let mut scanner = kics_scanner();
+    for bad in [0, -30] {
+        scanner["timeoutSeconds"] = json!(bad);
+        assert_rejected_with(
+            &policy_failures(&policy_with(vec![scanner.clone()])),
+            "timeoutSeconds must be positive",
+        );
+    }
+    scanner["timeoutSeconds"] = json!(1);
+    assert!(policy_failures(&policy_with(vec![scanner])).is_empty());
+}
+
+#[test]
+fn blackduck_without_its_settings_is_rejected() {
+    let mut scanner = blackduck_scanner();
+    scanner.as_object_mut().unwrap().remove("blackduck");
+    assert_rejected_with(
+        &policy_failures(&policy_with(vec![scanner])),
+        "kind blackduck needs blackduck settings",
+    );
+}
+
+#[test]
+fn blackduck_settings_on_a_kics_scanner_are_rejected() {
+    let mut scanner = kics_scanner();
+    scanner["blackduck"] = blackduck_scanner()["blackduck"].clone();
+    assert_rejected_with(
+        &policy_failures(&policy_with(vec![scanner])),
+        "blackduck settings are only allowed for kind blackduck",
+    );
+}
+
+#[test]
+fn kics_settings_on_a_blackduck_scanner_are_rejected_and_accepted_on_kics() {
+    let mut scanner = blackduck_scanner();
+    scanner["kics"] = json!({"excludePaths": ["vendor/*"]});
+    assert_rejected_with(
+        &policy_failures(&policy_with(vec![scanner])),
+        "kics settings are only allowed for kind kics",
+    );
+    let mut kics = kics_scanner();
+    kics["kics"] = json!({"excludePaths": ["vendor/*"], "platforms": ["Terraform"]});
+    assert!(policy_failures(&policy_with(vec![kics])).is_empty());
+}
+
+#[test]
+fn images_not_pinned_by_digest_are_rejected() {
+    let mut scanner = kics_scanner();
+    for bad in [
+        "checkmarx/kics:v2.1.19",
+        "checkmarx/kics@sha256:short",
+        "checkmarx/kics:latest @sha256:7b0a4d750acd491942ce9de52c1183fbf4451c1c936780ec2cfacd2650e7d84c",
+    ] {
+        scanner["image"] = json!(bad);
+        assert_rejected_with(
+            &policy_failures(&policy_with(vec![scanner.clone()])),
+            "image must be pinned by digest",
+        );
+    }
+    scanner["image"] = json!(format!("registry.internal:5000/kics@{DIGEST}"));
+    assert!(policy_failures(&policy_with(vec![scanner])).is_empty());
+}
+
+#[test]
+fn scan_request_spec_cannot_change_after_creation() {
+    let crd = ScanRequest::crd();
+    let old = scan_request("widgets-pr42-9f1c2ab-da3e7b82");
+    assert!(failures(&crd, &old, None).is_empty());
+
+    let mut new = old.clone();
+    new["spec"]["pullRequest"]["headSha"] = json!("0000000000000000000000000000000000000000");
+    assert_rejected_with(&failures(&crd, &new, Some(&old)), "spec is immutable");
+
+    let mut relabelled = old.clone();
+    relabelled["metadata"]["labels"] = json!({"team": "a"});
+    relabelled["status"] = json!({"phase": "Running"});
+    assert!(failures(&crd, &relabelled, Some(&old)).is_empty());
+}
+
+#[test]
+fn scan_request_names_longer_than_63_characters_are_rejected() {
+    let crd = ScanRequest::crd();
+    assert!(failures(&crd, &scan_request(&"a".repeat(63)), None).is_empty());
+    assert_rejected_with(
+        &failures(&crd, &scan_request(&"a".repeat(64)), None),
+        "at most 63 characters",
+    );
+}
