@@ -21,7 +21,10 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub fn scan_request_labels(spec: &ScanRequestSpec) -> BTreeMap<String, String> {
     BTreeMap::from([
         (REPOSITORY_ID.to_owned(), spec.repository.id.to_string()),
-        (PULL_REQUEST.to_owned(), spec.pull_request.number.to_string()),
+        (
+            PULL_REQUEST.to_owned(),
+            spec.pull_request.number.to_string(),
+        ),
         (MANAGED_BY.to_owned(), "gatehouse".to_owned()),
     ])
 }

@@ -25,7 +25,9 @@ pub const API_GROUP: &str = "gatehouse.dev";
 pub const API_VERSION: &str = "v1alpha1";
 
 /// The CustomResourceDefinitions, in the order they are written.
-pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
     vec![ScanPolicy::crd(), ScanRequest::crd()]
 }
 

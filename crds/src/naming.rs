@@ -39,8 +39,16 @@ pub fn scan_request_name(
     let digest = hex::encode(hasher.finalize());
     let hash = &digest[..HASH_LEN];
 
-    let short_sha: String = sha.chars().filter(char::is_ascii_hexdigit).take(7).collect();
-    let short_sha = if short_sha.is_empty() { "0".to_owned() } else { short_sha };
+    let short_sha: String = sha
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(7)
+        .collect();
+    let short_sha = if short_sha.is_empty() {
+        "0".to_owned()
+    } else {
+        short_sha
+    };
     let suffix = format!("-pr{pr}-{short_sha}-{hash}");
     let room = MAX_NAME_LEN - suffix.len();
     let slug = slug(repo_name, room);
@@ -97,8 +105,8 @@ mod tests {
 
     #[test]
     fn name_is_readable_and_stable() {
-        let a = scan_request_name("widgets", 1296269, 42, SHA, None);
-        let b = scan_request_name("widgets", 1296269, 42, SHA, None);
+        let a = scan_request_name("widgets", 1_296_269, 42, SHA, None);
+        let b = scan_request_name("widgets", 1_296_269, 42, SHA, None);
         assert_eq!(a, b);
         assert!(a.starts_with("widgets-pr42-9f1c2ab-"), "{a}");
         assert!(is_dns1123_label(&a), "{a}");
@@ -110,7 +118,7 @@ mod tests {
         // upgrade. Change this only together with a migration note. The value is
         // sha256("1296269\0" "42\0" "<sha>\0")[..8], computed independently with Python.
         assert_eq!(
-            scan_request_name("widgets", 1296269, 42, SHA, None),
+            scan_request_name("widgets", 1_296_269, 42, SHA, None),
             "widgets-pr42-9f1c2ab-da3e7b82"
         );
     }
@@ -157,7 +165,9 @@ mod tests {
             assert!(name.len() <= MAX_NAME_LEN, "{name} is {} long", name.len());
             assert!(is_dns1123_label(&name), "{name} from {repo:?}");
         }
-        assert!(scan_request_name("My.Repo_Name", 7, 1, SHA, None).starts_with("my-repo-name-pr1-"));
+        assert!(
+            scan_request_name("My.Repo_Name", 7, 1, SHA, None).starts_with("my-repo-name-pr1-")
+        );
         assert!(scan_request_name("---", 7, 1, SHA, None).starts_with("repo-pr1-"));
     }
 

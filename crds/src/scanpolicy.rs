@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::severity::{FailOn, Severity};
 
 /// Specification of a ScanPolicy.
+// kube's `printcolumn(type_ = "string", ...)` repeats look like duplicated attributes to clippy.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "gatehouse.dev",
@@ -25,9 +27,21 @@ use crate::severity::{FailOn, Severity};
     derive = "PartialEq",
     doc = "ScanPolicy declares which pull requests are scanned (repositories, base branches, actions, drafts, forks), by which scanners, and which findings fail the check. When several policies match a pull request, the highest priority wins; ties go to the alphabetically first name.",
     printcolumn(name = "Priority", type_ = "integer", json_path = ".spec.priority"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ScanPolicySpec {
@@ -242,7 +256,10 @@ pub enum ScannerKind {
 )]
 pub struct ScannerSpec {
     /// Name of the scanner, unique within the policy; the Check Run is named `gatehouse/<name>`.
-    #[schemars(length(min = 1, max = 24), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 24),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Which scanner this is: kics or blackduck.
     pub kind: ScannerKind,

@@ -11,6 +11,8 @@ use crate::severity::SeverityCounts;
 
 /// Specification of a ScanRequest: which commit of which pull request to scan, why, and under
 /// which policy. Immutable once created: a new commit or a re-run is a new ScanRequest.
+// kube's `printcolumn(type_ = "string", ...)` repeats look like duplicated attributes to clippy.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "gatehouse.dev",
@@ -58,7 +60,10 @@ pub struct ScanRequestSpec {
 #[serde(rename_all = "camelCase")]
 pub struct Repository {
     /// Login of the user or organisation that owns the repository.
-    #[schemars(length(min = 1, max = 39), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9-]*$"))]
+    #[schemars(
+        length(min = 1, max = 39),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+    )]
     pub owner: String,
     /// Name of the repository, without the owner.
     #[schemars(length(min = 1, max = 100), regex(pattern = r"^[A-Za-z0-9._-]+$"))]
@@ -83,7 +88,10 @@ pub struct PullRequest {
     #[schemars(range(min = 1))]
     pub number: i64,
     /// Full SHA of the head commit to scan (40 hex digits, 64 in SHA-256 repositories).
-    #[schemars(length(min = 40, max = 64), regex(pattern = r"^[0-9a-f]{40}([0-9a-f]{24})?$"))]
+    #[schemars(
+        length(min = 40, max = 64),
+        regex(pattern = r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+    )]
     pub head_sha: String,
     /// Branch name of the head, in the head repository (a fork's branch for fork pull requests).
     #[schemars(length(max = 255))]

@@ -181,7 +181,9 @@ struct CompiledPolicy {
 }
 
 /// Compiled repository and base-branch patterns of a policy spec, or the problems that stop it.
-pub fn compile_spec(spec: &ScanPolicySpec) -> Result<(PatternList, PatternList), Vec<PolicyProblem>> {
+pub fn compile_spec(
+    spec: &ScanPolicySpec,
+) -> Result<(PatternList, PatternList), Vec<PolicyProblem>> {
     let repositories = PatternList::compile("spec.repositories", &spec.repositories, true);
     let base_branches = PatternList::compile("spec.baseBranches", &spec.base_branches, false);
     let mut problems = Vec::new();
@@ -238,7 +240,12 @@ impl PolicyIndex {
                 .priority
                 .cmp(&a.policy.spec.priority)
                 .then_with(|| a.policy.metadata.name.cmp(&b.policy.metadata.name))
-                .then_with(|| a.policy.metadata.namespace.cmp(&b.policy.metadata.namespace))
+                .then_with(|| {
+                    a.policy
+                        .metadata
+                        .namespace
+                        .cmp(&b.policy.metadata.namespace)
+                })
         });
         index
     }
@@ -272,10 +279,10 @@ impl PolicyIndex {
 
 /// What a governing policy decides for a pull request.
 pub fn verdict(spec: &ScanPolicySpec, pr: &PullRequestFacts<'_>) -> Verdict {
-    if let Some(action) = pr.action {
-        if !spec.actions.iter().any(|a| a.as_str() == action) {
-            return Verdict::Skip(SkipReason::ActionNotSelected);
-        }
+    if let Some(action) = pr.action
+        && !spec.actions.iter().any(|a| a.as_str() == action)
+    {
+        return Verdict::Skip(SkipReason::ActionNotSelected);
     }
     if pr.draft && spec.drafts == DraftMode::Skip {
         return Verdict::Skip(SkipReason::Draft);

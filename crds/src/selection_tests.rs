@@ -50,14 +50,22 @@ fn pr(repository: &str) -> PullRequestFacts<'_> {
 }
 
 fn governing(index: &PolicyIndex, facts: &PullRequestFacts<'_>) -> Option<String> {
-    index.select(facts).and_then(|s| s.policy.metadata.name.clone())
+    index
+        .select(facts)
+        .and_then(|s| s.policy.metadata.name.clone())
 }
 
 #[test]
 fn repository_globs_match_owner_and_name_case_insensitively() {
     let index = PolicyIndex::build([policy("acme", spec(0, &["acme/*"]))]);
-    assert_eq!(governing(&index, &pr("acme/widgets")).as_deref(), Some("acme"));
-    assert_eq!(governing(&index, &pr("ACME/Widgets")).as_deref(), Some("acme"));
+    assert_eq!(
+        governing(&index, &pr("acme/widgets")).as_deref(),
+        Some("acme")
+    );
+    assert_eq!(
+        governing(&index, &pr("ACME/Widgets")).as_deref(),
+        Some("acme")
+    );
     assert_eq!(governing(&index, &pr("other/widgets")), None);
     // `*` stays inside one segment.
     assert_eq!(governing(&index, &pr("acme/widgets/extra")), None);
@@ -82,8 +90,14 @@ fn excluded_repository_falls_through_to_a_lower_priority_policy() {
         policy("strict", spec(10, &["acme/*", "!acme/legacy"])),
         policy("catch-all", spec(0, &["*/*"])),
     ]);
-    assert_eq!(governing(&index, &pr("acme/legacy")).as_deref(), Some("catch-all"));
-    assert_eq!(governing(&index, &pr("acme/api")).as_deref(), Some("strict"));
+    assert_eq!(
+        governing(&index, &pr("acme/legacy")).as_deref(),
+        Some("catch-all")
+    );
+    assert_eq!(
+        governing(&index, &pr("acme/api")).as_deref(),
+        Some("strict")
+    );
 }
 
 #[test]
@@ -93,14 +107,24 @@ fn highest_priority_wins() {
         policy("high", spec(5, &["acme/*"])),
         policy("negative", spec(-3, &["acme/*"])),
     ]);
-    assert_eq!(governing(&index, &pr("acme/widgets")).as_deref(), Some("high"));
+    assert_eq!(
+        governing(&index, &pr("acme/widgets")).as_deref(),
+        Some("high")
+    );
 }
 
 #[test]
 fn priority_ties_go_to_the_alphabetically_first_name_whatever_the_input_order() {
-    for order in [["zeta", "alpha", "mid"], ["mid", "zeta", "alpha"], ["alpha", "mid", "zeta"]] {
-        let index =
-            PolicyIndex::build(order.iter().map(|name| policy(name, spec(7, &["acme/widgets"]))));
+    for order in [
+        ["zeta", "alpha", "mid"],
+        ["mid", "zeta", "alpha"],
+        ["alpha", "mid", "zeta"],
+    ] {
+        let index = PolicyIndex::build(
+            order
+                .iter()
+                .map(|name| policy(name, spec(7, &["acme/widgets"]))),
+        );
         assert_eq!(
             governing(&index, &pr("acme/widgets")).as_deref(),
             Some("alpha"),
@@ -152,8 +176,14 @@ fn actions_not_selected_are_skipped_by_the_governing_policy() {
     facts.action = Some("synchronize");
     let selection = index.select(&facts).unwrap();
     // The governing policy does not change with the action: it decides to skip.
-    assert_eq!(selection.policy.metadata.name.as_deref(), Some("only-opened"));
-    assert_eq!(selection.verdict, Verdict::Skip(SkipReason::ActionNotSelected));
+    assert_eq!(
+        selection.policy.metadata.name.as_deref(),
+        Some("only-opened")
+    );
+    assert_eq!(
+        selection.verdict,
+        Verdict::Skip(SkipReason::ActionNotSelected)
+    );
     facts.action = Some("opened");
     assert_eq!(index.select(&facts).unwrap().verdict, Verdict::Scan);
     // Explicit requests (re-runs, comments) carry no action and are always accepted.
@@ -177,7 +207,10 @@ fn drafts_are_skipped_by_default_and_scanned_when_the_policy_says_so() {
     let mut facts = pr("acme/widgets");
     facts.draft = true;
     let index = PolicyIndex::build([policy("p", spec(0, &["acme/*"]))]);
-    assert_eq!(index.select(&facts).unwrap().verdict, Verdict::Skip(SkipReason::Draft));
+    assert_eq!(
+        index.select(&facts).unwrap().verdict,
+        Verdict::Skip(SkipReason::Draft)
+    );
 
     let mut scan_drafts = spec(0, &["acme/*"]);
     scan_drafts.drafts = DraftMode::Scan;
@@ -192,7 +225,10 @@ fn untrusted_fork_waits_for_approval_by_default() {
     facts.fork = true;
     facts.author = "stranger";
     facts.author_association = "FIRST_TIME_CONTRIBUTOR";
-    assert_eq!(index.select(&facts).unwrap().verdict, Verdict::AwaitApproval);
+    assert_eq!(
+        index.select(&facts).unwrap().verdict,
+        Verdict::AwaitApproval
+    );
 }
 
 #[test]
@@ -216,10 +252,16 @@ fn trusted_fork_authors_are_scanned_without_approval() {
     facts.author = "renovate[bot]";
     assert_eq!(index.select(&facts).unwrap().verdict, Verdict::Scan);
     facts.author = "mallory";
-    assert_eq!(index.select(&facts).unwrap().verdict, Verdict::AwaitApproval);
+    assert_eq!(
+        index.select(&facts).unwrap().verdict,
+        Verdict::AwaitApproval
+    );
     // MEMBER is no longer in this policy's trusted associations.
     facts.author_association = "MEMBER";
-    assert_eq!(index.select(&facts).unwrap().verdict, Verdict::AwaitApproval);
+    assert_eq!(
+        index.select(&facts).unwrap().verdict,
+        Verdict::AwaitApproval
+    );
 }
 
 #[test]
@@ -242,7 +284,10 @@ fn forks_are_skipped_or_scanned_as_the_policy_says() {
     s.forks = ForkMode::Skip;
     let index = PolicyIndex::build([policy("p", s)]);
     facts.author_association = "OWNER";
-    assert_eq!(index.select(&facts).unwrap().verdict, Verdict::Skip(SkipReason::Fork));
+    assert_eq!(
+        index.select(&facts).unwrap().verdict,
+        Verdict::Skip(SkipReason::Fork)
+    );
 }
 
 #[test]
@@ -252,7 +297,10 @@ fn draft_fork_is_skipped_as_a_draft_before_asking_for_approval() {
     facts.fork = true;
     facts.draft = true;
     facts.author_association = "NONE";
-    assert_eq!(index.select(&facts).unwrap().verdict, Verdict::Skip(SkipReason::Draft));
+    assert_eq!(
+        index.select(&facts).unwrap().verdict,
+        Verdict::Skip(SkipReason::Draft)
+    );
 }
 
 #[test]
@@ -263,18 +311,29 @@ fn policies_with_invalid_globs_are_rejected_and_never_selected() {
     let index = PolicyIndex::build([policy("bad", bad), policy("good", spec(0, &["acme/*"]))]);
     assert_eq!(index.len(), 1);
     assert_eq!(index.rejected().len(), 1);
-    assert_eq!(governing(&index, &pr("acme/widgets")).as_deref(), Some("good"));
+    assert_eq!(
+        governing(&index, &pr("acme/widgets")).as_deref(),
+        Some("good")
+    );
 }
 
 #[test]
 fn a_list_of_only_exclusions_is_a_problem() {
     let problems = spec(0, &["!acme/secret"]).problems();
-    assert_eq!(problems, vec![PolicyProblem::OnlyExclusions { field: "spec.repositories" }]);
+    assert_eq!(
+        problems,
+        vec![PolicyProblem::OnlyExclusions {
+            field: "spec.repositories"
+        }]
+    );
     let mut empty_branch = spec(0, &["acme/*"]);
     empty_branch.base_branches = vec![String::new()];
     assert!(matches!(
         empty_branch.problems().as_slice(),
-        [PolicyProblem::InvalidGlob { field: "spec.baseBranches", .. }]
+        [PolicyProblem::InvalidGlob {
+            field: "spec.baseBranches",
+            ..
+        }]
     ));
     let mut bad_paths = spec(0, &["acme/*"]);
     bad_paths.scanners[0].paths = vec!["{unclosed".into()];
@@ -288,7 +347,10 @@ fn policies_being_deleted_are_not_selected() {
         k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
     ));
     let index = PolicyIndex::build([Arc::new(p), policy("stays", spec(0, &["acme/*"]))]);
-    assert_eq!(governing(&index, &pr("acme/widgets")).as_deref(), Some("stays"));
+    assert_eq!(
+        governing(&index, &pr("acme/widgets")).as_deref(),
+        Some("stays")
+    );
 }
 
 #[test]

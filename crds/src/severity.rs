@@ -132,9 +132,7 @@ impl SeverityCounts {
 
     /// The most serious severity with at least one finding.
     pub fn highest(&self) -> Option<Severity> {
-        Severity::DESCENDING
-            .into_iter()
-            .find(|s| self.get(*s) > 0)
+        Severity::DESCENDING.into_iter().find(|s| self.get(*s) > 0)
     }
 }
 
@@ -192,11 +190,21 @@ mod tests {
         assert!(Severity::Low < Severity::Medium);
         assert!(Severity::Medium < Severity::High);
         assert!(Severity::High < Severity::Critical);
-        let mut shuffled = vec![Severity::Low, Severity::Critical, Severity::Info, Severity::High];
+        let mut shuffled = vec![
+            Severity::Low,
+            Severity::Critical,
+            Severity::Info,
+            Severity::High,
+        ];
         shuffled.sort();
         assert_eq!(
             shuffled,
-            vec![Severity::Info, Severity::Low, Severity::High, Severity::Critical]
+            vec![
+                Severity::Info,
+                Severity::Low,
+                Severity::High,
+                Severity::Critical
+            ]
         );
     }
 
@@ -211,7 +219,10 @@ mod tests {
 
     #[test]
     fn severity_serialises_lowercase() {
-        assert_eq!(serde_json::to_string(&Severity::Critical).unwrap(), "\"critical\"");
+        assert_eq!(
+            serde_json::to_string(&Severity::Critical).unwrap(),
+            "\"critical\""
+        );
         let parsed: Severity = serde_json::from_str("\"medium\"").unwrap();
         assert_eq!(parsed, Severity::Medium);
     }
@@ -254,7 +265,10 @@ mod tests {
     fn allowed_fail_on_words_all_parse() {
         for word in FailOn::ALLOWED {
             let parsed: FailOn = serde_json::from_value(serde_json::json!(word)).unwrap();
-            assert_eq!(serde_json::to_value(parsed).unwrap(), serde_json::json!(word));
+            assert_eq!(
+                serde_json::to_value(parsed).unwrap(),
+                serde_json::json!(word)
+            );
         }
     }
 }

@@ -119,10 +119,12 @@ impl EventEntry {
         Ok(EventEntry {
             delivery_id: delivery.ok_or(MessageError::MissingField("delivery"))?,
             event: event.ok_or(MessageError::MissingField("event"))?,
-            received_at_ms: received_at.parse().map_err(|_| MessageError::InvalidField {
-                field: "received_at",
-                reason: format!("not an integer: {received_at:?}"),
-            })?,
+            received_at_ms: received_at
+                .parse()
+                .map_err(|_| MessageError::InvalidField {
+                    field: "received_at",
+                    reason: format!("not an integer: {received_at:?}"),
+                })?,
             encoding: encoding.map_or(Ok(BodyEncoding::Identity), |e| BodyEncoding::parse(&e))?,
             body: body.ok_or(MessageError::MissingField("body"))?,
         })

@@ -2,6 +2,9 @@
 //! one object the apiserver would accept and one it would reject, checked on the JSON a user
 //! would apply (schema defaults are filled in first, as the apiserver does).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use gatehouse_crds::{ScanPolicy, ScanRequest};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -21,7 +24,11 @@ fn schema(crd: &CustomResourceDefinition) -> Value {
 fn failures(crd: &CustomResourceDefinition, object: &Value, old: Option<&Value>) -> Vec<String> {
     match Validator::new().validate(&schema(crd), object, old) {
         Ok(()) => Vec::new(),
-        Err(errors) => errors.as_slice().iter().map(|e| e.message.clone()).collect(),
+        Err(errors) => errors
+            .as_slice()
+            .iter()
+            .map(|e| e.message.clone())
+            .collect(),
     }
 }
 
@@ -60,7 +67,7 @@ fn blackduck_scanner() -> Value {
     })
 }
 
-fn policy_with(scanners: Vec<Value>) -> Value {
+fn policy_with(scanners: &[Value]) -> Value {
     json!({
         "apiVersion": "gatehouse.dev/v1alpha1",
         "kind": "ScanPolicy",
@@ -75,7 +82,7 @@ fn scan_request(name: &str) -> Value {
         "kind": "ScanRequest",
         "metadata": {"name": name, "namespace": "security"},
         "spec": {
-            "repository": {"owner": "acme", "name": "widgets", "id": 1296269},
+            "repository": {"owner": "acme", "name": "widgets", "id": 1_296_269},
             "installationId": 42,
             "pullRequest": {
                 "number": 42,
@@ -99,7 +106,7 @@ fn scan_request(name: &str) -> Value {
 
 #[test]
 fn a_complete_policy_with_both_scanner_kinds_is_accepted() {
-    let messages = policy_failures(&policy_with(vec![kics_scanner(), blackduck_scanner()]));
+    let messages = policy_failures(&policy_with(&[kics_scanner(), blackduck_scanner()]));
     assert_eq!(messages, Vec::<String>::new());
 }
 
@@ -107,11 +114,11 @@ fn a_complete_policy_with_both_scanner_kinds_is_accepted() {
 fn duplicate_scanner_names_are_rejected() {
     let mut second = kics_scanner();
     second["failOn"] = json!("critical");
-    let messages = policy_failures(&policy_with(vec![kics_scanner(), second.clone()]));
+    let messages = policy_failures(&policy_with(&[kics_scanner(), second.clone()]));
     assert_rejected_with(&messages, "scanner names must be unique within a policy");
 
     second["name"] = json!("kics-strict");
-    assert!(policy_failures(&policy_with(vec![kics_scanner(), second])).is_empty());
+    assert!(policy_failures(&policy_with(&[kics_scanner(), second])).is_empty());
 }
 
 #[test]
@@ -119,12 +126,15 @@ fn fail_on_outside_the_allowed_set_is_rejected() {
     let mut scanner = kics_scanner();
     scanner["failOn"] = json!("fatal");
     assert_rejected_with(
-        &policy_failures(&policy_with(vec![scanner.clone()])),
+        &policy_failures(&policy_with(&[scanner.clone()])),
         "failOn must be one of critical, high, medium, low, info, never",
     );
     for allowed in ["critical", "high", "medium", "low", "info", "never"] {
         scanner["failOn"] = json!(allowed);
-        assert!(policy_failures(&policy_with(vec![scanner.clone()])).is_empty(), "{allowed}");
+        assert!(
+            policy_failures(&policy_with(&[scanner.clone()])).is_empty(),
+            "{allowed}"
+        );
     }
 }
 
@@ -134,12 +144,12 @@ fn zero_or_negative_timeouts_are_rejected() {
     for bad in [0, -30] {
         scanner["timeoutSeconds"] = json!(bad);
         assert_rejected_with(
-            &policy_failures(&policy_with(vec![scanner.clone()])),
+            &policy_failures(&policy_with(&[scanner.clone()])),
             "timeoutSeconds must be positive",
         );
     }
     scanner["timeoutSeconds"] = json!(1);
-    assert!(policy_failures(&policy_with(vec![scanner])).is_empty());
+    assert!(policy_failures(&policy_with(&[scanner])).is_empty());
 }
 
 #[test]
@@ -147,7 +157,7 @@ fn blackduck_without_its_settings_is_rejected() {
     let mut scanner = blackduck_scanner();
     scanner.as_object_mut().unwrap().remove("blackduck");
     assert_rejected_with(
-        &policy_failures(&policy_with(vec![scanner])),
+        &policy_failures(&policy_with(&[scanner])),
         "kind blackduck needs blackduck settings",
     );
 }
@@ -157,7 +167,7 @@ fn blackduck_settings_on_a_kics_scanner_are_rejected() {
     let mut scanner = kics_scanner();
     scanner["blackduck"] = blackduck_scanner()["blackduck"].clone();
     assert_rejected_with(
-        &policy_failures(&policy_with(vec![scanner])),
+        &policy_failures(&policy_with(&[scanner])),
         "blackduck settings are only allowed for kind blackduck",
     );
 }
@@ -167,12 +177,12 @@ fn kics_settings_on_a_blackduck_scanner_are_rejected_and_accepted_on_kics() {
     let mut scanner = blackduck_scanner();
     scanner["kics"] = json!({"excludePaths": ["vendor/*"]});
     assert_rejected_with(
-        &policy_failures(&policy_with(vec![scanner])),
+        &policy_failures(&policy_with(&[scanner])),
         "kics settings are only allowed for kind kics",
     );
     let mut kics = kics_scanner();
     kics["kics"] = json!({"excludePaths": ["vendor/*"], "platforms": ["Terraform"]});
-    assert!(policy_failures(&policy_with(vec![kics])).is_empty());
+    assert!(policy_failures(&policy_with(&[kics])).is_empty());
 }
 
 #[test]
@@ -185,12 +195,12 @@ fn images_not_pinned_by_digest_are_rejected() {
     ] {
         scanner["image"] = json!(bad);
         assert_rejected_with(
-            &policy_failures(&policy_with(vec![scanner.clone()])),
+            &policy_failures(&policy_with(&[scanner.clone()])),
             "image must be pinned by digest",
         );
     }
     scanner["image"] = json!(format!("registry.internal:5000/kics@{DIGEST}"));
-    assert!(policy_failures(&policy_with(vec![scanner])).is_empty());
+    assert!(policy_failures(&policy_with(&[scanner])).is_empty());
 }
 
 #[test]

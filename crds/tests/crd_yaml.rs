@@ -1,6 +1,9 @@
 //! The committed CRD YAML is exactly what `crdgen` prints, and has what `kubectl` users rely on:
 //! printer columns, short names, categories, the status subresource and the CEL rules.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use gatehouse_crds::{ScanPolicy, ScanRequest, crd_yaml};
 use kube::CustomResourceExt;
 
@@ -46,12 +49,21 @@ fn both_crds_have_short_names_category_and_status_subresource() {
     for (crd, short) in [(ScanRequest::crd(), "sr"), (ScanPolicy::crd(), "sp")] {
         assert_eq!(crd.spec.group, "gatehouse.dev");
         assert_eq!(crd.spec.scope, "Namespaced");
-        assert_eq!(crd.spec.names.short_names.as_deref(), Some(&[short.to_owned()][..]));
-        assert_eq!(crd.spec.names.categories.as_deref(), Some(&["gatehouse".to_owned()][..]));
+        assert_eq!(
+            crd.spec.names.short_names.as_deref(),
+            Some(&[short.to_owned()][..])
+        );
+        assert_eq!(
+            crd.spec.names.categories.as_deref(),
+            Some(&["gatehouse".to_owned()][..])
+        );
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
         assert!(version.served && version.storage);
-        assert!(version.subresources.as_ref().unwrap().status.is_some(), "{short}");
+        assert!(
+            version.subresources.as_ref().unwrap().status.is_some(),
+            "{short}"
+        );
     }
     assert_eq!(ScanPolicy::crd().spec.names.plural, "scanpolicies");
 }
@@ -76,7 +88,10 @@ fn crds_carry_their_cel_rules() {
 #[test]
 fn integer_fields_are_int32_or_int64_never_unsigned() {
     // The apiserver does not know `uint64`; Rust `u64` would produce it.
-    assert!(!COMMITTED.contains("uint"), "an unsigned integer format slipped into the CRDs");
+    assert!(
+        !COMMITTED.contains("uint"),
+        "an unsigned integer format slipped into the CRDs"
+    );
 }
 
 #[test]
@@ -86,7 +101,7 @@ fn every_spec_and_status_field_has_a_description() {
         if let Some(props) = node.get("properties").and_then(|p| p.as_object()) {
             for (name, child) in props {
                 let child_path = format!("{path}.{name}");
-                if child.get("description").is_none() && path != "" && name != "metadata" {
+                if child.get("description").is_none() && !path.is_empty() && name != "metadata" {
                     missing.push(child_path.clone());
                 }
                 walk(&child_path, child, missing);
@@ -98,13 +113,23 @@ fn every_spec_and_status_field_has_a_description() {
     }
     for crd in [ScanRequest::crd(), ScanPolicy::crd()] {
         let schema = serde_json::to_value(
-            crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap(),
+            crd.spec.versions[0]
+                .schema
+                .as_ref()
+                .unwrap()
+                .open_api_v3_schema
+                .as_ref()
+                .unwrap(),
         )
         .unwrap();
         let mut missing = Vec::new();
         walk("", &schema, &mut missing);
         // Top-level apiVersion/kind come from kube and are documented by Kubernetes itself.
         missing.retain(|p| p != ".apiVersion" && p != ".kind");
-        assert!(missing.is_empty(), "{}: fields without description: {missing:?}", crd.spec.names.kind);
+        assert!(
+            missing.is_empty(),
+            "{}: fields without description: {missing:?}",
+            crd.spec.names.kind
+        );
     }
 }

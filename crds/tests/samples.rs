@@ -2,6 +2,9 @@
 //! say what they claim: the ScanRequest sample has the name and labels ingest would give it and
 //! is governed by the policy it references.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -13,7 +16,9 @@ use kube::CustomResourceExt;
 use kube::core::cel::Validator;
 
 fn sample(name: &str) -> serde_json::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/samples").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/samples")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -21,7 +26,13 @@ fn sample(name: &str) -> serde_json::Value {
 fn assert_cel_accepts<K: CustomResourceExt>(object: &serde_json::Value) {
     let crd = K::crd();
     let schema = serde_json::to_value(
-        crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap(),
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap(),
     )
     .unwrap();
     if let Err(errors) = Validator::new().validate(&schema, object, None) {
@@ -36,7 +47,11 @@ fn policies() -> Vec<ScanPolicy> {
             let value = sample(file);
             assert_cel_accepts::<ScanPolicy>(&value);
             let policy: ScanPolicy = serde_json::from_value(value).unwrap();
-            assert!(policy.spec.problems().is_empty(), "{file}: {:?}", policy.spec.problems());
+            assert!(
+                policy.spec.problems().is_empty(),
+                "{file}: {:?}",
+                policy.spec.problems()
+            );
             policy
         })
         .collect()
@@ -66,8 +81,14 @@ fn sample_scanrequest_is_what_ingest_would_create() {
         &spec.pull_request.head_sha,
         None,
     );
-    assert_eq!(request.metadata.name.as_deref(), Some(expected_name.as_str()));
-    assert_eq!(request.metadata.labels.as_ref(), Some(&scan_request_labels(spec)));
+    assert_eq!(
+        request.metadata.name.as_deref(),
+        Some(expected_name.as_str())
+    );
+    assert_eq!(
+        request.metadata.labels.as_ref(),
+        Some(&scan_request_labels(spec))
+    );
 
     let index = PolicyIndex::build(policies().into_iter().map(Arc::new));
     let full_name = spec.repository.full_name();
@@ -82,7 +103,10 @@ fn sample_scanrequest_is_what_ingest_would_create() {
             author_association: &spec.pull_request.author_association,
         })
         .expect("a sample policy covers the sample request");
-    assert_eq!(selection.policy.metadata.name.as_deref(), Some(spec.policy_ref.name.as_str()));
+    assert_eq!(
+        selection.policy.metadata.name.as_deref(),
+        Some(spec.policy_ref.name.as_str())
+    );
     assert_eq!(selection.verdict, Verdict::Scan);
 }
 
@@ -98,9 +122,37 @@ fn payments_policy_outranks_the_org_wide_policy_for_its_repositories() {
         author: "dev",
         author_association: "MEMBER",
     };
-    let name = |repo| index.select(&facts(repo)).and_then(|s| s.policy.metadata.name.clone());
+    let name = |repo| {
+        index
+            .select(&facts(repo))
+            .and_then(|s| s.policy.metadata.name.clone())
+    };
     assert_eq!(name("acme/payments-api").as_deref(), Some("payments"));
     assert_eq!(name("acme/payments-sandbox").as_deref(), Some("acme-iac"));
     assert_eq!(name("acme/website").as_deref(), Some("acme-iac"));
     assert_eq!(name("elsewhere/repo"), None);
+}
+
+#[test]
+fn sample_scanrequest_carries_the_fields_of_the_fixture_it_claims_to_come_from() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/github/pull_request.opened.octokit.json");
+    let payload: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let request: ScanRequest = serde_json::from_value(sample("scanrequest.yaml")).unwrap();
+    let spec = &request.spec;
+    let pr = &payload["pull_request"];
+    assert_eq!(spec.repository.id, payload["repository"]["id"].as_i64().unwrap());
+    assert_eq!(spec.repository.full_name(), payload["repository"]["full_name"].as_str().unwrap());
+    assert_eq!(spec.installation_id, payload["installation"]["id"].as_i64().unwrap());
+    assert_eq!(spec.pull_request.number, payload["number"].as_i64().unwrap());
+    assert_eq!(spec.pull_request.head_sha, pr["head"]["sha"].as_str().unwrap());
+    assert_eq!(spec.pull_request.head_ref, pr["head"]["ref"].as_str().unwrap());
+    assert_eq!(spec.pull_request.base_ref, pr["base"]["ref"].as_str().unwrap());
+    assert_eq!(spec.pull_request.author, pr["user"]["login"].as_str().unwrap());
+    assert_eq!(
+        spec.pull_request.author_association,
+        pr["author_association"].as_str().unwrap()
+    );
+    assert_eq!(spec.trigger.action.as_deref(), payload["action"].as_str());
 }
