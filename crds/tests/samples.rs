@@ -142,14 +142,38 @@ fn sample_scanrequest_carries_the_fields_of_the_fixture_it_claims_to_come_from()
     let request: ScanRequest = serde_json::from_value(sample("scanrequest.yaml")).unwrap();
     let spec = &request.spec;
     let pr = &payload["pull_request"];
-    assert_eq!(spec.repository.id, payload["repository"]["id"].as_i64().unwrap());
-    assert_eq!(spec.repository.full_name(), payload["repository"]["full_name"].as_str().unwrap());
-    assert_eq!(spec.installation_id, payload["installation"]["id"].as_i64().unwrap());
-    assert_eq!(spec.pull_request.number, payload["number"].as_i64().unwrap());
-    assert_eq!(spec.pull_request.head_sha, pr["head"]["sha"].as_str().unwrap());
-    assert_eq!(spec.pull_request.head_ref, pr["head"]["ref"].as_str().unwrap());
-    assert_eq!(spec.pull_request.base_ref, pr["base"]["ref"].as_str().unwrap());
-    assert_eq!(spec.pull_request.author, pr["user"]["login"].as_str().unwrap());
+    assert_eq!(
+        spec.repository.id,
+        payload["repository"]["id"].as_i64().unwrap()
+    );
+    assert_eq!(
+        spec.repository.full_name(),
+        payload["repository"]["full_name"].as_str().unwrap()
+    );
+    assert_eq!(
+        spec.installation_id,
+        payload["installation"]["id"].as_i64().unwrap()
+    );
+    assert_eq!(
+        spec.pull_request.number,
+        payload["number"].as_i64().unwrap()
+    );
+    assert_eq!(
+        spec.pull_request.head_sha,
+        pr["head"]["sha"].as_str().unwrap()
+    );
+    assert_eq!(
+        spec.pull_request.head_ref,
+        pr["head"]["ref"].as_str().unwrap()
+    );
+    assert_eq!(
+        spec.pull_request.base_ref,
+        pr["base"]["ref"].as_str().unwrap()
+    );
+    assert_eq!(
+        spec.pull_request.author,
+        pr["user"]["login"].as_str().unwrap()
+    );
     assert_eq!(
         spec.pull_request.author_association,
         pr["author_association"].as_str().unwrap()
