@@ -1,9 +1,12 @@
-//! Support for Gatehouse's cross-component tests: real services started per test on loopback
-//! (a private `redis-server` now; the Kubernetes API emulator and a fake GitHub follow).
+//! Support for Gatehouse's cross-component tests: real services started per test on loopback,
+//! a private `redis-server` and an in-memory Kubernetes API server (the emulator); a fake GitHub
+//! follows.
 //!
 //! Nothing in here is used by production code; only this crate's own tests depend on it, so no
 //! crate depends on it in a cycle.
 
+pub mod kube_emulator;
 pub mod redis_server;
 
+pub use kube_emulator::{Failure, JobState, KubeEmulator};
 pub use redis_server::{RedisOptions, RedisServer, RedisServerError};

@@ -1,0 +1,486 @@
+//! An in-memory Kubernetes API server on loopback, for running the real controllers (kube-rs
+//! `Controller`, watches, owned Jobs, finalizers, status patches) in tests without a cluster.
+//!
+//! kube clients connect through a normal `kube::Config` (cluster URL, no auth). The emulator
+//! speaks the real HTTP protocol for the verbs our binaries use: create (with `generateName`),
+//! get, list (label/field selectors, `limit`/`continue`), watch (`ADDED/MODIFIED/DELETED/
+//! BOOKMARK/ERROR` lines, 410 for a too-old resourceVersion, `timeoutSeconds`), update with
+//! resourceVersion preconditions, JSON / merge / apply patches, delete with propagation, the
+//! status subresource, finalizers and owner-reference garbage collection. For CRDs it applies
+//! schema defaults and the CEL rules. It also serves discovery and `Table` responses so `kubectl`
+//! works against it.
+//!
+//! Tests play the cluster's other parts through [`KubeEmulator`]: mark a Job's status as the Job
+//! controller would, inject failures, stall watches, read the write log. What it does **not**
+//! model is listed in `docs/testing.md`; it is never used by production code.
+
+mod discovery;
+mod http;
+pub mod resource;
+pub mod selector;
+mod store;
+mod table;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use serde_json::{Value, json};
+
+pub use resource::{Propagation, ResourceType};
+use store::{ApiError, FailRule, Store};
+
+/// Events kept for watches before older resourceVersions become too old (410).
+const DEFAULT_HISTORY: usize = 10_000;
+
+/// One write request as the emulator received it.
+#[derive(Clone, Debug)]
+pub struct WriteRecord {
+    /// HTTP method (POST, PUT, PATCH, DELETE).
+    pub method: String,
+    /// Request path.
+    pub path: String,
+    /// Raw query string.
+    pub query: String,
+    /// `Content-Type` header.
+    pub content_type: String,
+    /// Body as JSON (YAML bodies are converted; anything else is a string).
+    pub body: Value,
+    /// HTTP status the emulator answered.
+    pub status: u16,
+}
+
+/// A failure to inject into matching requests.
+#[derive(Clone, Copy, Debug)]
+pub enum Failure {
+    /// `500 InternalError`.
+    InternalError,
+    /// `429 TooManyRequests` with a `Retry-After` header.
+    TooManyRequests {
+        /// Seconds in `Retry-After`.
+        retry_after_seconds: u64,
+    },
+    /// `409 Conflict`.
+    Conflict,
+    /// `503 ServiceUnavailable`.
+    Unavailable,
+}
+
+impl Failure {
+    fn error(self) -> ApiError {
+        match self {
+            Failure::InternalError => ApiError::new(
+                500,
+                "InternalError",
+                "an error on the server (\"injected\") has prevented the request from succeeding",
+            ),
+            Failure::TooManyRequests {
+                retry_after_seconds,
+            } => ApiError {
+                retry_after: Some(retry_after_seconds),
+                ..ApiError::new(
+                    429,
+                    "TooManyRequests",
+                    "the server has received too many requests and has asked us to try again later",
+                )
+            },
+            Failure::Conflict => ApiError::new(
+                409,
+                "Conflict",
+                "Operation cannot be fulfilled: injected conflict",
+            ),
+            Failure::Unavailable => ApiError::new(
+                503,
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request",
+            ),
+        }
+    }
+}
+
+/// What the Job controller would write into a Job's status.
+#[derive(Clone, Debug)]
+pub enum JobState {
+    /// A pod is running.
+    Active,
+    /// Completed successfully.
+    Succeeded,
+    /// Failed, with the Job controller's reason (`DeadlineExceeded`, `BackoffLimitExceeded`, ...).
+    Failed {
+        /// Condition reason.
+        reason: String,
+        /// Condition message.
+        message: String,
+    },
+}
+
+/// State shared by the HTTP handlers and the test's handle.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    store: Mutex<Store>,
+    changes: tokio::sync::watch::Sender<u64>,
+    writes: Mutex<Vec<WriteRecord>>,
+    bookmark_interval: Duration,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        // A test that panicked while holding the lock has failed already; keep serving.
+        self.store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn notify(&self) {
+        self.changes.send_modify(|tick| *tick += 1);
+    }
+
+    /// Runs a write against the store and wakes watches.
+    fn write<T>(&self, f: impl FnOnce(&mut Store) -> Result<T, ApiError>) -> Result<T, ApiError> {
+        let result = f(&mut self.lock());
+        self.notify();
+        result
+    }
+
+    fn take_failure(&self, method: &str, path: &str) -> Option<ApiError> {
+        let mut store = self.lock();
+        let rule = store.failures.iter_mut().find(|r| {
+            r.remaining > 0
+                && r.method
+                    .as_deref()
+                    .is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && path.contains(&r.path_contains)
+        })?;
+        rule.remaining -= 1;
+        let error = rule.error.clone();
+        store.failures.retain(|r| r.remaining > 0);
+        Some(error)
+    }
+
+    fn is_stalled(&self, path: &str) -> bool {
+        self.lock()
+            .stalls
+            .iter()
+            .any(|(_, pattern)| path.contains(pattern.as_str()))
+    }
+
+    fn log_write(&self, record: WriteRecord) {
+        self.writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(record);
+    }
+}
+
+/// A running emulator. Dropping it stops the server.
+#[derive(Debug)]
+pub struct KubeEmulator {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for KubeEmulator {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Builder for [`KubeEmulator`].
+#[derive(Debug)]
+pub struct KubeEmulatorBuilder {
+    types: Vec<ResourceType>,
+    history: usize,
+    bookmark_interval: Duration,
+}
+
+impl KubeEmulatorBuilder {
+    /// Also serve this resource type.
+    #[must_use]
+    pub fn with_type(mut self, rt: ResourceType) -> Self {
+        self.types.push(rt);
+        self
+    }
+
+    /// Keep this many events for watches (fewer makes 410 Gone easy to provoke).
+    #[must_use]
+    pub fn history(mut self, events: usize) -> Self {
+        self.history = events;
+        self
+    }
+
+    /// How often watches that allow bookmarks get one (a real apiserver: about a minute).
+    #[must_use]
+    pub fn bookmark_interval(mut self, interval: Duration) -> Self {
+        self.bookmark_interval = interval;
+        self
+    }
+
+    /// Starts serving on a free loopback port. Must be called inside a tokio runtime.
+    pub async fn start(self) -> std::io::Result<KubeEmulator> {
+        let mut store = Store::new(self.history);
+        store.types = self.types;
+        let (changes, _) = tokio::sync::watch::channel(0);
+        let shared = Arc::new(Shared {
+            store: Mutex::new(store),
+            changes,
+            writes: Mutex::new(Vec::new()),
+            bookmark_interval: self.bookmark_interval,
+        });
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let app_state = Arc::clone(&shared);
+        let app = axum::Router::new().fallback(move |method, uri, headers, body: bytes::Bytes| {
+            let shared = Arc::clone(&app_state);
+            async move { http::handle(shared, method, uri, headers, body).await }
+        });
+        let server = tokio::spawn(async move {
+            // Ends only when the task is aborted (the emulator dropped).
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(KubeEmulator {
+            shared,
+            addr,
+            server,
+        })
+    }
+}
+
+impl KubeEmulator {
+    /// A builder preloaded with the types Gatehouse uses: Pod, Secret, ConfigMap,
+    /// ServiceAccount, core and events.k8s.io Events, batch/v1 Job (status subresource, Orphan
+    /// by default as the real API), coordination Lease, and the Gatehouse CRDs.
+    pub fn builder() -> KubeEmulatorBuilder {
+        let mut types = vec![
+            ResourceType::namespaced::<Pod>().with_status(),
+            ResourceType::namespaced::<Secret>(),
+            ResourceType::namespaced::<ConfigMap>(),
+            ResourceType::namespaced::<ServiceAccount>(),
+            ResourceType::namespaced::<CoreEvent>(),
+            ResourceType::namespaced::<Event>(),
+            ResourceType::namespaced::<Job>()
+                .with_status()
+                .with_default_propagation(Propagation::Orphan),
+            ResourceType::namespaced::<Lease>(),
+        ];
+        types.extend(gatehouse_crds::crds().iter().map(ResourceType::from_crd));
+        KubeEmulatorBuilder {
+            types,
+            history: DEFAULT_HISTORY,
+            bookmark_interval: Duration::from_secs(60),
+        }
+    }
+
+    /// Starts an emulator with the default types.
+    pub async fn start() -> std::io::Result<KubeEmulator> {
+        KubeEmulator::builder().start().await
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kube client for this emulator, default namespace `default`, configured as production
+    /// clients are (kube retries 429, 503 and 504 itself, honouring `Retry-After`).
+    pub fn client(&self) -> kube::Client {
+        self.client_with(true)
+    }
+
+    /// A kube client that does not retry anything, to see every injected failure.
+    pub fn client_without_retries(&self) -> kube::Client {
+        self.client_with(false)
+    }
+
+    fn client_with(&self, retries: bool) -> kube::Client {
+        let url = self.url().parse().unwrap_or_else(|_| unreachable_url());
+        let mut config = kube::Config::new(url);
+        config.default_retry = retries;
+        kube::Client::try_from(config).unwrap_or_else(|e| unreachable_client(&e))
+    }
+
+    /// A kubeconfig file content pointing at the emulator, for `kubectl --kubeconfig`.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: emulator\n  cluster:\n    server: {}\n\
+             contexts:\n- name: emulator\n  context:\n    cluster: emulator\n    user: nobody\n    namespace: default\n\
+             current-context: emulator\nusers:\n- name: nobody\n  user: {{}}\n",
+            self.url()
+        )
+    }
+
+    fn type_id<K: kube::Resource<DynamicType = ()>>(&self) -> usize {
+        let store = self.shared.lock();
+        store
+            .find_type(&K::group(&()), &K::version(&()), &K::plural(&()))
+            .unwrap_or_else(|| unregistered(&K::kind(&())))
+    }
+
+    /// An object as stored, or `None`.
+    pub fn get<K: kube::Resource<DynamicType = ()>>(&self, ns: &str, name: &str) -> Option<Value> {
+        let t = self.type_id::<K>();
+        self.shared.lock().get(t, ns, name).ok()
+    }
+
+    /// Names of the objects of a kind in a namespace, sorted.
+    pub fn names<K: kube::Resource<DynamicType = ()>>(&self, ns: &str) -> Vec<String> {
+        let t = self.type_id::<K>();
+        self.shared
+            .lock()
+            .objects_of(t, Some(ns))
+            .iter()
+            .filter_map(|o| {
+                o.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
+    /// Replaces an object's status as a controller inside the cluster would.
+    pub fn set_status<K: kube::Resource<DynamicType = ()>>(
+        &self,
+        ns: &str,
+        name: &str,
+        status: Value,
+    ) -> Result<Value, String> {
+        let t = self.type_id::<K>();
+        self.shared
+            .write(|s| s.set_status(t, ns, name, status))
+            .map_err(|e| e.message)
+    }
+
+    /// Plays the Job controller: writes the status a Job in `state` would have.
+    pub fn set_job_status(&self, ns: &str, name: &str, state: &JobState) -> Result<Value, String> {
+        let current = self
+            .get::<Job>(ns, name)
+            .ok_or_else(|| format!("job {ns}/{name} not found"))?;
+        let now = store::now();
+        let start = current
+            .pointer("/status/startTime")
+            .cloned()
+            .unwrap_or_else(|| json!(now));
+        let condition = |type_: &str, reason: &str, message: &str| {
+            json!({"type": type_, "status": "True", "reason": reason, "message": message,
+                   "lastProbeTime": now, "lastTransitionTime": now})
+        };
+        let status = match state {
+            JobState::Active => json!({"active": 1, "ready": 1, "startTime": start}),
+            JobState::Succeeded => json!({
+                "succeeded": 1,
+                "startTime": start,
+                "completionTime": now,
+                "conditions": [
+                    condition("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods"),
+                    condition("Complete", "CompletionsReached", "Reached expected number of succeeded pods"),
+                ],
+            }),
+            JobState::Failed { reason, message } => json!({
+                "failed": 1,
+                "startTime": start,
+                "conditions": [
+                    condition("FailureTarget", reason, message),
+                    condition("Failed", reason, message),
+                ],
+            }),
+        };
+        self.set_status::<Job>(ns, name, status)
+    }
+
+    /// Makes the next `times` requests whose path contains `path_contains` (and whose method is
+    /// `method`, when given) fail with `failure`.
+    pub fn fail_next(
+        &self,
+        method: Option<&str>,
+        path_contains: &str,
+        times: usize,
+        failure: Failure,
+    ) {
+        self.shared.lock().failures.push(FailRule {
+            method: method.map(str::to_owned),
+            path_contains: path_contains.to_owned(),
+            remaining: times,
+            error: failure.error(),
+        });
+    }
+
+    /// Stops delivering events on watches whose path contains `path_contains` (existing and new
+    /// ones) until the returned guard is released or dropped; connections stay open, as with a
+    /// hung apiserver. Events are delivered once released.
+    pub fn stall_watches(&self, path_contains: &str) -> StallGuard {
+        let mut store = self.shared.lock();
+        store.stall_counter += 1;
+        let id = store.stall_counter;
+        store.stalls.push((id, path_contains.to_owned()));
+        StallGuard {
+            shared: Arc::clone(&self.shared),
+            id,
+        }
+    }
+
+    /// Forgets the event history: watches from any earlier resourceVersion get 410 Gone.
+    pub fn compact(&self) {
+        self.shared
+            .write(|s| {
+                s.compact();
+                Ok(())
+            })
+            .unwrap_or(());
+    }
+
+    /// Every write request so far, in order.
+    pub fn writes(&self) -> Vec<WriteRecord> {
+        self.shared
+            .writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.lock().current_rv()
+    }
+}
+
+/// Keeps watches stalled while alive.
+#[derive(Debug)]
+pub struct StallGuard {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl StallGuard {
+    /// Delivers the held events again.
+    pub fn release(self) {}
+}
+
+impl Drop for StallGuard {
+    fn drop(&mut self) {
+        self.shared.lock().stalls.retain(|(id, _)| *id != self.id);
+        self.shared.notify();
+    }
+}
+
+// The emulator's own URL always parses and a kube client for it always builds; these keep the
+// code free of unwrap while saying so.
+#[allow(clippy::panic)]
+fn unreachable_url() -> axum::http::Uri {
+    panic!("emulator URL does not parse")
+}
+
+#[allow(clippy::panic)]
+fn unreachable_client(e: &kube::Error) -> kube::Client {
+    panic!("kube client for the emulator: {e}")
+}
+
+#[allow(clippy::panic)]
+fn unregistered(kind: &str) -> usize {
+    panic!(
+        "{kind} is not registered with the emulator; add it with KubeEmulator::builder().with_type(...)"
+    )
+}
