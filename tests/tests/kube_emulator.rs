@@ -268,7 +268,7 @@ async fn status_is_written_only_through_the_status_subresource() {
         Some(gatehouse_crds::scanrequest::ScanPhase::Running)
     );
     assert!(
-        patched.metadata.labels.unwrap().get("sneaky").is_none(),
+        !patched.metadata.labels.unwrap().contains_key("sneaky"),
         "status writes change only .status"
     );
     assert_eq!(
@@ -429,8 +429,10 @@ async fn server_side_apply_creates_then_merges_and_needs_a_field_manager() {
     let data = merged.data.unwrap();
     assert_eq!((data["a"].as_str(), data["b"].as_str()), ("1", "2"));
 
-    let mut no_manager = PatchParams::default();
-    no_manager.field_manager = None;
+    let no_manager = PatchParams {
+        field_manager: None,
+        ..PatchParams::default()
+    };
     let err = api
         .patch("ssa", &no_manager, &Patch::Apply(&second))
         .await
@@ -669,9 +671,11 @@ async fn deleting_an_owner_deletes_its_dependents_in_the_background() {
         .await
         .unwrap();
     let jobs: Api<Job> = Api::namespaced(k8s.client(), NS);
-    let mut owned = job("owned-job");
-    owned.metadata.owner_references = Some(vec![owner.controller_owner_ref(&()).unwrap()]);
-    jobs.create(&PostParams::default(), &owned).await.unwrap();
+    let mut dependent = job("owned-job");
+    dependent.metadata.owner_references = Some(vec![owner.controller_owner_ref(&()).unwrap()]);
+    jobs.create(&PostParams::default(), &dependent)
+        .await
+        .unwrap();
     jobs.create(&PostParams::default(), &job("unrelated"))
         .await
         .unwrap();

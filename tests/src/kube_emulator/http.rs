@@ -14,18 +14,18 @@ use tokio::time::Instant;
 
 use super::resource::Propagation;
 use super::selector::{FieldSelector, LabelSelector};
-use super::store::{ApiError, DeleteOptions, EventType, TypeId};
+use super::store::{ApiError, DeleteOptions, EventType, PatchRequest, TypeId};
 use super::table;
 use super::{Shared, WriteRecord};
 
 type Query = HashMap<String, String>;
 
-pub(crate) async fn handle(
-    shared: Arc<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+pub(crate) fn handle(
+    shared: &Arc<Shared>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
 ) -> Response<Body> {
     let path = uri.path().to_owned();
     let query: Query = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
@@ -45,18 +45,7 @@ pub(crate) async fn handle(
     let injected = shared.take_failure(method.as_str(), &path);
     let result = match injected {
         Some(error) => Err(error),
-        None => {
-            route(
-                &shared,
-                &method,
-                &path,
-                &query,
-                &content_type,
-                &accept,
-                &body,
-            )
-            .await
-        }
+        None => route(shared, method, &path, &query, &content_type, &accept, body),
     };
     let response = match result {
         Ok(Reply::Json(code, value)) => json_response(code, &value),
@@ -67,13 +56,13 @@ pub(crate) async fn handle(
             .unwrap_or_default(),
         Err(error) => error_response(&error),
     };
-    if method != Method::GET {
+    if *method != Method::GET {
         shared.log_write(WriteRecord {
             method: method.to_string(),
             path,
             query: uri.query().unwrap_or("").to_owned(),
             content_type,
-            body: parse_body(&body),
+            body: parse_body(body),
             status: response.status().as_u16(),
         });
     }
@@ -170,7 +159,7 @@ fn flag(query: &Query, key: &str) -> bool {
     query.get(key).is_some_and(|v| v == "true" || v == "1")
 }
 
-async fn route(
+fn route(
     shared: &Arc<Shared>,
     method: &Method,
     path: &str,
@@ -192,34 +181,7 @@ async fn route(
         (Method::GET, None) if flag(query, "watch") => {
             Ok(Reply::Stream(watch(shared, &target, query)?))
         }
-        (Method::GET, None) => {
-            let labels =
-                LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
-                    .map_err(ApiError::bad_request_msg)?;
-            let fields =
-                FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))
-                    .map_err(ApiError::bad_request_msg)?;
-            let limit = query.get("limit").and_then(|l| l.parse().ok());
-            let store = shared.lock();
-            let list = store.list(
-                target.type_id,
-                target.namespace.as_deref(),
-                &labels,
-                &fields,
-                limit,
-                query
-                    .get("continue")
-                    .map(String::as_str)
-                    .filter(|c| !c.is_empty()),
-            )?;
-            if table::wants_table(accept) {
-                return Ok(Reply::Json(
-                    200,
-                    table::list_table(&store.types[target.type_id], &list),
-                ));
-            }
-            Ok(Reply::Json(200, list))
-        }
+        (Method::GET, None) => list(shared, &target, query, accept),
         (Method::GET, Some(name)) => {
             let store = shared.lock();
             let object = store.get(target.type_id, &ns, name)?;
@@ -243,18 +205,13 @@ async fn route(
             Ok(Reply::Json(200, updated))
         }
         (Method::PATCH, Some(name)) => {
-            let field_manager = query.get("fieldManager").map(String::as_str);
-            let patched = shared.write(|s| {
-                s.patch(
-                    target.type_id,
-                    &ns,
-                    name,
-                    content_type,
-                    body,
-                    status,
-                    field_manager,
-                )
-            })?;
+            let request = PatchRequest {
+                content_type,
+                body,
+                status,
+                field_manager: query.get("fieldManager").map(String::as_str),
+            };
+            let patched = shared.write(|s| s.patch(target.type_id, &ns, name, &request))?;
             Ok(Reply::Json(200, patched))
         }
         (Method::DELETE, Some(name)) => {
@@ -262,43 +219,74 @@ async fn route(
             let deleted = shared.write(|s| s.delete(target.type_id, &ns, name, &options))?;
             Ok(Reply::Json(200, deleted))
         }
-        (Method::DELETE, None) => {
-            let options = delete_options(query, body)?;
-            let labels =
-                LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
-                    .map_err(ApiError::bad_request_msg)?;
-            let deleted = shared.write(|s| {
-                let names: Vec<(String, String)> = s
-                    .objects_of(target.type_id, target.namespace.as_deref())
-                    .into_iter()
-                    .filter(|o| labels.matches(o))
-                    .map(|o| {
-                        let meta = |f: &str| {
-                            o.pointer(&format!("/metadata/{f}"))
-                                .and_then(Value::as_str)
-                                .unwrap_or("")
-                                .to_owned()
-                        };
-                        (meta("namespace"), meta("name"))
-                    })
-                    .collect();
-                let mut items = Vec::new();
-                for (obj_ns, name) in names {
-                    items.push(s.delete(target.type_id, &obj_ns, &name, &options)?);
-                }
-                Ok(items)
-            })?;
-            Ok(Reply::Json(
-                200,
-                json!({"kind": "List", "apiVersion": "v1", "metadata": {}, "items": deleted}),
-            ))
-        }
+        (Method::DELETE, None) => delete_collection(shared, &target, query, body),
         _ => Err(ApiError::new(
             405,
             "MethodNotAllowed",
             format!("{method} is not supported on {path}"),
         )),
     }
+}
+
+fn list(shared: &Shared, target: &Target, query: &Query, accept: &str) -> Result<Reply, ApiError> {
+    let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
+        .map_err(ApiError::bad_request_msg)?;
+    let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))
+        .map_err(ApiError::bad_request_msg)?;
+    let limit = query.get("limit").and_then(|l| l.parse().ok());
+    let store = shared.lock();
+    let list = store.list(
+        target.type_id,
+        target.namespace.as_deref(),
+        &labels,
+        &fields,
+        limit,
+        query
+            .get("continue")
+            .map(String::as_str)
+            .filter(|c| !c.is_empty()),
+    )?;
+    if table::wants_table(accept) {
+        return Ok(Reply::Json(
+            200,
+            table::list_table(&store.types[target.type_id], &list),
+        ));
+    }
+    Ok(Reply::Json(200, list))
+}
+
+fn delete_collection(
+    shared: &Shared,
+    target: &Target,
+    query: &Query,
+    body: &[u8],
+) -> Result<Reply, ApiError> {
+    let options = delete_options(query, body)?;
+    let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
+        .map_err(ApiError::bad_request_msg)?;
+    let deleted = shared.write(|s| {
+        let keys: Vec<(String, String)> = s
+            .objects_of(target.type_id, target.namespace.as_deref())
+            .into_iter()
+            .filter(|o| labels.matches(o))
+            .map(|o| {
+                let meta = |f: &str| {
+                    o.pointer(&format!("/metadata/{f}"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned()
+                };
+                (meta("namespace"), meta("name"))
+            })
+            .collect();
+        keys.iter()
+            .map(|(ns, name)| s.delete(target.type_id, ns, name, &options))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    Ok(Reply::Json(
+        200,
+        json!({"kind": "List", "apiVersion": "v1", "metadata": {}, "items": deleted}),
+    ))
 }
 
 impl ApiError {
@@ -490,7 +478,7 @@ async fn next_line(w: &mut Watch) -> Option<Bytes> {
                         let now_in = selected(&event.object);
                         let kind = match event.kind {
                             EventType::Modified => {
-                                let was_in = event.old.as_ref().is_some_and(|o| selected(o));
+                                let was_in = event.old.as_ref().is_some_and(selected);
                                 match (was_in, now_in) {
                                     (true, true) => Some("MODIFIED"),
                                     (false, true) => Some("ADDED"),

@@ -236,7 +236,7 @@ impl KubeEmulatorBuilder {
         let app_state = Arc::clone(&shared);
         let app = axum::Router::new().fallback(move |method, uri, headers, body: bytes::Bytes| {
             let shared = Arc::clone(&app_state);
-            async move { http::handle(shared, method, uri, headers, body).await }
+            async move { http::handle(&shared, &method, &uri, &headers, &body) }
         });
         let server = tokio::spawn(async move {
             // Ends only when the task is aborted (the emulator dropped).

@@ -174,13 +174,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn labelled(labels: Value) -> Value {
+    fn labelled(labels: &Value) -> Value {
         json!({"metadata": {"name": "x", "labels": labels}})
     }
 
     #[test]
     fn equality_set_and_existence_requirements_all_apply() {
-        let object = labelled(json!({"app": "web", "tier": "front", "env": "prod"}));
+        let object = labelled(&json!({"app": "web", "tier": "front", "env": "prod"}));
         for (selector, expected) in [
             ("app=web", true),
             ("app==web", true),

@@ -120,6 +120,16 @@ pub(crate) struct FailRule {
     pub error: ApiError,
 }
 
+/// A PATCH as received.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PatchRequest<'a> {
+    pub content_type: &'a str,
+    pub body: &'a [u8],
+    /// Whether it targets the status subresource.
+    pub status: bool,
+    pub field_manager: Option<&'a str>,
+}
+
 /// How a delete was asked for.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct DeleteOptions {
@@ -472,12 +482,15 @@ impl Store {
         t: TypeId,
         ns: &str,
         name: &str,
-        content_type: &str,
-        body: &[u8],
-        status: bool,
-        field_manager: Option<&str>,
+        request: &PatchRequest<'_>,
     ) -> Result<Value, ApiError> {
         let rt = self.types[t].clone();
+        let PatchRequest {
+            content_type,
+            body,
+            status,
+            field_manager,
+        } = *request;
         let content_type = content_type.split(';').next().unwrap_or("").trim();
         let current = match self.get(t, ns, name) {
             Ok(current) => current,
@@ -666,7 +679,7 @@ impl Store {
                 push_unique(&mut finals, FOREGROUND);
             }
             Propagation::Orphan if self.has_dependents(&current) => {
-                push_unique(&mut finals, ORPHAN)
+                push_unique(&mut finals, ORPHAN);
             }
             _ => {}
         }
@@ -718,15 +731,11 @@ impl Store {
     }
 
     fn gc_step(&mut self) -> bool {
-        let live_uids: std::collections::HashSet<String> = self
-            .objects
-            .values()
-            .filter_map(|o| {
-                o.pointer("/metadata/uid")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
-            .collect();
+        self.gc_owners_being_deleted() || self.gc_dangling_dependents()
+    }
+
+    /// Owners being deleted with the `orphan` or `foregroundDeletion` finalizer.
+    fn gc_owners_being_deleted(&mut self) -> bool {
         // Owners being deleted with `orphan`: strip references from dependents, drop the finalizer.
         let keys: Vec<ObjKey> = self.objects.keys().cloned().collect();
         for key in &keys {
@@ -754,10 +763,7 @@ impl Store {
                     }
                 }
                 let mut changed = object.clone();
-                set_finalizers(
-                    &mut changed,
-                    finals.iter().filter(|f| *f != ORPHAN).cloned().collect(),
-                );
+                set_finalizers(&mut changed, &without(&finals, ORPHAN));
                 let _ = self.internal_write(key, object, changed);
                 return true;
             }
@@ -773,14 +779,7 @@ impl Store {
                     .collect();
                 if dependents.is_empty() {
                     let mut changed = object.clone();
-                    set_finalizers(
-                        &mut changed,
-                        finals
-                            .iter()
-                            .filter(|f| *f != FOREGROUND)
-                            .cloned()
-                            .collect(),
-                    );
+                    set_finalizers(&mut changed, &without(&finals, FOREGROUND));
                     let _ = self.internal_write(key, object, changed);
                     return true;
                 }
@@ -806,7 +805,21 @@ impl Store {
                 }
             }
         }
-        // Dependents all of whose owners are gone.
+        false
+    }
+
+    /// Deletes dependents all of whose owners are gone.
+    fn gc_dangling_dependents(&mut self) -> bool {
+        let live_uids: std::collections::HashSet<String> = self
+            .objects
+            .values()
+            .filter_map(|o| {
+                o.pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .collect();
+        let keys: Vec<ObjKey> = self.objects.keys().cloned().collect();
         for key in &keys {
             let Some(object) = self.objects.get(key) else {
                 continue;
@@ -981,13 +994,17 @@ pub(crate) fn finalizers(object: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn set_finalizers(object: &mut Value, finals: Vec<String>) {
+fn set_finalizers(object: &mut Value, finals: &[String]) {
     let meta = metadata_mut(object);
     if finals.is_empty() {
         meta.remove("finalizers");
     } else {
         meta.insert("finalizers".into(), json!(finals));
     }
+}
+
+fn without(list: &[String], item: &str) -> Vec<String> {
+    list.iter().filter(|f| *f != item).cloned().collect()
 }
 
 fn push_unique(list: &mut Vec<String>, item: &str) {
@@ -1034,6 +1051,8 @@ fn is_dns_subdomain(name: &str) -> bool {
 pub(crate) fn now() -> String {
     k8s_openapi::jiff::Timestamp::now()
         .round(k8s_openapi::jiff::Unit::Second)
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+        .map_or_else(
+            |_| "1970-01-01T00:00:00Z".to_owned(),
+            |t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        )
 }
