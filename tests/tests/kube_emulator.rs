@@ -38,6 +38,12 @@ fn config_map(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
     }
 }
 
+/// The list resourceVersion to start a watch from.
+async fn current_rv(api: &Api<ConfigMap>) -> String {
+    let list = api.list(&ListParams::default()).await.unwrap();
+    list.metadata.resource_version.unwrap()
+}
+
 fn api_code(err: &kube::Error) -> u16 {
     match err {
         kube::Error::Api(status) => status.code,
@@ -490,13 +496,7 @@ async fn watch_streams_changes_from_a_resource_version() {
 async fn watch_from_a_compacted_resource_version_gets_410_gone() {
     let k8s = KubeEmulator::start().await.unwrap();
     let api: Api<ConfigMap> = Api::namespaced(k8s.client(), NS);
-    let old_rv = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let old_rv = current_rv(&api).await;
     api.create(&PostParams::default(), &config_map("x", &[]))
         .await
         .unwrap();
@@ -523,13 +523,7 @@ async fn watch_from_a_compacted_resource_version_gets_410_gone() {
 async fn watch_timeout_seconds_ends_the_stream() {
     let k8s = KubeEmulator::start().await.unwrap();
     let api: Api<ConfigMap> = Api::namespaced(k8s.client(), NS);
-    let rv = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let rv = current_rv(&api).await;
     let mut stream = api
         .watch(&WatchParams::default().timeout(1), &rv)
         .await
@@ -546,13 +540,7 @@ async fn watch_timeout_seconds_ends_the_stream() {
 async fn watch_with_a_label_selector_sees_objects_leave_the_selection() {
     let k8s = KubeEmulator::start().await.unwrap();
     let api: Api<ConfigMap> = Api::namespaced(k8s.client(), NS);
-    let rv = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let rv = current_rv(&api).await;
     let mut stream = api
         .watch(&WatchParams::default().labels("team=a").timeout(10), &rv)
         .await
@@ -591,13 +579,7 @@ async fn bookmarks_carry_the_current_resource_version() {
         .await
         .unwrap();
     let api: Api<ConfigMap> = Api::namespaced(k8s.client(), NS);
-    let rv = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let rv = current_rv(&api).await;
     api.create(&PostParams::default(), &config_map("b", &[]))
         .await
         .unwrap();
@@ -829,13 +811,7 @@ async fn reqwest_like_get(url: &str) -> String {
 async fn a_stalled_watch_delivers_nothing_until_released() {
     let k8s = KubeEmulator::start().await.unwrap();
     let api: Api<ConfigMap> = Api::namespaced(k8s.client(), NS);
-    let rv = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let rv = current_rv(&api).await;
     let mut stream = api
         .watch(&WatchParams::default().timeout(30), &rv)
         .await

@@ -327,12 +327,7 @@ impl Store {
         dry_run: bool,
     ) -> Result<Value, ApiError> {
         let rt = self.types[t].clone();
-        if !body.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request was not a JSON object",
-            ));
-        }
-        check_kind(&rt, &body)?;
+        check_body(&rt, &body)?;
         let name = match body.pointer("/metadata/name").and_then(Value::as_str) {
             Some(name) if !name.is_empty() => name.to_owned(),
             _ => match body
@@ -437,12 +432,7 @@ impl Store {
         status: bool,
     ) -> Result<Value, ApiError> {
         let rt = self.types[t].clone();
-        if !body.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request was not a JSON object",
-            ));
-        }
-        check_kind(&rt, &body)?;
+        check_body(&rt, &body)?;
         if let Some(body_name) = body.pointer("/metadata/name").and_then(Value::as_str)
             && body_name != name
         {
@@ -870,6 +860,15 @@ impl Store {
         set_or_remove(&mut proposed, "status", Some(status));
         self.internal_write(&(t, ns.to_owned(), name.to_owned()), current, proposed)
     }
+}
+
+fn check_body(rt: &ResourceType, body: &Value) -> Result<(), ApiError> {
+    if !body.is_object() {
+        return Err(ApiError::bad_request(
+            "the body of the request was not a JSON object",
+        ));
+    }
+    check_kind(rt, body)
 }
 
 fn check_kind(rt: &ResourceType, body: &Value) -> Result<(), ApiError> {
