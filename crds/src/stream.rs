@@ -46,8 +46,11 @@ pub enum MessageError {
 /// How an event body is stored in the stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyEncoding {
-    /// The raw bytes GitHub sent.
+    /// The JSON payload as GitHub sent it.
     Identity,
+    /// LZ4 block format with the uncompressed size prepended (little-endian u32), as
+    /// `lz4_flex::compress_prepend_size` writes it.
+    Lz4,
 }
 
 impl BodyEncoding {
@@ -55,12 +58,14 @@ impl BodyEncoding {
     pub fn as_str(self) -> &'static str {
         match self {
             BodyEncoding::Identity => "identity",
+            BodyEncoding::Lz4 => "lz4",
         }
     }
 
     fn parse(s: &str) -> Result<BodyEncoding, MessageError> {
         match s {
             "identity" => Ok(BodyEncoding::Identity),
+            "lz4" => Ok(BodyEncoding::Lz4),
             other => Err(MessageError::InvalidField {
                 field: "encoding",
                 reason: format!("unknown encoding {other:?}"),
@@ -80,7 +85,8 @@ pub struct EventEntry {
     pub received_at_ms: i64,
     /// How `body` is encoded.
     pub encoding: BodyEncoding,
-    /// The request body exactly as signed by GitHub (after `encoding` is undone).
+    /// The JSON payload, encoded as `encoding` says: the request body exactly as GitHub signed
+    /// it, or for a form-encoded delivery the value of its `payload` field.
     pub body: Vec<u8>,
 }
 

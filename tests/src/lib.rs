@@ -5,8 +5,10 @@
 //! Nothing in here is used by production code; only this crate's own tests depend on it, so no
 //! crate depends on it in a cycle.
 
+pub mod http;
 pub mod kube_emulator;
 pub mod redis_server;
+pub mod webhook;
 
 pub use kube_emulator::{Failure, JobState, KubeEmulator};
 pub use redis_server::{RedisOptions, RedisServer, RedisServerError};

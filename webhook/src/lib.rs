@@ -1,5 +1,127 @@
 //! gatehouse-webhook: receives GitHub App webhook deliveries, verifies them and buffers them in
 //! the `gatehouse:events` Redis stream (`receive` role), then turns them into ScanRequests
 //! (`ingest` role). It never talks to GitHub in the request path and never creates Jobs.
-//!
-//! Not implemented yet: this crate only fixes its place in the workspace (issue 4 builds it).
+
+pub mod config;
+pub mod events;
+pub mod metrics;
+pub mod receive;
+pub mod secrets;
+pub mod signature;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use config::{Args, LogFormat};
+
+/// Sets up logging: JSON lines or human text, level from `RUST_LOG` (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Connects to Redis with automatic reconnection; retries until Redis answers once.
+pub async fn connect_redis(client: redis::Client) -> ConnectionManager {
+    let config = ConnectionManagerConfig::new()
+        .set_number_of_retries(3)
+        .set_min_delay(Duration::from_millis(100))
+        .set_max_delay(Duration::from_secs(2))
+        .set_connection_timeout(Some(Duration::from_secs(3)))
+        .set_response_timeout(Some(Duration::from_secs(5)));
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+            Ok(conn) => return conn,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis(), "redis not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Runs the configured roles until SIGTERM or Ctrl-C.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let redis_client = args.redis_client()?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let conn = connect_redis(redis_client.clone()).await;
+    tracing::info!(role = ?args.role, "redis connected");
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if args.role.receives() {
+        let verifier = secrets::SharedVerifier::load(args.webhook_secret_files.clone())?;
+        tracing::info!(secrets = verifier.get().len(), "webhook secrets loaded");
+        tasks.spawn(verifier.clone().watch(Duration::from_secs(10)));
+        let state = receive::ReceiveState {
+            verifier,
+            writer: events::EventWriter::new(conn.clone(), args.max_backlog, args.dedup_ttl()),
+            metrics: Arc::clone(&metrics),
+            body_timeout: Duration::from_secs(args.body_timeout_seconds),
+        };
+        if let Some(addr) = args.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("failed to listen on {addr}"))?;
+            let router = receive::metrics_router(state.clone());
+            tasks.spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            });
+        }
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", args.listen))?;
+        tracing::info!(listen = %args.listen, "receiving webhooks on POST /webhook");
+        let router = receive::router(state, args.metrics_listen.is_none());
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "webhook listener failed");
+            }
+        });
+    }
+    if args.role.ingests() {
+        anyhow::bail!("role ingest is not implemented yet; run with --role receive");
+    }
+    tokio::select! {
+        () = &mut shutdown => tracing::info!("shutting down"),
+        Some(done) = tasks.join_next() => {
+            if let Err(e) = done {
+                anyhow::bail!("a task failed: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

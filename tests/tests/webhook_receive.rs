@@ -1,0 +1,590 @@
+//! The receive role over real HTTP on loopback with a private Redis: every real payload, the
+//! signature rules, redeliveries, each kind of bad input (right status, nothing written) and a
+//! Redis outage.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use gatehouse_crds::stream::{EVENTS_STREAM, EventEntry};
+use gatehouse_tests::http::{request, stalled_request};
+use gatehouse_tests::webhook::{Receiver, ReceiverOptions, SECRET, fixtures};
+use gatehouse_tests::{RedisOptions, RedisServer};
+use gatehouse_webhook::receive::wanted_actions;
+use redis::AsyncTypedCommands;
+
+async fn redis_conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Stream entries as stored.
+async fn entries(redis: &RedisServer) -> Vec<EventEntry> {
+    let mut conn = redis_conn(redis).await;
+    let reply = conn.xrange_all(EVENTS_STREAM).await.unwrap();
+    reply
+        .ids
+        .iter()
+        .map(|id| gatehouse_webhook::events::entry_from_stream(id).unwrap())
+        .collect()
+}
+
+async fn key_count(redis: &RedisServer) -> u64 {
+    let mut conn = redis_conn(redis).await;
+    redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap()
+}
+
+fn pr_opened() -> Vec<u8> {
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/github/pull_request.opened.octokit.json"
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn every_fixture_with_a_correct_signature_is_queued_or_acknowledged() {
+    let redis = RedisServer::start().unwrap();
+    let receiver = Receiver::start(&redis, ReceiverOptions::default())
+        .await
+        .unwrap();
+    let mut expected_entries = Vec::new();
+    let all = fixtures();
+    assert!(all.len() >= 26, "fixtures missing: {}", all.len());
+    for (i, (name, event, action, bytes)) in all.iter().enumerate() {
+        let delivery = format!("00000000-0000-0000-0000-{i:012}");
+        let response = receiver
+            .deliver(event, &delivery, bytes, SECRET)
+            .await
+            .unwrap();
+        let acted_on = wanted_actions(event)
+            .is_some_and(|actions| action.as_deref().is_some_and(|a| actions.contains(&a)));
+        if acted_on {
+            assert_eq!(response.status, 202, "{name}: {}", response.text());
+            assert_eq!(response.json()["status"], "queued", "{name}");
+            expected_entries.push((delivery, event.clone(), bytes.clone()));
+        } else {
+            assert_eq!(response.status, 200, "{name}: {}", response.text());
+            let status = response.json()["status"].clone();
+            assert!(status == "ignored" || status == "pong", "{name}: {status}");
+        }
+    }
+    let stored = entries(&redis).await;
+    assert_eq!(stored.len(), expected_entries.len());
+    for (entry, (delivery, event, bytes)) in stored.iter().zip(&expected_entries) {
+        assert_eq!(&entry.delivery_id, delivery);
+        assert_eq!(&entry.event, event);
+        // The payload comes back byte for byte, whatever encoding stored it.
+        assert_eq!(&gatehouse_webhook::events::payload(entry).unwrap(), bytes);
+    }
+    assert!(
+        expected_entries.len() >= 10,
+        "only {} fixtures acted on",
+        expected_entries.len()
+    );
+}
+
+#[tokio::test]
+async fn every_fixture_with_a_wrong_signature_is_refused_and_nothing_is_written() {
+    let redis = RedisServer::start().unwrap();
+    let receiver = Receiver::start(&redis, ReceiverOptions::default())
+        .await
+        .unwrap();
+    for (i, (name, event, _, bytes)) in fixtures().iter().enumerate() {
+        let delivery = format!("10000000-0000-0000-0000-{i:012}");
+        let response = receiver
+            .deliver(event, &delivery, bytes, "not-the-secret")
+            .await
+            .unwrap();
+        assert_eq!(response.status, 401, "{name}");
+        assert_eq!(
+            response.json()["error"],
+            "signature does not match",
+            "{name}"
+        );
+    }
+    assert_eq!(key_count(&redis).await, 0);
+}
+
+#[tokio::test]
+async fn githubs_signature_test_vector_is_accepted_and_then_json_is_checked() {
+    let redis = RedisServer::start().unwrap();
+    let receiver = Receiver::start(
+        &redis,
+        ReceiverOptions {
+            secrets: vec!["It's a Secret to Everybody".into()],
+            ..ReceiverOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let signature = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    let send = |event: &'static str| async move {
+        request(
+            receiver.addr,
+            "POST",
+            "/webhook",
+            &[
+                ("X-GitHub-Event", event),
+                ("X-GitHub-Delivery", "d-vector"),
+                ("X-Hub-Signature-256", signature),
+                ("Content-Type", "application/json"),
+            ],
+            b"Hello, World!",
+        )
+        .await
+        .unwrap()
+    };
+    // The signature passes; as a ping nothing more is needed.
+    assert_eq!(send("ping").await.status, 200);
+    // As an event we act on, the (signed) body must be JSON.
+    let response = send("pull_request").await;
+    assert_eq!(response.status, 400);
+    assert_eq!(response.json()["error"], "payload is not valid JSON");
+    assert_eq!(key_count(&redis).await, 0);
+}
+
+#[tokio::test]
+async fn a_redelivered_delivery_is_acknowledged_without_a_second_entry() {
+    let redis = RedisServer::start().unwrap();
+    let receiver = Receiver::start(&redis, ReceiverOptions::default())
+        .await
+        .unwrap();
+    let body = pr_opened();
+    let first = receiver
+        .deliver("pull_request", "redelivered-1", &body, SECRET)
+        .await
+        .unwrap();
+    assert_eq!(first.status, 202);
+    let again = receiver
+        .deliver("pull_request", "redelivered-1", &body, SECRET)
+        .await
+        .unwrap();
+    assert_eq!(again.status, 200);
+    assert_eq!(again.json()["status"], "duplicate");
+    assert_eq!(entries(&redis).await.len(), 1);
+    // The delivery id is remembered with a TTL of at least 72 hours.
+    let mut conn = redis_conn(&redis).await;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(gatehouse_crds::stream::delivery_key("redelivered-1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 71 * 3600, "ttl {ttl}");
+}
+
+struct Case {
+    what: &'static str,
+    event: Option<&'static str>,
+    delivery: Option<&'static str>,
+    signature: Option<String>,
+    content_type: &'static str,
+    body: Vec<u8>,
+    status: u16,
+    error: &'static str,
+}
+
+impl Case {
+    fn valid(what: &'static str, status: u16, error: &'static str) -> Case {
+        let body = pr_opened();
+        Case {
+            what,
+            event: Some("pull_request"),
+            delivery: Some("d1"),
+            signature: Some(gatehouse_webhook::signature::sign(SECRET.as_bytes(), &body)),
+            content_type: "application/json",
+            body,
+            status,
+            error,
+        }
+    }
+
+    async fn check(self, receiver: &Receiver) {
+        let mut headers = vec![("Content-Type", self.content_type)];
+        if let Some(event) = self.event {
+            headers.push(("X-GitHub-Event", event));
+        }
+        if let Some(delivery) = self.delivery {
+            headers.push(("X-GitHub-Delivery", delivery));
+        }
+        if let Some(signature) = &self.signature {
+            headers.push(("X-Hub-Signature-256", signature));
+        }
+        let response = request(receiver.addr, "POST", "/webhook", &headers, &self.body)
+            .await
+            .unwrap();
+        let what = self.what;
+        assert_eq!(response.status, self.status, "{what}: {}", response.text());
+        assert_eq!(response.json()["error"], self.error, "{what}");
+        // Short JSON error, nothing echoed back.
+        assert!(response.body.len() < 200, "{what}: {}", response.text());
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_their_status_and_write_nothing() {
+    let redis = RedisServer::start().unwrap();
+    let receiver = Receiver::start(&redis, ReceiverOptions::default())
+        .await
+        .unwrap();
+    let broken = br#"{"action": "opened", "number": "#.to_vec();
+    let cases = vec![
+        Case {
+            event: None,
+            ..Case::valid("no event", 400, "missing X-GitHub-Event header")
+        },
+        Case {
+            delivery: None,
+            ..Case::valid("no delivery", 400, "missing X-GitHub-Delivery header")
+        },
+        Case {
+            delivery: Some("a:b"),
+            ..Case::valid("odd delivery id", 400, "malformed X-GitHub-Delivery header")
+        },
+        Case {
+            signature: None,
+            ..Case::valid("no signature", 401, "missing X-Hub-Signature-256 header")
+        },
+        Case {
+            signature: Some("sha1=0123456789abcdef0123456789abcdef01234567".into()),
+            ..Case::valid("sha1 signature", 401, "signature does not match")
+        },
+        Case {
+            content_type: "text/plain",
+            ..Case::valid(
+                "wrong content type",
+                415,
+                "content type must be application/json or application/x-www-form-urlencoded",
+            )
+        },
+        Case {
+            body: [pr_opened().as_slice(), b" "].concat(),
+            ..Case::valid("changed body", 401, "signature does not match")
+        },
+        Case {
+            signature: Some(gatehouse_webhook::signature::sign(
+                SECRET.as_bytes(),
+                &broken,
+            )),
+            body: broken.clone(),
+            ..Case::valid(
+                "signed but malformed JSON",
+                400,
+                "payload is not valid JSON",
+            )
+        },
+    ];
+    for case in cases {
+        case.check(&receiver).await;
+    }
+    assert_eq!(
+        key_count(&redis).await,
+        0,
+        "nothing may be written for refused deliveries"
+    );
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_with_413() {
+    let redis = RedisServer::start().unwrap();
+    let receiver = Receiver::start(&redis, ReceiverOptions::default())
+        .await
+        .unwrap();
+    // Declared too large: refused before reading.
+    let response = stalled_request(
+        receiver.addr,
+        "/webhook",
+        &[
+            ("X-GitHub-Event", "pull_request"),
+            ("X-GitHub-Delivery", "big-1"),
+            ("X-Hub-Signature-256", "sha256=00"),
+            ("Content-Type", "application/json"),
+        ],
+        30 * 1024 * 1024,
+        b"{",
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status, 413);
+    // Actually too large, sent in full (27 MB): refused while reading.
+    let huge = vec![b' '; 27 * 1024 * 1024];
+    let response = receiver
+        .deliver("pull_request", "big-2", &huge, SECRET)
+        .await
+        .unwrap();
+    assert_eq!(response.status, 413);
+    // Just under GitHub's 25 MB cap is fine.
+    let mut near_cap = br#"{"action":"opened","padding":""#.to_vec();
+    near_cap.extend(std::iter::repeat_n(b'x', 24 * 1024 * 1024));
+    near_cap.extend_from_slice(br#""}"#);
+    let response = receiver
+        .deliver("pull_request", "big-3", &near_cap, SECRET)
+        .await
+        .unwrap();
+    assert_eq!(response.status, 202, "{}", response.text());
+    assert_eq!(entries(&redis).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_body_that_never_arrives_is_cut_off() {
+    let redis = RedisServer::start().unwrap();
+    let receiver = Receiver::start(
+        &redis,
+        ReceiverOptions {
+            body_timeout: Duration::from_millis(500),
+            ..ReceiverOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let response = stalled_request(
+        receiver.addr,
+        "/webhook",
+        &[
+            ("X-GitHub-Event", "pull_request"),
+            ("X-GitHub-Delivery", "slow-1"),
+            ("X-Hub-Signature-256", "sha256=00"),
+            ("Content-Type", "application/json"),
+        ],
+        1000,
+        b"{\"action\":",
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status, 408);
+    assert_eq!(key_count(&redis).await, 0);
+}
+
+#[tokio::test]
+async fn form_encoded_deliveries_store_the_json_payload() {
+    let redis = RedisServer::start().unwrap();
+    let receiver = Receiver::start(&redis, ReceiverOptions::default())
+        .await
+        .unwrap();
+    let json = pr_opened();
+    let form: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", std::str::from_utf8(&json).unwrap())
+        .finish();
+    let signature = gatehouse_webhook::signature::sign(SECRET.as_bytes(), form.as_bytes());
+    let response = request(
+        receiver.addr,
+        "POST",
+        "/webhook",
+        &[
+            ("X-GitHub-Event", "pull_request"),
+            ("X-GitHub-Delivery", "form-1"),
+            ("X-Hub-Signature-256", &signature),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        form.as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status, 202, "{}", response.text());
+    let stored = entries(&redis).await;
+    assert_eq!(
+        gatehouse_webhook::events::payload(&stored[0]).unwrap(),
+        json
+    );
+}
+
+#[tokio::test]
+async fn both_secrets_are_accepted_during_rotation() {
+    let redis = RedisServer::start().unwrap();
+    let receiver = Receiver::start(
+        &redis,
+        ReceiverOptions {
+            secrets: vec!["new-secret".into(), SECRET.into()],
+            ..ReceiverOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let body = pr_opened();
+    assert_eq!(
+        receiver
+            .deliver("pull_request", "rot-1", &body, "new-secret")
+            .await
+            .unwrap()
+            .status,
+        202
+    );
+    assert_eq!(
+        receiver
+            .deliver("pull_request", "rot-2", &body, SECRET)
+            .await
+            .unwrap()
+            .status,
+        202
+    );
+    // Retire the old secret: rewrite its file and reload, as on SIGHUP.
+    std::fs::write(&receiver.secret_files[1], "newer-secret\n").unwrap();
+    receiver.state.verifier.reload().unwrap();
+    assert_eq!(
+        receiver
+            .deliver("pull_request", "rot-3", &body, SECRET)
+            .await
+            .unwrap()
+            .status,
+        401
+    );
+    assert_eq!(
+        receiver
+            .deliver("pull_request", "rot-4", &body, "newer-secret")
+            .await
+            .unwrap()
+            .status,
+        202
+    );
+}
+
+#[tokio::test]
+async fn a_full_backlog_answers_503_with_retry_after() {
+    let redis = RedisServer::start().unwrap();
+    let receiver = Receiver::start(
+        &redis,
+        ReceiverOptions {
+            max_backlog: 2,
+            ..ReceiverOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let body = pr_opened();
+    for i in 0..2 {
+        assert_eq!(
+            receiver
+                .deliver("pull_request", &format!("bl-{i}"), &body, SECRET)
+                .await
+                .unwrap()
+                .status,
+            202
+        );
+    }
+    let response = receiver
+        .deliver("pull_request", "bl-2", &body, SECRET)
+        .await
+        .unwrap();
+    assert_eq!(response.status, 503);
+    assert_eq!(
+        response.headers.get("retry-after").map(String::as_str),
+        Some("60")
+    );
+    assert_eq!(entries(&redis).await.len(), 2);
+    // Refused deliveries are not remembered: GitHub's redelivery will be accepted later.
+    let mut conn = redis_conn(&redis).await;
+    assert!(
+        !conn
+            .exists(gatehouse_crds::stream::delivery_key("bl-2"))
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn redis_down_means_503_then_accepted_again_when_it_is_back() {
+    let mut redis = RedisServer::start_with(RedisOptions { append_only: true }).unwrap();
+    let receiver = Receiver::start(&redis, ReceiverOptions::default())
+        .await
+        .unwrap();
+    let body = pr_opened();
+    assert_eq!(
+        receiver
+            .deliver("pull_request", "down-0", &body, SECRET)
+            .await
+            .unwrap()
+            .status,
+        202
+    );
+    redis.stop().unwrap();
+    for i in 1..=5 {
+        let response = receiver
+            .deliver("pull_request", &format!("down-{i}"), &body, SECRET)
+            .await
+            .unwrap();
+        assert_eq!(response.status, 503, "{}", response.text());
+        assert_eq!(
+            response.headers.get("retry-after").map(String::as_str),
+            Some("10")
+        );
+    }
+    let ready = request(receiver.addr, "GET", "/readyz", &[], b"")
+        .await
+        .unwrap();
+    assert_eq!(ready.status, 503);
+    let alive = request(receiver.addr, "GET", "/healthz", &[], b"")
+        .await
+        .unwrap();
+    assert_eq!(alive.status, 200);
+
+    redis.restart().unwrap();
+    let mut accepted = false;
+    for i in 0..50 {
+        let response = receiver
+            .deliver("pull_request", &format!("up-{i}"), &body, SECRET)
+            .await
+            .unwrap();
+        if response.status == 202 {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(accepted, "deliveries not accepted after redis came back");
+    assert_eq!(
+        request(receiver.addr, "GET", "/readyz", &[], b"")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    // The delivery acknowledged before the outage survived it (AOF).
+    let stored = entries(&redis).await;
+    assert!(stored.iter().any(|e| e.delivery_id == "down-0"));
+    assert!(
+        !stored
+            .iter()
+            .any(|e| e.delivery_id.starts_with("down-") && e.delivery_id != "down-0")
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_deliveries_by_event_and_outcome() {
+    let redis = RedisServer::start().unwrap();
+    let receiver = Receiver::start(&redis, ReceiverOptions::default())
+        .await
+        .unwrap();
+    let body = pr_opened();
+    receiver
+        .deliver("pull_request", "m-1", &body, SECRET)
+        .await
+        .unwrap();
+    receiver
+        .deliver("pull_request", "m-1", &body, SECRET)
+        .await
+        .unwrap();
+    receiver
+        .deliver("pull_request", "m-2", &body, "wrong")
+        .await
+        .unwrap();
+    let text = request(receiver.addr, "GET", "/metrics", &[], b"")
+        .await
+        .unwrap()
+        .text();
+    for line in [
+        "gatehouse_webhook_deliveries_total{event=\"pull_request\",outcome=\"queued\"} 1",
+        "gatehouse_webhook_deliveries_total{event=\"pull_request\",outcome=\"duplicate\"} 1",
+        "gatehouse_webhook_deliveries_total{event=\"pull_request\",outcome=\"bad_signature\"} 1",
+        "gatehouse_webhook_request_duration_seconds_count 3",
+        "gatehouse_events_stream_length 1",
+        "gatehouse_redis_up 1",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+}

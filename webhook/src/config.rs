@@ -1,0 +1,216 @@
+//! Command line and environment of `gatehouse-webhook`. Every flag has an environment variable;
+//! secrets are only ever read from files.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Which roles this process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// HTTP in, verify, store in Redis. Needs no Kubernetes access.
+    Receive,
+    /// Redis stream to ScanRequests. Needs Kubernetes access.
+    Ingest,
+    /// Both.
+    All,
+}
+
+impl Role {
+    /// Whether the receive role runs.
+    pub fn receives(self) -> bool {
+        matches!(self, Role::Receive | Role::All)
+    }
+
+    /// Whether the ingest role runs.
+    pub fn ingests(self) -> bool {
+        matches!(self, Role::Ingest | Role::All)
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (production).
+    Json,
+    /// Human-readable (terminals).
+    Text,
+}
+
+/// gatehouse-webhook: receives GitHub App webhooks into a Redis stream (`receive`) and turns
+/// them into ScanRequests (`ingest`).
+#[derive(Clone, Debug, Parser)]
+#[command(name = "gatehouse-webhook", version, about, long_about = None)]
+pub struct Args {
+    /// Roles to run: receive, ingest or all.
+    #[arg(long, env = "GATEHOUSE_ROLE", value_enum, default_value = "all")]
+    pub role: Role,
+
+    /// Address for the webhook, health and (without --metrics-listen) metrics endpoints.
+    #[arg(long, env = "GATEHOUSE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Serve /metrics on this address instead of the main listener.
+    #[arg(long, env = "GATEHOUSE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Redis URL: redis://host:port/db, or rediss:// for TLS. Put no password here; use
+    /// --redis-password-file.
+    #[arg(long, env = "GATEHOUSE_REDIS_URL")]
+    pub redis_url: String,
+
+    /// File holding the Redis password (ACL user: give it in the URL as redis://user@host).
+    #[arg(long, env = "GATEHOUSE_REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
+
+    /// File(s) holding webhook secrets, one per non-empty line; repeat the flag (or separate
+    /// with commas) to accept several during rotation. Reloaded on change and on SIGHUP.
+    #[arg(
+        long = "webhook-secret-file",
+        env = "GATEHOUSE_WEBHOOK_SECRET_FILE",
+        value_delimiter = ','
+    )]
+    pub webhook_secret_files: Vec<PathBuf>,
+
+    /// Refuse deliveries (503) while the events stream holds this many entries.
+    #[arg(long, env = "GATEHOUSE_MAX_BACKLOG", default_value_t = 100_000)]
+    pub max_backlog: u64,
+
+    /// How long a delivery id is remembered to recognise redeliveries, in hours (GitHub
+    /// redelivers for 3 days; GitHub Enterprise Server for 7, so use 168 there).
+    #[arg(long, env = "GATEHOUSE_DEDUP_TTL_HOURS", default_value_t = 72)]
+    pub dedup_ttl_hours: u64,
+
+    /// Seconds a client may take to send a request body.
+    #[arg(long, env = "GATEHOUSE_BODY_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub body_timeout_seconds: u64,
+
+    /// Consumer name in the ingest group; defaults to $POD_NAME, then the host name.
+    #[arg(long, env = "GATEHOUSE_CONSUMER_NAME")]
+    pub consumer_name: Option<String>,
+
+    /// Pending entries idle this long (another consumer died, or processing failed) are claimed
+    /// and retried, in seconds.
+    #[arg(long, env = "GATEHOUSE_CLAIM_IDLE_SECONDS", default_value_t = 60)]
+    pub claim_idle_seconds: u64,
+
+    /// After this many failed deliveries an entry moves to gatehouse:events:dead.
+    #[arg(long, env = "GATEHOUSE_MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: u64,
+
+    /// Watch ScanPolicies in this namespace only (default: all namespaces).
+    #[arg(long, env = "GATEHOUSE_POLICY_NAMESPACE")]
+    pub policy_namespace: Option<String>,
+
+    /// GitHub App id (ingest: reading pull requests for comment commands).
+    #[arg(long, env = "GATEHOUSE_GITHUB_APP_ID")]
+    pub github_app_id: Option<u64>,
+
+    /// File holding the GitHub App private key (PEM).
+    #[arg(long, env = "GATEHOUSE_GITHUB_PRIVATE_KEY_FILE")]
+    pub github_private_key_file: Option<PathBuf>,
+
+    /// GitHub API base URL (GitHub Enterprise Server: https://HOST/api/v3).
+    #[arg(
+        long,
+        env = "GATEHOUSE_GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    pub github_api_url: String,
+
+    /// Log format.
+    #[arg(long, env = "GATEHOUSE_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+/// The configuration is unusable; the message is the one line printed at start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The receive role has nothing to verify signatures with.
+    #[error("--webhook-secret-file (GATEHOUSE_WEBHOOK_SECRET_FILE) is required for role receive")]
+    NoSecretFile,
+    /// The secrets cannot be loaded.
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretsError),
+    /// The Redis URL does not parse.
+    #[error("invalid --redis-url: {0}")]
+    RedisUrl(String),
+    /// The Redis password file cannot be read.
+    #[error("failed to read --redis-password-file {path}: {source}")]
+    RedisPassword {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The dedup TTL is shorter than GitHub's redelivery window.
+    #[error("--dedup-ttl-hours must be at least 72 (GitHub redelivers for 3 days), got {0}")]
+    DedupTtl(u64),
+    /// A limit that must be positive is zero.
+    #[error("{0} must be positive")]
+    Zero(&'static str),
+}
+
+impl Args {
+    /// Static checks that need no network.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.role.receives() && self.webhook_secret_files.is_empty() {
+            return Err(ConfigError::NoSecretFile);
+        }
+        if self.dedup_ttl_hours < 72 {
+            return Err(ConfigError::DedupTtl(self.dedup_ttl_hours));
+        }
+        for (name, value) in [
+            ("--max-backlog", self.max_backlog),
+            ("--body-timeout-seconds", self.body_timeout_seconds),
+            ("--claim-idle-seconds", self.claim_idle_seconds),
+            ("--max-attempts", self.max_attempts),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The Redis connection info, with the password from its file.
+    pub fn redis_client(&self) -> Result<redis::Client, ConfigError> {
+        let mut info: redis::ConnectionInfo = self
+            .redis_url
+            .as_str()
+            .parse()
+            .map_err(|e: redis::RedisError| ConfigError::RedisUrl(e.to_string()))?;
+        if let Some(path) = &self.redis_password_file {
+            let password =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::RedisPassword {
+                    path: path.clone(),
+                    source,
+                })?;
+            let redis_settings = info.redis_settings().clone().set_password(password.trim());
+            info = info.set_redis_settings(redis_settings);
+        }
+        redis::Client::open(info).map_err(|e| ConfigError::RedisUrl(e.to_string()))
+    }
+
+    /// Dedup TTL.
+    pub fn dedup_ttl(&self) -> Duration {
+        Duration::from_secs(self.dedup_ttl_hours * 3600)
+    }
+
+    /// This process's consumer name in the ingest group.
+    pub fn consumer(&self) -> String {
+        self.consumer_name
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+            })
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("ingest-{}", std::process::id()))
+    }
+}

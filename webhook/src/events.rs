@@ -1,0 +1,220 @@
+//! The `receive` role's side of Redis: one atomic script per delivery that refuses when the
+//! backlog passes its cap, acknowledges a redelivered delivery id without a second entry, and
+//! otherwise appends the entry to `gatehouse:events` and records the id with a TTL. The HTTP
+//! answer is given only after Redis answered this script.
+
+use std::time::Duration;
+
+use gatehouse_crds::stream::{BodyEncoding, EVENTS_STREAM, EventEntry, delivery_key};
+use redis::aio::ConnectionManager;
+
+/// Bodies at least this large are stored LZ4-compressed (a 28 KB pull_request payload shrinks
+/// about fivefold, which is what lets Redis take far more deliveries per second).
+const COMPRESS_FROM: usize = 1024;
+
+/// Checks the backlog, the delivery id, then appends; atomic, so a delivery is either stored and
+/// recorded, or neither. The id is recorded after XADD: if XADD fails nothing was recorded and
+/// GitHub's redelivery is accepted.
+const ENQUEUE: &str = r"
+local len = redis.call('XLEN', KEYS[1])
+if len >= tonumber(ARGV[1]) then
+  return {'backlog', tostring(len)}
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return {'duplicate', redis.call('GET', KEYS[2])}
+end
+local id = redis.call('XADD', KEYS[1], '*',
+  'delivery', ARGV[3], 'event', ARGV[4], 'received_at', ARGV[5],
+  'encoding', ARGV[6], 'body', ARGV[7])
+redis.call('SET', KEYS[2], id, 'EX', ARGV[2])
+return {'queued', id}
+";
+
+/// What happened to a delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Stored as this stream entry id.
+    Queued(String),
+    /// Already accepted before (same delivery id) as this entry id; nothing stored.
+    Duplicate(String),
+}
+
+/// Storing a delivery failed; nothing was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// The stream holds `length` entries, at or above the configured cap.
+    #[error("event backlog is full ({length} entries)")]
+    Backlog {
+        /// Entries in the stream.
+        length: u64,
+    },
+    /// Redis could not be reached or refused the write.
+    #[error("failed to store the delivery in redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The script answered something unexpected.
+    #[error("failed to store the delivery: unexpected answer from redis: {0}")]
+    Unexpected(String),
+}
+
+/// Writes deliveries into the events stream.
+#[derive(Clone)]
+pub struct EventWriter {
+    conn: ConnectionManager,
+    script: redis::Script,
+    max_backlog: u64,
+    dedup_ttl: Duration,
+}
+
+impl std::fmt::Debug for EventWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventWriter")
+            .field("max_backlog", &self.max_backlog)
+            .field("dedup_ttl", &self.dedup_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventWriter {
+    /// A writer over an existing connection.
+    pub fn new(conn: ConnectionManager, max_backlog: u64, dedup_ttl: Duration) -> EventWriter {
+        EventWriter {
+            conn,
+            script: redis::Script::new(ENQUEUE),
+            max_backlog,
+            dedup_ttl,
+        }
+    }
+
+    /// Stores one verified delivery (its JSON payload).
+    pub async fn enqueue(
+        &self,
+        delivery_id: &str,
+        event: &str,
+        received_at_ms: i64,
+        payload: &[u8],
+    ) -> Result<Enqueued, EnqueueError> {
+        let entry = encode(delivery_id, event, received_at_ms, payload);
+        let fields = entry.to_fields();
+        let mut invocation = self.script.key(EVENTS_STREAM);
+        invocation
+            .key(delivery_key(delivery_id))
+            .arg(self.max_backlog)
+            .arg(self.dedup_ttl.as_secs().max(1));
+        for (_, value) in &fields {
+            invocation.arg(value.as_slice());
+        }
+        let mut conn = self.conn.clone();
+        let (status, detail): (String, String) = invocation.invoke_async(&mut conn).await?;
+        match status.as_str() {
+            "queued" => Ok(Enqueued::Queued(detail)),
+            "duplicate" => Ok(Enqueued::Duplicate(detail)),
+            "backlog" => Err(EnqueueError::Backlog {
+                length: detail.parse().unwrap_or(self.max_backlog),
+            }),
+            other => Err(EnqueueError::Unexpected(other.to_owned())),
+        }
+    }
+
+    /// Whether Redis answers PING.
+    pub async fn ping(&self) -> Result<(), redis::RedisError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<()>(&mut conn).await
+    }
+
+    /// Entries in the stream and entries delivered to the ingest group but not acknowledged.
+    pub async fn backlog(&self) -> Result<(u64, u64), redis::RedisError> {
+        let mut conn = self.conn.clone();
+        let length: u64 = redis::cmd("XLEN")
+            .arg(EVENTS_STREAM)
+            .query_async(&mut conn)
+            .await?;
+        let pending: redis::Value = redis::cmd("XPENDING")
+            .arg(EVENTS_STREAM)
+            .arg(gatehouse_crds::stream::INGEST_GROUP)
+            .query_async(&mut conn)
+            .await
+            .unwrap_or(redis::Value::Nil);
+        let pending = match pending {
+            redis::Value::Array(items) => match items.first() {
+                Some(redis::Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+                _ => 0,
+            },
+            _ => 0,
+        };
+        Ok((length, pending))
+    }
+}
+
+/// The stream entry for a delivery: large payloads compressed.
+pub fn encode(delivery_id: &str, event: &str, received_at_ms: i64, payload: &[u8]) -> EventEntry {
+    let (encoding, body) = if payload.len() >= COMPRESS_FROM {
+        (BodyEncoding::Lz4, lz4_flex::compress_prepend_size(payload))
+    } else {
+        (BodyEncoding::Identity, payload.to_vec())
+    };
+    EventEntry {
+        delivery_id: delivery_id.to_owned(),
+        event: event.to_owned(),
+        received_at_ms,
+        encoding,
+        body,
+    }
+}
+
+/// Decodes an entry read with XRANGE / XREADGROUP / XAUTOCLAIM.
+pub fn entry_from_stream(
+    id: &redis::streams::StreamId,
+) -> Result<EventEntry, gatehouse_crds::stream::MessageError> {
+    let fields = id.map.iter().filter_map(|(name, value)| match value {
+        redis::Value::BulkString(bytes) => Some((name.as_str(), bytes.as_slice())),
+        redis::Value::SimpleString(text) => Some((name.as_str(), text.as_bytes())),
+        _ => None,
+    });
+    EventEntry::from_fields(fields)
+}
+
+/// The JSON payload of an entry, decompressed.
+pub fn payload(entry: &EventEntry) -> Result<Vec<u8>, String> {
+    match entry.encoding {
+        BodyEncoding::Identity => Ok(entry.body.clone()),
+        BodyEncoding::Lz4 => lz4_flex::decompress_size_prepended(&entry.body)
+            .map_err(|e| format!("corrupt lz4 body: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_payloads_are_compressed_and_come_back_unchanged() {
+        let payload = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/github/pull_request.opened.octokit.json"
+        ))
+        .unwrap();
+        let entry = encode("d", "pull_request", 1, &payload);
+        assert_eq!(entry.encoding, BodyEncoding::Lz4);
+        assert!(
+            entry.body.len() * 3 < payload.len(),
+            "{} -> {}",
+            payload.len(),
+            entry.body.len()
+        );
+        assert_eq!(super::payload(&entry).unwrap(), payload);
+    }
+
+    #[test]
+    fn small_payloads_are_stored_as_they_are() {
+        let entry = encode("d", "ping", 1, b"{}");
+        assert_eq!(entry.encoding, BodyEncoding::Identity);
+        assert_eq!(super::payload(&entry).unwrap(), b"{}");
+    }
+
+    #[test]
+    fn corrupt_compressed_bodies_are_an_error_not_a_panic() {
+        let mut entry = encode("d", "x", 1, &[b'a'; 4096]);
+        entry.body.truncate(6);
+        assert!(super::payload(&entry).is_err());
+    }
+}

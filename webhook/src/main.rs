@@ -1,0 +1,41 @@
+//! `gatehouse-webhook` entry point: parse the command line, check it, run.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use gatehouse_webhook::config::Args;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(e) = args.validate() {
+        eprintln!("gatehouse-webhook: {e}");
+        return ExitCode::from(2);
+    }
+    // Fail at start, in one line, on unreadable secrets or a bad Redis URL.
+    if let Err(e) = args.redis_client() {
+        eprintln!("gatehouse-webhook: {e}");
+        return ExitCode::from(2);
+    }
+    if args.role.receives()
+        && let Err(e) = gatehouse_webhook::secrets::load(&args.webhook_secret_files)
+    {
+        eprintln!("gatehouse-webhook: {e}");
+        return ExitCode::from(2);
+    }
+    gatehouse_webhook::init_logging(args.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gatehouse-webhook: failed to start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(gatehouse_webhook::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "gatehouse-webhook stopped");
+            eprintln!("gatehouse-webhook: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! The `receive` role: `POST /webhook` verifies a GitHub delivery and stores it in
+//! `gatehouse:events`, answering 202 only once Redis has accepted it. Also `/healthz`, `/readyz`
+//! and `/metrics`. It never talks to GitHub or Kubernetes.
+//!
+//! Order of checks, cheapest and least trusting first: required headers, content type, declared
+//! size, body (size cap and read timeout), signature, then (only for signed bodies) JSON.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tracing::Instrument as _;
+
+use crate::events::{EnqueueError, Enqueued, EventWriter};
+use crate::metrics::{Metrics, event_label};
+use crate::secrets::SharedVerifier;
+
+/// GitHub's maximum payload is 25 MB; allow a little more for form encoding overhead.
+pub const MAX_BODY_BYTES: usize = 26 * 1024 * 1024;
+
+/// Shared state of the receive handlers.
+#[derive(Clone, Debug)]
+pub struct ReceiveState {
+    /// Verifies signatures with the current secrets.
+    pub verifier: SharedVerifier,
+    /// Stores deliveries.
+    pub writer: EventWriter,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// How long a client may take to send the body.
+    pub body_timeout: Duration,
+}
+
+/// Routes of the receive role; `/metrics` is added only when `with_metrics`.
+pub fn router(state: ReceiveState, with_metrics: bool) -> Router {
+    let mut router = Router::new()
+        .route("/webhook", post(webhook))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz));
+    if with_metrics {
+        router = router.route("/metrics", get(metrics));
+    }
+    router
+        // The handler enforces its own limit while reading, with a clear 413.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// Routes of a separate metrics listener.
+pub fn metrics_router(state: ReceiveState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<ReceiveState>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), state.writer.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ok").into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable").into_response(),
+    }
+}
+
+async fn metrics(State(state): State<ReceiveState>) -> Response {
+    let backlog = tokio::time::timeout(Duration::from_secs(2), state.writer.backlog())
+        .await
+        .ok()
+        .and_then(Result::ok);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(backlog),
+    )
+        .into_response()
+}
+
+/// A refusal: status, fixed metric outcome, short reason for the client.
+struct Refusal {
+    status: StatusCode,
+    outcome: &'static str,
+    reason: &'static str,
+    retry_after: Option<u64>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, outcome: &'static str, reason: &'static str) -> Refusal {
+        Refusal {
+            status,
+            outcome,
+            reason,
+            retry_after: None,
+        }
+    }
+}
+
+fn reply(status: StatusCode, body: &serde_json::Value, retry_after: Option<u64>) -> Response {
+    let mut response = (status, axum::Json(body.clone())).into_response();
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+async fn webhook(State(state): State<ReceiveState>, request: Request) -> Response {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let event = header_str(&parts.headers, "x-github-event")
+        .unwrap_or("")
+        .to_owned();
+    let delivery = header_str(&parts.headers, "x-github-delivery")
+        .unwrap_or("")
+        .to_owned();
+    let span = tracing::info_span!("delivery", delivery = %delivery, event = %event);
+    let response = async {
+        match handle(&state, &parts.headers, body, &event, &delivery).await {
+            Ok((status, outcome, body)) => {
+                state.metrics.delivery(event_label(&event), outcome);
+                reply(status, &body, None)
+            }
+            Err(refusal) => {
+                state.metrics.delivery(event_label(&event), refusal.outcome);
+                if refusal.status.is_server_error() {
+                    tracing::warn!(
+                        status = refusal.status.as_u16(),
+                        reason = refusal.reason,
+                        "delivery not accepted"
+                    );
+                } else {
+                    tracing::info!(
+                        status = refusal.status.as_u16(),
+                        reason = refusal.reason,
+                        "delivery refused"
+                    );
+                }
+                reply(
+                    refusal.status,
+                    &json!({"error": refusal.reason}),
+                    refusal.retry_after,
+                )
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+    state.metrics.observe(started.elapsed());
+    response
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// What GitHub may send as a delivery id: a GUID. Anything else never reaches a Redis key.
+fn valid_delivery_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+type Handled = Result<(StatusCode, &'static str, serde_json::Value), Refusal>;
+
+async fn handle(
+    state: &ReceiveState,
+    headers: &HeaderMap,
+    body: Body,
+    event: &str,
+    delivery: &str,
+) -> Handled {
+    let (signature, form) = check_headers(headers, event, delivery)?;
+    let raw = read_body(body, state.body_timeout).await?;
+    if state.verifier.get().verify(signature, &raw).is_err() {
+        return Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            "signature does not match",
+        ));
+    }
+    // Only signed bytes are looked at from here on.
+    let payload = if form {
+        form_payload(&raw).ok_or_else(|| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "form body has no payload field",
+            )
+        })?
+    } else {
+        raw.to_vec()
+    };
+    if let Some(ignored) = ignored(event, &payload)? {
+        return Ok(ignored);
+    }
+    store(state, event, delivery, &payload).await
+}
+
+/// The required headers; returns the signature and whether the body is form-encoded.
+fn check_headers<'h>(
+    headers: &'h HeaderMap,
+    event: &str,
+    delivery: &str,
+) -> Result<(&'h str, bool), Refusal> {
+    let bad = |reason| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", reason);
+    if event.is_empty() {
+        return Err(bad("missing X-GitHub-Event header"));
+    }
+    if delivery.is_empty() {
+        return Err(bad("missing X-GitHub-Delivery header"));
+    }
+    if !valid_delivery_id(delivery) {
+        return Err(bad("malformed X-GitHub-Delivery header"));
+    }
+    let Some(signature) = header_str(headers, "x-hub-signature-256") else {
+        return Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            "missing X-Hub-Signature-256 header",
+        ));
+    };
+    let content_type = header_str(headers, "content-type").map(|c| {
+        c.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
+    let form = match content_type.as_deref() {
+        Some("application/json") => false,
+        Some("application/x-www-form-urlencoded") => true,
+        _ => {
+            return Err(Refusal::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "content type must be application/json or application/x-www-form-urlencoded",
+            ));
+        }
+    };
+    let declared = header_str(headers, "content-length").and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
+    Ok((signature, form))
+}
+
+fn too_large() -> Refusal {
+    Refusal::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        "payload larger than 25 MB",
+    )
+}
+
+/// Reads the body within the size cap and the time limit.
+async fn read_body(body: Body, timeout: Duration) -> Result<bytes::Bytes, Refusal> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Err(_) => Err(Refusal::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "request body not received in time",
+        )),
+        Ok(Err(e)) if is_length_limit(&e) => Err(too_large()),
+        Ok(Err(_)) => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "request body could not be read",
+        )),
+        Ok(Ok(raw)) => Ok(raw),
+    }
+}
+
+/// The answer for a signed delivery Gatehouse does not act on, or `None` to store it.
+fn ignored(
+    event: &str,
+    payload: &[u8],
+) -> Result<Option<(StatusCode, &'static str, serde_json::Value)>, Refusal> {
+    if event == "ping" {
+        return Ok(Some((StatusCode::OK, "ignored", json!({"status": "pong"}))));
+    }
+    let Some(wanted) = wanted_actions(event) else {
+        tracing::debug!("event not handled");
+        let body = json!({"status": "ignored", "reason": "event not handled"});
+        return Ok(Some((StatusCode::OK, "ignored", body)));
+    };
+    let action = serde_json::from_slice::<ActionOnly>(payload)
+        .map_err(|_| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "payload is not valid JSON",
+            )
+        })?
+        .action;
+    if action.as_deref().is_some_and(|a| wanted.contains(&a)) {
+        return Ok(None);
+    }
+    tracing::debug!(
+        action = action.as_deref().unwrap_or(""),
+        "action not handled"
+    );
+    let body = json!({"status": "ignored", "reason": "action not handled"});
+    Ok(Some((StatusCode::OK, "ignored", body)))
+}
+
+/// Stores the delivery; the answer reflects what Redis did.
+async fn store(state: &ReceiveState, event: &str, delivery: &str, payload: &[u8]) -> Handled {
+    let received_at_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(i64::MAX);
+    match state
+        .writer
+        .enqueue(delivery, event, received_at_ms, payload)
+        .await
+    {
+        Ok(Enqueued::Queued(id)) => {
+            tracing::debug!(entry = %id, "delivery queued");
+            Ok((StatusCode::ACCEPTED, "queued", json!({"status": "queued"})))
+        }
+        Ok(Enqueued::Duplicate(id)) => {
+            tracing::info!(entry = %id, "redelivery of an accepted delivery; nothing stored");
+            Ok((StatusCode::OK, "duplicate", json!({"status": "duplicate"})))
+        }
+        Err(EnqueueError::Backlog { length }) => {
+            tracing::warn!(
+                length,
+                "event backlog full; refusing deliveries until ingest catches up"
+            );
+            Err(Refusal {
+                retry_after: Some(60),
+                ..Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "backlog_full",
+                    "event backlog is full, retry later",
+                )
+            })
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "delivery not stored");
+            Err(Refusal {
+                retry_after: Some(10),
+                ..Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "event store unavailable, retry later",
+                )
+            })
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ActionOnly {
+    #[serde(default)]
+    action: Option<String>,
+}
+
+/// Actions of an event that Gatehouse acts on; `None` for events it ignores entirely.
+pub fn wanted_actions(event: &str) -> Option<&'static [&'static str]> {
+    match event {
+        "pull_request" => Some(&[
+            "opened",
+            "synchronize",
+            "reopened",
+            "ready_for_review",
+            "edited",
+            "closed",
+        ]),
+        "check_run" | "check_suite" => Some(&["rerequested"]),
+        "issue_comment" => Some(&["created"]),
+        "merge_group" => Some(&["checks_requested"]),
+        _ => None,
+    }
+}
+
+fn form_payload(raw: &[u8]) -> Option<Vec<u8>> {
+    form_urlencoded::parse(raw)
+        .find(|(k, _)| k == "payload")
+        .map(|(_, v)| v.into_owned().into_bytes())
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.to_string().contains("length limit exceeded") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_ids_are_guids_not_arbitrary_keys() {
+        assert!(valid_delivery_id("72d3162e-cc78-11e3-81ab-4c9367dc0958"));
+        for bad in ["", "a b", "../x", "x:y", &"a".repeat(129)] {
+            assert!(!valid_delivery_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_actions_gatehouse_acts_on_are_wanted() {
+        assert!(
+            wanted_actions("pull_request")
+                .unwrap()
+                .contains(&"synchronize")
+        );
+        assert!(!wanted_actions("pull_request").unwrap().contains(&"labeled"));
+        assert_eq!(wanted_actions("check_run"), Some(&["rerequested"][..]));
+        assert!(wanted_actions("push").is_none());
+    }
+
+    #[test]
+    fn form_bodies_yield_their_payload_field() {
+        assert_eq!(
+            form_payload(b"payload=%7B%22a%22%3A1%7D").unwrap(),
+            br#"{"a":1}"#
+        );
+        assert!(form_payload(b"other=1").is_none());
+    }
+}
