@@ -177,8 +177,28 @@ pub fn entry_from_stream(
 pub fn payload(entry: &EventEntry) -> Result<Vec<u8>, String> {
     match entry.encoding {
         BodyEncoding::Identity => Ok(entry.body.clone()),
-        BodyEncoding::Lz4 => lz4_flex::decompress_size_prepended(&entry.body)
-            .map_err(|e| format!("corrupt lz4 body: {e}")),
+        BodyEncoding::Lz4 => {
+            let (prefix, data) = entry
+                .body
+                .split_first_chunk::<4>()
+                .ok_or("corrupt lz4 body: shorter than its size prefix")?;
+            let size = usize::try_from(u32::from_le_bytes(*prefix)).unwrap_or(usize::MAX);
+            // Bodies are at most the receive limit; a larger claim is corruption, not a reason
+            // to allocate.
+            if size > crate::receive::MAX_BODY_BYTES {
+                return Err(format!("corrupt lz4 body: claims {size} bytes"));
+            }
+            let payload = lz4_flex::decompress(data, size)
+                .map_err(|e| format!("corrupt lz4 body: {e}"))?;
+            if payload.len() == size {
+                Ok(payload)
+            } else {
+                Err(format!(
+                    "corrupt lz4 body: {} bytes instead of {size}",
+                    payload.len()
+                ))
+            }
+        }
     }
 }
 
@@ -215,6 +235,11 @@ mod tests {
     fn corrupt_compressed_bodies_are_an_error_not_a_panic() {
         let mut entry = encode("d", "x", 1, &[b'a'; 4096]);
         entry.body.truncate(6);
-        assert!(super::payload(&entry).is_err());
+        let result = super::payload(&entry);
+        assert!(result.is_err(), "{:?}", result.map(|p| p.len()));
+        // A size prefix far beyond the data is refused, not allocated.
+        let mut lying = encode("d", "x", 1, &[b'a'; 4096]);
+        lying.body[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(super::payload(&lying).is_err());
     }
 }
