@@ -10,6 +10,8 @@ use crate::scanrequest::ScanRequestSpec;
 pub const REPOSITORY_ID: &str = "gatehouse.dev/repository-id";
 /// Pull request number.
 pub const PULL_REQUEST: &str = "gatehouse.dev/pull-request";
+/// Head commit SHA (the first 40 hex digits), to find scans of a commit.
+pub const HEAD_SHA: &str = "gatehouse.dev/head-sha";
 /// Name of the ScanRequest an object belongs to.
 pub const SCAN_REQUEST: &str = "gatehouse.dev/scanrequest";
 /// Scanner name, on scanner Jobs.
@@ -25,9 +27,24 @@ pub fn scan_request_labels(spec: &ScanRequestSpec) -> BTreeMap<String, String> {
             PULL_REQUEST.to_owned(),
             spec.pull_request.number.to_string(),
         ),
+        (
+            HEAD_SHA.to_owned(),
+            spec.pull_request.head_sha.chars().take(40).collect(),
+        ),
         (MANAGED_BY.to_owned(), "gatehouse".to_owned()),
     ])
 }
+
+/// Annotation asking the operator to stop a ScanRequest (value: why, e.g. the pull request was
+/// closed).
+pub const CANCEL_REQUESTED: &str = "gatehouse.dev/cancel-requested";
+/// Annotation naming the newer ScanRequest of the same pull request that replaces this one.
+pub const SUPERSEDED_BY: &str = "gatehouse.dev/superseded-by";
+/// Annotation: GitHub login that approved scanning a fork's commit (`/gatehouse ok-to-scan`).
+pub const APPROVED_BY: &str = "gatehouse.dev/approved-by";
+/// Annotation: the pull request's `updated_at` in the delivery that created the ScanRequest, to
+/// order deliveries that arrive out of order.
+pub const PR_UPDATED_AT: &str = "gatehouse.dev/pr-updated-at";
 
 /// Label selector for every ScanRequest of one pull request.
 pub fn pull_request_selector(repository_id: i64, pull_request: i64) -> String {

@@ -5,6 +5,7 @@
 //! This crate holds no Kubernetes client and no async runtime: everything here is a plain
 //! function of data, tested with `#[test]`.
 
+pub mod external_id;
 pub mod labels;
 pub mod naming;
 pub mod scanpolicy;

@@ -188,8 +188,8 @@ pub fn payload(entry: &EventEntry) -> Result<Vec<u8>, String> {
             if size > crate::receive::MAX_BODY_BYTES {
                 return Err(format!("corrupt lz4 body: claims {size} bytes"));
             }
-            let payload = lz4_flex::decompress(data, size)
-                .map_err(|e| format!("corrupt lz4 body: {e}"))?;
+            let payload =
+                lz4_flex::decompress(data, size).map_err(|e| format!("corrupt lz4 body: {e}"))?;
             if payload.len() == size {
                 Ok(payload)
             } else {

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod events;
+pub mod ingest;
 pub mod metrics;
 pub mod receive;
 pub mod secrets;
@@ -98,7 +99,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     if args.role.ingests() {
-        anyhow::bail!("role ingest is not implemented yet; run with --role receive");
+        let ingest = start_ingest(&args, conn.clone(), Arc::clone(&metrics), &mut tasks).await?;
+        tasks.spawn(ingest);
     }
     tokio::select! {
         () = &mut shutdown => tracing::info!("shutting down"),
@@ -109,6 +111,80 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Watches ScanPolicies, connects to GitHub when configured, and returns the consumer loop.
+async fn start_ingest(
+    args: &Args,
+    conn: ConnectionManager,
+    metrics: Arc<metrics::Metrics>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> anyhow::Result<impl std::future::Future<Output = ()> + use<>> {
+    use futures::StreamExt as _;
+    use kube::runtime::{WatchStreamExt as _, reflector, watcher};
+
+    let client = kube::Client::try_default()
+        .await
+        .context("role ingest needs Kubernetes access (in-cluster or a kubeconfig)")?;
+    let policies: kube::Api<gatehouse_crds::ScanPolicy> = match &args.policy_namespace {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
+    };
+    let (store, writer) = reflector::store();
+    let stream = watcher(policies, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+    tasks.spawn(async move {
+        stream
+            .for_each(|policy| async move {
+                if let Err(e) = policy {
+                    tracing::warn!(error = %e, "ScanPolicy watch error; retrying");
+                }
+            })
+            .await;
+    });
+    // Acting before the first list completed would mistake every pull request for uncovered.
+    store
+        .wait_until_ready()
+        .await
+        .context("the ScanPolicy watch stopped before its first list")?;
+    tracing::info!(policies = store.state().len(), "ScanPolicies loaded");
+
+    let github = if let (Some(app_id), Some(key_file)) =
+        (&args.github_app_id, &args.github_private_key_file)
+    {
+        let key = std::fs::read(key_file).with_context(|| {
+            format!(
+                "failed to read --github-private-key-file {}",
+                key_file.display()
+            )
+        })?;
+        Some(Arc::new(ingest::github::GitHub::new(
+            *app_id,
+            &key,
+            &args.github_api_url,
+        )?))
+    } else {
+        tracing::warn!(
+            "no GitHub App credentials: /gatehouse comment commands and re-runs of deleted scans are ignored"
+        );
+        None
+    };
+    let applier = ingest::apply::Applier::new(client, store, github);
+    let consumer = ingest::consumer::Consumer::new(
+        conn,
+        ingest::consumer::ConsumerConfig {
+            name: args.consumer(),
+            claim_idle: Duration::from_secs(args.claim_idle_seconds),
+            max_attempts: args.max_attempts,
+            batch: 32,
+            block: Duration::from_secs(5),
+        },
+    )
+    .await?;
+    tracing::info!(consumer = %args.consumer(), "ingesting from gatehouse:events");
+    Ok(ingest::Ingest::new(applier, metrics).run(consumer))
 }
 
 async fn shutdown_signal() {

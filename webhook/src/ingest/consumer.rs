@@ -1,0 +1,350 @@
+//! The Redis side of ingest: consumer group `ingest` on `gatehouse:events`. New entries are read
+//! with XREADGROUP; an entry is acknowledged only once its work is done. Entries left pending
+//! (this consumer failed on them, or another consumer died holding them) are taken over with
+//! XAUTOCLAIM once idle long enough, which also spaces out retries. After `max_attempts`
+//! deliveries an entry is copied to `gatehouse:events:dead` with the reason and acknowledged in
+//! one transaction. Trimming never removes an entry that is pending or not yet delivered.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use gatehouse_crds::stream::{EVENTS_DEAD_STREAM, EVENTS_STREAM, EventEntry, INGEST_GROUP};
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
+
+use crate::events::entry_from_stream;
+
+/// Acknowledged entries younger than this are kept in the stream, for people debugging.
+const KEEP_ACKNOWLEDGED: Duration = Duration::from_secs(15 * 60);
+
+/// An entry to handle, as read (for the dead-letter copy) and decoded.
+#[derive(Debug)]
+pub struct Pending {
+    /// The entry as stored.
+    pub raw: StreamId,
+    /// The decoded entry, or why it does not decode.
+    pub entry: Result<EventEntry, String>,
+}
+
+impl Pending {
+    fn new(raw: StreamId) -> Pending {
+        let entry = entry_from_stream(&raw).map_err(|e| e.to_string());
+        Pending { raw, entry }
+    }
+
+    /// The stream entry id.
+    pub fn id(&self) -> &str {
+        &self.raw.id
+    }
+}
+
+/// What became of one entry.
+#[derive(Debug)]
+pub enum Handled {
+    /// Done (or nothing to do): acknowledge.
+    Done,
+    /// Failed, worth retrying later: leave pending.
+    Retry(String),
+    /// Can never succeed: dead-letter now.
+    Dead(String),
+}
+
+/// Consumer settings.
+#[derive(Clone, Debug)]
+pub struct ConsumerConfig {
+    /// Consumer name (the pod name).
+    pub name: String,
+    /// Pending entries idle this long are claimed and retried.
+    pub claim_idle: Duration,
+    /// Deliveries after which an entry is dead-lettered.
+    pub max_attempts: u64,
+    /// Entries read per call.
+    pub batch: usize,
+    /// How long a read blocks waiting for new entries.
+    pub block: Duration,
+}
+
+/// A Redis call of the consumer failed.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {operation} on {EVENTS_STREAM}: {source}")]
+pub struct ConsumerError {
+    operation: &'static str,
+    source: redis::RedisError,
+}
+
+fn err(operation: &'static str) -> impl FnOnce(redis::RedisError) -> ConsumerError {
+    move |source| ConsumerError { operation, source }
+}
+
+/// One ingest consumer.
+pub struct Consumer {
+    conn: ConnectionManager,
+    config: ConsumerConfig,
+    /// Why the last attempt at an entry failed, for the dead-letter reason.
+    last_error: HashMap<String, String>,
+    last_claim: Option<Instant>,
+    last_trim: Option<Instant>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// A consumer; creates the group (from the start of the stream) if it does not exist.
+    pub async fn new(
+        conn: ConnectionManager,
+        config: ConsumerConfig,
+    ) -> Result<Consumer, ConsumerError> {
+        let mut c = conn.clone();
+        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(EVENTS_STREAM)
+            .arg(INGEST_GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut c)
+            .await;
+        match created {
+            Ok(()) => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(err("create consumer group")(e)),
+        }
+        Ok(Consumer {
+            conn,
+            config,
+            last_error: HashMap::new(),
+            last_claim: None,
+            last_trim: None,
+        })
+    }
+
+    /// Reads new entries (blocking up to the configured time), then claimed ones when due.
+    /// Returns the entries to handle; each must be settled with [`Consumer::settle`].
+    pub async fn next_batch(&mut self) -> Result<Vec<Pending>, ConsumerError> {
+        let mut batch = Vec::new();
+        let claim_due = self
+            .last_claim
+            .is_none_or(|at| at.elapsed() >= self.config.claim_idle / 2);
+        if claim_due {
+            self.last_claim = Some(Instant::now());
+            batch.extend(self.claim().await?);
+        }
+        if batch.is_empty() {
+            let options = StreamReadOptions::default()
+                .group(INGEST_GROUP, &self.config.name)
+                .count(self.config.batch)
+                .block(usize::try_from(self.config.block.as_millis()).unwrap_or(usize::MAX));
+            let mut conn = self.conn.clone();
+            let reply: Option<StreamReadReply> =
+                redis::AsyncCommands::xread_options(&mut conn, &[EVENTS_STREAM], &[">"], &options)
+                    .await
+                    .map_err(err("read new entries"))?;
+            for key in reply.map(|r| r.keys).unwrap_or_default() {
+                batch.extend(key.ids.into_iter().map(Pending::new));
+            }
+        }
+        if self
+            .last_trim
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(30))
+        {
+            self.last_trim = Some(Instant::now());
+            if let Err(e) = self.trim().await {
+                tracing::warn!(error = %e, "stream not trimmed this time");
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Takes over entries idle past `claim_idle`; entries delivered too often are dead-lettered
+    /// instead of returned.
+    async fn claim(&mut self) -> Result<Vec<Pending>, ConsumerError> {
+        let mut conn = self.conn.clone();
+        let min_idle = usize::try_from(self.config.claim_idle.as_millis()).unwrap_or(usize::MAX);
+        let reply: redis::streams::StreamAutoClaimReply = redis::AsyncCommands::xautoclaim_options(
+            &mut conn,
+            EVENTS_STREAM,
+            INGEST_GROUP,
+            &self.config.name,
+            min_idle,
+            "0-0",
+            redis::streams::StreamAutoClaimOptions::default().count(self.config.batch),
+        )
+        .await
+        .map_err(err("claim idle entries"))?;
+        let mut out = Vec::new();
+        for id in reply.claimed {
+            let attempts = self.delivery_count(&id.id).await?;
+            if attempts > self.config.max_attempts {
+                let reason = self
+                    .last_error
+                    .remove(&id.id)
+                    .unwrap_or_else(|| format!("not processed after {} deliveries", attempts - 1));
+                self.dead_letter(&id, &reason, attempts - 1).await?;
+                continue;
+            }
+            tracing::info!(entry = %id.id, attempt = attempts, "retrying pending entry");
+            out.push(Pending::new(id));
+        }
+        // Entries deleted from the stream while pending: nothing to do but acknowledge.
+        for deleted in reply.deleted_ids {
+            self.ack(&deleted).await?;
+        }
+        Ok(out)
+    }
+
+    async fn delivery_count(&self, id: &str) -> Result<u64, ConsumerError> {
+        let mut conn = self.conn.clone();
+        let reply: redis::streams::StreamPendingCountReply =
+            redis::AsyncCommands::xpending_count(&mut conn, EVENTS_STREAM, INGEST_GROUP, id, id, 1)
+                .await
+                .map_err(err("read delivery count"))?;
+        Ok(reply
+            .ids
+            .first()
+            .map_or(1, |p| u64::try_from(p.times_delivered).unwrap_or(1)))
+    }
+
+    /// Records the result of handling one entry.
+    pub async fn settle(
+        &mut self,
+        pending: &Pending,
+        handled: Handled,
+    ) -> Result<(), ConsumerError> {
+        let id = pending.id();
+        match handled {
+            Handled::Done => {
+                self.last_error.remove(id);
+                self.ack(id).await
+            }
+            Handled::Retry(reason) => {
+                tracing::warn!(entry = %id, reason = %reason, "entry left pending for a retry");
+                self.last_error.insert(id.to_owned(), reason);
+                Ok(())
+            }
+            Handled::Dead(reason) => {
+                self.last_error.remove(id);
+                let attempts = self.delivery_count(id).await?;
+                self.dead_letter(&pending.raw, &reason, attempts).await
+            }
+        }
+    }
+
+    async fn ack(&self, id: &str) -> Result<(), ConsumerError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("XACK")
+            .arg(EVENTS_STREAM)
+            .arg(INGEST_GROUP)
+            .arg(id)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(err("acknowledge entry"))
+    }
+
+    /// Copies the entry with the reason to the dead-letter stream and acknowledges it, atomically.
+    async fn dead_letter(
+        &self,
+        entry: &StreamId,
+        reason: &str,
+        attempts: u64,
+    ) -> Result<(), ConsumerError> {
+        tracing::error!(entry = %entry.id, reason = %reason, attempts, "entry moved to the dead-letter stream");
+        let mut fields: Vec<(String, redis::Value)> = entry
+            .map
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        fields.push((
+            "source_id".into(),
+            redis::Value::BulkString(entry.id.clone().into_bytes()),
+        ));
+        fields.push((
+            "reason".into(),
+            redis::Value::BulkString(reason.as_bytes().to_vec()),
+        ));
+        fields.push((
+            "attempts".into(),
+            redis::Value::BulkString(attempts.to_string().into_bytes()),
+        ));
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(EVENTS_DEAD_STREAM).arg("*");
+        for (k, v) in &fields {
+            xadd.arg(k);
+            match v {
+                redis::Value::BulkString(b) => xadd.arg(b.as_slice()),
+                redis::Value::SimpleString(s) => xadd.arg(s.as_str()),
+                other => xadd.arg(format!("{other:?}")),
+            };
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .add_command(xadd)
+            .ignore()
+            .cmd("XACK")
+            .arg(EVENTS_STREAM)
+            .arg(INGEST_GROUP)
+            .arg(&entry.id)
+            .ignore();
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(err("dead-letter entry"))
+    }
+
+    /// Removes acknowledged entries older than every pending or undelivered entry (and older than
+    /// [`KEEP_ACKNOWLEDGED`]); never anything still to be processed, for any group.
+    pub async fn trim(&self) -> Result<Option<String>, ConsumerError> {
+        let mut conn = self.conn.clone();
+        let groups: redis::streams::StreamInfoGroupsReply =
+            redis::AsyncCommands::xinfo_groups(&mut conn, EVENTS_STREAM)
+                .await
+                .map_err(err("read consumer groups"))?;
+        let mut floor: Option<(u64, u64)> = None;
+        for group in &groups.groups {
+            let mut candidate = parse_id(&group.last_delivered_id).map(|(ms, seq)| (ms, seq + 1));
+            let pending: redis::streams::StreamPendingReply =
+                redis::AsyncCommands::xpending(&mut conn, EVENTS_STREAM, &group.name)
+                    .await
+                    .map_err(err("read pending summary"))?;
+            if let redis::streams::StreamPendingReply::Data(data) = pending
+                && let Some(oldest) = parse_id(&data.start_id)
+            {
+                candidate = Some(candidate.map_or(oldest, |c| c.min(oldest)));
+            }
+            if let Some(c) = candidate {
+                floor = Some(floor.map_or(c, |f| f.min(c)));
+            }
+        }
+        let Some(floor) = floor else {
+            return Ok(None);
+        };
+        let keep_from = u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .saturating_sub(KEEP_ACKNOWLEDGED)
+                .as_millis(),
+        )
+        .unwrap_or(0);
+        let min_id = floor.min((keep_from, 0));
+        let min_id = format!("{}-{}", min_id.0, min_id.1);
+        redis::cmd("XTRIM")
+            .arg(EVENTS_STREAM)
+            .arg("MINID")
+            .arg("~")
+            .arg(&min_id)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(err("trim"))?;
+        Ok(Some(min_id))
+    }
+}
+
+fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}

@@ -1,0 +1,104 @@
+//! The `ingest` role: reads `gatehouse:events` as consumer group `ingest` and turns deliveries
+//! into ScanRequests. Entries are acknowledged only after their work is done (or found to be
+//! nothing); failures stay pending and are retried, and after too many attempts an entry moves to
+//! `gatehouse:events:dead` with the reason.
+
+pub mod apply;
+pub mod consumer;
+pub mod github;
+pub mod payload;
+pub mod plan;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_crds::stream::EventEntry;
+
+use crate::metrics::{Metrics, event_label};
+use apply::{Applier, Delivery};
+use consumer::{Consumer, Handled};
+
+/// Handles decoded entries.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    applier: Applier,
+    metrics: Arc<Metrics>,
+}
+
+impl Ingest {
+    /// An ingest handler.
+    pub fn new(applier: Applier, metrics: Arc<Metrics>) -> Ingest {
+        Ingest { applier, metrics }
+    }
+
+    /// Does the work one entry asks for.
+    pub async fn handle(&self, entry: &EventEntry) -> Handled {
+        let event = event_label(&entry.event);
+        let span =
+            tracing::info_span!("ingest", delivery = %entry.delivery_id, event = %entry.event);
+        let _guard = span.enter();
+        let payload = match crate::events::payload(entry) {
+            Ok(payload) => payload,
+            Err(reason) => {
+                self.metrics.ingested(event, "malformed");
+                return Handled::Dead(reason);
+            }
+        };
+        let (common, intent) = match plan::plan(&entry.event, &payload) {
+            Ok(planned) => planned,
+            Err(e) => {
+                self.metrics.ingested(event, "malformed");
+                return Handled::Dead(e.to_string());
+            }
+        };
+        let delivery = Delivery {
+            id: entry.delivery_id.clone(),
+            trigger: plan::trigger(&entry.event, &entry.delivery_id, &common),
+        };
+        match self.applier.apply(intent, &delivery).await {
+            Ok(outcome) => {
+                tracing::debug!(outcome = ?outcome, "entry handled");
+                self.metrics.ingested(event, outcome.label());
+                Handled::Done
+            }
+            Err(e) if e.is_transient() => {
+                self.metrics.ingested(event, "retry");
+                Handled::Retry(e.to_string())
+            }
+            Err(e) => {
+                self.metrics.ingested(event, "failed");
+                Handled::Dead(e.to_string())
+            }
+        }
+    }
+
+    /// Consumes entries until the task is dropped. Redis errors are logged and retried with
+    /// backoff; nothing is acknowledged that was not handled.
+    pub async fn run(self, mut consumer: Consumer) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let batch = match consumer.next_batch().await {
+                Ok(batch) => {
+                    backoff = Duration::from_millis(200);
+                    batch
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis(), "ingest cannot read the stream");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            for pending in batch {
+                let handled = match &pending.entry {
+                    Ok(entry) => self.handle(entry).await,
+                    Err(reason) => Handled::Dead(reason.clone()),
+                };
+                if let Err(e) = consumer.settle(&pending, handled).await {
+                    // Not acknowledged: it stays pending and is claimed again later.
+                    tracing::warn!(entry = %pending.id(), error = %e, "entry not settled; it will be retried");
+                }
+            }
+        }
+    }
+}
