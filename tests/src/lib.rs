@@ -6,6 +6,7 @@
 //! crate depends on it in a cycle.
 
 pub mod http;
+pub mod ingest;
 pub mod kube_emulator;
 pub mod redis_server;
 pub mod webhook;

@@ -120,9 +120,6 @@ async fn start_ingest(
     metrics: Arc<metrics::Metrics>,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> anyhow::Result<impl std::future::Future<Output = ()> + use<>> {
-    use futures::StreamExt as _;
-    use kube::runtime::{WatchStreamExt as _, reflector, watcher};
-
     let client = kube::Client::try_default()
         .await
         .context("role ingest needs Kubernetes access (in-cluster or a kubeconfig)")?;
@@ -130,20 +127,8 @@ async fn start_ingest(
         Some(ns) => kube::Api::namespaced(client.clone(), ns),
         None => kube::Api::all(client.clone()),
     };
-    let (store, writer) = reflector::store();
-    let stream = watcher(policies, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects();
-    tasks.spawn(async move {
-        stream
-            .for_each(|policy| async move {
-                if let Err(e) = policy {
-                    tracing::warn!(error = %e, "ScanPolicy watch error; retrying");
-                }
-            })
-            .await;
-    });
+    let (store, watch) = ingest::watch_policies(policies);
+    tasks.spawn(watch);
     // Acting before the first list completed would mistake every pull request for uncovered.
     store
         .wait_until_ready()

@@ -18,6 +18,29 @@ use crate::metrics::{Metrics, event_label};
 use apply::{Applier, Delivery};
 use consumer::{Consumer, Handled};
 
+/// A store of all ScanPolicies kept current by a watch, and the task that keeps it so (spawn
+/// it; wait for `store.wait_until_ready()` before selecting policies).
+pub fn watch_policies(
+    api: kube::Api<gatehouse_crds::ScanPolicy>,
+) -> (
+    kube::runtime::reflector::Store<gatehouse_crds::ScanPolicy>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    use futures::StreamExt as _;
+    use kube::runtime::{WatchStreamExt as _, reflector, watcher};
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+    let task = stream.for_each(|policy| async move {
+        if let Err(e) = policy {
+            tracing::warn!(error = %e, "ScanPolicy watch error; retrying");
+        }
+    });
+    (store, task)
+}
+
 /// Handles decoded entries.
 #[derive(Debug, Clone)]
 pub struct Ingest {

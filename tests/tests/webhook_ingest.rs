@@ -1,0 +1,773 @@
+//! Ingest end to end: signed deliveries go in through the real receive role and a private Redis;
+//! ScanRequests come out in the Kubernetes API emulator, created by real ingest consumers.
+//! Fork, re-run and comment payloads are derived from the real fixtures at test time (no genuine
+//! ones exist; see tests/fixtures/github/SOURCES.md) and say so where they are made.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use gatehouse_crds::labels::{APPROVED_BY, CANCEL_REQUESTED, SUPERSEDED_BY};
+use gatehouse_crds::scanrequest::ScanPhase;
+use gatehouse_crds::stream::{EVENTS_DEAD_STREAM, EVENTS_STREAM, INGEST_GROUP};
+use gatehouse_crds::{ScanPolicy, ScanRequest};
+use gatehouse_tests::Failure;
+use gatehouse_tests::ingest::{Harness, eventually};
+use gatehouse_tests::webhook::SECRET;
+use gatehouse_webhook::ingest::consumer::Handled;
+use redis::AsyncTypedCommands;
+use serde_json::{Value, json};
+
+const NS: &str = "gatehouse-scans";
+const SHA: &str = "ec26c3e57ca3a959ca5aad62de7213c562f8c821";
+const NEWER_SHA: &str = "0000000000000000000000000000000000000bee";
+
+fn sample_policy() -> ScanPolicy {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/samples/scanpolicy-kics.yaml"
+    ))
+    .unwrap();
+    serde_yaml::from_str(&text).unwrap()
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/fixtures/github/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+async fn deliver(h: &Harness, event: &str, delivery: &str, payload: &Value) -> u16 {
+    let body = serde_json::to_vec(payload).unwrap();
+    h.receiver
+        .deliver(event, delivery, &body, SECRET)
+        .await
+        .unwrap()
+        .status
+}
+
+async fn running(policies: Vec<ScanPolicy>) -> Harness {
+    let mut h = Harness::start(policies).await.unwrap();
+    h.start_consumer("ingest-0", Duration::from_millis(300))
+        .await
+        .unwrap();
+    h
+}
+
+async fn wait_for_requests(h: &Harness, count: usize) -> Vec<ScanRequest> {
+    eventually(&format!("{count} ScanRequests"), || async {
+        h.scan_requests(NS).await.len() >= count
+    })
+    .await
+    .unwrap();
+    h.scan_requests(NS).await
+}
+
+async fn wait_until_drained(h: &Harness) {
+    eventually("every entry acknowledged", || async {
+        let mut conn = h.redis_conn().await;
+        let length = conn.xlen(EVENTS_STREAM).await.unwrap();
+        length > 0 && h.pending().await == 0 && {
+            let groups: redis::streams::StreamInfoGroupsReply =
+                redis::AsyncCommands::xinfo_groups(&mut conn, EVENTS_STREAM)
+                    .await
+                    .unwrap();
+            groups.groups.iter().all(|g| g.lag == Some(0))
+        }
+    })
+    .await
+    .unwrap();
+}
+
+fn annotation(request: &ScanRequest, key: &str) -> Option<String> {
+    request
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key).cloned())
+}
+
+#[tokio::test]
+async fn signed_pull_request_webhook_becomes_a_scanrequest_with_the_right_spec() {
+    let h = running(vec![sample_policy()]).await;
+    assert_eq!(
+        deliver(
+            &h,
+            "pull_request",
+            "d-open",
+            &fixture("pull_request.opened.octokit.json")
+        )
+        .await,
+        202
+    );
+    wait_for_requests(&h, 1).await;
+    // Acknowledged means every step (creation, first status) is done.
+    wait_until_drained(&h).await;
+    let requests = h.scan_requests(NS).await;
+    let request = &requests[0];
+    assert_eq!(
+        request.metadata.name.as_deref(),
+        Some("hello-world-pr2-ec26c3e-bc3462bb")
+    );
+    let spec = &request.spec;
+    assert_eq!(spec.repository.full_name(), "Codertocat/Hello-World");
+    assert_eq!(spec.repository.id, 186_853_002);
+    assert_eq!(spec.installation_id, 1);
+    assert_eq!(spec.pull_request.number, 2);
+    assert_eq!(spec.pull_request.head_sha, SHA);
+    assert_eq!(spec.pull_request.base_ref, "master");
+    assert!(!spec.pull_request.fork);
+    assert_eq!(spec.trigger.event, "pull_request");
+    assert_eq!(spec.trigger.action.as_deref(), Some("opened"));
+    assert_eq!(spec.trigger.delivery_id, "d-open");
+    assert_eq!(spec.policy_ref.name, "acme-iac");
+    assert_eq!(spec.scanners, None);
+    let status = request.status.as_ref().unwrap();
+    assert_eq!(status.phase, Some(ScanPhase::Pending));
+    assert_eq!(status.commit.as_deref(), Some("ec26c3e"));
+    // The same request as the sample in deploy/samples, which docs present as ingest's output.
+    let sample: ScanRequest = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/samples/scanrequest.yaml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(request.metadata.labels, sample.metadata.labels);
+    wait_until_drained(&h).await;
+}
+
+#[tokio::test]
+async fn redeliveries_and_repeated_events_for_one_commit_create_one_scanrequest() {
+    let h = running(vec![sample_policy()]).await;
+    let opened = fixture("pull_request.opened.octokit.json");
+    assert_eq!(deliver(&h, "pull_request", "d-1", &opened).await, 202);
+    // GitHub redelivery: same delivery id, acknowledged without a second entry.
+    assert_eq!(deliver(&h, "pull_request", "d-1", &opened).await, 200);
+    // Another event for the same commit (reopened): a new entry, the same ScanRequest.
+    assert_eq!(
+        deliver(
+            &h,
+            "pull_request",
+            "d-2",
+            &fixture("pull_request.reopened.octokit.json")
+        )
+        .await,
+        202
+    );
+    wait_until_drained(&h).await;
+    assert_eq!(h.scan_requests(NS).await.len(), 1);
+    let metrics = h.metrics.render(None);
+    assert!(
+        metrics.contains(
+            "gatehouse_ingest_entries_total{event=\"pull_request\",result=\"created\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("gatehouse_ingest_entries_total{event=\"pull_request\",result=\"exists\"} 1"),
+        "{metrics}"
+    );
+}
+
+fn synchronize_to(sha: &str, updated_at: &str) -> Value {
+    // Derived from the synchronize fixture: a later push with a new head.
+    let mut payload = fixture("pull_request.synchronize.octokit.json");
+    payload["pull_request"]["head"]["sha"] = json!(sha);
+    payload["after"] = json!(sha);
+    payload["pull_request"]["updated_at"] = json!(updated_at);
+    payload
+}
+
+#[tokio::test]
+async fn a_newer_head_commit_supersedes_the_older_unfinished_scan() {
+    let h = running(vec![sample_policy()]).await;
+    assert_eq!(
+        deliver(
+            &h,
+            "pull_request",
+            "d-old",
+            &fixture("pull_request.opened.octokit.json")
+        )
+        .await,
+        202
+    );
+    wait_for_requests(&h, 1).await;
+    assert_eq!(
+        deliver(
+            &h,
+            "pull_request",
+            "d-new",
+            &synchronize_to(NEWER_SHA, "2019-05-15T16:00:00Z")
+        )
+        .await,
+        202
+    );
+    let requests = wait_for_requests(&h, 2).await;
+    let old = requests
+        .iter()
+        .find(|r| r.spec.pull_request.head_sha == SHA)
+        .unwrap();
+    let new = requests
+        .iter()
+        .find(|r| r.spec.pull_request.head_sha == NEWER_SHA)
+        .unwrap();
+    eventually("old superseded", || async {
+        h.scan_requests(NS)
+            .await
+            .iter()
+            .any(|r| annotation(r, SUPERSEDED_BY).is_some())
+    })
+    .await
+    .unwrap();
+    let old = h
+        .scan_requests(NS)
+        .await
+        .into_iter()
+        .find(|r| r.metadata.name == old.metadata.name)
+        .unwrap();
+    assert_eq!(annotation(&old, SUPERSEDED_BY), new.metadata.name.clone());
+    let new = h
+        .scan_requests(NS)
+        .await
+        .into_iter()
+        .find(|r| r.metadata.name == new.metadata.name)
+        .unwrap();
+    assert_eq!(annotation(&new, SUPERSEDED_BY), None);
+}
+
+#[tokio::test]
+async fn an_older_commit_delivered_late_is_superseded_at_once() {
+    let h = running(vec![sample_policy()]).await;
+    assert_eq!(
+        deliver(
+            &h,
+            "pull_request",
+            "d-new",
+            &synchronize_to(NEWER_SHA, "2019-05-15T16:00:00Z")
+        )
+        .await,
+        202
+    );
+    wait_for_requests(&h, 1).await;
+    // The delivery for the older push arrives after the newer one.
+    assert_eq!(
+        deliver(
+            &h,
+            "pull_request",
+            "d-old",
+            &fixture("pull_request.opened.octokit.json")
+        )
+        .await,
+        202
+    );
+    wait_for_requests(&h, 2).await;
+    wait_until_drained(&h).await;
+    let requests = h.scan_requests(NS).await;
+    let old = requests
+        .iter()
+        .find(|r| r.spec.pull_request.head_sha == SHA)
+        .unwrap();
+    let new = requests
+        .iter()
+        .find(|r| r.spec.pull_request.head_sha == NEWER_SHA)
+        .unwrap();
+    assert_eq!(annotation(old, SUPERSEDED_BY), new.metadata.name.clone());
+    assert_eq!(annotation(new, SUPERSEDED_BY), None);
+}
+
+#[tokio::test]
+async fn closing_the_pull_request_asks_to_cancel_its_unfinished_scans() {
+    let h = running(vec![sample_policy()]).await;
+    assert_eq!(
+        deliver(
+            &h,
+            "pull_request",
+            "d-open",
+            &fixture("pull_request.opened.octokit.json")
+        )
+        .await,
+        202
+    );
+    wait_for_requests(&h, 1).await;
+    assert_eq!(
+        deliver(
+            &h,
+            "pull_request",
+            "d-closed",
+            &fixture("pull_request.closed.octokit.json")
+        )
+        .await,
+        202
+    );
+    eventually("cancel requested", || async {
+        h.scan_requests(NS)
+            .await
+            .iter()
+            .all(|r| annotation(r, CANCEL_REQUESTED).is_some())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        annotation(&h.scan_requests(NS).await[0], CANCEL_REQUESTED).as_deref(),
+        Some("pull request closed")
+    );
+}
+
+#[tokio::test]
+async fn unknown_actions_and_uncovered_repositories_are_acknowledged_without_scans() {
+    let h = running(vec![sample_policy()]).await;
+    // An action GitHub may add one day: receive filters it, so write it into the stream as an
+    // older receive (or a future one) could have.
+    let mut stacked = fixture("pull_request.opened.octokit.json");
+    stacked["action"] = json!("stacked");
+    let entry = gatehouse_webhook::events::encode(
+        "d-stacked",
+        "pull_request",
+        1,
+        &serde_json::to_vec(&stacked).unwrap(),
+    );
+    let mut conn = h.redis_conn().await;
+    let mut xadd = redis::cmd("XADD");
+    xadd.arg(EVENTS_STREAM).arg("*");
+    for (k, v) in entry.to_fields() {
+        xadd.arg(k).arg(v);
+    }
+    xadd.query_async::<String>(&mut conn).await.unwrap();
+    // A repository no policy covers.
+    let mut elsewhere = fixture("pull_request.opened.octokit.json");
+    elsewhere["repository"]["full_name"] = json!("someone/else");
+    elsewhere["repository"]["name"] = json!("else");
+    elsewhere["repository"]["owner"]["login"] = json!("someone");
+    assert_eq!(
+        deliver(&h, "pull_request", "d-uncovered", &elsewhere).await,
+        202
+    );
+    wait_until_drained(&h).await;
+    assert!(h.scan_requests(NS).await.is_empty());
+    assert_eq!(conn.xlen(EVENTS_DEAD_STREAM).await.unwrap(), 0);
+    let metrics = h.metrics.render(None);
+    assert!(
+        metrics.contains("result=\"action_not_handled\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("result=\"no_policy\"} 1"), "{metrics}");
+}
+
+fn fork_of(mut payload: Value) -> Value {
+    // Derived: the head moved to another repository (a fork), by a first-time contributor.
+    payload["pull_request"]["head"]["repo"]["id"] = json!(999_999);
+    payload["pull_request"]["head"]["repo"]["full_name"] = json!("stranger/Hello-World");
+    payload["pull_request"]["author_association"] = json!("FIRST_TIME_CONTRIBUTOR");
+    payload["pull_request"]["user"]["login"] = json!("stranger");
+    payload
+}
+
+fn comment(body: &str, association: &str) -> Value {
+    // Derived from the zulip PR comment: on PR 2 of the fixture repository, with an installation.
+    let mut payload = fixture("issue_comment.created.on_pull_request.zulip.json");
+    let opened = fixture("pull_request.opened.octokit.json");
+    payload["repository"] = opened["repository"].clone();
+    payload["installation"] = json!({"id": 1});
+    payload["issue"]["number"] = json!(2);
+    payload["comment"]["body"] = json!(body);
+    payload["comment"]["author_association"] = json!(association);
+    payload["comment"]["user"]["login"] = json!("maintainer");
+    payload
+}
+
+#[tokio::test]
+async fn a_fork_waits_for_approval_and_a_trusted_ok_to_scan_approves_it() {
+    let h = running(vec![sample_policy()]).await;
+    let fork = fork_of(fixture("pull_request.opened.octokit.json"));
+    assert_eq!(deliver(&h, "pull_request", "d-fork", &fork).await, 202);
+    wait_for_requests(&h, 1).await;
+    wait_until_drained(&h).await;
+    let requests = h.scan_requests(NS).await;
+    assert!(requests[0].spec.pull_request.fork);
+    assert_eq!(
+        requests[0].status.as_ref().unwrap().phase,
+        Some(ScanPhase::AwaitingApproval)
+    );
+
+    h.mock_pull_request("Codertocat", "Hello-World", 2, fork["pull_request"].clone())
+        .await;
+    // Untrusted commenters cannot approve.
+    assert_eq!(
+        deliver(
+            &h,
+            "issue_comment",
+            "d-c1",
+            &comment("/gatehouse ok-to-scan ec26c3e", "CONTRIBUTOR")
+        )
+        .await,
+        202
+    );
+    // A member can.
+    assert_eq!(
+        deliver(
+            &h,
+            "issue_comment",
+            "d-c2",
+            &comment("/gatehouse ok-to-scan ec26c3e", "MEMBER")
+        )
+        .await,
+        202
+    );
+    eventually("approved", || async {
+        h.scan_requests(NS)
+            .await
+            .iter()
+            .any(|r| annotation(r, APPROVED_BY).is_some())
+    })
+    .await
+    .unwrap();
+    wait_until_drained(&h).await;
+    let requests = h.scan_requests(NS).await;
+    assert_eq!(
+        requests.len(),
+        1,
+        "approval annotates the waiting ScanRequest, creates no other"
+    );
+    assert_eq!(
+        annotation(&requests[0], APPROVED_BY).as_deref(),
+        Some("maintainer")
+    );
+    assert!(
+        h.metrics
+            .render(None)
+            .contains("result=\"untrusted_commenter\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn rescan_comment_creates_a_new_scanrequest_for_one_scanner() {
+    let h = running(vec![sample_policy()]).await;
+    assert_eq!(
+        deliver(
+            &h,
+            "pull_request",
+            "d-open",
+            &fixture("pull_request.opened.octokit.json")
+        )
+        .await,
+        202
+    );
+    wait_for_requests(&h, 1).await;
+    h.mock_pull_request(
+        "Codertocat",
+        "Hello-World",
+        2,
+        fixture("pull_request.opened.octokit.json")["pull_request"].clone(),
+    )
+    .await;
+    assert_eq!(
+        deliver(
+            &h,
+            "issue_comment",
+            "d-rescan",
+            &comment("please\n/gatehouse rescan kics", "OWNER")
+        )
+        .await,
+        202
+    );
+    assert_eq!(
+        deliver(
+            &h,
+            "issue_comment",
+            "d-bad",
+            &comment("/gatehouse rescan nosuch", "OWNER")
+        )
+        .await,
+        202
+    );
+    let requests = wait_for_requests(&h, 2).await;
+    wait_until_drained(&h).await;
+    let first = requests
+        .iter()
+        .find(|r| r.spec.trigger.event == "pull_request")
+        .unwrap();
+    let rerun = requests
+        .iter()
+        .find(|r| r.spec.trigger.event == "issue_comment")
+        .unwrap();
+    assert_ne!(rerun.metadata.name, first.metadata.name);
+    assert_eq!(rerun.spec.scanners, Some(vec!["kics".to_owned()]));
+    assert_eq!(rerun.spec.trigger.event, "issue_comment");
+    assert_eq!(rerun.spec.pull_request.head_sha, SHA);
+    assert_eq!(
+        h.scan_requests(NS).await.len(),
+        2,
+        "unknown scanner: nothing created"
+    );
+    // A re-run does not supersede the scan of the same commit.
+    assert!(
+        h.scan_requests(NS)
+            .await
+            .iter()
+            .all(|r| annotation(r, SUPERSEDED_BY).is_none())
+    );
+}
+
+#[tokio::test]
+async fn check_run_and_check_suite_rerequests_rerun_the_commit() {
+    let h = running(vec![sample_policy()]).await;
+    assert_eq!(
+        deliver(
+            &h,
+            "pull_request",
+            "d-open",
+            &fixture("pull_request.opened.octokit.json")
+        )
+        .await,
+        202
+    );
+    let original = wait_for_requests(&h, 1).await.remove(0);
+    let original_name = original.metadata.name.clone().unwrap();
+    // Derived: a re-run of our own check run, as a fork's (no pull_requests list) would come.
+    let mut run = fixture("check_run.rerequested.octokit.json");
+    let opened = fixture("pull_request.opened.octokit.json");
+    run["repository"] = opened["repository"].clone();
+    run["check_run"]["name"] = json!("gatehouse/kics");
+    run["check_run"]["head_sha"] = json!(SHA);
+    run["check_run"]["pull_requests"] = json!([]);
+    run["check_run"]["external_id"] = json!(format!("{NS}/{original_name}/2/kics"));
+    assert_eq!(deliver(&h, "check_run", "d-rerun", &run).await, 202);
+    // The suite fixture is for the same repository and commit.
+    assert_eq!(
+        deliver(
+            &h,
+            "check_suite",
+            "d-suite",
+            &fixture("check_suite.rerequested.octokit.json")
+        )
+        .await,
+        202
+    );
+    let requests = wait_for_requests(&h, 3).await;
+    wait_until_drained(&h).await;
+    let by_trigger = |event: &str| {
+        requests
+            .iter()
+            .find(|r| r.spec.trigger.event == event)
+            .unwrap()
+    };
+    let check_run = by_trigger("check_run");
+    assert_eq!(check_run.spec.scanners, Some(vec!["kics".to_owned()]));
+    assert_eq!(check_run.spec.pull_request, original.spec.pull_request);
+    let check_suite = by_trigger("check_suite");
+    assert_eq!(check_suite.spec.scanners, None);
+    assert_eq!(check_suite.spec.pull_request.number, 2);
+}
+
+#[tokio::test]
+async fn merge_group_scans_the_queue_commit() {
+    let h = running(vec![sample_policy()]).await;
+    let opened = fixture("pull_request.opened.octokit.json");
+    // Built from the fixture's repository: no merge_group fixture exists.
+    let group = json!({
+        "action": "checks_requested",
+        "installation": {"id": 1},
+        "repository": opened["repository"],
+        "sender": {"login": "Codertocat", "type": "User"},
+        "merge_group": {
+            "head_sha": NEWER_SHA,
+            "head_ref": format!("refs/heads/gh-readonly-queue/master/pr-2-{SHA}"),
+            "base_ref": "refs/heads/master",
+            "base_sha": SHA,
+        },
+    });
+    assert_eq!(deliver(&h, "merge_group", "d-mq", &group).await, 202);
+    let requests = wait_for_requests(&h, 1).await;
+    assert_eq!(requests[0].spec.pull_request.head_sha, NEWER_SHA);
+    assert_eq!(requests[0].spec.pull_request.number, 2);
+    assert_eq!(requests[0].spec.trigger.event, "merge_group");
+}
+
+#[tokio::test]
+async fn a_consumer_killed_before_xack_loses_nothing_and_duplicates_nothing() {
+    let mut h = Harness::start(vec![sample_policy()]).await.unwrap();
+    assert_eq!(
+        deliver(
+            &h,
+            "pull_request",
+            "d-crash",
+            &fixture("pull_request.opened.octokit.json")
+        )
+        .await,
+        202
+    );
+    // Consumer A reads the entry and does its work, then dies before XACK.
+    let mut doomed = h
+        .consumer("ingest-doomed", Duration::from_millis(300))
+        .await
+        .unwrap();
+    let batch = doomed.next_batch().await.unwrap();
+    assert_eq!(batch.len(), 1);
+    let handled = h.ingest().handle(batch[0].entry.as_ref().unwrap()).await;
+    assert!(matches!(handled, Handled::Done));
+    drop(doomed);
+    assert_eq!(h.pending().await, 1, "read but never acknowledged");
+    // Consumer B takes it over once it is idle and finishes it.
+    h.start_consumer("ingest-survivor", Duration::from_millis(300))
+        .await
+        .unwrap();
+    eventually("claimed and acknowledged", || async {
+        h.pending().await == 0
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        h.scan_requests(NS).await.len(),
+        1,
+        "exactly one ScanRequest"
+    );
+    let mut conn = h.redis_conn().await;
+    assert_eq!(conn.xlen(EVENTS_DEAD_STREAM).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn kubernetes_errors_leave_the_entry_pending_until_it_succeeds() {
+    let h = Harness::start(vec![sample_policy()]).await.unwrap();
+    h.k8s
+        .fail_next(Some("POST"), "/scanrequests", 2, Failure::InternalError);
+    let mut h = h;
+    h.start_consumer("ingest-0", Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(
+        deliver(
+            &h,
+            "pull_request",
+            "d-retry",
+            &fixture("pull_request.opened.octokit.json")
+        )
+        .await,
+        202
+    );
+    wait_for_requests(&h, 1).await;
+    eventually("acknowledged after retries", || async {
+        h.pending().await == 0
+    })
+    .await
+    .unwrap();
+    let posts = h
+        .k8s
+        .writes()
+        .iter()
+        .filter(|w| w.method == "POST" && w.path.ends_with("/scanrequests"))
+        .count();
+    assert_eq!(posts, 3, "two failures, then success");
+    assert!(h.metrics.render(None).contains("result=\"retry\"} 2"));
+}
+
+#[tokio::test]
+async fn entries_failing_too_often_go_to_the_dead_letter_stream_with_the_reason() {
+    let h = Harness::start(vec![sample_policy()]).await.unwrap();
+    h.k8s
+        .fail_next(Some("POST"), "/scanrequests", 100, Failure::InternalError);
+    let mut h = h;
+    h.start_consumer("ingest-0", Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(
+        deliver(
+            &h,
+            "pull_request",
+            "d-doomed",
+            &fixture("pull_request.opened.octokit.json")
+        )
+        .await,
+        202
+    );
+    let mut conn = h.redis_conn().await;
+    eventually("dead-lettered", || {
+        let mut conn = conn.clone();
+        async move { conn.xlen(EVENTS_DEAD_STREAM).await.unwrap() == 1 }
+    })
+    .await
+    .unwrap();
+    let dead = conn.xrange_all(EVENTS_DEAD_STREAM).await.unwrap();
+    let fields = &dead.ids[0].map;
+    let text = |k: &str| match fields.get(k) {
+        Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+        other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!(text("delivery"), "d-doomed");
+    assert!(
+        text("reason").contains("failed to create ScanRequest"),
+        "{}",
+        text("reason")
+    );
+    assert_eq!(text("attempts"), "3");
+    eventually("acknowledged", || async { h.pending().await == 0 })
+        .await
+        .unwrap();
+    assert!(h.scan_requests(NS).await.is_empty());
+}
+
+#[tokio::test]
+async fn malformed_payloads_are_dead_lettered_at_once() {
+    let h = running(vec![sample_policy()]).await;
+    // Valid JSON with the right action, but no pull_request object.
+    let broken = json!({"action": "opened", "installation": {"id": 1}, "repository": {"id": 1, "name": "x", "full_name": "a/x"}});
+    assert_eq!(deliver(&h, "pull_request", "d-broken", &broken).await, 202);
+    let mut conn = h.redis_conn().await;
+    eventually("dead-lettered", || {
+        let mut conn = conn.clone();
+        async move { conn.xlen(EVENTS_DEAD_STREAM).await.unwrap() == 1 }
+    })
+    .await
+    .unwrap();
+    let dead = conn.xrange_all(EVENTS_DEAD_STREAM).await.unwrap();
+    match dead.ids[0].map.get("reason") {
+        Some(redis::Value::BulkString(reason)) => {
+            assert!(String::from_utf8_lossy(reason).starts_with("malformed pull_request payload"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.pending().await, 0);
+}
+
+#[tokio::test]
+async fn trimming_keeps_every_unacknowledged_entry() {
+    let h = Harness::start(vec![sample_policy()]).await.unwrap();
+    for i in 0..5 {
+        assert_eq!(
+            deliver(
+                &h,
+                "pull_request",
+                &format!("d-trim-{i}"),
+                &fixture("pull_request.opened.octokit.json")
+            )
+            .await,
+            202
+        );
+    }
+    // Read two (pending, unacknowledged); three are undelivered.
+    let consumer = h
+        .consumer("ingest-reader", Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let mut conn = h.redis_conn().await;
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(INGEST_GROUP)
+        .arg("ingest-reader")
+        .arg("COUNT")
+        .arg(2)
+        .arg("STREAMS")
+        .arg(EVENTS_STREAM)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    consumer.trim().await.unwrap();
+    assert_eq!(
+        conn.xlen(EVENTS_STREAM).await.unwrap(),
+        5,
+        "nothing unprocessed may be trimmed"
+    );
+}
