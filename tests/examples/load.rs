@@ -2,8 +2,10 @@
 //! HTTP/1.1 connections, each request with its own delivery id. Two modes:
 //!
 //! - closed loop: `--connections 32 --seconds 15` sends as fast as the server answers;
-//! - open loop: `--rate 1000 --seconds 15` sends at a fixed rate and measures latency from the
-//!   moment each request was due (so a stalled server cannot hide its stall).
+//! - open loop: `--rate 1000 --seconds 15` sends at a fixed rate. Latency is measured from the
+//!   moment a request was sent; how late sends started against their schedule is reported
+//!   separately (`send_lag`), so a stalled server cannot hide its stall. (Measuring from the due
+//!   time would add tokio's 1 ms timer granularity to every sample.)
 //!
 //! `cargo run --release -p gatehouse-tests --example load -- --addr 127.0.0.1:8080
 //!  --secret-file S --payload tests/fixtures/github/pull_request.opened.octokit.json`
@@ -131,9 +133,16 @@ fn head(options: &Options, signature: &str, delivery: u64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The `p` quantile of sorted microsecond values, in milliseconds.
+fn pct_of(sorted: &[u64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1);
+    sorted.get(i).map_or(0.0, |us| *us as f64 / 1000.0)
+}
+
 #[derive(Default)]
 struct Tally {
     latencies_us: Vec<u64>,
+    lags_us: Vec<u64>,
     accepted: u64,
     other: u64,
     errors: u64,
@@ -196,18 +205,15 @@ async fn main() -> anyhow::Result<()> {
     for task in tasks {
         let tally = task.await??;
         all.latencies_us.extend(tally.latencies_us);
+        all.lags_us.extend(tally.lags_us);
         all.accepted += tally.accepted;
         all.other += tally.other;
         all.errors += tally.errors;
     }
     let elapsed = start.elapsed().as_secs_f64().min(options.seconds as f64);
     all.latencies_us.sort_unstable();
-    let pct = |p: f64| {
-        let i = ((all.latencies_us.len() as f64 * p).ceil() as usize).saturating_sub(1);
-        all.latencies_us
-            .get(i)
-            .map_or(0.0, |us| *us as f64 / 1000.0)
-    };
+    all.lags_us.sort_unstable();
+    let pct = |p: f64| pct_of(&all.latencies_us, p);
     println!(
         "mode={} connections={} seconds={:.1} payload_bytes={} requests={} accepted_202={} other_status={} errors={}",
         options
@@ -230,5 +236,13 @@ async fn main() -> anyhow::Result<()> {
         pct(0.999),
         pct(1.0)
     );
+    if options.rate.is_some() {
+        println!(
+            "send_lag_ms p50={:.3} p99={:.3} max={:.3}",
+            pct_of(&all.lags_us, 0.5),
+            pct_of(&all.lags_us, 0.99),
+            pct_of(&all.lags_us, 1.0)
+        );
+    }
     Ok(())
 }

@@ -66,6 +66,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(role = ?args.role, "redis connected");
 
     let mut tasks = tokio::task::JoinSet::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if args.role.receives() {
         let verifier = secrets::SharedVerifier::load(args.webhook_secret_files.clone())?;
         tracing::info!(secrets = verifier.get().len(), "webhook secrets loaded");
@@ -90,10 +91,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("failed to listen on {}", args.listen))?;
+        // Answers are small and latency-bound: do not let Nagle hold them back.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tracing::info!(listen = %args.listen, "receiving webhooks on POST /webhook");
         let router = receive::router(state, args.metrics_listen.is_none());
+        let mut stopping = stop_rx.clone();
         tasks.spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
+            let graceful = async move {
+                let _ = stopping.changed().await;
+            };
+            // In-flight deliveries finish (and get their answer) before the listener closes.
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(graceful)
+                .await
+            {
                 tracing::error!(error = %e, "webhook listener failed");
             }
         });
@@ -110,6 +123,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
+    // Let in-flight requests finish, for at most a few seconds; ingest stops where it is (an
+    // unacknowledged entry is claimed by another consumer).
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(done) = tasks.join_next().await {
+            if done.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
     Ok(())
 }
 
