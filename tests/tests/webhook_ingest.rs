@@ -46,6 +46,26 @@ async fn deliver(h: &Harness, event: &str, delivery: &str, payload: &Value) -> u
         .status
 }
 
+/// Delivers the real pull_request.opened payload.
+async fn deliver_opened(h: &Harness, delivery: &str) -> u16 {
+    deliver(
+        h,
+        "pull_request",
+        delivery,
+        &fixture("pull_request.opened.octokit.json"),
+    )
+    .await
+}
+
+/// A harness whose ScanRequest creations fail `times` times, with one consumer running.
+async fn failing_creates(times: usize, claim_idle: Duration) -> Harness {
+    let mut h = Harness::start(vec![sample_policy()]).await.unwrap();
+    h.k8s
+        .fail_next(Some("POST"), "/scanrequests", times, Failure::InternalError);
+    h.start_consumer("ingest-0", claim_idle).await.unwrap();
+    h
+}
+
 async fn running(policies: Vec<ScanPolicy>) -> Harness {
     let mut h = Harness::start(policies).await.unwrap();
     h.start_consumer("ingest-0", Duration::from_millis(300))
@@ -90,16 +110,7 @@ fn annotation(request: &ScanRequest, key: &str) -> Option<String> {
 #[tokio::test]
 async fn signed_pull_request_webhook_becomes_a_scanrequest_with_the_right_spec() {
     let h = running(vec![sample_policy()]).await;
-    assert_eq!(
-        deliver(
-            &h,
-            "pull_request",
-            "d-open",
-            &fixture("pull_request.opened.octokit.json")
-        )
-        .await,
-        202
-    );
+    assert_eq!(deliver_opened(&h, "d-open").await, 202);
     wait_for_requests(&h, 1).await;
     // Acknowledged means every step (creation, first status) is done.
     wait_until_drained(&h).await;
@@ -184,16 +195,7 @@ fn synchronize_to(sha: &str, updated_at: &str) -> Value {
 #[tokio::test]
 async fn a_newer_head_commit_supersedes_the_older_unfinished_scan() {
     let h = running(vec![sample_policy()]).await;
-    assert_eq!(
-        deliver(
-            &h,
-            "pull_request",
-            "d-old",
-            &fixture("pull_request.opened.octokit.json")
-        )
-        .await,
-        202
-    );
+    assert_eq!(deliver_opened(&h, "d-old").await, 202);
     wait_for_requests(&h, 1).await;
     assert_eq!(
         deliver(
@@ -253,16 +255,7 @@ async fn an_older_commit_delivered_late_is_superseded_at_once() {
     );
     wait_for_requests(&h, 1).await;
     // The delivery for the older push arrives after the newer one.
-    assert_eq!(
-        deliver(
-            &h,
-            "pull_request",
-            "d-old",
-            &fixture("pull_request.opened.octokit.json")
-        )
-        .await,
-        202
-    );
+    assert_eq!(deliver_opened(&h, "d-old").await, 202);
     wait_for_requests(&h, 2).await;
     wait_until_drained(&h).await;
     let requests = h.scan_requests(NS).await;
@@ -281,16 +274,7 @@ async fn an_older_commit_delivered_late_is_superseded_at_once() {
 #[tokio::test]
 async fn closing_the_pull_request_asks_to_cancel_its_unfinished_scans() {
     let h = running(vec![sample_policy()]).await;
-    assert_eq!(
-        deliver(
-            &h,
-            "pull_request",
-            "d-open",
-            &fixture("pull_request.opened.octokit.json")
-        )
-        .await,
-        202
-    );
+    assert_eq!(deliver_opened(&h, "d-open").await, 202);
     wait_for_requests(&h, 1).await;
     assert_eq!(
         deliver(
@@ -445,16 +429,7 @@ async fn a_fork_waits_for_approval_and_a_trusted_ok_to_scan_approves_it() {
 #[tokio::test]
 async fn rescan_comment_creates_a_new_scanrequest_for_one_scanner() {
     let h = running(vec![sample_policy()]).await;
-    assert_eq!(
-        deliver(
-            &h,
-            "pull_request",
-            "d-open",
-            &fixture("pull_request.opened.octokit.json")
-        )
-        .await,
-        202
-    );
+    assert_eq!(deliver_opened(&h, "d-open").await, 202);
     wait_for_requests(&h, 1).await;
     h.mock_pull_request(
         "Codertocat",
@@ -514,16 +489,7 @@ async fn rescan_comment_creates_a_new_scanrequest_for_one_scanner() {
 #[tokio::test]
 async fn check_run_and_check_suite_rerequests_rerun_the_commit() {
     let h = running(vec![sample_policy()]).await;
-    assert_eq!(
-        deliver(
-            &h,
-            "pull_request",
-            "d-open",
-            &fixture("pull_request.opened.octokit.json")
-        )
-        .await,
-        202
-    );
+    assert_eq!(deliver_opened(&h, "d-open").await, 202);
     let original = wait_for_requests(&h, 1).await.remove(0);
     let original_name = original.metadata.name.clone().unwrap();
     // Derived: a re-run of our own check run, as a fork's (no pull_requests list) would come.
@@ -589,16 +555,7 @@ async fn merge_group_scans_the_queue_commit() {
 #[tokio::test]
 async fn a_consumer_killed_before_xack_loses_nothing_and_duplicates_nothing() {
     let mut h = Harness::start(vec![sample_policy()]).await.unwrap();
-    assert_eq!(
-        deliver(
-            &h,
-            "pull_request",
-            "d-crash",
-            &fixture("pull_request.opened.octokit.json")
-        )
-        .await,
-        202
-    );
+    assert_eq!(deliver_opened(&h, "d-crash").await, 202);
     // Consumer A reads the entry and does its work, then dies before XACK.
     let mut doomed = h
         .consumer("ingest-doomed", Duration::from_millis(300))
@@ -630,23 +587,8 @@ async fn a_consumer_killed_before_xack_loses_nothing_and_duplicates_nothing() {
 
 #[tokio::test]
 async fn kubernetes_errors_leave_the_entry_pending_until_it_succeeds() {
-    let h = Harness::start(vec![sample_policy()]).await.unwrap();
-    h.k8s
-        .fail_next(Some("POST"), "/scanrequests", 2, Failure::InternalError);
-    let mut h = h;
-    h.start_consumer("ingest-0", Duration::from_millis(200))
-        .await
-        .unwrap();
-    assert_eq!(
-        deliver(
-            &h,
-            "pull_request",
-            "d-retry",
-            &fixture("pull_request.opened.octokit.json")
-        )
-        .await,
-        202
-    );
+    let h = failing_creates(2, Duration::from_millis(200)).await;
+    assert_eq!(deliver_opened(&h, "d-retry").await, 202);
     wait_for_requests(&h, 1).await;
     eventually("acknowledged after retries", || async {
         h.pending().await == 0
@@ -665,23 +607,8 @@ async fn kubernetes_errors_leave_the_entry_pending_until_it_succeeds() {
 
 #[tokio::test]
 async fn entries_failing_too_often_go_to_the_dead_letter_stream_with_the_reason() {
-    let h = Harness::start(vec![sample_policy()]).await.unwrap();
-    h.k8s
-        .fail_next(Some("POST"), "/scanrequests", 100, Failure::InternalError);
-    let mut h = h;
-    h.start_consumer("ingest-0", Duration::from_millis(100))
-        .await
-        .unwrap();
-    assert_eq!(
-        deliver(
-            &h,
-            "pull_request",
-            "d-doomed",
-            &fixture("pull_request.opened.octokit.json")
-        )
-        .await,
-        202
-    );
+    let h = failing_creates(100, Duration::from_millis(100)).await;
+    assert_eq!(deliver_opened(&h, "d-doomed").await, 202);
     let mut conn = h.redis_conn().await;
     eventually("dead-lettered", || {
         let mut conn = conn.clone();

@@ -38,6 +38,15 @@ async fn key_count(redis: &RedisServer) -> u64 {
     redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap()
 }
 
+/// A private Redis and a receive role with default options.
+async fn started() -> (RedisServer, Receiver) {
+    let redis = RedisServer::start().unwrap();
+    let receiver = Receiver::start(&redis, ReceiverOptions::default())
+        .await
+        .unwrap();
+    (redis, receiver)
+}
+
 fn pr_opened() -> Vec<u8> {
     std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -48,10 +57,7 @@ fn pr_opened() -> Vec<u8> {
 
 #[tokio::test]
 async fn every_fixture_with_a_correct_signature_is_queued_or_acknowledged() {
-    let redis = RedisServer::start().unwrap();
-    let receiver = Receiver::start(&redis, ReceiverOptions::default())
-        .await
-        .unwrap();
+    let (redis, receiver) = started().await;
     let mut expected_entries = Vec::new();
     let all = fixtures();
     assert!(all.len() >= 26, "fixtures missing: {}", all.len());
@@ -90,10 +96,7 @@ async fn every_fixture_with_a_correct_signature_is_queued_or_acknowledged() {
 
 #[tokio::test]
 async fn every_fixture_with_a_wrong_signature_is_refused_and_nothing_is_written() {
-    let redis = RedisServer::start().unwrap();
-    let receiver = Receiver::start(&redis, ReceiverOptions::default())
-        .await
-        .unwrap();
+    let (redis, receiver) = started().await;
     for (i, (name, event, _, bytes)) in fixtures().iter().enumerate() {
         let delivery = format!("10000000-0000-0000-0000-{i:012}");
         let response = receiver
@@ -150,10 +153,7 @@ async fn githubs_signature_test_vector_is_accepted_and_then_json_is_checked() {
 
 #[tokio::test]
 async fn a_redelivered_delivery_is_acknowledged_without_a_second_entry() {
-    let redis = RedisServer::start().unwrap();
-    let receiver = Receiver::start(&redis, ReceiverOptions::default())
-        .await
-        .unwrap();
+    let (redis, receiver) = started().await;
     let body = pr_opened();
     let first = receiver
         .deliver("pull_request", "redelivered-1", &body, SECRET)
@@ -227,10 +227,7 @@ impl Case {
 
 #[tokio::test]
 async fn bad_requests_get_their_status_and_write_nothing() {
-    let redis = RedisServer::start().unwrap();
-    let receiver = Receiver::start(&redis, ReceiverOptions::default())
-        .await
-        .unwrap();
+    let (redis, receiver) = started().await;
     let broken = br#"{"action": "opened", "number": "#.to_vec();
     let cases = vec![
         Case {
@@ -290,10 +287,7 @@ async fn bad_requests_get_their_status_and_write_nothing() {
 
 #[tokio::test]
 async fn oversized_bodies_are_refused_with_413() {
-    let redis = RedisServer::start().unwrap();
-    let receiver = Receiver::start(&redis, ReceiverOptions::default())
-        .await
-        .unwrap();
+    let (redis, receiver) = started().await;
     // Declared too large: refused before reading.
     let response = stalled_request(
         receiver.addr,
@@ -363,10 +357,7 @@ async fn a_body_that_never_arrives_is_cut_off() {
 
 #[tokio::test]
 async fn form_encoded_deliveries_store_the_json_payload() {
-    let redis = RedisServer::start().unwrap();
-    let receiver = Receiver::start(&redis, ReceiverOptions::default())
-        .await
-        .unwrap();
+    let (redis, receiver) = started().await;
     let json = pr_opened();
     let form: String = form_urlencoded::Serializer::new(String::new())
         .append_pair("payload", std::str::from_utf8(&json).unwrap())
@@ -556,10 +547,7 @@ async fn redis_down_means_503_then_accepted_again_when_it_is_back() {
 
 #[tokio::test]
 async fn metrics_count_deliveries_by_event_and_outcome() {
-    let redis = RedisServer::start().unwrap();
-    let receiver = Receiver::start(&redis, ReceiverOptions::default())
-        .await
-        .unwrap();
+    let (_redis, receiver) = started().await;
     let body = pr_opened();
     receiver
         .deliver("pull_request", "m-1", &body, SECRET)

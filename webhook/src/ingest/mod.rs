@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_crds::stream::EventEntry;
+use tracing::Instrument as _;
 
 use crate::metrics::{Metrics, event_label};
 use apply::{Applier, Delivery};
@@ -54,12 +55,15 @@ impl Ingest {
         Ingest { applier, metrics }
     }
 
-    /// Does the work one entry asks for.
+    /// Does the work one entry asks for. Every log line carries the delivery id and event.
     pub async fn handle(&self, entry: &EventEntry) -> Handled {
-        let event = event_label(&entry.event);
         let span =
             tracing::info_span!("ingest", delivery = %entry.delivery_id, event = %entry.event);
-        let _guard = span.enter();
+        self.handle_in_span(entry).instrument(span).await
+    }
+
+    async fn handle_in_span(&self, entry: &EventEntry) -> Handled {
+        let event = event_label(&entry.event);
         let payload = match crate::events::payload(entry) {
             Ok(payload) => payload,
             Err(reason) => {
