@@ -94,15 +94,17 @@ impl EventWriter {
         payload: &[u8],
     ) -> Result<Enqueued, EnqueueError> {
         let entry = encode(delivery_id, event, received_at_ms, payload);
-        let fields = entry.to_fields();
         let mut invocation = self.script.key(EVENTS_STREAM);
+        // Argument order is the script's: ARGV[3..7] are the entry's fields, in to_fields order.
         invocation
             .key(delivery_key(delivery_id))
             .arg(self.max_backlog)
-            .arg(self.dedup_ttl.as_secs().max(1));
-        for (_, value) in &fields {
-            invocation.arg(value.as_slice());
-        }
+            .arg(self.dedup_ttl.as_secs().max(1))
+            .arg(entry.delivery_id.as_str())
+            .arg(entry.event.as_str())
+            .arg(entry.received_at_ms)
+            .arg(entry.encoding.as_str())
+            .arg(entry.body.as_slice());
         let mut conn = self.conn.clone();
         let (status, detail): (String, String) = invocation.invoke_async(&mut conn).await?;
         match status.as_str() {

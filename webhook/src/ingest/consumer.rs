@@ -84,6 +84,9 @@ pub struct Consumer {
     last_error: HashMap<String, String>,
     last_claim: Option<Instant>,
     last_trim: Option<Instant>,
+    /// Where the next XAUTOCLAIM scan starts: claims walk the pending list in pages, so entries
+    /// behind a page of failing ones are reached too.
+    claim_cursor: String,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -120,6 +123,7 @@ impl Consumer {
             last_error: HashMap::new(),
             last_claim: None,
             last_trim: None,
+            claim_cursor: "0-0".to_owned(),
         })
     }
 
@@ -171,11 +175,13 @@ impl Consumer {
             INGEST_GROUP,
             &self.config.name,
             min_idle,
-            "0-0",
+            self.claim_cursor.as_str(),
             redis::streams::StreamAutoClaimOptions::default().count(self.config.batch),
         )
         .await
         .map_err(err("claim idle entries"))?;
+        // "0-0" means the scan reached the end; start from the beginning next time.
+        self.claim_cursor.clone_from(&reply.next_stream_id);
         let mut out = Vec::new();
         for id in reply.claimed {
             let attempts = self.delivery_count(&id.id).await?;
