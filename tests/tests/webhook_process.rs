@@ -1,0 +1,214 @@
+//! `gatehouse-webhook` as a real process, the way it is deployed: configured by environment,
+//! secrets in files, JSON logs on stderr, SIGHUP reloads secrets, SIGTERM stops it cleanly; with
+//! `--role all` and a kubeconfig pointing at the Kubernetes API emulator, a signed delivery
+//! becomes a ScanRequest.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use gatehouse_crds::ScanPolicy;
+use gatehouse_tests::http::request;
+use gatehouse_tests::ingest::eventually;
+use gatehouse_tests::{KubeEmulator, RedisServer};
+use kube::api::{Api, PostParams};
+
+/// The binary cargo built next to this test (`cargo test --workspace` builds every binary).
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = dir.join("gatehouse-webhook");
+    assert!(
+        path.exists(),
+        "{} not built; run cargo test --workspace",
+        path.display()
+    );
+    path
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    fn start(redis: &RedisServer, role: &str, kubeconfig: Option<&str>) -> Process {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "first-secret\n").unwrap();
+        let addr = free_addr();
+        let mut command = Command::new(binary());
+        command
+            .env_clear()
+            .env("GATEHOUSE_ROLE", role)
+            .env("GATEHOUSE_LISTEN", addr.to_string())
+            .env("GATEHOUSE_REDIS_URL", redis.url())
+            .env("GATEHOUSE_WEBHOOK_SECRET_FILE", dir.path().join("secret"))
+            .env("GATEHOUSE_CONSUMER_NAME", "process-test")
+            .env("GATEHOUSE_CLAIM_IDLE_SECONDS", "1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("stderr")).unwrap(),
+            ));
+        if let Some(config) = kubeconfig {
+            std::fs::write(dir.path().join("kubeconfig"), config).unwrap();
+            command.env("KUBECONFIG", dir.path().join("kubeconfig"));
+        }
+        Process {
+            child: command.spawn().unwrap(),
+            addr,
+            dir,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    async fn deliver(&self, delivery: &str, secret: &str) -> u16 {
+        let body = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/github/pull_request.opened.octokit.json"
+        ))
+        .unwrap();
+        let signature = gatehouse_webhook::signature::sign(secret.as_bytes(), &body);
+        request(
+            self.addr,
+            "POST",
+            "/webhook",
+            &[
+                ("X-GitHub-Event", "pull_request"),
+                ("X-GitHub-Delivery", delivery),
+                ("X-Hub-Signature-256", &signature),
+                ("Content-Type", "application/json"),
+            ],
+            &body,
+        )
+        .await
+        .map_or(0, |r| r.status)
+    }
+
+    async fn wait_ready(&self) {
+        let addr = self.addr;
+        eventually("webhook ready", || async move {
+            request(addr, "GET", "/readyz", &[], b"")
+                .await
+                .is_ok_and(|r| r.status == 200)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", self.stderr()));
+    }
+}
+
+#[tokio::test]
+async fn receive_process_verifies_reloads_secrets_on_sighup_logs_json_and_stops_on_sigterm() {
+    let redis = RedisServer::start().unwrap();
+    let mut process = Process::start(&redis, "receive", None);
+    process.wait_ready().await;
+    assert_eq!(process.deliver("proc-1", "first-secret").await, 202);
+
+    std::fs::write(process.dir.path().join("secret"), "second-secret\n").unwrap();
+    process.signal("HUP");
+    eventually("new secret accepted after SIGHUP", || async {
+        process
+            .deliver(&format!("proc-{}", rand_suffix()), "second-secret")
+            .await
+            == 202
+    })
+    .await
+    .unwrap();
+    assert_eq!(process.deliver("proc-old", "first-secret").await, 401);
+
+    process.signal("TERM");
+    let (status, process) = tokio::task::spawn_blocking(move || {
+        let status = process.child.wait().unwrap();
+        (status, process)
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "exit status {status}");
+
+    let logs = process.stderr();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "webhook secrets reloaded"),
+        "{logs}"
+    );
+    let refused = lines
+        .iter()
+        .find(|l| l["message"] == "delivery refused")
+        .unwrap_or_else(|| panic!("no refusal logged:\n{logs}"));
+    assert_eq!(refused["span"]["delivery"], "proc-old", "{refused}");
+    assert!(
+        !logs.contains("first-secret") && !logs.contains("second-secret"),
+        "a secret was logged"
+    );
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+#[tokio::test]
+async fn all_roles_process_turns_a_delivery_into_a_scanrequest_in_the_cluster() {
+    let redis = RedisServer::start().unwrap();
+    let k8s = KubeEmulator::start().await.unwrap();
+    let policy: ScanPolicy = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/samples/scanpolicy-kics.yaml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    Api::<ScanPolicy>::namespaced(k8s.client(), "gatehouse-scans")
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    let process = Process::start(&redis, "all", Some(&k8s.kubeconfig()));
+    process.wait_ready().await;
+    assert_eq!(process.deliver("proc-all-1", "first-secret").await, 202);
+    eventually("ScanRequest created by the process", || async {
+        k8s.get::<gatehouse_crds::ScanRequest>(
+            "gatehouse-scans",
+            "hello-world-pr2-ec26c3e-bc3462bb",
+        )
+        .is_some()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", process.stderr()));
+}
