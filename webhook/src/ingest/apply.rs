@@ -20,13 +20,22 @@ use serde_json::json;
 use super::github::{GitHub, GitHubError};
 use super::plan::{Command, Intent, ScanFacts, facts_from_api};
 
+/// A ScanRequest by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanRef {
+    /// Namespace (the governing policy's).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
 /// What was done for an entry; each is a fixed metric label.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// A ScanRequest was created.
-    Created(String),
+    Created(ScanRef),
     /// The ScanRequest already existed (a redelivery or a retry).
-    Exists(String),
+    Exists(ScanRef),
     /// Cancellation was requested on this many ScanRequests.
     Cancelled(usize),
     /// Nothing to do, and why.
@@ -227,10 +236,10 @@ impl Applier {
                 scanner.map(|s| vec![s]),
             )
             .await?;
-        if let (Some(login), Outcome::Created(name) | Outcome::Exists(name)) =
+        if let (Some(login), Outcome::Created(scan) | Outcome::Exists(scan)) =
             (&approved_by, &outcome)
         {
-            self.annotate_in_policy_namespace(&facts, name, APPROVED_BY, login)
+            self.annotate(&scan.namespace, &scan.name, APPROVED_BY, login)
                 .await?;
         }
         Ok(outcome)
@@ -274,8 +283,8 @@ impl Applier {
                     return Ok(Outcome::Skipped("approval_of_old_commit"));
                 }
                 let outcome = self.scan(facts, None, delivery, None, None).await?;
-                if let Outcome::Created(name) | Outcome::Exists(name) = &outcome {
-                    self.annotate_in_policy_namespace(facts, name, APPROVED_BY, commenter)
+                if let Outcome::Created(scan) | Outcome::Exists(scan) = &outcome {
+                    self.annotate(&scan.namespace, &scan.name, APPROVED_BY, commenter)
                         .await?;
                 }
                 Ok(outcome)
@@ -355,9 +364,15 @@ impl Applier {
         let outcome = match api.create(&PostParams::default(), &request).await {
             Ok(_) => {
                 tracing::info!(scanrequest = %name, namespace = %namespace, sha = %facts.pull_request.head_sha, phase = ?phase, "ScanRequest created");
-                Outcome::Created(name.clone())
+                Outcome::Created(ScanRef {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                })
             }
-            Err(kube::Error::Api(e)) if e.code == 409 => Outcome::Exists(name.clone()),
+            Err(kube::Error::Api(e)) if e.code == 409 => Outcome::Exists(ScanRef {
+                namespace: namespace.clone(),
+                name: name.clone(),
+            }),
             Err(e) => return Err(kube_err("create ScanRequest")(e)),
         };
         self.initial_status(&api, &name, phase, &facts.pull_request.head_sha)
@@ -495,26 +510,6 @@ impl Applier {
                 .creation_timestamp
                 .cmp(&b.metadata.creation_timestamp)
         }))
-    }
-
-    async fn annotate_in_policy_namespace(
-        &self,
-        facts: &ScanFacts,
-        name: &str,
-        key: &str,
-        value: &str,
-    ) -> Result<(), ApplyError> {
-        let full_name = facts.repository.full_name();
-        let Some(selection) = self.index().select(&pr_facts(facts, &full_name, None)) else {
-            return Ok(());
-        };
-        let namespace = selection
-            .policy
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_default();
-        self.annotate(&namespace, name, key, value).await
     }
 
     async fn annotate(
