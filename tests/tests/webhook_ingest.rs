@@ -698,3 +698,29 @@ async fn trimming_keeps_every_unacknowledged_entry() {
         "nothing unprocessed may be trimmed"
     );
 }
+
+#[tokio::test]
+async fn a_policy_applied_later_governs_the_next_delivery() {
+    let h = running(vec![]).await;
+    assert_eq!(deliver_opened(&h, "d-before").await, 202);
+    wait_until_drained(&h).await;
+    assert!(h.scan_requests(NS).await.is_empty(), "no policy yet");
+    kube::api::Api::<ScanPolicy>::namespaced(h.k8s.client(), NS)
+        .create(&kube::api::PostParams::default(), &sample_policy())
+        .await
+        .unwrap();
+    // The watch picks the policy up; deliveries after that are governed by it.
+    let mut attempt = 0;
+    eventually("governed once the policy is watched", || {
+        attempt += 1;
+        let delivery = format!("d-after-{attempt}");
+        let h = &h;
+        async move {
+            deliver_opened(h, &delivery).await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            !h.scan_requests(NS).await.is_empty()
+        }
+    })
+    .await
+    .unwrap();
+}

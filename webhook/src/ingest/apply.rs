@@ -96,7 +96,11 @@ pub struct Applier {
     client: kube::Client,
     policies: Store<ScanPolicy>,
     github: Option<Arc<GitHub>>,
+    index_cache: Arc<std::sync::Mutex<Option<PolicyCache>>>,
 }
+
+/// The index and the (uid, resourceVersion) list it was built from.
+type PolicyCache = (Vec<(Option<String>, Option<String>)>, Arc<PolicyIndex>);
 
 impl std::fmt::Debug for Applier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -134,11 +138,41 @@ impl Applier {
             client,
             policies,
             github,
+            index_cache: Arc::default(),
         }
     }
 
-    fn index(&self) -> PolicyIndex {
-        PolicyIndex::build(self.policies.state())
+    /// The policy index for the current policies. Compiling every policy's globs per delivery
+    /// would be wasted work: the index is rebuilt only when a policy was added, changed or
+    /// removed (compared by uid and resourceVersion).
+    fn index(&self) -> Arc<PolicyIndex> {
+        let policies = self.policies.state();
+        let mut key: Vec<(Option<String>, Option<String>)> = policies
+            .iter()
+            .map(|p| (p.metadata.uid.clone(), p.metadata.resource_version.clone()))
+            .collect();
+        // The store's order is arbitrary.
+        key.sort_unstable();
+        let mut cache = self
+            .index_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match cache.as_ref() {
+            Some((cached_key, index)) if *cached_key == key => Arc::clone(index),
+            _ => {
+                let index = Arc::new(PolicyIndex::build(policies));
+                for (policy, problems) in index.rejected() {
+                    tracing::warn!(
+                        policy = policy.metadata.name.as_deref().unwrap_or(""),
+                        namespace = policy.metadata.namespace.as_deref().unwrap_or(""),
+                        problems = %problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+                        "ScanPolicy left out of selection"
+                    );
+                }
+                *cache = Some((key, Arc::clone(&index)));
+                index
+            }
+        }
     }
 
     /// Carries out one intent.
