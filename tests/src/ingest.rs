@@ -87,7 +87,11 @@ impl Harness {
 
     /// A consumer connection with test-friendly timings.
     pub async fn consumer(&self, name: &str, claim_idle: Duration) -> anyhow::Result<Consumer> {
-        let conn = gatehouse_webhook::connect_redis(redis::Client::open(self.redis.url())?).await;
+        let conn = gatehouse_webhook::connect_redis(
+            redis::Client::open(self.redis.url())?,
+            gatehouse_webhook::INGEST_BLOCK * 3,
+        )
+        .await;
         Ok(Consumer::new(
             conn,
             ConsumerConfig {

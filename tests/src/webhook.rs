@@ -68,7 +68,7 @@ impl Receiver {
         }
         let verifier = SharedVerifier::load(secret_files.clone())?;
         let client = redis::Client::open(redis.url())?;
-        let conn = gatehouse_webhook::connect_redis(client).await;
+        let conn = gatehouse_webhook::connect_redis(client, Duration::from_secs(5)).await;
         let state = ReceiveState {
             verifier,
             writer: EventWriter::new(conn, options.max_backlog, Duration::from_secs(72 * 3600)),

@@ -165,11 +165,12 @@ async fn receive_process_verifies_reloads_secrets_on_sighup_logs_json_and_stops_
             .any(|l| l["message"] == "webhook secrets reloaded"),
         "{logs}"
     );
+    // The refusal of the old secret is logged with its delivery id.
     let refused = lines
         .iter()
-        .find(|l| l["message"] == "delivery refused")
-        .unwrap_or_else(|| panic!("no refusal logged:\n{logs}"));
-    assert_eq!(refused["span"]["delivery"], "proc-old", "{refused}");
+        .find(|l| l["message"] == "delivery refused" && l["span"]["delivery"] == "proc-old")
+        .unwrap_or_else(|| panic!("no refusal of proc-old logged:\n{logs}"));
+    assert_eq!(refused["status"], 401, "{refused}");
     assert!(
         !logs.contains("first-secret") && !logs.contains("second-secret"),
         "a secret was logged"
@@ -201,7 +202,8 @@ async fn all_roles_process_turns_a_delivery_into_a_scanrequest_in_the_cluster() 
         .unwrap();
     let process = Process::start(&redis, "all", Some(&k8s.kubeconfig()));
     process.wait_ready().await;
-    assert_eq!(process.deliver("proc-all-1", "first-secret").await, 202);
+    let status = process.deliver("proc-all-1", "first-secret").await;
+    assert_eq!(status, 202, "stderr:\n{}", process.stderr());
     eventually("ScanRequest created by the process", || async {
         k8s.get::<gatehouse_crds::ScanRequest>(
             "gatehouse-scans",

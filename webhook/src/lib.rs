@@ -35,14 +35,21 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
+/// How long ingest's XREADGROUP blocks waiting for new entries.
+pub const INGEST_BLOCK: Duration = Duration::from_secs(2);
+
 /// Connects to Redis with automatic reconnection; retries until Redis answers once.
-pub async fn connect_redis(client: redis::Client) -> ConnectionManager {
+///
+/// Each role gets its own connection: a multiplexed connection runs commands in order, so the
+/// ingest role's blocking XREADGROUP would hold up every delivery the receive role stores on the
+/// same connection. `response_timeout` must exceed any blocking time used on the connection.
+pub async fn connect_redis(client: redis::Client, response_timeout: Duration) -> ConnectionManager {
     let config = ConnectionManagerConfig::new()
         .set_number_of_retries(3)
         .set_min_delay(Duration::from_millis(100))
         .set_max_delay(Duration::from_secs(2))
         .set_connection_timeout(Some(Duration::from_secs(3)))
-        .set_response_timeout(Some(Duration::from_secs(5)));
+        .set_response_timeout(Some(response_timeout));
     let mut delay = Duration::from_millis(200);
     loop {
         match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
@@ -62,7 +69,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let metrics = Arc::new(metrics::Metrics::default());
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    let conn = connect_redis(redis_client.clone()).await;
+    let conn = connect_redis(redis_client.clone(), Duration::from_secs(5)).await;
     tracing::info!(role = ?args.role, "redis connected");
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -112,7 +119,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     if args.role.ingests() {
-        let ingest = start_ingest(&args, conn.clone(), Arc::clone(&metrics), &mut tasks).await?;
+        // Its own connection: its blocking reads must not delay receive's writes.
+        let ingest_conn = connect_redis(redis_client.clone(), INGEST_BLOCK * 3).await;
+        let ingest = start_ingest(&args, ingest_conn, Arc::clone(&metrics), &mut tasks).await?;
         tasks.spawn(ingest);
     }
     tokio::select! {
@@ -188,7 +197,7 @@ async fn start_ingest(
             claim_idle: Duration::from_secs(args.claim_idle_seconds),
             max_attempts: args.max_attempts,
             batch: 32,
-            block: Duration::from_secs(5),
+            block: INGEST_BLOCK,
         },
     )
     .await?;
