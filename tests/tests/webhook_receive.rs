@@ -576,3 +576,75 @@ async fn metrics_count_deliveries_by_event_and_outcome() {
         assert!(text.contains(line), "missing {line} in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn acknowledged_entries_still_in_the_stream_do_not_count_as_backlog() {
+    let redis = RedisServer::start().unwrap();
+    let receiver = Receiver::start(
+        &redis,
+        ReceiverOptions {
+            max_backlog: 2,
+            ..ReceiverOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let body = pr_opened();
+    let mut conn = redis_conn(&redis).await;
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(EVENTS_STREAM)
+        .arg("ingest")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Store, deliver and acknowledge more entries than the cap: the stream keeps them, but none
+    // waits for ingest, so deliveries keep being accepted.
+    for i in 0..4 {
+        let response = receiver
+            .deliver("pull_request", &format!("ack-{i}"), &body, SECRET)
+            .await
+            .unwrap();
+        assert_eq!(response.status, 202, "delivery {i}: {}", response.text());
+        let read: redis::streams::StreamReadReply = redis::AsyncCommands::xread_options(
+            &mut conn,
+            &[EVENTS_STREAM],
+            &[">"],
+            &redis::streams::StreamReadOptions::default()
+                .group("ingest", "c")
+                .count(10),
+        )
+        .await
+        .unwrap();
+        for key in read.keys {
+            for id in key.ids {
+                let _: () = redis::cmd("XACK")
+                    .arg(EVENTS_STREAM)
+                    .arg("ingest")
+                    .arg(&id.id)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    assert_eq!(conn.xlen(EVENTS_STREAM).await.unwrap(), 4);
+    // Two stored and not yet processed reach the cap.
+    for i in 0..2 {
+        assert_eq!(
+            receiver
+                .deliver("pull_request", &format!("wait-{i}"), &body, SECRET)
+                .await
+                .unwrap()
+                .status,
+            202
+        );
+    }
+    let response = receiver
+        .deliver("pull_request", "wait-2", &body, SECRET)
+        .await
+        .unwrap();
+    assert_eq!(response.status, 503);
+}

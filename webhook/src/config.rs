@@ -74,7 +74,8 @@ pub struct Args {
     )]
     pub webhook_secret_files: Vec<PathBuf>,
 
-    /// Refuse deliveries (503) while the events stream holds this many entries.
+    /// Refuse deliveries (503) while this many stored deliveries are not yet processed by ingest
+    /// (pending plus undelivered; the whole stream before any ingest has run).
     #[arg(long, env = "GATEHOUSE_MAX_BACKLOG", default_value_t = 100_000)]
     pub max_backlog: u64,
 

@@ -15,10 +15,32 @@ const COMPRESS_FROM: usize = 1024;
 /// Checks the backlog, the delivery id, then appends; atomic, so a delivery is either stored and
 /// recorded, or neither. The id is recorded after XADD: if XADD fails nothing was recorded and
 /// GitHub's redelivery is accepted.
+///
+/// The backlog is what ingest has not finished: for each consumer group its pending entries plus
+/// its lag (entries not yet delivered), the worst group counting. Acknowledged entries still in
+/// the stream (kept a while for debugging, or not yet trimmed) do not count. Before any group
+/// exists, or when Redis cannot tell a group's lag, the stream length is used.
 const ENQUEUE: &str = r"
-local len = redis.call('XLEN', KEYS[1])
-if len >= tonumber(ARGV[1]) then
-  return {'backlog', tostring(len)}
+local backlog = redis.call('XLEN', KEYS[1])
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if ok and #groups > 0 then
+  local worst = 0
+  for _, group in ipairs(groups) do
+    local pending, lag = 0, nil
+    for i = 1, #group, 2 do
+      if group[i] == 'pending' then pending = group[i + 1] end
+      if group[i] == 'lag' then lag = group[i + 1] end
+    end
+    if not lag then
+      worst = backlog
+      break
+    end
+    if pending + lag > worst then worst = pending + lag end
+  end
+  backlog = worst
+end
+if backlog >= tonumber(ARGV[1]) then
+  return {'backlog', tostring(backlog)}
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return {'duplicate', redis.call('GET', KEYS[2])}
@@ -42,10 +64,10 @@ pub enum Enqueued {
 /// Storing a delivery failed; nothing was stored.
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
-    /// The stream holds `length` entries, at or above the configured cap.
-    #[error("event backlog is full ({length} entries)")]
+    /// `length` entries wait for ingest, at or above the configured cap.
+    #[error("event backlog is full ({length} entries not yet processed)")]
     Backlog {
-        /// Entries in the stream.
+        /// Entries not yet processed.
         length: u64,
     },
     /// Redis could not be reached or refused the write.
