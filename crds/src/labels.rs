@@ -46,6 +46,14 @@ pub const APPROVED_BY: &str = "gatehouse.dev/approved-by";
 /// order deliveries that arrive out of order.
 pub const PR_UPDATED_AT: &str = "gatehouse.dev/pr-updated-at";
 
+/// The value of an annotation, if the object has it.
+pub fn annotation<'a>(
+    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> Option<&'a str> {
+    meta.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
 /// Label selector for every ScanRequest of one pull request.
 pub fn pull_request_selector(repository_id: i64, pull_request: i64) -> String {
     format!("{REPOSITORY_ID}={repository_id},{PULL_REQUEST}={pull_request}")

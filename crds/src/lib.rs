@@ -32,6 +32,20 @@ pub fn crds()
     vec![ScanPolicy::crd(), ScanRequest::crd()]
 }
 
+/// The OpenAPI schema of a CRD's storage version, as JSON (for CEL evaluation and tests).
+pub fn openapi_schema(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> Option<serde_json::Value> {
+    let version = crd
+        .spec
+        .versions
+        .iter()
+        .find(|v| v.storage)
+        .or(crd.spec.versions.first())?;
+    let schema = version.schema.as_ref()?.open_api_v3_schema.as_ref()?;
+    serde_json::to_value(schema).ok()
+}
+
 /// The CRDs as one multi-document YAML file, exactly as `crdgen` prints it and as committed in
 /// `charts/gatehouse/crds/`.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {

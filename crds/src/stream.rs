@@ -5,6 +5,8 @@
 //! scanner Job (written by the agent, read by the operator). This module is pure data: it turns
 //! messages into stream fields and back, and never talks to Redis.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::severity::{Severity, SeverityCounts};
@@ -91,14 +93,17 @@ pub struct EventEntry {
 }
 
 impl EventEntry {
-    /// Stream fields, in a fixed order.
-    pub fn to_fields(&self) -> Vec<(&'static str, Vec<u8>)> {
-        vec![
-            ("delivery", self.delivery_id.as_bytes().to_vec()),
-            ("event", self.event.as_bytes().to_vec()),
-            ("received_at", self.received_at_ms.to_string().into_bytes()),
-            ("encoding", self.encoding.as_str().as_bytes().to_vec()),
-            ("body", self.body.clone()),
+    /// Stream fields, in a fixed order, borrowing the entry (the body is not copied).
+    pub fn to_fields(&self) -> [(&'static str, Cow<'_, [u8]>); 5] {
+        [
+            ("delivery", Cow::Borrowed(self.delivery_id.as_bytes())),
+            ("event", Cow::Borrowed(self.event.as_bytes())),
+            (
+                "received_at",
+                Cow::Owned(self.received_at_ms.to_string().into_bytes()),
+            ),
+            ("encoding", Cow::Borrowed(self.encoding.as_str().as_bytes())),
+            ("body", Cow::Borrowed(self.body.as_slice())),
         ]
     }
 
@@ -279,7 +284,8 @@ mod tests {
             body: br#"{"action":"opened"}"#.to_vec(),
         };
         let fields = entry.to_fields();
-        assert_eq!(EventEntry::from_fields(pairs(&fields)).unwrap(), entry);
+        let pairs = fields.iter().map(|(k, v)| (*k, v.as_ref()));
+        assert_eq!(EventEntry::from_fields(pairs).unwrap(), entry);
     }
 
     #[test]

@@ -12,12 +12,7 @@ use kube::core::cel::Validator;
 use serde_json::{Value, json};
 
 fn schema(crd: &CustomResourceDefinition) -> Value {
-    let schema = crd.spec.versions[0]
-        .schema
-        .as_ref()
-        .and_then(|s| s.open_api_v3_schema.as_ref())
-        .expect("generated CRD has a schema");
-    serde_json::to_value(schema).unwrap()
+    gatehouse_crds::openapi_schema(crd).expect("generated CRD has a schema")
 }
 
 /// Messages of the rules that fail, empty when the object is accepted.

@@ -112,16 +112,7 @@ fn every_spec_and_status_field_has_a_description() {
         }
     }
     for crd in [ScanRequest::crd(), ScanPolicy::crd()] {
-        let schema = serde_json::to_value(
-            crd.spec.versions[0]
-                .schema
-                .as_ref()
-                .unwrap()
-                .open_api_v3_schema
-                .as_ref()
-                .unwrap(),
-        )
-        .unwrap();
+        let schema = gatehouse_crds::openapi_schema(&crd).unwrap();
         let mut missing = Vec::new();
         walk("", &schema, &mut missing);
         // Top-level apiVersion/kind come from kube and are documented by Kubernetes itself.

@@ -24,17 +24,7 @@ fn sample(name: &str) -> serde_json::Value {
 }
 
 fn assert_cel_accepts<K: CustomResourceExt>(object: &serde_json::Value) {
-    let crd = K::crd();
-    let schema = serde_json::to_value(
-        crd.spec.versions[0]
-            .schema
-            .as_ref()
-            .unwrap()
-            .open_api_v3_schema
-            .as_ref()
-            .unwrap(),
-    )
-    .unwrap();
+    let schema = gatehouse_crds::openapi_schema(&K::crd()).unwrap();
     if let Err(errors) = Validator::new().validate(&schema, object, None) {
         panic!("{} rejected by CEL: {errors:?}", object["metadata"]["name"]);
     }

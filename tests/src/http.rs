@@ -32,7 +32,7 @@ impl HttpResponse {
 }
 
 /// Sends one request and reads the whole response (the connection is closed after it).
-/// A `Content-Length` header is added unless `headers` has one.
+/// A `Content-Length` header is added unless `headers` has one or a `Transfer-Encoding`.
 pub async fn request(
     addr: SocketAddr,
     method: &str,
@@ -41,9 +41,10 @@ pub async fn request(
     body: &[u8],
 ) -> std::io::Result<HttpResponse> {
     let mut stream = TcpStream::connect(addr).await?;
-    let declared = headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+    // A caller sending its own framing (a length, or chunks) gets no Content-Length added.
+    let declared = headers.iter().any(|(n, _)| {
+        n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding")
+    });
     let head = request_head(
         addr,
         method,

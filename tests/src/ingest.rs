@@ -123,13 +123,13 @@ impl Harness {
     }
 
     /// A Redis connection for inspecting streams.
+    #[allow(clippy::expect_used)] // test support: an unreachable local Redis is a failed test
     pub async fn redis_conn(&self) -> redis::aio::MultiplexedConnection {
-        let client =
-            redis::Client::open(self.redis.url()).unwrap_or_else(|e| panic_str(&e.to_string()));
-        client
+        redis::Client::open(self.redis.url())
+            .expect("redis URL of the test server")
             .get_multiplexed_async_connection()
             .await
-            .unwrap_or_else(|e| panic_str(&e.to_string()))
+            .expect("connection to the test redis-server")
     }
 
     /// Entries delivered to the ingest group and not acknowledged.
@@ -173,11 +173,6 @@ impl Harness {
             .mount(&self.github)
             .await;
     }
-}
-
-#[allow(clippy::panic)] // test support: a broken local Redis is a failed test
-fn panic_str(message: &str) -> ! {
-    panic!("{message}")
 }
 
 /// Polls `check` until it holds; fails after a generous bound (a wait, not a timing claim).

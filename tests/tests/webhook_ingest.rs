@@ -100,11 +100,7 @@ async fn wait_until_drained(h: &Harness) {
 }
 
 fn annotation(request: &ScanRequest, key: &str) -> Option<String> {
-    request
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(key).cloned())
+    gatehouse_crds::labels::annotation(&request.metadata, key).map(str::to_owned)
 }
 
 #[tokio::test]
@@ -316,8 +312,8 @@ async fn unknown_actions_and_uncovered_repositories_are_acknowledged_without_sca
     let mut conn = h.redis_conn().await;
     let mut xadd = redis::cmd("XADD");
     xadd.arg(EVENTS_STREAM).arg("*");
-    for (k, v) in entry.to_fields() {
-        xadd.arg(k).arg(v);
+    for (k, v) in &entry.to_fields() {
+        xadd.arg(*k).arg(v.as_ref());
     }
     xadd.query_async::<String>(&mut conn).await.unwrap();
     // A repository no policy covers.

@@ -325,6 +325,38 @@ async fn oversized_bodies_are_refused_with_413() {
 }
 
 #[tokio::test]
+async fn a_chunked_body_without_a_length_is_cut_off_at_the_limit() {
+    let (redis, receiver) = started().await;
+    // 32 MiB in two 16 MiB chunks: no Content-Length to refuse early, so the limit applies while
+    // reading.
+    let chunk = vec![b' '; 16 * 1024 * 1024];
+    let mut body = Vec::new();
+    for _ in 0..2 {
+        body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        body.extend_from_slice(&chunk);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let response = request(
+        receiver.addr,
+        "POST",
+        "/webhook",
+        &[
+            ("X-GitHub-Event", "pull_request"),
+            ("X-GitHub-Delivery", "chunked-1"),
+            ("X-Hub-Signature-256", "sha256=00"),
+            ("Content-Type", "application/json"),
+            ("Transfer-Encoding", "chunked"),
+        ],
+        &body,
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status, 413, "{}", response.text());
+    assert_eq!(key_count(&redis).await, 0);
+}
+
+#[tokio::test]
 async fn a_body_that_never_arrives_is_cut_off() {
     let redis = RedisServer::start().unwrap();
     let receiver = Receiver::start(

@@ -117,16 +117,14 @@ impl EventWriter {
     ) -> Result<Enqueued, EnqueueError> {
         let entry = encode(delivery_id, event, received_at_ms, payload);
         let mut invocation = self.script.key(EVENTS_STREAM);
-        // Argument order is the script's: ARGV[3..7] are the entry's fields, in to_fields order.
         invocation
             .key(delivery_key(delivery_id))
             .arg(self.max_backlog)
-            .arg(self.dedup_ttl.as_secs().max(1))
-            .arg(entry.delivery_id.as_str())
-            .arg(entry.event.as_str())
-            .arg(entry.received_at_ms)
-            .arg(entry.encoding.as_str())
-            .arg(entry.body.as_slice());
+            .arg(self.dedup_ttl.as_secs().max(1));
+        // ARGV[3..7]: the entry's fields, in `EventEntry::to_fields` order (the script names them).
+        for (_, value) in &entry.to_fields() {
+            invocation.arg(value.as_ref());
+        }
         let mut conn = self.conn.clone();
         let (status, detail): (String, String) = invocation.invoke_async(&mut conn).await?;
         match status.as_str() {

@@ -69,18 +69,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let metrics = Arc::new(metrics::Metrics::default());
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    let conn = connect_redis(redis_client.clone(), Duration::from_secs(5)).await;
-    tracing::info!(role = ?args.role, "redis connected");
-
     let mut tasks = tokio::task::JoinSet::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if args.role.receives() {
+        let conn = connect_redis(redis_client.clone(), Duration::from_secs(5)).await;
+        tracing::info!("redis connected (receive)");
         let verifier = secrets::SharedVerifier::load(args.webhook_secret_files.clone())?;
         tracing::info!(secrets = verifier.get().len(), "webhook secrets loaded");
         tasks.spawn(verifier.clone().watch(Duration::from_secs(10)));
         let state = receive::ReceiveState {
             verifier,
-            writer: events::EventWriter::new(conn.clone(), args.max_backlog, args.dedup_ttl()),
+            writer: events::EventWriter::new(conn, args.max_backlog, args.dedup_ttl()),
             metrics: Arc::clone(&metrics),
             body_timeout: Duration::from_secs(args.body_timeout_seconds),
         };
@@ -121,6 +120,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.role.ingests() {
         // Its own connection: its blocking reads must not delay receive's writes.
         let ingest_conn = connect_redis(redis_client.clone(), INGEST_BLOCK * 3).await;
+        tracing::info!("redis connected (ingest)");
         let ingest = start_ingest(&args, ingest_conn, Arc::clone(&metrics), &mut tasks).await?;
         tasks.spawn(ingest);
     }

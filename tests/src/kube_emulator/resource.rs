@@ -132,11 +132,7 @@ impl ResourceType {
                 .as_ref()
                 .is_some_and(|s| s.status.is_some()),
             default_propagation: Propagation::Background,
-            schema: version
-                .schema
-                .as_ref()
-                .and_then(|s| s.open_api_v3_schema.as_ref())
-                .and_then(|s| serde_json::to_value(s).ok()),
+            schema: gatehouse_crds::openapi_schema(crd),
             printer_columns: version
                 .additional_printer_columns
                 .iter()

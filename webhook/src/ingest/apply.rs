@@ -237,7 +237,7 @@ impl Applier {
             )
             .await?;
         let (facts, approved_by) = if let Some(original) = found {
-            let approved = annotation(&original, APPROVED_BY);
+            let approved = labels::annotation(&original.metadata, APPROVED_BY).map(str::to_owned);
             let spec = original.spec;
             let facts = ScanFacts {
                 repository: spec.repository,
@@ -468,8 +468,8 @@ impl Applier {
             {
                 continue;
             }
-            let other_at = annotation(&other, PR_UPDATED_AT);
-            let ours_is_older = match (facts.updated_at.as_deref(), other_at.as_deref()) {
+            let other_at = labels::annotation(&other.metadata, PR_UPDATED_AT);
+            let ours_is_older = match (facts.updated_at.as_deref(), other_at) {
                 (Some(ours), Some(theirs)) => ours < theirs,
                 _ => false,
             };
@@ -583,14 +583,6 @@ fn pr_facts<'a>(
     }
 }
 
-fn annotation(request: &ScanRequest, key: &str) -> Option<String> {
-    request
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(key).cloned())
-}
-
 /// Not finished and not already marked to stop.
 fn unfinished(request: &ScanRequest) -> bool {
     let terminal = request
@@ -598,7 +590,7 @@ fn unfinished(request: &ScanRequest) -> bool {
         .as_ref()
         .and_then(|s| s.phase)
         .is_some_and(ScanPhase::is_terminal);
-    let marked = annotation(request, SUPERSEDED_BY).is_some()
-        || annotation(request, CANCEL_REQUESTED).is_some();
+    let marked = labels::annotation(&request.metadata, SUPERSEDED_BY).is_some()
+        || labels::annotation(&request.metadata, CANCEL_REQUESTED).is_some();
     !terminal && !marked && request.metadata.deletion_timestamp.is_none()
 }
