@@ -11,5 +11,5 @@ pub mod kube_emulator;
 pub mod redis_server;
 pub mod webhook;
 
-pub use kube_emulator::{Failure, JobState, KubeEmulator};
+pub use kube_emulator::{Controller, ControllerHold, Failure, JobState, KubeEmulator};
 pub use redis_server::{RedisOptions, RedisServer, RedisServerError};

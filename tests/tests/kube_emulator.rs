@@ -420,20 +420,22 @@ async fn json_patch_test_operations_guard_writes() {
 }
 
 #[tokio::test]
-async fn server_side_apply_creates_then_merges_and_needs_a_field_manager() {
+async fn server_side_apply_creates_then_removes_what_its_manager_stopped_sending() {
     let k8s = KubeEmulator::start().await.unwrap();
     let api: Api<ConfigMap> = Api::namespaced(k8s.client(), NS);
     let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"a": "1"}});
-    let pp = PatchParams::apply("gatehouse-test").force();
+    let pp = PatchParams::apply("gatehouse-test");
     let created = api
         .patch("ssa", &pp, &Patch::Apply(&applied))
         .await
         .unwrap();
     assert_eq!(created.data.unwrap()["a"], "1");
+    // The same manager applies a configuration without `a`: it no longer wants it.
     let second = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"b": "2"}});
     let merged = api.patch("ssa", &pp, &Patch::Apply(&second)).await.unwrap();
     let data = merged.data.unwrap();
-    assert_eq!((data["a"].as_str(), data["b"].as_str()), ("1", "2"));
+    assert_eq!(data.get("a"), None);
+    assert_eq!(data["b"], "2");
 
     let no_manager = PatchParams {
         field_manager: None,

@@ -14,7 +14,8 @@ use tokio::time::Instant;
 
 use super::resource::Propagation;
 use super::selector::{FieldSelector, LabelSelector};
-use super::store::{ApiError, DeleteOptions, EventType, PatchRequest, TypeId};
+use super::error::ApiError;
+use super::store::{DeleteOptions, EventType, FieldValidation, PatchRequest, TypeId, WriteContext};
 use super::table;
 use super::{Shared, WriteRecord};
 
@@ -42,12 +43,20 @@ pub(crate) fn handle(
         .unwrap_or("")
         .to_owned();
 
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let injected = shared.take_failure(method.as_str(), &path);
+    let mut ctx = WriteContext::default();
     let result = match injected {
         Some(error) => Err(error),
-        None => route(shared, method, &path, &query, &content_type, &accept, body),
+        None => write_context(&query, user_agent).and_then(|c| {
+            ctx = c;
+            route(shared, method, &path, &query, &content_type, &accept, body, &mut ctx)
+        }),
     };
-    let response = match result {
+    let mut response = match result {
         Ok(Reply::Json(code, value)) => json_response(code, &value),
         Ok(Reply::Stream(body)) => Response::builder()
             .status(StatusCode::OK)
@@ -56,6 +65,12 @@ pub(crate) fn handle(
             .unwrap_or_default(),
         Err(error) => error_response(&error),
     };
+    for warning in &ctx.warnings {
+        let text = format!("299 - {}", serde_json::Value::String(warning.clone()));
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
     if *method != Method::GET {
         shared.log_write(WriteRecord {
             method: method.to_string(),
@@ -159,6 +174,55 @@ fn flag(query: &Query, key: &str) -> bool {
     query.get(key).is_some_and(|v| v == "true" || v == "1")
 }
 
+/// The options every write carries: field manager (explicit, or the User-Agent's product as
+/// the apiserver defaults it), `fieldValidation`, `dryRun`, `force`.
+fn write_context(query: &Query, user_agent: &str) -> Result<WriteContext, ApiError> {
+    let explicit = query.get("fieldManager").filter(|m| !m.is_empty());
+    let manager = match explicit {
+        Some(m) => m.clone(),
+        None => {
+            let product = user_agent.split('/').next().unwrap_or("").trim();
+            if product.is_empty() { "unknown".to_owned() } else { product.chars().take(128).collect() }
+        }
+    };
+    if manager.len() > 128 || !manager.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            format!("fieldManager: Invalid value: {manager:?}: must be at most 128 printable ASCII characters"),
+        ));
+    }
+    let validation = match query.get("fieldValidation").map(String::as_str) {
+        None | Some("" | "Warn") => FieldValidation::Warn,
+        Some("Ignore") => FieldValidation::Ignore,
+        Some("Strict") => FieldValidation::Strict,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "fieldValidation: Unsupported value: {other:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
+            )));
+        }
+    };
+    let dry_run = match query.get("dryRun").map(String::as_str) {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid dry run value: dryRun: Unsupported value: {other:?}: supported values: \"All\""
+            )));
+        }
+    };
+    Ok(WriteContext {
+        manager,
+        explicit_manager: explicit.is_some(),
+        validation,
+        dry_run,
+        force: flag(query, "force"),
+        warnings: Vec::new(),
+        created: false,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 fn route(
     shared: &Arc<Shared>,
     method: &Method,
@@ -167,6 +231,7 @@ fn route(
     content_type: &str,
     accept: &str,
     body: &Bytes,
+    ctx: &mut WriteContext,
 ) -> Result<Reply, ApiError> {
     if *method == Method::GET
         && let Some(value) = super::discovery::serve(shared, path)
@@ -176,7 +241,6 @@ fn route(
     let target = parse_target(shared, path)?;
     let ns = target.namespace.clone().unwrap_or_default();
     let status = target.subresource.as_deref() == Some("status");
-    let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
     match (method.clone(), target.name.as_deref()) {
         (Method::GET, None) if flag(query, "watch") => {
             Ok(Reply::Stream(watch(shared, &target, query)?))
@@ -194,14 +258,20 @@ fn route(
             }
             Ok(Reply::Json(200, object))
         }
+        (Method::POST, None) if status => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("POST is not supported on {path}"),
+        )),
         (Method::POST, None) => {
             let body = parse_json(body)?;
-            let created = shared.write(|s| s.create(target.type_id, &ns, body, dry_run))?;
+            let created = shared.write(|s| s.create(target.type_id, &ns, body, ctx))?;
             Ok(Reply::Json(201, created))
         }
         (Method::PUT, Some(name)) => {
             let body = parse_json(body)?;
-            let updated = shared.write(|s| s.update(target.type_id, &ns, name, body, status))?;
+            let updated =
+                shared.write(|s| s.update(target.type_id, &ns, name, body, status, ctx))?;
             Ok(Reply::Json(200, updated))
         }
         (Method::PATCH, Some(name)) => {
@@ -209,10 +279,10 @@ fn route(
                 content_type,
                 body,
                 status,
-                field_manager: query.get("fieldManager").map(String::as_str),
             };
-            let patched = shared.write(|s| s.patch(target.type_id, &ns, name, &request))?;
-            Ok(Reply::Json(200, patched))
+            let patched = shared.write(|s| s.patch(target.type_id, &ns, name, &request, ctx))?;
+            // An apply that created the object answers 201, as on a real server.
+            Ok(Reply::Json(if ctx.created { 201 } else { 200 }, patched))
         }
         (Method::DELETE, Some(name)) => {
             let options = delete_options(query, body)?;
@@ -234,7 +304,7 @@ fn list(shared: &Shared, target: &Target, query: &Query, accept: &str) -> Result
     let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))
         .map_err(ApiError::bad_request_msg)?;
     let limit = query.get("limit").and_then(|l| l.parse().ok());
-    let store = shared.lock();
+    let mut store = shared.lock();
     let list = store.list(
         target.type_id,
         target.namespace.as_deref(),
@@ -264,11 +334,13 @@ fn delete_collection(
     let options = delete_options(query, body)?;
     let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
         .map_err(ApiError::bad_request_msg)?;
+    let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))
+        .map_err(ApiError::bad_request_msg)?;
     let deleted = shared.write(|s| {
         let keys: Vec<(String, String)> = s
             .objects_of(target.type_id, target.namespace.as_deref())
             .into_iter()
-            .filter(|o| labels.matches(o))
+            .filter(|o| labels.matches(o) && fields.matches(o))
             .map(|o| {
                 let meta = |f: &str| {
                     o.pointer(&format!("/metadata/{f}"))
@@ -480,16 +552,27 @@ async fn next_line(w: &mut Watch) -> Option<Bytes> {
                             EventType::Modified => {
                                 let was_in = event.old.as_ref().is_some_and(selected);
                                 match (was_in, now_in) {
-                                    (true, true) => Some("MODIFIED"),
-                                    (false, true) => Some("ADDED"),
-                                    (true, false) => Some("DELETED"),
+                                    (true, true) => Some(("MODIFIED", None)),
+                                    (false, true) => Some(("ADDED", None)),
+                                    // Like the watch cache: the object as it was when it still
+                                    // matched, with the resourceVersion of the change.
+                                    (true, false) => Some(("DELETED", event.old.clone())),
                                     (false, false) => None,
                                 }
                             }
-                            other => now_in.then_some(other.as_str()),
+                            other => now_in.then_some((other.as_str(), None)),
                         };
-                        if let Some(kind) = kind {
-                            w.pending.push_back(line(kind, &event.object));
+                        if let Some((kind, replacement)) = kind {
+                            let object = match replacement {
+                                Some(mut old) => {
+                                    if let Some(meta) = old.get_mut("metadata").and_then(Value::as_object_mut) {
+                                        meta.insert("resourceVersion".into(), json!(event.rv.to_string()));
+                                    }
+                                    old
+                                }
+                                None => event.object.clone(),
+                            };
+                            w.pending.push_back(line(kind, &object));
                         }
                     }
                     w.cursor = w.cursor.max(store.current_rv());
@@ -523,3 +606,4 @@ async fn next_line(w: &mut Watch) -> Option<Bytes> {
         }
     }
 }
+

@@ -3,20 +3,31 @@
 //!
 //! kube clients connect through a normal `kube::Config` (cluster URL, no auth). The emulator
 //! speaks the real HTTP protocol for the verbs our binaries use: create (with `generateName`),
-//! get, list (label/field selectors, `limit`/`continue`), watch (`ADDED/MODIFIED/DELETED/
-//! BOOKMARK/ERROR` lines, 410 for a too-old resourceVersion, `timeoutSeconds`), update with
-//! resourceVersion preconditions, JSON / merge / apply patches, delete with propagation, the
-//! status subresource, finalizers and owner-reference garbage collection. For CRDs it applies
-//! schema defaults and the CEL rules. It also serves discovery and `Table` responses so `kubectl`
-//! works against it.
+//! get, list (label/field selectors, `limit`/`continue` over a consistent snapshot), watch
+//! (`ADDED/MODIFIED/DELETED/BOOKMARK/ERROR` lines, 410 for a too-old resourceVersion,
+//! `timeoutSeconds`), update with resourceVersion preconditions, JSON / merge / strategic merge
+//! patches, server-side apply with field ownership and conflicts, delete with propagation, the
+//! status subresource, finalizers. It is as strict as the real API server where Gatehouse depends
+//! on it: unknown fields (`fieldValidation`), CRD OpenAPI schemas then CEL rules, metadata rules,
+//! the rules and server defaults of Jobs, Pods, Secrets, Events and Leases. It plays the garbage
+//! collector, the TTL-after-finished controller and the Job controller's deadline on a clock the
+//! test can move. It also serves discovery and `Table` responses so `kubectl` works against it.
 //!
 //! Tests play the cluster's other parts through [`KubeEmulator`]: mark a Job's status as the Job
-//! controller would, inject failures, stall watches, read the write log. What it does **not**
-//! model is listed in `docs/testing.md`; it is never used by production code.
+//! controller would, hold or run controllers, move the clock, inject failures, stall watches,
+//! read the write log. What it does **not** model is listed in `docs/testing.md`; it is never
+//! used by production code.
 
+pub mod builtin;
 mod discovery;
+mod error;
+mod fieldset;
+mod gc;
 mod http;
+mod managed;
+mod meta;
 pub mod resource;
+mod schema;
 pub mod selector;
 mod store;
 mod table;
@@ -32,7 +43,9 @@ use k8s_openapi::api::events::v1::Event;
 use serde_json::{Value, json};
 
 pub use resource::{Propagation, ResourceType};
-use store::{ApiError, FailRule, Store};
+pub use store::Controller;
+use error::ApiError;
+use store::{FailRule, Store};
 
 /// Events kept for watches before older resourceVersions become too old (410).
 const DEFAULT_HISTORY: usize = 10_000;
@@ -102,14 +115,26 @@ impl Failure {
     }
 }
 
-/// What the Job controller would write into a Job's status.
+/// What the Job controller would write into a Job's status. Terminal states are written as a
+/// real Job controller (Kubernetes >= 1.31) writes them: first `SuccessCriteriaMet` or
+/// `FailureTarget` while pods terminate, then `Complete` or `Failed` in a later write.
 #[derive(Clone, Debug)]
 pub enum JobState {
     /// A pod is running.
     Active,
-    /// Completed successfully.
+    /// The pod succeeded; `Complete` not yet written.
+    SuccessCriteriaMet,
+    /// Completed successfully (both writes).
     Succeeded,
-    /// Failed, with the Job controller's reason (`DeadlineExceeded`, `BackoffLimitExceeded`, ...).
+    /// The Job will fail, its pods are terminating; `Failed` not yet written.
+    FailureTarget {
+        /// Condition reason.
+        reason: String,
+        /// Condition message.
+        message: String,
+    },
+    /// Failed, with the Job controller's reason (`BackoffLimitExceeded`, `PodFailurePolicy`,
+    /// `DeadlineExceeded`, ...) (both writes).
     Failed {
         /// Condition reason.
         reason: String,
@@ -354,41 +379,71 @@ impl KubeEmulator {
             .map_err(|e| e.message)
     }
 
-    /// Plays the Job controller: writes the status a Job in `state` would have.
+    /// Plays the Job controller: writes the status a Job in `state` would have, in as many
+    /// writes as the real controller makes. Returns the Job after the last write.
     pub fn set_job_status(&self, ns: &str, name: &str, state: &JobState) -> Result<Value, String> {
-        let current = self
-            .get::<Job>(ns, name)
-            .ok_or_else(|| format!("job {ns}/{name} not found"))?;
-        let now = store::now();
-        let start = current
-            .pointer("/status/startTime")
-            .cloned()
-            .unwrap_or_else(|| json!(now));
-        let condition = |type_: &str, reason: &str, message: &str| {
-            json!({"type": type_, "status": "True", "reason": reason, "message": message,
-                   "lastProbeTime": now, "lastTransitionTime": now})
+        let steps: Vec<JobStep> = match state {
+            JobState::Active => vec![JobStep::Active],
+            JobState::SuccessCriteriaMet => vec![JobStep::SuccessCriteriaMet],
+            JobState::Succeeded => vec![JobStep::SuccessCriteriaMet, JobStep::Complete],
+            JobState::FailureTarget { reason, message } => {
+                vec![JobStep::FailureTarget(reason.clone(), message.clone())]
+            }
+            JobState::Failed { reason, message } => vec![
+                JobStep::FailureTarget(reason.clone(), message.clone()),
+                JobStep::Failed(reason.clone(), message.clone()),
+            ],
         };
-        let status = match state {
-            JobState::Active => json!({"active": 1, "ready": 1, "startTime": start}),
-            JobState::Succeeded => json!({
-                "succeeded": 1,
-                "startTime": start,
-                "completionTime": now,
-                "conditions": [
-                    condition("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods"),
-                    condition("Complete", "CompletionsReached", "Reached expected number of succeeded pods"),
-                ],
-            }),
-            JobState::Failed { reason, message } => json!({
-                "failed": 1,
-                "startTime": start,
-                "conditions": [
-                    condition("FailureTarget", reason, message),
-                    condition("Failed", reason, message),
-                ],
-            }),
-        };
-        self.set_status::<Job>(ns, name, status)
+        let mut last = Value::Null;
+        for step in steps {
+            let current = self
+                .get::<Job>(ns, name)
+                .ok_or_else(|| format!("job {ns}/{name} not found"))?;
+            if step.done(&current) {
+                last = current;
+                continue;
+            }
+            let now = self.shared.lock().now();
+            last = self.set_status::<Job>(ns, name, step.status(&current, &now))?;
+        }
+        Ok(last)
+    }
+
+    /// Holds an in-cluster controller: it does nothing until the guard is released (then it
+    /// catches up at once) or [`KubeEmulator::run_controller`] runs it.
+    pub fn hold(&self, controller: Controller) -> ControllerHold {
+        *self.shared.lock().held.entry(controller).or_insert(0) += 1;
+        ControllerHold {
+            shared: Arc::clone(&self.shared),
+            controller,
+        }
+    }
+
+    /// Runs an in-cluster controller now, to a fixed point, held or not.
+    pub fn run_controller(&self, controller: Controller) {
+        self.shared
+            .write(|s| {
+                s.run(&[controller]);
+                Ok(())
+            })
+            .unwrap_or(());
+    }
+
+    /// Moves the emulator's clock forward (timestamps it writes, TTLs and Job deadlines it
+    /// checks), then lets the controllers that are not held act on the new time.
+    pub fn advance_clock(&self, by: Duration) {
+        self.shared
+            .write(|s| {
+                s.clock_offset += by;
+                s.run_controllers();
+                Ok(())
+            })
+            .unwrap_or(());
+    }
+
+    /// The emulator's current time, RFC 3339.
+    pub fn now(&self) -> String {
+        self.shared.lock().now()
     }
 
     /// Makes the next `times` requests whose path contains `path_contains` (and whose method is
@@ -444,6 +499,103 @@ impl KubeEmulator {
     /// The current resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.shared.lock().current_rv()
+    }
+}
+
+/// One status write of the Job controller.
+enum JobStep {
+    Active,
+    SuccessCriteriaMet,
+    Complete,
+    FailureTarget(String, String),
+    Failed(String, String),
+}
+
+impl JobStep {
+    fn condition(&self) -> Option<&'static str> {
+        match self {
+            JobStep::Active => None,
+            JobStep::SuccessCriteriaMet => Some("SuccessCriteriaMet"),
+            JobStep::Complete => Some("Complete"),
+            JobStep::FailureTarget(..) => Some("FailureTarget"),
+            JobStep::Failed(..) => Some("Failed"),
+        }
+    }
+
+    /// Whether the Job already has this step's condition.
+    fn done(&self, job: &Value) -> bool {
+        self.condition().is_some_and(|c| {
+            job.pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|cs| cs.iter().any(|x| x["type"] == c && x["status"] == "True"))
+        })
+    }
+
+    fn status(&self, job: &Value, now: &str) -> Value {
+        let mut status = job.get("status").cloned().unwrap_or_else(|| json!({}));
+        if status.get("startTime").is_none() {
+            status["startTime"] = json!(now);
+        }
+        let (reason, message) = match self {
+            JobStep::Active => {
+                status["active"] = json!(1);
+                status["ready"] = json!(1);
+                return status;
+            }
+            JobStep::SuccessCriteriaMet | JobStep::Complete => (
+                "CompletionsReached".to_owned(),
+                "Reached expected number of succeeded pods".to_owned(),
+            ),
+            JobStep::FailureTarget(r, m) | JobStep::Failed(r, m) => (r.clone(), m.clone()),
+        };
+        match self {
+            JobStep::SuccessCriteriaMet => status["succeeded"] = json!(1),
+            JobStep::FailureTarget(..) => {
+                let failed = status["failed"].as_i64().unwrap_or(0);
+                status["failed"] = json!(failed.max(1));
+            }
+            JobStep::Complete => status["completionTime"] = json!(now),
+            _ => {}
+        }
+        if let Some(map) = status.as_object_mut() {
+            map.remove("ready");
+        }
+        status["active"] = json!(0);
+        status["terminating"] = json!(0);
+        let condition = json!({"type": self.condition(), "status": "True", "reason": reason,
+            "message": message, "lastProbeTime": now, "lastTransitionTime": now});
+        match status.get_mut("conditions").and_then(Value::as_array_mut) {
+            Some(list) => list.push(condition),
+            None => status["conditions"] = json!([condition]),
+        }
+        status
+    }
+}
+
+/// Holds a controller while alive (see [`KubeEmulator::hold`]).
+#[derive(Debug)]
+pub struct ControllerHold {
+    shared: Arc<Shared>,
+    controller: Controller,
+}
+
+impl ControllerHold {
+    /// Lets the controller act again (it catches up at once).
+    pub fn release(self) {}
+}
+
+impl Drop for ControllerHold {
+    fn drop(&mut self) {
+        let controller = self.controller;
+        self.shared
+            .write(|s| {
+                if let Some(n) = s.held.get_mut(&controller) {
+                    *n = n.saturating_sub(1);
+                }
+                s.run_controllers();
+                Ok(())
+            })
+            .unwrap_or(());
     }
 }
 

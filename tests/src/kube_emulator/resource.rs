@@ -1,8 +1,15 @@
 //! Resource types the emulator serves: group, version, kind, plural, scope, whether the status
-//! subresource is on, and (for CRDs) the schema whose defaults and CEL rules are applied.
+//! subresource is on, the structural schema (pruning, decoding, validation, server-side apply),
+//! the built-in behaviour (defaults and rules of Jobs, Pods, Secrets, Events, ...) and, for CRDs,
+//! the OpenAPI schema whose defaults and CEL rules are applied.
+
+use std::sync::Arc;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value;
+
+use super::builtin::Behaviour;
+use super::schema::SchemaDoc;
 
 /// What deleting an owner does to its dependents when the request names no policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +65,13 @@ pub struct ResourceType {
     pub default_propagation: Propagation,
     /// OpenAPI schema (CRDs only): defaults are applied and CEL rules enforced on writes.
     pub schema: Option<Value>,
+    /// Structural schema: what fields exist, their types, list and map semantics.
+    pub(crate) structure: Arc<SchemaDoc>,
+    /// Built-in defaults and rules.
+    pub behaviour: Behaviour,
+    /// Whether an immediate DELETE answers with the object (Pods, ServiceAccounts) rather than a
+    /// `Status`.
+    pub returns_deleted_object: bool,
     /// Printer columns (CRDs only).
     pub printer_columns: Vec<PrinterColumn>,
     /// Short names, for discovery.
@@ -70,7 +84,7 @@ impl ResourceType {
     /// A built-in namespaced type, e.g. `ResourceType::namespaced::<Job>()`.
     pub fn namespaced<K>() -> ResourceType
     where
-        K: kube::Resource<DynamicType = ()>,
+        K: kube::Resource<DynamicType = ()> + schemars::JsonSchema,
     {
         ResourceType::of::<K>(true)
     }
@@ -78,21 +92,30 @@ impl ResourceType {
     /// A built-in cluster-scoped type.
     pub fn cluster<K>() -> ResourceType
     where
-        K: kube::Resource<DynamicType = ()>,
+        K: kube::Resource<DynamicType = ()> + schemars::JsonSchema,
     {
         ResourceType::of::<K>(false)
     }
 
-    fn of<K: kube::Resource<DynamicType = ()>>(namespaced: bool) -> ResourceType {
+    fn of<K>(namespaced: bool) -> ResourceType
+    where
+        K: kube::Resource<DynamicType = ()> + schemars::JsonSchema,
+    {
+        let group = K::group(&()).into_owned();
+        let kind = K::kind(&()).into_owned();
+        let behaviour = Behaviour::of(&group, &kind);
         ResourceType {
-            group: K::group(&()).into_owned(),
+            returns_deleted_object: group.is_empty() && matches!(kind.as_str(), "Pod" | "ServiceAccount"),
+            group,
             version: K::version(&()).into_owned(),
-            kind: K::kind(&()).into_owned(),
+            kind,
             plural: K::plural(&()).into_owned(),
             namespaced,
             status_subresource: false,
             default_propagation: Propagation::Background,
             schema: None,
+            structure: SchemaDoc::builtin::<K>(),
+            behaviour,
             printer_columns: Vec::new(),
             short_names: Vec::new(),
             categories: Vec::new(),
@@ -121,7 +144,11 @@ impl ResourceType {
             .iter()
             .find(|v| v.storage)
             .unwrap_or(&crd.spec.versions[0]);
+        let schema = gatehouse_crds::openapi_schema(crd);
         ResourceType {
+            structure: Arc::new(SchemaDoc::custom(schema.as_ref().unwrap_or(&Value::Null))),
+            behaviour: Behaviour::Generic,
+            returns_deleted_object: false,
             group: crd.spec.group.clone(),
             version: version.name.clone(),
             kind: crd.spec.names.kind.clone(),
@@ -132,7 +159,7 @@ impl ResourceType {
                 .as_ref()
                 .is_some_and(|s| s.status.is_some()),
             default_propagation: Propagation::Background,
-            schema: gatehouse_crds::openapi_schema(crd),
+            schema,
             printer_columns: version
                 .additional_printer_columns
                 .iter()
@@ -156,6 +183,21 @@ impl ResourceType {
         } else {
             format!("{}/{}", self.group, self.version)
         }
+    }
+
+    /// `Kind.group` (`Job.batch`, `ScanRequest.gatehouse.dev`, `Pod`) as validation errors name
+    /// the kind.
+    pub fn qualified_kind(&self) -> String {
+        if self.group.is_empty() {
+            self.kind.clone()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
+    }
+
+    /// Whether this type is a custom resource (schema validated, no strategic merge patch).
+    pub fn is_custom(&self) -> bool {
+        self.structure.custom
     }
 
     /// `plural.group` as the apiserver names the resource in messages.

@@ -1,0 +1,852 @@
+//! Structural schemas, one per resource type: a CRD's OpenAPI schema, or a built-in type's schema
+//! generated from k8s-openapi (with the list and map semantics the real API's OpenAPI documents
+//! carry, which k8s-openapi leaves out, added from [`BUILTIN_SEMANTICS`]). The emulator uses
+//! them for what the apiserver uses them for:
+//!
+//! - pruning: unknown fields are dropped (reported for `fieldValidation=Warn|Strict`), and so are
+//!   nulls where the type has no null (every built-in field; CRD fields not `nullable`);
+//! - decoding: a built-in object whose fields have the wrong JSON type cannot be decoded (400);
+//! - validation of custom resources: `type`, `format`, `enum`, `pattern`, lengths, item and
+//!   property counts, bounds, `required`, list uniqueness (422 with the field path);
+//! - server-side apply: which objects are structs (named fields) or maps, and which lists are
+//!   atomic, sets, or maps keyed by some fields.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde_json::{Map, Value, json};
+
+use super::error::{FieldError, child, index, key};
+
+/// How a list merges under server-side apply (`x-kubernetes-list-type`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ListType {
+    /// Replaced whole (the default for lists without a list type).
+    Atomic,
+    /// A set of scalars, merged by value.
+    Set,
+    /// A list of objects merged by the values of these key fields.
+    Map(Vec<String>),
+}
+
+/// What a schema node describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// An object with named fields.
+    Struct,
+    /// An object with arbitrary keys, all of one value type.
+    Map,
+    /// A list.
+    List,
+    /// A scalar (`string`, `integer`, `number`, `boolean`, int-or-string).
+    Scalar,
+    /// Anything goes (preserved unknown fields, untyped).
+    Any,
+}
+
+/// A schema with its definitions (`$ref` targets).
+#[derive(Debug)]
+pub(crate) struct SchemaDoc {
+    root: Value,
+    defs: Arc<Map<String, Value>>,
+    /// Custom resource schemas are validated; built-in ones only decode.
+    pub custom: bool,
+}
+
+/// A position in a [`SchemaDoc`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Node<'a> {
+    doc: &'a SchemaDoc,
+    value: &'a Value,
+    /// The schema that pointed here by `$ref`, whose annotations also apply.
+    via: Option<&'a Value>,
+}
+
+impl SchemaDoc {
+    /// The root node.
+    pub(crate) fn root(&self) -> Node<'_> {
+        Node {
+            doc: self,
+            value: &self.root,
+            via: None,
+        }
+        .resolve()
+    }
+
+    /// A custom resource's schema. Its `metadata` is treated as `ObjectMeta`, as the apiserver
+    /// treats it (the CRD schema may only say `type: object` there).
+    pub(crate) fn custom(openapi: &Value) -> SchemaDoc {
+        let meta = builtin_parts::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>();
+        let mut root = openapi.clone();
+        if let Some(props) = root.get_mut("properties").and_then(Value::as_object_mut) {
+            props.insert(
+                "metadata".into(),
+                json!({"$ref": format!("#/components/schemas/{}", meta.0)}),
+            );
+        }
+        SchemaDoc {
+            root,
+            defs: meta.1,
+            custom: true,
+        }
+    }
+
+    /// A built-in type's schema, generated once per type.
+    pub(crate) fn builtin<K: schemars::JsonSchema>() -> Arc<SchemaDoc> {
+        static CACHE: OnceLock<Mutex<HashMap<String, Arc<SchemaDoc>>>> = OnceLock::new();
+        let name = K::schema_name().into_owned();
+        let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+        let mut cache = cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(cache.entry(name.clone()).or_insert_with(|| {
+            let (root_name, defs) = builtin_parts::<K>();
+            Arc::new(SchemaDoc {
+                root: json!({"$ref": format!("#/components/schemas/{root_name}")}),
+                defs,
+                custom: false,
+            })
+        }))
+    }
+}
+
+/// The schema of `K` as (its definition name, all definitions), with the semantics added.
+fn builtin_parts<K: schemars::JsonSchema>() -> (String, Arc<Map<String, Value>>) {
+    let generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let root = generator.into_root_schema_for::<K>();
+    let mut root = root.to_value();
+    let mut defs = root
+        .pointer_mut("/components/schemas")
+        .map(Value::take)
+        .and_then(|v| match v {
+            Value::Object(map) => Some(map),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let name = root
+        .get("title")
+        .and_then(Value::as_str)
+        .map_or_else(|| K::schema_name().into_owned(), str::to_owned);
+    if let Some(map) = root.as_object_mut() {
+        map.remove("components");
+        map.remove("$schema");
+    }
+    defs.insert(name.clone(), root);
+    annotate(&mut defs);
+    (name, Arc::new(defs))
+}
+
+/// List and map semantics of built-in types, from the Kubernetes 1.35 OpenAPI document
+/// (`x-kubernetes-list-type`, `x-kubernetes-list-map-keys`, `x-kubernetes-map-type`; lists with
+/// only a patch merge key count as maps keyed by it, as server-side apply reads them). Lists not
+/// named here are atomic, as in the real schema.
+const BUILTIN_SEMANTICS: &[(&str, &str, Semantics)] = &[
+    ("apimachinery.pkg.apis.meta.v1.ObjectMeta", "finalizers", Semantics::Set),
+    ("apimachinery.pkg.apis.meta.v1.ObjectMeta", "ownerReferences", Semantics::Map(&["uid"])),
+    ("api.core.v1.PodSpec", "containers", Semantics::Map(&["name"])),
+    ("api.core.v1.PodSpec", "initContainers", Semantics::Map(&["name"])),
+    ("api.core.v1.PodSpec", "ephemeralContainers", Semantics::Map(&["name"])),
+    ("api.core.v1.PodSpec", "volumes", Semantics::Map(&["name"])),
+    ("api.core.v1.PodSpec", "imagePullSecrets", Semantics::Map(&["name"])),
+    ("api.core.v1.PodSpec", "hostAliases", Semantics::Map(&["ip"])),
+    ("api.core.v1.PodSpec", "resourceClaims", Semantics::Map(&["name"])),
+    ("api.core.v1.PodSpec", "schedulingGates", Semantics::Map(&["name"])),
+    ("api.core.v1.PodSpec", "topologySpreadConstraints", Semantics::Map(&["topologyKey", "whenUnsatisfiable"])),
+    ("api.core.v1.PodSpec", "nodeSelector", Semantics::AtomicMap),
+    ("api.core.v1.Container", "env", Semantics::Map(&["name"])),
+    ("api.core.v1.Container", "ports", Semantics::Map(&["containerPort", "protocol"])),
+    ("api.core.v1.Container", "volumeMounts", Semantics::Map(&["mountPath"])),
+    ("api.core.v1.Container", "volumeDevices", Semantics::Map(&["devicePath"])),
+    ("api.core.v1.ResourceRequirements", "claims", Semantics::Map(&["name"])),
+    ("api.core.v1.PodStatus", "conditions", Semantics::Map(&["type"])),
+    ("api.core.v1.ServiceAccount", "secrets", Semantics::Map(&["name"])),
+    ("api.batch.v1.UncountedTerminatedPods", "succeeded", Semantics::Set),
+    ("api.batch.v1.UncountedTerminatedPods", "failed", Semantics::Set),
+];
+
+/// Structs the real schema marks `x-kubernetes-map-type: atomic` (replaced whole by apply).
+const ATOMIC_STRUCTS: &[&str] = &[
+    "apimachinery.pkg.apis.meta.v1.LabelSelector",
+    "api.core.v1.LocalObjectReference",
+    "api.core.v1.ObjectReference",
+    "api.core.v1.ObjectFieldSelector",
+    "api.core.v1.ResourceFieldSelector",
+    "api.core.v1.ConfigMapKeySelector",
+    "api.core.v1.SecretKeySelector",
+    "api.core.v1.ConfigMapEnvSource",
+    "api.core.v1.SecretEnvSource",
+    "api.core.v1.NodeSelector",
+    "api.core.v1.NodeSelectorTerm",
+    "api.core.v1.TypedLocalObjectReference",
+];
+
+#[derive(Clone, Copy, Debug)]
+enum Semantics {
+    Set,
+    Map(&'static [&'static str]),
+    AtomicMap,
+}
+
+fn annotate(defs: &mut Map<String, Value>) {
+    for (def, field, semantics) in BUILTIN_SEMANTICS {
+        let Some(prop) = defs
+            .get_mut(&format!("io.k8s.{def}"))
+            .and_then(|d| d.pointer_mut(&format!("/properties/{field}")))
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        match semantics {
+            Semantics::Set => {
+                prop.insert("x-kubernetes-list-type".into(), json!("set"));
+            }
+            Semantics::Map(keys) => {
+                prop.insert("x-kubernetes-list-type".into(), json!("map"));
+                prop.insert("x-kubernetes-list-map-keys".into(), json!(keys));
+            }
+            Semantics::AtomicMap => {
+                prop.insert("x-kubernetes-map-type".into(), json!("atomic"));
+            }
+        }
+    }
+    for def in ATOMIC_STRUCTS {
+        if let Some(Value::Object(map)) = defs.get_mut(&format!("io.k8s.{def}")) {
+            map.insert("x-kubernetes-map-type".into(), json!("atomic"));
+        }
+    }
+    if let Some(Value::Object(map)) =
+        defs.get_mut("io.k8s.apimachinery.pkg.api.resource.Quantity")
+    {
+        map.insert("x-emulator-quantity".into(), json!(true));
+    }
+}
+
+impl<'a> Node<'a> {
+    /// Follows `$ref` (directly or as the single member of `allOf`).
+    fn resolve(self) -> Node<'a> {
+        let mut node = self;
+        for _ in 0..16 {
+            let target = node
+                .value
+                .get("$ref")
+                .or_else(|| match node.value.get("allOf").and_then(Value::as_array) {
+                    Some(all) if all.len() == 1 => all[0].get("$ref"),
+                    _ => None,
+                })
+                .and_then(Value::as_str)
+                .and_then(|r| r.rsplit('/').next())
+                .and_then(|name| node.doc.defs.get(name));
+            match target {
+                Some(def) => {
+                    node = Node {
+                        doc: node.doc,
+                        value: def,
+                        via: Some(node.via.unwrap_or(node.value)),
+                    };
+                }
+                None => return node,
+            }
+        }
+        node
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.value
+            .get(key)
+            .or_else(|| self.via.and_then(|v| v.get(key)))
+    }
+
+    fn flag(&self, key: &str) -> bool {
+        self.get(key).and_then(Value::as_bool).unwrap_or(false)
+    }
+
+    fn type_(&self) -> Option<&'a str> {
+        self.value.get("type").and_then(Value::as_str)
+    }
+
+    /// What this node describes.
+    pub(crate) fn shape(&self) -> Shape {
+        if self.flag("x-kubernetes-int-or-string") || self.flag("x-emulator-quantity") {
+            return Shape::Scalar;
+        }
+        let has_properties = self.value.get("properties").is_some();
+        match self.type_() {
+            Some("array") => Shape::List,
+            Some("object") | None if has_properties => Shape::Struct,
+            Some("object") if self.value.get("additionalProperties").is_some_and(Value::is_object) => {
+                Shape::Map
+            }
+            // A custom resource's `type: object` without properties keeps nothing unless it
+            // preserves unknown fields; a built-in one (FieldsV1, RawExtension) is opaque.
+            Some("object") if self.doc.custom && !self.preserves_unknown() => Shape::Struct,
+            Some("string" | "integer" | "number" | "boolean") => Shape::Scalar,
+            _ => Shape::Any,
+        }
+    }
+
+    /// The schema of a named field.
+    pub(crate) fn field(&self, name: &str) -> Option<Node<'a>> {
+        self.value
+            .get("properties")
+            .and_then(|p| p.get(name))
+            .map(|value| {
+                Node {
+                    doc: self.doc,
+                    value,
+                    via: None,
+                }
+                .resolve()
+            })
+    }
+
+    /// The schema of a map's values.
+    pub(crate) fn values(&self) -> Option<Node<'a>> {
+        self.value
+            .get("additionalProperties")
+            .filter(|v| v.is_object())
+            .map(|value| {
+                Node {
+                    doc: self.doc,
+                    value,
+                    via: None,
+                }
+                .resolve()
+            })
+    }
+
+    /// The schema of a list's items.
+    pub(crate) fn items(&self) -> Option<Node<'a>> {
+        self.value.get("items").map(|value| {
+            Node {
+                doc: self.doc,
+                value,
+                via: None,
+            }
+            .resolve()
+        })
+    }
+
+    /// Whether a field name is declared (a struct's named field).
+    pub(crate) fn declares(&self, name: &str) -> bool {
+        self.value
+            .get("properties")
+            .is_some_and(|p| p.get(name).is_some())
+    }
+
+    /// The list's merge semantics.
+    pub(crate) fn list_type(&self) -> ListType {
+        match self.get("x-kubernetes-list-type").and_then(Value::as_str) {
+            Some("set") => ListType::Set,
+            Some("map") => ListType::Map(
+                self.get("x-kubernetes-list-map-keys")
+                    .and_then(Value::as_array)
+                    .map(|keys| {
+                        keys.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+            _ => ListType::Atomic,
+        }
+    }
+
+    /// Whether apply replaces this object whole (`x-kubernetes-map-type: atomic`).
+    pub(crate) fn atomic_object(&self) -> bool {
+        self.get("x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic")
+    }
+
+    fn preserves_unknown(&self) -> bool {
+        self.flag("x-kubernetes-preserve-unknown-fields")
+    }
+
+    fn nullable(&self) -> bool {
+        self.flag("nullable")
+    }
+}
+
+// ----- pruning -----
+
+/// Drops unknown fields (returning their paths) and nulls the type cannot hold.
+pub(crate) fn prune(value: &mut Value, node: Node<'_>, path: &str, unknown: &mut Vec<String>) {
+    match (node.shape(), value) {
+        (Shape::Struct, Value::Object(map)) => {
+            let keys: Vec<String> = map.keys().cloned().collect();
+            for k in keys {
+                let field_path = child(path, &k);
+                match node.field(&k) {
+                    Some(field) => {
+                        let drop_null = map.get(&k).is_some_and(Value::is_null)
+                            && !(node.doc.custom && field.nullable());
+                        if drop_null {
+                            map.remove(&k);
+                        } else if let Some(v) = map.get_mut(&k) {
+                            prune(v, field, &field_path, unknown);
+                        }
+                    }
+                    None if node.preserves_unknown() => {}
+                    None => {
+                        map.remove(&k);
+                        unknown.push(field_path);
+                    }
+                }
+            }
+        }
+        (Shape::Map, Value::Object(map)) => {
+            if let Some(values) = node.values() {
+                let keys: Vec<String> = map.keys().cloned().collect();
+                for k in keys {
+                    if map.get(&k).is_some_and(Value::is_null)
+                        && !(node.doc.custom && values.nullable())
+                    {
+                        map.remove(&k);
+                    } else if let Some(v) = map.get_mut(&k) {
+                        prune(v, values, &key(path, &k), unknown);
+                    }
+                }
+            }
+        }
+        (Shape::List, Value::Array(items)) => {
+            if let Some(item_node) = node.items() {
+                for (i, item) in items.iter_mut().enumerate() {
+                    prune(item, item_node, &index(path, i), unknown);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+// ----- decoding (types) and validation -----
+
+/// Type errors: values of the wrong JSON type, unparsable dates, quantities and base64.
+/// For built-in types these make the body undecodable (400); for custom resources they are
+/// validation errors (422).
+pub(crate) fn type_errors(value: &Value, node: Node<'_>, path: &str, out: &mut Vec<FieldError>) {
+    if value.is_null() {
+        return;
+    }
+    let mismatch = |expected: &str| {
+        FieldError::invalid(
+            path,
+            value.clone(),
+            format!("{} in body must be of type {expected}: {}", show_path(path), type_name(value)),
+        )
+    };
+    if node.flag("x-kubernetes-int-or-string") || node.flag("x-emulator-quantity") {
+        let ok = value.is_string() || value.is_i64() || value.is_u64() || value.is_f64();
+        if !ok {
+            out.push(mismatch("integer or string"));
+        } else if node.flag("x-emulator-quantity")
+            && let Some(text) = value.as_str()
+            && !is_quantity(text)
+        {
+            out.push(FieldError::invalid(
+                path,
+                value.clone(),
+                "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+            ));
+        }
+        return;
+    }
+    match node.shape() {
+        Shape::Struct => {
+            let Some(map) = value.as_object() else {
+                out.push(mismatch("object"));
+                return;
+            };
+            for (k, v) in map {
+                if let Some(field) = node.field(k) {
+                    type_errors(v, field, &child(path, k), out);
+                }
+            }
+        }
+        Shape::Map => {
+            let Some(map) = value.as_object() else {
+                out.push(mismatch("object"));
+                return;
+            };
+            if let Some(values) = node.values() {
+                for (k, v) in map {
+                    type_errors(v, values, &key(path, k), out);
+                }
+            }
+        }
+        Shape::List => {
+            let Some(items) = value.as_array() else {
+                out.push(mismatch("array"));
+                return;
+            };
+            if let Some(item_node) = node.items() {
+                for (i, item) in items.iter().enumerate() {
+                    type_errors(item, item_node, &index(path, i), out);
+                }
+            }
+        }
+        Shape::Scalar => match node.type_() {
+            Some("string") => match value.as_str() {
+                None => out.push(mismatch("string")),
+                Some(text) => {
+                    if let Some(e) = format_error(node, text, path, value) {
+                        out.push(e);
+                    }
+                }
+            },
+            Some("integer") if !(value.is_i64() || value.is_u64()) => {
+                out.push(mismatch("integer"));
+            }
+            Some("integer")
+                if node.value.get("format").and_then(Value::as_str) == Some("int32")
+                    && !node.doc.custom
+                    && value.as_i64().is_none_or(|n| i32::try_from(n).is_err()) =>
+            {
+                out.push(mismatch("int32"));
+            }
+            Some("number") if !value.is_number() => out.push(mismatch("number")),
+            Some("boolean") if !value.is_boolean() => out.push(mismatch("boolean")),
+            _ => {}
+        },
+        Shape::Any => {}
+    }
+}
+
+fn format_error(node: Node<'_>, text: &str, path: &str, value: &Value) -> Option<FieldError> {
+    let format = node.value.get("format").and_then(Value::as_str)?;
+    let ok = match format {
+        "date-time" => text.parse::<k8s_openapi::jiff::Timestamp>().is_ok(),
+        "date" => text.parse::<k8s_openapi::jiff::civil::Date>().is_ok(),
+        "byte" => {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.decode(text).is_ok()
+        }
+        _ => true,
+    };
+    (!ok).then(|| {
+        FieldError::invalid(
+            path,
+            value.clone(),
+            format!("{} in body must be of type {format}: {value}", show_path(path)),
+        )
+    })
+}
+
+/// A custom resource's schema constraints beyond types (which [`type_errors`] checks).
+pub(crate) fn validate(value: &Value, node: Node<'_>, path: &str, out: &mut Vec<FieldError>) {
+    if value.is_null() {
+        if !node.nullable() {
+            // Nulls are pruned before validation; one left here sits where the schema has none.
+            out.push(FieldError::invalid(
+                path,
+                Value::Null,
+                format!("{} in body must be of type {}: \"null\"", show_path(path), node.type_().unwrap_or("object")),
+            ));
+        }
+        return;
+    }
+    check_enum(value, node, path, out);
+    match value {
+        Value::String(text) => check_string(text, node, path, out),
+        Value::Number(number) => check_number(number, node, path, value, out),
+        Value::Array(items) => {
+            check_items(items, node, path, out);
+            if let Some(item_node) = node.items() {
+                for (i, item) in items.iter().enumerate() {
+                    validate(item, item_node, &index(path, i), out);
+                }
+            }
+        }
+        Value::Object(map) => {
+            check_properties(map, node, path, out);
+            match node.shape() {
+                Shape::Struct => {
+                    for (k, v) in map {
+                        if let Some(field) = node.field(k) {
+                            validate(v, field, &child(path, k), out);
+                        }
+                    }
+                }
+                Shape::Map => {
+                    if let Some(values) = node.values() {
+                        for (k, v) in map {
+                            validate(v, values, &key(path, k), out);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Value::Bool(_) | Value::Null => {}
+    }
+}
+
+fn check_enum(value: &Value, node: Node<'_>, path: &str, out: &mut Vec<FieldError>) {
+    if let Some(allowed) = node.value.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        let supported: Vec<String> = allowed
+            .iter()
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .collect();
+        let refs: Vec<&str> = supported.iter().map(String::as_str).collect();
+        out.push(FieldError::unsupported(path, value.clone(), &refs));
+    }
+}
+
+fn check_string(text: &str, node: Node<'_>, path: &str, out: &mut Vec<FieldError>) {
+    let length = text.chars().count();
+    let bound = |k: &str| {
+        node.value
+            .get(k)
+            .and_then(Value::as_u64)
+            .and_then(|n| usize::try_from(n).ok())
+    };
+    if let Some(max) = bound("maxLength")
+        && length > max
+    {
+        out.push(FieldError::too_long(path, max));
+    }
+    if let Some(min) = bound("minLength")
+        && length < min
+    {
+        out.push(FieldError::invalid(
+            path,
+            json!(text),
+            format!("{} in body should be at least {min} chars long", show_path(path)),
+        ));
+    }
+    if let Some(pattern) = node.value.get("pattern").and_then(Value::as_str) {
+        match compiled(pattern) {
+            Some(re) if re.is_match(text) => {}
+            _ => out.push(FieldError::invalid(
+                path,
+                json!(text),
+                format!("{} in body should match '{pattern}'", show_path(path)),
+            )),
+        }
+    }
+}
+
+fn check_number(
+    number: &serde_json::Number,
+    node: Node<'_>,
+    path: &str,
+    value: &Value,
+    out: &mut Vec<FieldError>,
+) {
+    let Some(n) = number.as_f64() else { return };
+    let get = |k: &str| node.value.get(k).and_then(Value::as_f64);
+    if let Some(min) = get("minimum") {
+        let exclusive = node.flag("exclusiveMinimum");
+        if n < min || (exclusive && n <= min) {
+            let relation = if exclusive { "greater than" } else { "greater than or equal to" };
+            out.push(FieldError::invalid(
+                path,
+                value.clone(),
+                format!("{} in body should be {relation} {}", show_path(path), trim_float(min)),
+            ));
+        }
+    }
+    if let Some(max) = get("maximum") {
+        let exclusive = node.flag("exclusiveMaximum");
+        if n > max || (exclusive && n >= max) {
+            let relation = if exclusive { "less than" } else { "less than or equal to" };
+            out.push(FieldError::invalid(
+                path,
+                value.clone(),
+                format!("{} in body should be {relation} {}", show_path(path), trim_float(max)),
+            ));
+        }
+    }
+    if let Some(step) = get("multipleOf")
+        && step > 0.0
+        && (n / step).fract() != 0.0
+    {
+        out.push(FieldError::invalid(
+            path,
+            value.clone(),
+            format!("{} in body should be a multiple of {}", show_path(path), trim_float(step)),
+        ));
+    }
+}
+
+fn check_items(items: &[Value], node: Node<'_>, path: &str, out: &mut Vec<FieldError>) {
+    let bound = |k: &str| {
+        node.value
+            .get(k)
+            .and_then(Value::as_u64)
+            .and_then(|n| usize::try_from(n).ok())
+    };
+    if let Some(max) = bound("maxItems")
+        && items.len() > max
+    {
+        out.push(FieldError::too_many(path, items.len(), max));
+    }
+    if let Some(min) = bound("minItems")
+        && items.len() < min
+    {
+        out.push(FieldError::invalid(
+            path,
+            Value::Array(items.to_vec()),
+            format!("{} in body should have at least {min} items", show_path(path)),
+        ));
+    }
+    match node.list_type() {
+        ListType::Atomic => {}
+        ListType::Set => {
+            for (i, item) in items.iter().enumerate() {
+                if items[..i].contains(item) {
+                    out.push(FieldError::duplicate(index(path, i), item.clone()));
+                }
+            }
+        }
+        ListType::Map(keys) => {
+            let key_of = |item: &Value| -> Value {
+                Value::Object(
+                    keys.iter()
+                        .filter_map(|k| item.get(k).map(|v| (k.clone(), v.clone())))
+                        .collect(),
+                )
+            };
+            for (i, item) in items.iter().enumerate() {
+                let this = key_of(item);
+                if items[..i].iter().any(|earlier| key_of(earlier) == this) {
+                    out.push(FieldError::duplicate(index(path, i), this));
+                }
+            }
+        }
+    }
+}
+
+fn check_properties(
+    map: &Map<String, Value>,
+    node: Node<'_>,
+    path: &str,
+    out: &mut Vec<FieldError>,
+) {
+    if let Some(required) = node.value.get("required").and_then(Value::as_array) {
+        for name in required.iter().filter_map(Value::as_str) {
+            if !map.contains_key(name) {
+                out.push(FieldError::required(child(path, name), ""));
+            }
+        }
+    }
+    let bound = |k: &str| {
+        node.value
+            .get(k)
+            .and_then(Value::as_u64)
+            .and_then(|n| usize::try_from(n).ok())
+    };
+    if let Some(max) = bound("maxProperties")
+        && map.len() > max
+    {
+        out.push(FieldError::too_many(path, map.len(), max));
+    }
+    if let Some(min) = bound("minProperties")
+        && map.len() < min
+    {
+        out.push(FieldError::invalid(
+            path,
+            Value::Object(map.clone()),
+            format!("{} in body should have at least {min} properties", show_path(path)),
+        ));
+    }
+}
+
+/// Compiled patterns, shared across emulators (CRD patterns are few and fixed).
+fn compiled(pattern: &str) -> Option<regex::Regex> {
+    static CACHE: OnceLock<Mutex<BTreeMap<String, Option<regex::Regex>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(BTreeMap::new()));
+    let mut cache = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    cache
+        .entry(pattern.to_owned())
+        .or_insert_with(|| regex::Regex::new(pattern).ok())
+        .clone()
+}
+
+/// `^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$` plus the suffix rules `resource.ParseQuantity`
+/// applies (one known suffix, digits only in an exponent).
+pub(crate) fn is_quantity(text: &str) -> bool {
+    let number_end = text
+        .char_indices()
+        .find(|(i, c)| !(c.is_ascii_digit() || *c == '.' || (*i == 0 && (*c == '+' || *c == '-'))))
+        .map_or(text.len(), |(i, _)| i);
+    let (number, suffix) = text.split_at(number_end);
+    let digits = number.trim_start_matches(['+', '-']);
+    if digits.is_empty() || digits == "." || digits.matches('.').count() > 1 {
+        return false;
+    }
+    const SUFFIXES: &[&str] = &[
+        "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P", "E",
+    ];
+    if SUFFIXES.contains(&suffix) {
+        return true;
+    }
+    // Decimal exponent: e or E, an optional sign, digits.
+    suffix
+        .strip_prefix(['e', 'E'])
+        .map(|rest| rest.strip_prefix(['+', '-']).unwrap_or(rest))
+        .is_some_and(|exp| !exp.is_empty() && exp.chars().all(|c| c.is_ascii_digit()))
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "\"null\"",
+        Value::Bool(_) => "\"boolean\"",
+        Value::Number(n) if n.is_f64() => "\"number\"",
+        Value::Number(_) => "\"integer\"",
+        Value::String(_) => "\"string\"",
+        Value::Array(_) => "\"array\"",
+        Value::Object(_) => "\"object\"",
+    }
+}
+
+/// kube-openapi names the root `body` and nested fields by their path.
+fn show_path(path: &str) -> &str {
+    if path.is_empty() { "body" } else { path }
+}
+
+fn trim_float(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{n:.0}")
+    } else {
+        n.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_parse_as_the_apiserver_parses_them() {
+        for good in ["1", "100m", "1.5", "2Gi", "512Mi", "1e3", "+1", "0.5", "1E-2", "10k"] {
+            assert!(is_quantity(good), "{good}");
+        }
+        for bad in ["", "1mb", "abc", "1..2", "Gi", "1 Gi", "1e", "-", "1Mix"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn built_in_schemas_carry_list_semantics_and_atomic_selectors() {
+        let doc = SchemaDoc::builtin::<k8s_openapi::api::batch::v1::Job>();
+        let spec = doc.root().field("spec").unwrap();
+        let pod = spec.field("template").unwrap().field("spec").unwrap();
+        let containers = pod.field("containers").unwrap();
+        assert_eq!(containers.list_type(), ListType::Map(vec!["name".into()]));
+        let ports = containers.items().unwrap().field("ports").unwrap();
+        assert_eq!(
+            ports.list_type(),
+            ListType::Map(vec!["containerPort".into(), "protocol".into()])
+        );
+        let args = containers.items().unwrap().field("args").unwrap();
+        assert_eq!(args.list_type(), ListType::Atomic);
+        assert!(spec.field("selector").unwrap().atomic_object());
+        let meta = doc.root().field("metadata").unwrap();
+        assert_eq!(meta.field("finalizers").unwrap().list_type(), ListType::Set);
+        assert_eq!(meta.field("labels").unwrap().shape(), Shape::Map);
+    }
+}
