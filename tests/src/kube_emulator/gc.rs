@@ -51,6 +51,37 @@ enum Owner {
     Unresolvable,
 }
 
+/// What a DELETE did.
+#[derive(Debug)]
+pub(crate) struct Deletion {
+    /// The object: as deleted, or as marked for deletion.
+    pub object: Value,
+    /// Whether it is gone (no finalizers held it).
+    pub removed: bool,
+}
+
+impl Deletion {
+    /// What the apiserver answers: the marked object, or for an object gone at once a `Status`
+    /// naming it (the object itself for the registries that return it: Pods, ServiceAccounts).
+    pub(crate) fn answer(self, rt: &super::resource::ResourceType) -> Value {
+        if !self.removed || rt.returns_deleted_object {
+            return self.object;
+        }
+        json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {
+                "name": text(&self.object, "/metadata/name"),
+                "group": rt.group,
+                "kind": rt.plural,
+                "uid": text(&self.object, "/metadata/uid"),
+            },
+        })
+    }
+}
+
 impl Store {
     pub(crate) fn delete(
         &mut self,
@@ -58,7 +89,7 @@ impl Store {
         ns: &str,
         name: &str,
         options: &DeleteOptions,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Deletion, ApiError> {
         let rt = self.types[t].clone();
         let current = self.get(t, ns, name)?;
         if let Some(uid) = &options.precondition_uid
@@ -97,11 +128,11 @@ impl Store {
         let key = (t, ns.to_owned(), name.to_owned());
         if finals.is_empty() {
             if options.dry_run {
-                return Ok(deleted_answer(&rt, current));
+                return Ok(Deletion { object: current, removed: true });
             }
             let gone = self.remove(&key, current);
             self.run_controllers();
-            return Ok(deleted_answer(&rt, gone));
+            return Ok(Deletion { object: gone, removed: true });
         }
         let mut deleting = current.clone();
         set_finalizers(&mut deleting, &finals);
@@ -117,11 +148,11 @@ impl Store {
             meta.insert("generation".into(), json!(generation + 1));
         }
         if options.dry_run || deleting == current {
-            return Ok(deleting);
+            return Ok(Deletion { object: deleting, removed: false });
         }
         let stored = self.store(&key, deleting, Some(current));
         self.run_controllers();
-        Ok(stored)
+        Ok(Deletion { object: stored, removed: false })
     }
 
     /// Runs every controller the test does not hold, to a fixed point. Writes the controllers
@@ -488,24 +519,4 @@ fn remove_owner(object: &mut Value, uid: &str) {
             meta.remove("ownerReferences");
         }
     }
-}
-
-/// What an immediate DELETE answers: the object for the registries that return it, a `Status`
-/// naming what was deleted for the others.
-fn deleted_answer(rt: &super::resource::ResourceType, gone: Value) -> Value {
-    if rt.returns_deleted_object {
-        return gone;
-    }
-    json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Success",
-        "details": {
-            "name": text(&gone, "/metadata/name"),
-            "group": rt.group,
-            "kind": rt.plural,
-            "uid": text(&gone, "/metadata/uid"),
-        },
-    })
 }

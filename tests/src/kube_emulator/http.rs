@@ -79,6 +79,7 @@ pub(crate) fn handle(
             content_type,
             body: parse_body(body),
             status: response.status().as_u16(),
+            warnings: ctx.warnings.clone(),
         });
     }
     response
@@ -181,8 +182,15 @@ fn write_context(query: &Query, user_agent: &str) -> Result<WriteContext, ApiErr
     let manager = match explicit {
         Some(m) => m.clone(),
         None => {
-            let product = user_agent.split('/').next().unwrap_or("").trim();
-            if product.is_empty() { "unknown".to_owned() } else { product.chars().take(128).collect() }
+            // As the apiserver's prefixFromUserAgent: empty without a User-Agent.
+            user_agent
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(128)
+                .collect()
         }
     };
     if manager.len() > 128 || !manager.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
@@ -287,7 +295,8 @@ fn route(
         (Method::DELETE, Some(name)) => {
             let options = delete_options(query, body)?;
             let deleted = shared.write(|s| s.delete(target.type_id, &ns, name, &options))?;
-            Ok(Reply::Json(200, deleted))
+            let rt = shared.lock().types[target.type_id].clone();
+            Ok(Reply::Json(200, deleted.answer(&rt)))
         }
         (Method::DELETE, None) => delete_collection(shared, &target, query, body),
         _ => Err(ApiError::new(
@@ -352,12 +361,13 @@ fn delete_collection(
             })
             .collect();
         keys.iter()
-            .map(|(ns, name)| s.delete(target.type_id, ns, name, &options))
+            .map(|(ns, name)| s.delete(target.type_id, ns, name, &options).map(|d| d.object))
             .collect::<Result<Vec<_>, _>>()
     })?;
+    let rt = shared.lock().types[target.type_id].clone();
     Ok(Reply::Json(
         200,
-        json!({"kind": "List", "apiVersion": "v1", "metadata": {}, "items": deleted}),
+        json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {}, "items": deleted}),
     ))
 }
 

@@ -65,6 +65,8 @@ pub struct WriteRecord {
     pub body: Value,
     /// HTTP status the emulator answered.
     pub status: u16,
+    /// `Warning` headers the emulator answered with (unknown fields, finalizer names).
+    pub warnings: Vec<String>,
 }
 
 /// A failure to inject into matching requests.
@@ -303,6 +305,11 @@ impl KubeEmulator {
     /// Starts an emulator with the default types.
     pub async fn start() -> std::io::Result<KubeEmulator> {
         KubeEmulator::builder().start().await
+    }
+
+    /// The loopback address it serves on (for raw HTTP in tests).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// `http://127.0.0.1:<port>`.

@@ -483,9 +483,7 @@ impl Store {
             let root = rt.structure.root();
             let mut schema_errors = Vec::new();
             schema::type_errors(object, root, "", &mut schema_errors);
-            if schema_errors.is_empty() {
-                schema::validate(object, root, "", &mut schema_errors);
-            }
+            schema::validate(object, root, "", &mut schema_errors);
             errors.extend(schema_errors);
             if errors.is_empty()
                 && let Some(schema) = &rt.schema
