@@ -68,25 +68,41 @@ async fn reads_return_managed_fields_recorded_for_every_kind_of_write() {
     let k8s = KubeEmulator::start().await.unwrap();
     let api: Api<ConfigMap> = Api::namespaced(k8s.client(), NS);
     let created: ConfigMap = serde_json::from_value(cm(&json!({"a": "1"}))).unwrap();
-    api.create(&PostParams { field_manager: Some("creator".into()), ..PostParams::default() }, &created)
-        .await
-        .unwrap();
+    api.create(
+        &PostParams {
+            field_manager: Some("creator".into()),
+            ..PostParams::default()
+        },
+        &created,
+    )
+    .await
+    .unwrap();
     api.patch(
         "shared",
-        &PatchParams { field_manager: Some("editor".into()), ..PatchParams::default() },
+        &PatchParams {
+            field_manager: Some("editor".into()),
+            ..PatchParams::default()
+        },
         &Patch::Merge(json!({"data": {"a": "2", "b": "3"}})),
     )
     .await
     .unwrap();
-    api.patch("shared", &apply("applier"), &Patch::Apply(cm(&json!({"c": "4"}))))
-        .await
-        .unwrap();
+    api.patch(
+        "shared",
+        &apply("applier"),
+        &Patch::Apply(cm(&json!({"c": "4"}))),
+    )
+    .await
+    .unwrap();
     // No fieldManager: the apiserver names the writer after its User-Agent's product.
     let raw = request(
         k8s.addr(),
         "PATCH",
         &format!("/api/v1/namespaces/{NS}/configmaps/shared"),
-        &[("Content-Type", "application/merge-patch+json"), ("User-Agent", "kubectl/v1.35.0 (linux/amd64)")],
+        &[
+            ("Content-Type", "application/merge-patch+json"),
+            ("User-Agent", "kubectl/v1.35.0 (linux/amd64)"),
+        ],
         br#"{"data":{"d":"5"}}"#,
     )
     .await
@@ -106,7 +122,10 @@ async fn reads_return_managed_fields_recorded_for_every_kind_of_write() {
     );
     // The editor changed `a`, the only field the creator owned: the creator's entry is gone.
     assert_eq!(fields_of(&object, "creator"), &Value::Null);
-    assert_eq!(fields_of(&object, "editor")["f:data"], json!({"f:a": {}, "f:b": {}}));
+    assert_eq!(
+        fields_of(&object, "editor")["f:data"],
+        json!({"f:a": {}, "f:b": {}})
+    );
     assert_eq!(fields_of(&object, "applier")["f:data"], json!({"f:c": {}}));
     let entry = &object["metadata"]["managedFields"][0];
     assert_eq!(entry["fieldsType"], "FieldsV1");
@@ -120,9 +139,15 @@ async fn status_writes_are_recorded_with_the_status_subresource() {
     let api: Api<ScanRequest> = Api::namespaced(k8s.client(), NS);
     let sr: ScanRequest = sample("scanrequest.yaml");
     let name = sr.metadata.name.clone().unwrap();
-    api.create(&PostParams { field_manager: Some("gatehouse-webhook".into()), ..PostParams::default() }, &sr)
-        .await
-        .unwrap();
+    api.create(
+        &PostParams {
+            field_manager: Some("gatehouse-webhook".into()),
+            ..PostParams::default()
+        },
+        &sr,
+    )
+    .await
+    .unwrap();
     let status = json!({"apiVersion": "gatehouse.dev/v1alpha1", "kind": "ScanRequest",
         "status": {"phase": "Queued"}});
     let applied = api
@@ -141,41 +166,75 @@ async fn status_writes_are_recorded_with_the_status_subresource() {
     );
     // The creator owns the spec but never the status (reset on the main resource).
     let creator = fields_of(&object, "gatehouse-webhook");
-    assert!(creator.get("f:spec").is_some() && creator.get("f:status").is_none(), "{creator}");
+    assert!(
+        creator.get("f:spec").is_some() && creator.get("f:status").is_none(),
+        "{creator}"
+    );
 }
 
 #[tokio::test]
 async fn apply_that_changes_a_field_another_manager_owns_is_a_409_naming_the_field() {
     let k8s = KubeEmulator::start().await.unwrap();
     let api: Api<ConfigMap> = Api::namespaced(k8s.client(), NS);
-    api.patch("shared", &apply("first"), &Patch::Apply(cm(&json!({"a": "1"}))))
-        .await
-        .unwrap();
+    api.patch(
+        "shared",
+        &apply("first"),
+        &Patch::Apply(cm(&json!({"a": "1"}))),
+    )
+    .await
+    .unwrap();
     let err = api_error(
-        api.patch("shared", &apply("second"), &Patch::Apply(cm(&json!({"a": "2"}))))
-            .await
-            .unwrap_err(),
+        api.patch(
+            "shared",
+            &apply("second"),
+            &Patch::Apply(cm(&json!({"a": "2"}))),
+        )
+        .await
+        .unwrap_err(),
     );
     assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
-    assert_eq!(err.message, "Apply failed with 1 conflict: conflict with \"first\": .data.a");
-    assert_eq!(api.get("shared").await.unwrap().data.unwrap()["a"], "1", "nothing changed");
+    assert_eq!(
+        err.message,
+        "Apply failed with 1 conflict: conflict with \"first\": .data.a"
+    );
+    assert_eq!(
+        api.get("shared").await.unwrap().data.unwrap()["a"],
+        "1",
+        "nothing changed"
+    );
 
     // An ordinary writer is an owner too: its fields conflict, named with its API version.
     api.patch(
         "shared",
-        &PatchParams { field_manager: Some("editor".into()), ..PatchParams::default() },
+        &PatchParams {
+            field_manager: Some("editor".into()),
+            ..PatchParams::default()
+        },
         &Patch::Merge(json!({"data": {"b": "x"}})),
     )
     .await
     .unwrap();
     let err = api_error(
-        api.patch("shared", &apply("second"), &Patch::Apply(cm(&json!({"a": "2", "b": "y"}))))
-            .await
-            .unwrap_err(),
+        api.patch(
+            "shared",
+            &apply("second"),
+            &Patch::Apply(cm(&json!({"a": "2", "b": "y"}))),
+        )
+        .await
+        .unwrap_err(),
     );
     assert_eq!(err.code, 409);
-    assert!(err.message.starts_with("Apply failed with 2 conflicts: "), "{}", err.message);
-    assert!(err.message.contains("conflicts with \"editor\" using v1 at "), "{}", err.message);
+    assert!(
+        err.message.starts_with("Apply failed with 2 conflicts: "),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message
+            .contains("conflicts with \"editor\" using v1 at "),
+        "{}",
+        err.message
+    );
     assert!(err.message.contains("- .data.b"), "{}", err.message);
 }
 
@@ -183,11 +242,19 @@ async fn apply_that_changes_a_field_another_manager_owns_is_a_409_naming_the_fie
 async fn applying_the_value_another_manager_set_shares_the_field_without_conflict() {
     let k8s = KubeEmulator::start().await.unwrap();
     let api: Api<ConfigMap> = Api::namespaced(k8s.client(), NS);
-    api.patch("shared", &apply("first"), &Patch::Apply(cm(&json!({"a": "1"}))))
-        .await
-        .unwrap();
+    api.patch(
+        "shared",
+        &apply("first"),
+        &Patch::Apply(cm(&json!({"a": "1"}))),
+    )
+    .await
+    .unwrap();
     let shared = api
-        .patch("shared", &apply("second"), &Patch::Apply(cm(&json!({"a": "1"}))))
+        .patch(
+            "shared",
+            &apply("second"),
+            &Patch::Apply(cm(&json!({"a": "1"}))),
+        )
         .await
         .unwrap();
     let object = serde_json::to_value(shared).unwrap();
@@ -199,11 +266,19 @@ async fn applying_the_value_another_manager_set_shares_the_field_without_conflic
 async fn forced_apply_takes_the_field_over_so_the_old_owner_no_longer_holds_it() {
     let k8s = KubeEmulator::start().await.unwrap();
     let api: Api<ConfigMap> = Api::namespaced(k8s.client(), NS);
-    api.patch("shared", &apply("first"), &Patch::Apply(cm(&json!({"a": "1", "keep": "k"}))))
-        .await
-        .unwrap();
+    api.patch(
+        "shared",
+        &apply("first"),
+        &Patch::Apply(cm(&json!({"a": "1", "keep": "k"}))),
+    )
+    .await
+    .unwrap();
     let taken = api
-        .patch("shared", &apply("second").force(), &Patch::Apply(cm(&json!({"a": "2"}))))
+        .patch(
+            "shared",
+            &apply("second").force(),
+            &Patch::Apply(cm(&json!({"a": "2"}))),
+        )
         .await
         .unwrap();
     let object = serde_json::to_value(&taken).unwrap();
@@ -212,30 +287,55 @@ async fn forced_apply_takes_the_field_over_so_the_old_owner_no_longer_holds_it()
     assert_eq!(fields_of(&object, "second")["f:data"], json!({"f:a": {}}));
     // The old owner now conflicts when it tries to set its value back.
     let err = api_error(
-        api.patch("shared", &apply("first"), &Patch::Apply(cm(&json!({"a": "1", "keep": "k"}))))
-            .await
-            .unwrap_err(),
+        api.patch(
+            "shared",
+            &apply("first"),
+            &Patch::Apply(cm(&json!({"a": "1", "keep": "k"}))),
+        )
+        .await
+        .unwrap_err(),
     );
-    assert_eq!(err.message, "Apply failed with 1 conflict: conflict with \"second\": .data.a");
+    assert_eq!(
+        err.message,
+        "Apply failed with 1 conflict: conflict with \"second\": .data.a"
+    );
 }
 
 #[tokio::test]
 async fn a_field_its_manager_stops_applying_is_removed_unless_another_manager_owns_it() {
     let k8s = KubeEmulator::start().await.unwrap();
     let api: Api<ConfigMap> = Api::namespaced(k8s.client(), NS);
-    api.patch("shared", &apply("first"), &Patch::Apply(cm(&json!({"a": "1", "b": "2"}))))
-        .await
-        .unwrap();
-    api.patch("shared", &apply("second"), &Patch::Apply(cm(&json!({"b": "2"}))))
-        .await
-        .unwrap();
+    api.patch(
+        "shared",
+        &apply("first"),
+        &Patch::Apply(cm(&json!({"a": "1", "b": "2"}))),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "shared",
+        &apply("second"),
+        &Patch::Apply(cm(&json!({"b": "2"}))),
+    )
+    .await
+    .unwrap();
     let after = api
-        .patch("shared", &apply("first"), &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared"}})))
+        .patch(
+            "shared",
+            &apply("first"),
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared"}}),
+            ),
+        )
         .await
         .unwrap();
     let data = after.data.unwrap_or_default();
     assert_eq!(data.get("a"), None, "only first owned a");
-    assert_eq!(data.get("b").map(String::as_str), Some("2"), "second still owns b");
+    assert_eq!(
+        data.get("b").map(String::as_str),
+        Some("2"),
+        "second still owns b"
+    );
 }
 
 #[tokio::test]
@@ -245,9 +345,7 @@ async fn a_status_apply_that_sends_only_phase_removes_the_scanners_it_applied_be
     let sr: ScanRequest = sample("scanrequest.yaml");
     let name = sr.metadata.name.clone().unwrap();
     api.create(&PostParams::default(), &sr).await.unwrap();
-    let status = |status: Value| {
-        json!({"apiVersion": "gatehouse.dev/v1alpha1", "kind": "ScanRequest", "status": status})
-    };
+    let status = |status: Value| json!({"apiVersion": "gatehouse.dev/v1alpha1", "kind": "ScanRequest", "status": status});
     api.patch_status(
         &name,
         &apply("gatehouse-operator"),
@@ -257,16 +355,27 @@ async fn a_status_apply_that_sends_only_phase_removes_the_scanners_it_applied_be
     .await
     .unwrap();
     let after = api
-        .patch_status(&name, &apply("gatehouse-operator"), &Patch::Apply(status(json!({"phase": "Succeeded"}))))
+        .patch_status(
+            &name,
+            &apply("gatehouse-operator"),
+            &Patch::Apply(status(json!({"phase": "Succeeded"}))),
+        )
         .await
         .unwrap();
     let status = after.status.unwrap();
-    assert_eq!(status.phase.map(|p| format!("{p:?}")), Some("Succeeded".to_owned()));
-    assert!(status.scanners.is_empty(), "scanners were removed: {:?}", status.scanners);
+    assert_eq!(
+        status.phase.map(|p| format!("{p:?}")),
+        Some("Succeeded".to_owned())
+    );
+    assert!(
+        status.scanners.is_empty(),
+        "scanners were removed: {:?}",
+        status.scanners
+    );
 }
 
 #[tokio::test]
-async fn built_in_lists_merge_by_key_while_crd_lists_without_a_list_type_are_atomic() {
+async fn built_in_lists_merge_by_key_so_a_second_manager_keeps_the_other_containers() {
     let k8s = KubeEmulator::start().await.unwrap();
     // Job containers merge by name: a second manager applying one container keeps the other.
     let jobs: Api<Job> = Api::namespaced(k8s.client(), NS);
@@ -281,20 +390,42 @@ async fn built_in_lists_merge_by_key_while_crd_lists_without_a_list_type_are_ato
     .await
     .unwrap();
     let after = jobs
-        .patch("scan", &apply("other"), &Patch::Apply(job(
-            json!([{"name": "report", "image": "agent@sha256:2"}]),
-            json!({"b": "2"}),
-        )))
+        .patch(
+            "scan",
+            &apply("other"),
+            &Patch::Apply(job(
+                json!([{"name": "report", "image": "agent@sha256:2"}]),
+                json!({"b": "2"}),
+            )),
+        )
         .await
         .unwrap();
-    let names: Vec<String> = after.spec.unwrap().template.spec.unwrap().containers.iter().map(|c| c.name.clone()).collect();
+    let names: Vec<String> = after
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
     assert_eq!(names, ["scan", "report"]);
+}
 
-    // Finalizers merge as a set, owner references by uid.
+#[tokio::test]
+async fn finalizers_merge_as_a_set_and_owner_references_by_uid() {
+    let k8s = KubeEmulator::start().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(k8s.client(), NS);
     let mut owners = Vec::new();
     for owner in ["owner-1", "owner-2"] {
-        let created = cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": owner}})).unwrap()).await.unwrap();
+        let created = cms
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": owner}})).unwrap(),
+            )
+            .await
+            .unwrap();
         owners.push(created.metadata.uid.unwrap());
     }
     let meta = |finalizer: &str, owner: &str, uid: &str| {
@@ -302,24 +433,65 @@ async fn built_in_lists_merge_by_key_while_crd_lists_without_a_list_type_are_ato
             "finalizers": [finalizer],
             "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": owner, "uid": uid}]}})
     };
-    cms.patch("meta", &apply("one"), &Patch::Apply(meta("a.dev/one", "owner-1", &owners[0]))).await.unwrap();
-    let merged = cms.patch("meta", &apply("two"), &Patch::Apply(meta("a.dev/two", "owner-2", &owners[1]))).await.unwrap();
-    assert_eq!(merged.metadata.finalizers.unwrap(), ["a.dev/one", "a.dev/two"]);
-    let uids: Vec<String> = merged.metadata.owner_references.unwrap().into_iter().map(|r| r.uid).collect();
+    cms.patch(
+        "meta",
+        &apply("one"),
+        &Patch::Apply(meta("a.dev/one", "owner-1", &owners[0])),
+    )
+    .await
+    .unwrap();
+    let merged = cms
+        .patch(
+            "meta",
+            &apply("two"),
+            &Patch::Apply(meta("a.dev/two", "owner-2", &owners[1])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        merged.metadata.finalizers.unwrap(),
+        ["a.dev/one", "a.dev/two"]
+    );
+    let uids: Vec<String> = merged
+        .metadata
+        .owner_references
+        .unwrap()
+        .into_iter()
+        .map(|r| r.uid)
+        .collect();
     assert_eq!(uids, owners);
+}
 
-    // A ScanPolicy's scanners list has no list type: one field, owned whole.
+#[tokio::test]
+async fn a_crd_list_without_a_list_type_is_one_atomic_field_owned_whole() {
+    let k8s = KubeEmulator::start().await.unwrap();
     let policies: Api<ScanPolicy> = Api::namespaced(k8s.client(), NS);
     let mut policy = serde_json::to_value(sample::<ScanPolicy>("scanpolicy-kics.yaml")).unwrap();
     policy["metadata"] = json!({"name": "p"});
-    policies.patch("p", &apply("gitops"), &Patch::Apply(&policy)).await.unwrap();
+    policies
+        .patch("p", &apply("gitops"), &Patch::Apply(&policy))
+        .await
+        .unwrap();
     let mut more = policy.clone();
     let mut second = more["spec"]["scanners"][0].clone();
     second["name"] = json!("kics-two");
-    more["spec"]["scanners"].as_array_mut().unwrap().push(second);
-    let err = api_error(policies.patch("p", &apply("someone"), &Patch::Apply(&more)).await.unwrap_err());
+    more["spec"]["scanners"]
+        .as_array_mut()
+        .unwrap()
+        .push(second);
+    let err = api_error(
+        policies
+            .patch("p", &apply("someone"), &Patch::Apply(&more))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 409);
-    assert!(err.message.contains("conflict with \"gitops\": .spec.scanners"), "{}", err.message);
+    assert!(
+        err.message
+            .contains("conflict with \"gitops\": .spec.scanners"),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test]
@@ -327,17 +499,33 @@ async fn apply_bodies_must_name_their_type_and_carry_no_managed_fields() {
     let k8s = KubeEmulator::start().await.unwrap();
     let api: Api<ConfigMap> = Api::namespaced(k8s.client(), NS);
     for (body, expected) in [
-        (json!({"kind": "ConfigMap", "metadata": {"name": "x"}}), "Incorrect version specified in apply patch"),
-        (json!({"apiVersion": "v2", "kind": "ConfigMap", "metadata": {"name": "x"}}), "Specified patch version: v2, expected: v1"),
-        (json!({"apiVersion": "v1", "metadata": {"name": "x"}}), "Object 'Kind' is missing"),
+        (
+            json!({"kind": "ConfigMap", "metadata": {"name": "x"}}),
+            "Incorrect version specified in apply patch",
+        ),
+        (
+            json!({"apiVersion": "v2", "kind": "ConfigMap", "metadata": {"name": "x"}}),
+            "Specified patch version: v2, expected: v1",
+        ),
+        (
+            json!({"apiVersion": "v1", "metadata": {"name": "x"}}),
+            "Object 'Kind' is missing",
+        ),
         (
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x",
                 "managedFields": [{"manager": "m", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {}}]}}),
             "metadata.managedFields must be nil",
         ),
-        (json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "other"}}), "does not match the name on the URL"),
+        (
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "other"}}),
+            "does not match the name on the URL",
+        ),
     ] {
-        let err = api_error(api.patch("x", &apply("m"), &Patch::Apply(&body)).await.unwrap_err());
+        let err = api_error(
+            api.patch("x", &apply("m"), &Patch::Apply(&body))
+                .await
+                .unwrap_err(),
+        );
         assert_eq!(err.code, 400, "{body}: {}", err.message);
         assert!(err.message.contains(expected), "{body}: {}", err.message);
     }
@@ -352,12 +540,30 @@ async fn a_second_lease_candidate_applying_without_force_gets_409() {
         json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "gatehouse-operator"},
             "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15}})
     };
-    leases.patch("gatehouse-operator", &apply("candidate-a"), &Patch::Apply(lease("a"))).await.unwrap();
+    leases
+        .patch(
+            "gatehouse-operator",
+            &apply("candidate-a"),
+            &Patch::Apply(lease("a")),
+        )
+        .await
+        .unwrap();
     let err = api_error(
-        leases.patch("gatehouse-operator", &apply("candidate-b"), &Patch::Apply(lease("b"))).await.unwrap_err(),
+        leases
+            .patch(
+                "gatehouse-operator",
+                &apply("candidate-b"),
+                &Patch::Apply(lease("b")),
+            )
+            .await
+            .unwrap_err(),
     );
     assert_eq!(err.code, 409);
-    assert!(err.message.contains(".spec.holderIdentity"), "{}", err.message);
+    assert!(
+        err.message.contains(".spec.holderIdentity"),
+        "{}",
+        err.message
+    );
     let held = leases.get("gatehouse-operator").await.unwrap();
     assert_eq!(held.spec.unwrap().holder_identity.as_deref(), Some("a"));
 }

@@ -176,7 +176,11 @@ pub(crate) struct FieldError {
 }
 
 impl FieldError {
-    pub(crate) fn invalid(field: impl Into<String>, value: Value, detail: impl Into<String>) -> Self {
+    pub(crate) fn invalid(
+        field: impl Into<String>,
+        value: Value,
+        detail: impl Into<String>,
+    ) -> Self {
         FieldError {
             field: field.into(),
             kind: FieldErrorKind::Invalid(value),

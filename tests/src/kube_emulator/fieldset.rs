@@ -89,18 +89,7 @@ impl FieldSet {
     pub(crate) fn insert(&mut self, path: &[Element]) {
         match path.split_first() {
             None => self.member = true,
-            Some((first, rest)) => self
-                .children
-                .entry(first.clone())
-                .or_default()
-                .insert(rest),
-        }
-    }
-
-    pub(crate) fn contains(&self, path: &[Element]) -> bool {
-        match path.split_first() {
-            None => self.member,
-            Some((first, rest)) => self.children.get(first).is_some_and(|c| c.contains(rest)),
+            Some((first, rest)) => self.children.entry(first.clone()).or_default().insert(rest),
         }
     }
 
@@ -329,7 +318,9 @@ pub(crate) fn field_set(value: &Value, node: Option<Node<'_>>) -> FieldSet {
 fn walk(value: &Value, node: Option<Node<'_>>, path: &mut Path, set: &mut FieldSet) {
     let shape = node.map_or(Shape::Any, |n| n.shape());
     match value {
-        Value::Object(map) if !node.is_some_and(|n| n.atomic_object()) && shape != Shape::Scalar => {
+        Value::Object(map)
+            if !node.is_some_and(|n| n.atomic_object()) && shape != Shape::Scalar =>
+        {
             for (k, v) in map {
                 let child = node.and_then(|n| child_schema(n, &Element::Field(k.clone())));
                 path.push(Element::Field(k.clone()));
@@ -366,7 +357,11 @@ fn walk(value: &Value, node: Option<Node<'_>>, path: &mut Path, set: &mut FieldS
 }
 
 /// The value at a path, if present.
-pub(crate) fn value_at<'v>(value: &'v Value, path: &[Element], node: Option<Node<'_>>) -> Option<&'v Value> {
+pub(crate) fn value_at<'v>(
+    value: &'v Value,
+    path: &[Element],
+    node: Option<Node<'_>>,
+) -> Option<&'v Value> {
     let Some((first, rest)) = path.split_first() else {
         return Some(value);
     };
@@ -411,8 +406,9 @@ pub(crate) fn compare(old: &Value, new: &Value, node: Option<Node<'_>>) -> Compa
             continue;
         };
         // Containers (list items, map entries holding objects) change through their children.
-        let leaf = !old_set.child_at(&path).is_some_and(|s| !s.children.is_empty())
-            && !new_set.child_at(&path).is_some_and(|s| !s.children.is_empty());
+        let has_children =
+            |set: &FieldSet| set.child_at(&path).is_some_and(|s| !s.children.is_empty());
+        let leaf = !has_children(&old_set) && !has_children(&new_set);
         if leaf && before != after {
             modified.insert(&path);
         }
@@ -509,11 +505,23 @@ mod tests {
         let old = job();
         let mut new = job();
         new["spec"]["backoffLimit"] = json!(2);
-        new["spec"]["template"]["spec"]["containers"][0]["env"] = json!([{"name": "B", "value": "2"}]);
+        new["spec"]["template"]["spec"]["containers"][0]["env"] =
+            json!([{"name": "B", "value": "2"}]);
         let diff = compare(&old, &new, Some(doc.root()));
-        let show = |s: &FieldSet| s.paths().iter().map(|p| display_path(p)).collect::<Vec<_>>();
+        let show = |s: &FieldSet| {
+            s.paths()
+                .iter()
+                .map(|p| display_path(p))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(show(&diff.modified), [".spec.backoffLimit"]);
-        assert!(show(&diff.added).contains(&".spec.template.spec.containers[name=\"scan\"].env[name=\"B\"].value".to_owned()));
-        assert!(show(&diff.removed).contains(&".spec.template.spec.containers[name=\"scan\"].env[name=\"A\"]".to_owned()));
+        assert!(show(&diff.added).contains(
+            &".spec.template.spec.containers[name=\"scan\"].env[name=\"B\"].value".to_owned()
+        ));
+        assert!(
+            show(&diff.removed).contains(
+                &".spec.template.spec.containers[name=\"scan\"].env[name=\"A\"]".to_owned()
+            )
+        );
     }
 }

@@ -128,11 +128,17 @@ impl Store {
         let key = (t, ns.to_owned(), name.to_owned());
         if finals.is_empty() {
             if options.dry_run {
-                return Ok(Deletion { object: current, removed: true });
+                return Ok(Deletion {
+                    object: current,
+                    removed: true,
+                });
             }
             let gone = self.remove(&key, current);
             self.run_controllers();
-            return Ok(Deletion { object: gone, removed: true });
+            return Ok(Deletion {
+                object: gone,
+                removed: true,
+            });
         }
         let mut deleting = current.clone();
         set_finalizers(&mut deleting, &finals);
@@ -148,11 +154,17 @@ impl Store {
             meta.insert("generation".into(), json!(generation + 1));
         }
         if options.dry_run || deleting == current {
-            return Ok(Deletion { object: deleting, removed: false });
+            return Ok(Deletion {
+                object: deleting,
+                removed: false,
+            });
         }
         let stored = self.store(&key, deleting, Some(current));
         self.run_controllers();
-        Ok(Deletion { object: stored, removed: false })
+        Ok(Deletion {
+            object: stored,
+            removed: false,
+        })
     }
 
     /// Runs every controller the test does not hold, to a fixed point. Writes the controllers
@@ -199,10 +211,9 @@ impl Store {
     /// it: by kind, then by name in the dependent's namespace (or cluster-wide for
     /// cluster-scoped owners), then by uid.
     fn resolve_owner(&self, key: &ObjKey, reference: &Value) -> Owner {
-        let Some(owner_type) = self.type_of_kind(
-            text(reference, "/apiVersion"),
-            text(reference, "/kind"),
-        ) else {
+        let Some(owner_type) =
+            self.type_of_kind(text(reference, "/apiVersion"), text(reference, "/kind"))
+        else {
             return Owner::Unresolvable;
         };
         let dependent_namespaced = self.types[key.0].namespaced;
@@ -210,13 +221,21 @@ impl Store {
         if owner_namespaced && !dependent_namespaced {
             return Owner::Unresolvable;
         }
-        let owner_ns = if owner_namespaced { key.1.clone() } else { String::new() };
+        let owner_ns = if owner_namespaced {
+            key.1.clone()
+        } else {
+            String::new()
+        };
         let owner_key = (owner_type, owner_ns, text(reference, "/name").to_owned());
         match self.objects.get(&owner_key) {
             Some(owner) if text(owner, "/metadata/uid") == text(reference, "/uid") => {
                 let waiting = owner.pointer("/metadata/deletionTimestamp").is_some()
                     && finalizers(owner).iter().any(|f| f == FOREGROUND);
-                if waiting { Owner::Waiting } else { Owner::Present }
+                if waiting {
+                    Owner::Waiting
+                } else {
+                    Owner::Present
+                }
             }
             _ => Owner::Absent,
         }
@@ -252,7 +271,10 @@ impl Store {
                 self.orphan_dependents(&key, &object);
                 return true;
             }
-            if deleting && finals.iter().any(|f| f == FOREGROUND) && self.delete_in_foreground(&key, &object) {
+            if deleting
+                && finals.iter().any(|f| f == FOREGROUND)
+                && self.delete_in_foreground(&key, &object)
+            {
                 return true;
             }
             if !deleting && self.collect_if_orphaned(&key, &object) {
@@ -272,7 +294,10 @@ impl Store {
             }
         }
         let mut changed = owner.clone();
-        let finals: Vec<String> = finalizers(owner).into_iter().filter(|f| f != ORPHAN).collect();
+        let finals: Vec<String> = finalizers(owner)
+            .into_iter()
+            .filter(|f| f != ORPHAN)
+            .collect();
         set_finalizers(&mut changed, &finals);
         let _ = self.controller_write(key, changed, false);
     }
@@ -311,7 +336,10 @@ impl Store {
         });
         if !blocking && let Some(current) = self.objects.get(key).cloned() {
             let mut changed = current.clone();
-            let finals: Vec<String> = finalizers(&current).into_iter().filter(|f| f != FOREGROUND).collect();
+            let finals: Vec<String> = finalizers(&current)
+                .into_iter()
+                .filter(|f| f != FOREGROUND)
+                .collect();
             set_finalizers(&mut changed, &finals);
             let _ = self.controller_write(key, changed, false);
             return true;
@@ -382,7 +410,9 @@ impl Store {
             .filter_map(|(key, job)| {
                 let ttl = job.pointer("/spec/ttlSecondsAfterFinished")?.as_i64()?;
                 let finished = finish_time(job)?;
-                let expires = finished.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(ttl)).ok()?;
+                let expires = finished
+                    .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(ttl))
+                    .ok()?;
                 (expires <= now).then(|| (key.clone(), text(job, "/metadata/uid").to_owned()))
             })
             .collect();
@@ -412,7 +442,10 @@ impl Store {
             .iter()
             .filter(|((t, _, _), _)| self.is_job(*t))
             .filter(|(_, job)| {
-                let Some(deadline) = job.pointer("/spec/activeDeadlineSeconds").and_then(Value::as_i64) else {
+                let Some(deadline) = job
+                    .pointer("/spec/activeDeadlineSeconds")
+                    .and_then(Value::as_i64)
+                else {
                     return false;
                 };
                 let Some(start) = job
@@ -426,7 +459,8 @@ impl Store {
                 let decided = ["FailureTarget", "Failed", "Complete", "SuccessCriteriaMet"]
                     .iter()
                     .any(|c| condition_true(job, c));
-                let failing_target = condition_true(job, "FailureTarget") && !condition_true(job, "Failed");
+                let failing_target =
+                    condition_true(job, "FailureTarget") && !condition_true(job, "Failed");
                 !suspended
                     && (!decided || failing_target)
                     && start
@@ -462,9 +496,7 @@ fn deadline_status(job: &Value, now: &str) -> Value {
     let Some(Value::Object(status)) = status else {
         return next;
     };
-    let conditions = status
-        .entry("conditions")
-        .or_insert_with(|| json!([]));
+    let conditions = status.entry("conditions").or_insert_with(|| json!([]));
     if let Value::Array(list) = conditions {
         if list.iter().any(|c| text(c, "/type") == "FailureTarget") {
             list.push(condition("Failed"));
@@ -495,9 +527,7 @@ fn finish_time(job: &Value) -> Option<k8s_openapi::jiff::Timestamp> {
     job.pointer("/status/conditions")?
         .as_array()?
         .iter()
-        .find(|c| {
-            matches!(text(c, "/type"), "Complete" | "Failed") && text(c, "/status") == "True"
-        })
+        .find(|c| matches!(text(c, "/type"), "Complete" | "Failed") && text(c, "/status") == "True")
         .and_then(|c| c.get("lastTransitionTime"))
         .and_then(Value::as_str)
         .and_then(|s| s.parse().ok())

@@ -12,9 +12,9 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::error::ApiError;
 use super::resource::Propagation;
 use super::selector::{FieldSelector, LabelSelector};
-use super::error::ApiError;
 use super::store::{DeleteOptions, EventType, FieldValidation, PatchRequest, TypeId, WriteContext};
 use super::table;
 use super::{Shared, WriteRecord};
@@ -53,7 +53,16 @@ pub(crate) fn handle(
         Some(error) => Err(error),
         None => write_context(&query, user_agent).and_then(|c| {
             ctx = c;
-            route(shared, method, &path, &query, &content_type, &accept, body, &mut ctx)
+            route(
+                shared,
+                method,
+                &path,
+                &query,
+                &content_type,
+                &accept,
+                body,
+                &mut ctx,
+            )
         }),
     };
     let mut response = match result {
@@ -197,7 +206,9 @@ fn write_context(query: &Query, user_agent: &str) -> Result<WriteContext, ApiErr
         return Err(ApiError::new(
             422,
             "Invalid",
-            format!("fieldManager: Invalid value: {manager:?}: must be at most 128 printable ASCII characters"),
+            format!(
+                "fieldManager: Invalid value: {manager:?}: must be at most 128 printable ASCII characters"
+            ),
         ));
     }
     let validation = match query.get("fieldValidation").map(String::as_str) {
@@ -361,7 +372,10 @@ fn delete_collection(
             })
             .collect();
         keys.iter()
-            .map(|(ns, name)| s.delete(target.type_id, ns, name, &options).map(|d| d.object))
+            .map(|(ns, name)| {
+                s.delete(target.type_id, ns, name, &options)
+                    .map(|d| d.object)
+            })
             .collect::<Result<Vec<_>, _>>()
     })?;
     let rt = shared.lock().types[target.type_id].clone();
@@ -575,8 +589,13 @@ async fn next_line(w: &mut Watch) -> Option<Bytes> {
                         if let Some((kind, replacement)) = kind {
                             let object = match replacement {
                                 Some(mut old) => {
-                                    if let Some(meta) = old.get_mut("metadata").and_then(Value::as_object_mut) {
-                                        meta.insert("resourceVersion".into(), json!(event.rv.to_string()));
+                                    if let Some(meta) =
+                                        old.get_mut("metadata").and_then(Value::as_object_mut)
+                                    {
+                                        meta.insert(
+                                            "resourceVersion".into(),
+                                            json!(event.rv.to_string()),
+                                        );
                                     }
                                     old
                                 }
@@ -616,4 +635,3 @@ async fn next_line(w: &mut Watch) -> Option<Bytes> {
         }
     }
 }
-

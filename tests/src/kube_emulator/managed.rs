@@ -13,12 +13,13 @@
 //! subresource resets (`.status` through the main resource when the type has a status
 //! subresource, everything but `.status` through `/status`).
 
+use std::fmt::Write as _;
+
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
 use super::fieldset::{
-    Comparison, Element, FieldSet, compare, display_path, field_set, item_elements,
-    remove_items,
+    Comparison, Element, FieldSet, compare, display_path, field_set, item_elements, remove_items,
 };
 use super::schema::{ListType, Node, Shape};
 
@@ -76,10 +77,22 @@ impl Managed {
 
     /// Writes `metadata.managedFields` (removed when empty), sorted as the apiserver sorts them.
     pub(crate) fn write(&self, object: &mut Value) {
-        let mut entries: Vec<&Entry> = self.entries.iter().filter(|e| !e.fields.is_empty()).collect();
+        let mut entries: Vec<&Entry> = self
+            .entries
+            .iter()
+            .filter(|e| !e.fields.is_empty())
+            .collect();
         entries.sort_by(|a, b| {
-            (a.time.as_deref(), &a.writer.manager, a.writer.operation.as_str())
-                .cmp(&(b.time.as_deref(), &b.writer.manager, b.writer.operation.as_str()))
+            (
+                a.time.as_deref(),
+                &a.writer.manager,
+                a.writer.operation.as_str(),
+            )
+                .cmp(&(
+                    b.time.as_deref(),
+                    &b.writer.manager,
+                    b.writer.operation.as_str(),
+                ))
         });
         let list: Vec<Value> = entries
             .iter()
@@ -183,7 +196,9 @@ pub(crate) fn owned_part(set: &FieldSet, scope: Scope) -> FieldSet {
     if scope.status {
         return set.only_subtree(&[f("status")]);
     }
-    let mut out = set.without_subtree(&[f("apiVersion")]).without_subtree(&[f("kind")]);
+    let mut out = set
+        .without_subtree(&[f("apiVersion")])
+        .without_subtree(&[f("kind")]);
     for system in [
         "name",
         "namespace",
@@ -205,6 +220,16 @@ pub(crate) fn owned_part(set: &FieldSet, scope: Scope) -> FieldSet {
     out
 }
 
+/// One write's identity: who writes, through which part of the object, at which version and
+/// time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Write<'a> {
+    pub writer: &'a Writer,
+    pub scope: Scope,
+    pub api_version: &'a str,
+    pub now: &'a str,
+}
+
 /// Records an ordinary write (POST, PUT, JSON/merge/strategic patch) by `writer`: it owns what
 /// it added or changed, and every other manager loses what it changed or removed.
 pub(crate) fn update(
@@ -212,12 +237,15 @@ pub(crate) fn update(
     live: &Value,
     new: &Value,
     node: Node<'_>,
-    writer: &Writer,
-    scope: Scope,
-    api_version: &str,
-    now: &str,
+    write: Write<'_>,
 ) {
-    let diff = scoped(compare(live, new, Some(node)), scope);
+    let Write {
+        writer,
+        scope,
+        api_version,
+        now,
+    } = write;
+    let diff = scoped(&compare(live, new, Some(node)), scope);
     let changed = diff.changed();
     for entry in managed.entries.iter_mut().filter(|e| e.writer != *writer) {
         entry.fields = entry.fields.difference(&changed).difference(&diff.removed);
@@ -233,7 +261,7 @@ pub(crate) fn update(
     managed.prune_empty();
 }
 
-fn scoped(diff: Comparison, scope: Scope) -> Comparison {
+fn scoped(diff: &Comparison, scope: Scope) -> Comparison {
     Comparison {
         added: owned_part(&diff.added, scope),
         modified: owned_part(&diff.modified, scope),
@@ -255,19 +283,21 @@ struct ConflictEntry {
     path: Vec<Element>,
 }
 
-/// Server-side apply of `config` onto `live` by `writer` (operation Apply).
-#[allow(clippy::too_many_arguments)]
+/// Server-side apply of `config` onto `live` by `write.writer` (operation Apply).
 pub(crate) fn apply(
     live: &Value,
     config: &Value,
     managed: &Managed,
     node: Node<'_>,
-    writer: &Writer,
-    scope: Scope,
+    write: Write<'_>,
     force: bool,
-    api_version: &str,
-    now: &str,
 ) -> Result<Applied, ApiError> {
+    let Write {
+        writer,
+        scope,
+        api_version,
+        now,
+    } = write;
     let mut managed = managed.clone();
     if managed.entries.is_empty() && !is_empty_object(live) {
         // An object written before any manager was recorded: its fields belong to a
@@ -291,7 +321,7 @@ pub(crate) fn apply(
     managed.put(writer, api_version, applied_set, None);
     let merged = prune(merged, &managed, &last, node);
 
-    let diff = scoped(compare(live, &merged, Some(node)), scope);
+    let diff = scoped(&compare(live, &merged, Some(node)), scope);
     let changed = diff.changed();
     let mut conflicts = Vec::new();
     for entry in managed.entries.iter().filter(|e| e.writer != *writer) {
@@ -310,13 +340,9 @@ pub(crate) fn apply(
     for entry in managed.entries.iter_mut().filter(|e| e.writer != *writer) {
         entry.fields = entry.fields.difference(&changed).difference(&diff.removed);
     }
-    if merged != *live
-        && let Some(i) = managed.position(writer)
-    {
-        managed.entries[i].time = Some(now.to_owned());
-    }
+    // The applier's time moves when the object changed (and is set on its first apply).
     if let Some(i) = managed.position(writer)
-        && managed.entries[i].time.is_none()
+        && (merged != *live || managed.entries[i].time.is_none())
     {
         managed.entries[i].time = Some(now.to_owned());
     }
@@ -328,13 +354,13 @@ pub(crate) fn apply(
 }
 
 fn is_empty_object(value: &Value) -> bool {
-    value
-        .as_object()
-        .is_none_or(|m| m.keys().all(|k| k == "apiVersion" || k == "kind" || k == "metadata"))
-        && value
-            .pointer("/metadata")
-            .and_then(Value::as_object)
-            .is_none_or(|m| m.keys().all(|k| k == "name" || k == "namespace"))
+    value.as_object().is_none_or(|m| {
+        m.keys()
+            .all(|k| k == "apiVersion" || k == "kind" || k == "metadata")
+    }) && value
+        .pointer("/metadata")
+        .and_then(Value::as_object)
+        .is_none_or(|m| m.keys().all(|k| k == "name" || k == "namespace"))
 }
 
 /// Items of keyed lists in an applied configuration must carry their keys, once each.
@@ -415,12 +441,12 @@ fn conflict_error(conflicts: &[ConflictEntry]) -> ApiError {
     let who = |c: &ConflictEntry| {
         let mut text = format!("{:?}", c.writer.manager);
         if let Some(sub) = &c.writer.subresource {
-            text.push_str(&format!(" with subresource {sub:?}"));
+            let _ = write!(text, " with subresource {sub:?}");
         }
         if c.writer.operation == Operation::Update {
-            text.push_str(&format!(" using {}", c.api_version));
+            let _ = write!(text, " using {}", c.api_version);
             if let Some(time) = &c.time {
-                text.push_str(&format!(" at {time}"));
+                let _ = write!(text, " at {time}");
             }
         }
         text
@@ -623,7 +649,10 @@ pub(crate) fn strategic_merge(live: &Value, patch: &Value, node: Option<Node<'_>
                     let item_node = n.items();
                     let mut out = l.clone();
                     for item in p {
-                        let key = item_elements(std::slice::from_ref(item), &ListType::Map(merge_key.to_vec()));
+                        let key = item_elements(
+                            std::slice::from_ref(item),
+                            &ListType::Map(merge_key.to_vec()),
+                        );
                         let existing = item_elements(&out, &ListType::Map(merge_key.to_vec()))
                             .iter()
                             .position(|e| *e == key[0] && !matches!(e, Element::Index(_)));
@@ -686,7 +715,11 @@ mod tests {
     #[test]
     fn finalizers_merge_as_a_set() {
         let doc = SchemaDoc::builtin::<Job>();
-        let node = doc.root().field("metadata").and_then(|m| m.field("finalizers")).unwrap();
+        let node = doc
+            .root()
+            .field("metadata")
+            .and_then(|m| m.field("finalizers"))
+            .unwrap();
         let merged = merge(&json!(["a/x", "a/y"]), &json!(["a/y", "a/z"]), Some(node));
         assert_eq!(merged, json!(["a/x", "a/y", "a/z"]));
     }

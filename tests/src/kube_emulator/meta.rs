@@ -250,13 +250,19 @@ pub(crate) fn validate_object_meta(object: &Value, out: &mut Vec<FieldError>) {
     let get = |k: &str| meta.and_then(|m| m.get(k));
     if let Some(prefix) = get("generateName").and_then(Value::as_str)
         && !prefix.is_empty()
-        && get("name").and_then(Value::as_str).is_none_or(str::is_empty)
+        && get("name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
     {
         // The prefix is validated as a name would be, allowing the trailing '-' it usually has.
         let trimmed = prefix.trim_end_matches('-');
         if !trimmed.is_empty() {
             for msg in dns_subdomain_errors(trimmed) {
-                out.push(FieldError::invalid("metadata.generateName", json!(prefix), msg));
+                out.push(FieldError::invalid(
+                    "metadata.generateName",
+                    json!(prefix),
+                    msg,
+                ));
             }
         }
     }
@@ -272,10 +278,25 @@ mod tests {
 
     #[test]
     fn qualified_names_need_a_valid_name_part_and_optional_dns_prefix() {
-        for ok in ["app", "app.kubernetes.io/name", "a_b-c.d", "gatehouse.dev/cleanup", "A1"] {
+        for ok in [
+            "app",
+            "app.kubernetes.io/name",
+            "a_b-c.d",
+            "gatehouse.dev/cleanup",
+            "A1",
+        ] {
             assert!(qualified_name_errors(ok).is_empty(), "{ok}");
         }
-        for bad in ["", "-a", "a-", "a b", "/x", "Bad_Prefix/x", "a/b/c", &"x".repeat(64)] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "a b",
+            "/x",
+            "Bad_Prefix/x",
+            "a/b/c",
+            &"x".repeat(64),
+        ] {
             assert!(!qualified_name_errors(bad).is_empty(), "{bad}");
         }
     }

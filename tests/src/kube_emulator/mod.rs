@@ -42,9 +42,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Pod, Secret, Ser
 use k8s_openapi::api::events::v1::Event;
 use serde_json::{Value, json};
 
+use error::ApiError;
 pub use resource::{Propagation, ResourceType};
 pub use store::Controller;
-use error::ApiError;
 use store::{FailRule, Store};
 
 /// Events kept for watches before older resourceVersions become too old (410).

@@ -105,7 +105,8 @@ impl ResourceType {
         let kind = K::kind(&()).into_owned();
         let behaviour = Behaviour::of(&group, &kind);
         ResourceType {
-            returns_deleted_object: group.is_empty() && matches!(kind.as_str(), "Pod" | "ServiceAccount"),
+            returns_deleted_object: group.is_empty()
+                && matches!(kind.as_str(), "Pod" | "ServiceAccount"),
             group,
             version: K::version(&()).into_owned(),
             kind,

@@ -141,27 +141,99 @@ fn builtin_parts<K: schemars::JsonSchema>() -> (String, Arc<Map<String, Value>>)
 /// only a patch merge key count as maps keyed by it, as server-side apply reads them). Lists not
 /// named here are atomic, as in the real schema.
 const BUILTIN_SEMANTICS: &[(&str, &str, Semantics)] = &[
-    ("apimachinery.pkg.apis.meta.v1.ObjectMeta", "finalizers", Semantics::Set),
-    ("apimachinery.pkg.apis.meta.v1.ObjectMeta", "ownerReferences", Semantics::Map(&["uid"])),
-    ("api.core.v1.PodSpec", "containers", Semantics::Map(&["name"])),
-    ("api.core.v1.PodSpec", "initContainers", Semantics::Map(&["name"])),
-    ("api.core.v1.PodSpec", "ephemeralContainers", Semantics::Map(&["name"])),
+    (
+        "apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "finalizers",
+        Semantics::Set,
+    ),
+    (
+        "apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "ownerReferences",
+        Semantics::Map(&["uid"]),
+    ),
+    (
+        "api.core.v1.PodSpec",
+        "containers",
+        Semantics::Map(&["name"]),
+    ),
+    (
+        "api.core.v1.PodSpec",
+        "initContainers",
+        Semantics::Map(&["name"]),
+    ),
+    (
+        "api.core.v1.PodSpec",
+        "ephemeralContainers",
+        Semantics::Map(&["name"]),
+    ),
     ("api.core.v1.PodSpec", "volumes", Semantics::Map(&["name"])),
-    ("api.core.v1.PodSpec", "imagePullSecrets", Semantics::Map(&["name"])),
-    ("api.core.v1.PodSpec", "hostAliases", Semantics::Map(&["ip"])),
-    ("api.core.v1.PodSpec", "resourceClaims", Semantics::Map(&["name"])),
-    ("api.core.v1.PodSpec", "schedulingGates", Semantics::Map(&["name"])),
-    ("api.core.v1.PodSpec", "topologySpreadConstraints", Semantics::Map(&["topologyKey", "whenUnsatisfiable"])),
+    (
+        "api.core.v1.PodSpec",
+        "imagePullSecrets",
+        Semantics::Map(&["name"]),
+    ),
+    (
+        "api.core.v1.PodSpec",
+        "hostAliases",
+        Semantics::Map(&["ip"]),
+    ),
+    (
+        "api.core.v1.PodSpec",
+        "resourceClaims",
+        Semantics::Map(&["name"]),
+    ),
+    (
+        "api.core.v1.PodSpec",
+        "schedulingGates",
+        Semantics::Map(&["name"]),
+    ),
+    (
+        "api.core.v1.PodSpec",
+        "topologySpreadConstraints",
+        Semantics::Map(&["topologyKey", "whenUnsatisfiable"]),
+    ),
     ("api.core.v1.PodSpec", "nodeSelector", Semantics::AtomicMap),
     ("api.core.v1.Container", "env", Semantics::Map(&["name"])),
-    ("api.core.v1.Container", "ports", Semantics::Map(&["containerPort", "protocol"])),
-    ("api.core.v1.Container", "volumeMounts", Semantics::Map(&["mountPath"])),
-    ("api.core.v1.Container", "volumeDevices", Semantics::Map(&["devicePath"])),
-    ("api.core.v1.ResourceRequirements", "claims", Semantics::Map(&["name"])),
-    ("api.core.v1.PodStatus", "conditions", Semantics::Map(&["type"])),
-    ("api.core.v1.ServiceAccount", "secrets", Semantics::Map(&["name"])),
-    ("api.batch.v1.UncountedTerminatedPods", "succeeded", Semantics::Set),
-    ("api.batch.v1.UncountedTerminatedPods", "failed", Semantics::Set),
+    (
+        "api.core.v1.Container",
+        "ports",
+        Semantics::Map(&["containerPort", "protocol"]),
+    ),
+    (
+        "api.core.v1.Container",
+        "volumeMounts",
+        Semantics::Map(&["mountPath"]),
+    ),
+    (
+        "api.core.v1.Container",
+        "volumeDevices",
+        Semantics::Map(&["devicePath"]),
+    ),
+    (
+        "api.core.v1.ResourceRequirements",
+        "claims",
+        Semantics::Map(&["name"]),
+    ),
+    (
+        "api.core.v1.PodStatus",
+        "conditions",
+        Semantics::Map(&["type"]),
+    ),
+    (
+        "api.core.v1.ServiceAccount",
+        "secrets",
+        Semantics::Map(&["name"]),
+    ),
+    (
+        "api.batch.v1.UncountedTerminatedPods",
+        "succeeded",
+        Semantics::Set,
+    ),
+    (
+        "api.batch.v1.UncountedTerminatedPods",
+        "failed",
+        Semantics::Set,
+    ),
 ];
 
 /// Structs the real schema marks `x-kubernetes-map-type: atomic` (replaced whole by apply).
@@ -214,8 +286,7 @@ fn annotate(defs: &mut Map<String, Value>) {
             map.insert("x-kubernetes-map-type".into(), json!("atomic"));
         }
     }
-    if let Some(Value::Object(map)) =
-        defs.get_mut("io.k8s.apimachinery.pkg.api.resource.Quantity")
+    if let Some(Value::Object(map)) = defs.get_mut("io.k8s.apimachinery.pkg.api.resource.Quantity")
     {
         map.insert("x-emulator-quantity".into(), json!(true));
     }
@@ -273,7 +344,12 @@ impl<'a> Node<'a> {
         match self.type_() {
             Some("array") => Shape::List,
             Some("object") | None if has_properties => Shape::Struct,
-            Some("object") if self.value.get("additionalProperties").is_some_and(Value::is_object) => {
+            Some("object")
+                if self
+                    .value
+                    .get("additionalProperties")
+                    .is_some_and(Value::is_object) =>
+            {
                 Shape::Map
             }
             // A custom resource's `type: object` without properties keeps nothing unless it
@@ -431,7 +507,11 @@ pub(crate) fn type_errors(value: &Value, node: Node<'_>, path: &str, out: &mut V
         FieldError::invalid(
             path,
             value.clone(),
-            format!("{} in body must be of type {expected}: {}", show_path(path), type_name(value)),
+            format!(
+                "{} in body must be of type {expected}: {}",
+                show_path(path),
+                type_name(value)
+            ),
         )
     };
     if node.flag("x-kubernetes-int-or-string") || node.flag("x-emulator-quantity") {
@@ -518,7 +598,9 @@ fn format_error(node: Node<'_>, text: &str, path: &str, value: &Value) -> Option
         "date" => text.parse::<k8s_openapi::jiff::civil::Date>().is_ok(),
         "byte" => {
             use base64::Engine as _;
-            base64::engine::general_purpose::STANDARD.decode(text).is_ok()
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .is_ok()
         }
         _ => true,
     };
@@ -526,7 +608,10 @@ fn format_error(node: Node<'_>, text: &str, path: &str, value: &Value) -> Option
         FieldError::invalid(
             path,
             value.clone(),
-            format!("{} in body must be of type {format}: {value}", show_path(path)),
+            format!(
+                "{} in body must be of type {format}: {value}",
+                show_path(path)
+            ),
         )
     })
 }
@@ -539,7 +624,11 @@ pub(crate) fn validate(value: &Value, node: Node<'_>, path: &str, out: &mut Vec<
             out.push(FieldError::invalid(
                 path,
                 Value::Null,
-                format!("{} in body must be of type {}: \"null\"", show_path(path), node.type_().unwrap_or("object")),
+                format!(
+                    "{} in body must be of type {}: \"null\"",
+                    show_path(path),
+                    node.type_().unwrap_or("object")
+                ),
             ));
         }
         return;
@@ -612,7 +701,10 @@ fn check_string(text: &str, node: Node<'_>, path: &str, out: &mut Vec<FieldError
         out.push(FieldError::invalid(
             path,
             json!(text),
-            format!("{} in body should be at least {min} chars long", show_path(path)),
+            format!(
+                "{} in body should be at least {min} chars long",
+                show_path(path)
+            ),
         ));
     }
     if let Some(pattern) = node.value.get("pattern").and_then(Value::as_str) {
@@ -639,22 +731,38 @@ fn check_number(
     if let Some(min) = get("minimum") {
         let exclusive = node.flag("exclusiveMinimum");
         if n < min || (exclusive && n <= min) {
-            let relation = if exclusive { "greater than" } else { "greater than or equal to" };
+            let relation = if exclusive {
+                "greater than"
+            } else {
+                "greater than or equal to"
+            };
             out.push(FieldError::invalid(
                 path,
                 value.clone(),
-                format!("{} in body should be {relation} {}", show_path(path), trim_float(min)),
+                format!(
+                    "{} in body should be {relation} {}",
+                    show_path(path),
+                    trim_float(min)
+                ),
             ));
         }
     }
     if let Some(max) = get("maximum") {
         let exclusive = node.flag("exclusiveMaximum");
         if n > max || (exclusive && n >= max) {
-            let relation = if exclusive { "less than" } else { "less than or equal to" };
+            let relation = if exclusive {
+                "less than"
+            } else {
+                "less than or equal to"
+            };
             out.push(FieldError::invalid(
                 path,
                 value.clone(),
-                format!("{} in body should be {relation} {}", show_path(path), trim_float(max)),
+                format!(
+                    "{} in body should be {relation} {}",
+                    show_path(path),
+                    trim_float(max)
+                ),
             ));
         }
     }
@@ -665,7 +773,11 @@ fn check_number(
         out.push(FieldError::invalid(
             path,
             value.clone(),
-            format!("{} in body should be a multiple of {}", show_path(path), trim_float(step)),
+            format!(
+                "{} in body should be a multiple of {}",
+                show_path(path),
+                trim_float(step)
+            ),
         ));
     }
 }
@@ -688,7 +800,10 @@ fn check_items(items: &[Value], node: Node<'_>, path: &str, out: &mut Vec<FieldE
         out.push(FieldError::invalid(
             path,
             Value::Array(items.to_vec()),
-            format!("{} in body should have at least {min} items", show_path(path)),
+            format!(
+                "{} in body should have at least {min} items",
+                show_path(path)
+            ),
         ));
     }
     match node.list_type() {
@@ -748,7 +863,10 @@ fn check_properties(
         out.push(FieldError::invalid(
             path,
             Value::Object(map.clone()),
-            format!("{} in body should have at least {min} properties", show_path(path)),
+            format!(
+                "{} in body should have at least {min} properties",
+                show_path(path)
+            ),
         ));
     }
 }
@@ -769,6 +887,9 @@ fn compiled(pattern: &str) -> Option<regex::Regex> {
 /// `^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$` plus the suffix rules `resource.ParseQuantity`
 /// applies (one known suffix, digits only in an exponent).
 pub(crate) fn is_quantity(text: &str) -> bool {
+    const SUFFIXES: &[&str] = &[
+        "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P", "E",
+    ];
     let number_end = text
         .char_indices()
         .find(|(i, c)| !(c.is_ascii_digit() || *c == '.' || (*i == 0 && (*c == '+' || *c == '-'))))
@@ -778,9 +899,6 @@ pub(crate) fn is_quantity(text: &str) -> bool {
     if digits.is_empty() || digits == "." || digits.matches('.').count() > 1 {
         return false;
     }
-    const SUFFIXES: &[&str] = &[
-        "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P", "E",
-    ];
     if SUFFIXES.contains(&suffix) {
         return true;
     }
@@ -822,7 +940,9 @@ mod tests {
 
     #[test]
     fn quantities_parse_as_the_apiserver_parses_them() {
-        for good in ["1", "100m", "1.5", "2Gi", "512Mi", "1e3", "+1", "0.5", "1E-2", "10k"] {
+        for good in [
+            "1", "100m", "1.5", "2Gi", "512Mi", "1e3", "+1", "0.5", "1E-2", "10k",
+        ] {
             assert!(is_quantity(good), "{good}");
         }
         for bad in ["", "1mb", "abc", "1..2", "Gi", "1 Gi", "1e", "-", "1Mix"] {

@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 
 use super::builtin;
 use super::error::{ApiError, FieldError};
-use super::managed::{self, Managed, Operation, Scope, Writer};
+use super::managed::{self, Managed, Operation, Scope, Write, Writer};
 use super::meta;
 use super::resource::{Propagation, ResourceType};
 use super::schema;
@@ -87,6 +87,8 @@ pub(crate) enum FieldValidation {
 }
 
 /// What a write request carries besides its body.
+// The flags are the request's own query parameters, each independent of the others.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Clone, Debug, Default)]
 pub(crate) struct WriteContext {
     /// `fieldManager`, or the default one derived from the User-Agent.
@@ -255,16 +257,13 @@ impl Store {
         limit: Option<usize>,
         continue_token: Option<&str>,
     ) -> Result<Value, ApiError> {
-        let (rv, snapshot_id, objects, after) = match continue_token {
-            Some(token) => {
-                let (rv, id, ns_after, name_after) = self.decode_continue(token)?;
-                let objects = Arc::clone(&self.snapshots[&id].objects);
-                (rv, Some(id), objects, Some((ns_after, name_after)))
-            }
-            None => {
-                let all: Vec<Value> = self.objects_of(t, None).into_iter().cloned().collect();
-                (self.rv, None, Arc::new(all), None)
-            }
+        let (rv, snapshot_id, objects, after) = if let Some(token) = continue_token {
+            let (rv, id, ns_after, name_after) = self.decode_continue(token)?;
+            let objects = Arc::clone(&self.snapshots[&id].objects);
+            (rv, Some(id), objects, Some((ns_after, name_after)))
+        } else {
+            let all: Vec<Value> = self.objects_of(t, None).into_iter().cloned().collect();
+            (self.rv, None, Arc::new(all), None)
         };
         let mut items = Vec::new();
         let mut more = false;
@@ -408,11 +407,18 @@ impl Store {
 
     /// Decodes a body as an object of the type: unknown fields and impossible nulls pruned
     /// (warned about or refused per `fieldValidation`), JSON types checked.
-    fn decode(&self, rt: &ResourceType, mut object: Value, ctx: &mut WriteContext) -> Result<Value, ApiError> {
+    fn decode(
+        rt: &ResourceType,
+        mut object: Value,
+        ctx: &mut WriteContext,
+    ) -> Result<Value, ApiError> {
         let mut unknown = Vec::new();
         schema::prune(&mut object, rt.structure.root(), "", &mut unknown);
         if !unknown.is_empty() {
-            let described: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+            let described: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect();
             match ctx.validation {
                 FieldValidation::Strict => {
                     return Err(ApiError::bad_request(format!(
@@ -492,7 +498,11 @@ impl Store {
                 errors.extend(cel.as_slice().iter().map(|e| {
                     // Like the apiserver, the value shown is the schema type at the path.
                     let pointer = format!("/{}", e.field_path.replace('.', "/"));
-                    let at = if e.field_path.is_empty() { Some(object) } else { object.pointer(&pointer) };
+                    let at = if e.field_path.is_empty() {
+                        Some(object)
+                    } else {
+                        object.pointer(&pointer)
+                    };
                     let type_name = match at {
                         Some(Value::String(_)) => "string",
                         Some(Value::Number(_)) => "integer",
@@ -536,19 +546,23 @@ impl Store {
         let rt = self.types[t].clone();
         check_body(&rt, &body)?;
         check_namespace(&rt, &body, ns)?;
-        let object = self.decode(&rt, body, ctx)?;
+        let object = Store::decode(&rt, body, ctx)?;
         let mut object = Store::default(&rt, object);
         self.name_object(t, ns, &mut object)?;
         let mut managed = Managed::default();
+        let writer = Store::writer(ctx, Operation::Update, false);
+        let (api_version, now) = (rt.api_version(), self.now());
         managed::update(
             &mut managed,
             &json!({}),
             &object,
             rt.structure.root(),
-            &Store::writer(ctx, Operation::Update, false),
-            Store::scope(&rt, false),
-            &rt.api_version(),
-            &self.now(),
+            Write {
+                writer: &writer,
+                scope: Store::scope(&rt, false),
+                api_version: &api_version,
+                now: &now,
+            },
         );
         self.finish_create(t, ns, object, &managed, ctx)
     }
@@ -569,7 +583,10 @@ impl Store {
                     )],
                 ));
             }
-            let prefix: String = prefix.chars().take(meta::MAX_GENERATE_NAME_PREFIX).collect();
+            let prefix: String = prefix
+                .chars()
+                .take(meta::MAX_GENERATE_NAME_PREFIX)
+                .collect();
             let name = self.generate_name(t, ns, &prefix);
             metadata_mut(object).insert("name".into(), json!(name));
         }
@@ -621,7 +638,13 @@ impl Store {
             meta.insert("uid".into(), json!(uid));
             meta.insert("creationTimestamp".into(), json!(now));
             meta.insert("generation".into(), json!(1));
-            for system in ["deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "managedFields", "selfLink"] {
+            for system in [
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "resourceVersion",
+                "managedFields",
+                "selfLink",
+            ] {
                 meta.remove(system);
             }
         }
@@ -685,7 +708,16 @@ impl Store {
             return Err(ApiError::conflict(&rt, name));
         }
         let writer = Store::writer(ctx, Operation::Update, status);
-        self.commit(t, ns, name, current, body, status, Ownership::Update(writer), ctx)
+        self.commit(
+            t,
+            ns,
+            name,
+            current,
+            body,
+            status,
+            Ownership::Update(writer),
+            ctx,
+        )
     }
 
     /// Applies a patch of the given content type to an object (or its status).
@@ -710,7 +742,8 @@ impl Store {
             ));
         }
         let current = self.get(t, ns, name)?;
-        let decode_error = |e: serde_json::Error| ApiError::bad_request(format!("error decoding patch: {e}"));
+        let decode_error =
+            |e: serde_json::Error| ApiError::bad_request(format!("error decoding patch: {e}"));
         let patched = match content_type {
             "application/json-patch+json" => {
                 let ops: Vec<Value> = serde_json::from_slice(request.body).map_err(decode_error)?;
@@ -742,7 +775,9 @@ impl Store {
             }
         };
         if !patched.is_object() {
-            return Err(ApiError::bad_request("the patched object is not a JSON object"));
+            return Err(ApiError::bad_request(
+                "the patched object is not a JSON object",
+            ));
         }
         check_kind(&rt, &patched)?;
         // A resourceVersion in the patch is a precondition.
@@ -751,7 +786,16 @@ impl Store {
             return Err(ApiError::conflict(&rt, name));
         }
         let writer = Store::writer(ctx, Operation::Update, request.status);
-        self.commit(t, ns, name, current, patched, request.status, Ownership::Update(writer), ctx)
+        self.commit(
+            t,
+            ns,
+            name,
+            current,
+            patched,
+            request.status,
+            Ownership::Update(writer),
+            ctx,
+        )
     }
 
     /// Server-side apply: creates what does not exist (main resource only), merges by the
@@ -777,34 +821,41 @@ impl Store {
         check_apply_config(&rt, &config)?;
         check_name(&config, name)?;
         check_namespace(&rt, &config, ns)?;
-        let config = self.decode(&rt, config, ctx)?;
+        let config = Store::decode(&rt, config, ctx)?;
         let current = self.get(t, ns, name).ok();
         if current.is_none() && request.status {
             return Err(ApiError::not_found(&rt, name));
         }
         let rv = text(&config, "/metadata/resourceVersion");
-        if !rv.is_empty() && current.as_ref().is_none_or(|c| text(c, "/metadata/resourceVersion") != rv) {
+        if !rv.is_empty()
+            && current
+                .as_ref()
+                .is_none_or(|c| text(c, "/metadata/resourceVersion") != rv)
+        {
             return Err(ApiError::conflict(&rt, name));
         }
-        let live = current.clone().unwrap_or_else(|| {
-            json!({"apiVersion": rt.api_version(), "kind": rt.kind, "metadata": {"name": name}})
-        });
+        let live = current.clone().unwrap_or_else(
+            || json!({"apiVersion": rt.api_version(), "kind": rt.kind, "metadata": {"name": name}}),
+        );
         let config = reset_config(config, &rt, request.status);
         let writer = Store::writer(ctx, Operation::Apply, request.status);
+        let (api_version, now) = (rt.api_version(), self.now());
         let applied = managed::apply(
             &live,
             &config,
             &Managed::read(&live),
             rt.structure.root(),
-            &writer,
-            Store::scope(&rt, request.status),
+            Write {
+                writer: &writer,
+                scope: Store::scope(&rt, request.status),
+                api_version: &api_version,
+                now: &now,
+            },
             ctx.force,
-            &rt.api_version(),
-            &self.now(),
         )?;
         match current {
             None => {
-                let object = self.decode(&rt, applied.object, ctx)?;
+                let object = Store::decode(&rt, applied.object, ctx)?;
                 let object = Store::default(&rt, object);
                 self.finish_create(t, ns, object, &applied.managed, ctx)
             }
@@ -836,7 +887,7 @@ impl Store {
         ctx: &mut WriteContext,
     ) -> Result<Value, ApiError> {
         let rt = self.types[t].clone();
-        let proposed = self.decode(&rt, proposed, ctx)?;
+        let proposed = Store::decode(&rt, proposed, ctx)?;
         let proposed = Store::default(&rt, proposed);
         let uid = text(&proposed, "/metadata/uid");
         if !uid.is_empty() && uid != text(&current, "/metadata/uid") {
@@ -877,20 +928,22 @@ impl Store {
         let managed = match ownership {
             Ownership::Update(writer) => {
                 let mut managed = Managed::read(&current);
+                let (api_version, now) = (rt.api_version(), self.now());
                 managed::update(
                     &mut managed,
                     &current,
                     &proposed,
                     rt.structure.root(),
-                    &writer,
-                    Store::scope(&rt, status),
-                    &rt.api_version(),
-                    &self.now(),
+                    Write {
+                        writer: &writer,
+                        scope: Store::scope(&rt, status),
+                        api_version: &api_version,
+                        now: &now,
+                    },
                 );
                 managed
             }
             Ownership::Applied(managed) => managed,
-            Ownership::Unchanged => Managed::read(&current),
         };
         managed.write(&mut proposed);
         Store::validate(&rt, &proposed, Some(&current), status, ctx)?;
@@ -903,7 +956,11 @@ impl Store {
         }
         if proposed == current || ctx.dry_run {
             // A no-op write changes nothing and emits no event, as in a real cluster.
-            return Ok(if proposed == current { current } else { proposed });
+            return Ok(if proposed == current {
+                current
+            } else {
+                proposed
+            });
         }
         let key = (t, ns.to_owned(), name.to_owned());
         let stored = if current.pointer("/metadata/deletionTimestamp").is_some()
@@ -933,7 +990,16 @@ impl Store {
             ..WriteContext::default()
         };
         let writer = Store::writer(&ctx, Operation::Update, status);
-        self.commit(t, &ns, &name, current, proposed, status, Ownership::Update(writer), &mut ctx)
+        self.commit(
+            t,
+            &ns,
+            &name,
+            current,
+            proposed,
+            status,
+            Ownership::Update(writer),
+            &mut ctx,
+        )
     }
 
     /// Replaces an object's status as a controller would (no precondition).
@@ -959,9 +1025,6 @@ enum Ownership {
     Update(Writer),
     /// Apply computed the new ownership.
     Applied(Managed),
-    /// Nothing changes hands.
-    #[allow(dead_code)]
-    Unchanged,
 }
 
 fn text<'v>(value: &'v Value, pointer: &str) -> &'v str {
@@ -1016,7 +1079,10 @@ fn check_apply_config(rt: &ResourceType, config: &Value) -> Result<(), ApiError>
             rt.kind
         )));
     }
-    if config.pointer("/metadata/managedFields").is_some_and(|v| !v.is_null()) {
+    if config
+        .pointer("/metadata/managedFields")
+        .is_some_and(|v| !v.is_null())
+    {
         return Err(ApiError::bad_request("metadata.managedFields must be nil"));
     }
     Ok(())
@@ -1071,9 +1137,9 @@ fn json_patch_in_sequence(current: &Value, ops: Vec<Value>) -> Result<Value, Api
         if is_null_test && doc.pointer(path).is_none() {
             continue;
         }
-        let patch: json_patch::Patch = serde_json::from_value(Value::Array(vec![op]))
+        let single: json_patch::Patch = serde_json::from_value(Value::Array(vec![op]))
             .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-        json_patch::patch(&mut doc, &patch).map_err(|e| {
+        json_patch::patch(&mut doc, &single).map_err(|e| {
             ApiError::new(
                 422,
                 "Invalid",
@@ -1089,7 +1155,8 @@ fn encode_continue(rv: u64, snapshot: u64, last: Option<&Value>) -> String {
     let last = last.unwrap_or(&Value::Null);
     let ns = text(last, "/metadata/namespace");
     let name = text(last, "/metadata/name");
-    base64::engine::general_purpose::STANDARD.encode(format!("{rv}\u{0}{snapshot}\u{0}{ns}\u{0}{name}"))
+    base64::engine::general_purpose::STANDARD
+        .encode(format!("{rv}\u{0}{snapshot}\u{0}{ns}\u{0}{name}"))
 }
 
 pub(crate) fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
