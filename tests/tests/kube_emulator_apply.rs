@@ -622,3 +622,49 @@ async fn kube_lease_manager_elects_one_leader_and_the_standby_takes_over_when_it
     .await
     .expect("the standby leads once the leader's lease expires");
 }
+
+#[tokio::test]
+async fn applying_the_same_job_again_changes_nothing_despite_the_server_defaults() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let jobs: Api<Job> = Api::namespaced(k8s.client(), NS);
+    let desired = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "scan", "labels": {"app": "gatehouse"}},
+        "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 600, "activeDeadlineSeconds": 900,
+            "template": {"metadata": {"labels": {"app": "gatehouse"}},
+                "spec": {"restartPolicy": "Never", "automountServiceAccountToken": false,
+                    "containers": [{"name": "scan", "image": "kics@sha256:1", "args": ["scan", "-p", "/w"],
+                        "env": [{"name": "A", "value": "1"}], "volumeMounts": [{"name": "w", "mountPath": "/w"}]}],
+                    "volumes": [{"name": "w", "emptyDir": {}}]}}}});
+    let first = jobs
+        .patch(
+            "scan",
+            &apply("gatehouse-operator"),
+            &Patch::Apply(&desired),
+        )
+        .await
+        .unwrap();
+    let rv = first.metadata.resource_version.clone();
+    let again = jobs
+        .patch(
+            "scan",
+            &apply("gatehouse-operator"),
+            &Patch::Apply(&desired),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again.metadata.resource_version, rv,
+        "a no-op apply writes nothing"
+    );
+    assert_eq!(
+        serde_json::to_value(&again).unwrap(),
+        serde_json::to_value(&first).unwrap()
+    );
+    // The operator owns what it sent, not what the server filled in.
+    let object = serde_json::to_value(&again).unwrap();
+    let owned = &fields_of(&object, "gatehouse-operator")["f:spec"];
+    assert!(owned.get("f:backoffLimit").is_some());
+    assert!(
+        owned.get("f:selector").is_none() && owned.get("f:completions").is_none(),
+        "{owned}"
+    );
+}
