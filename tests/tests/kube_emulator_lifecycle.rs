@@ -239,6 +239,18 @@ async fn a_jobs_template_and_selector_and_policies_are_immutable_after_creation(
             json!({"spec": {"managedBy": "example.com/other"}}),
             "spec.managedBy",
         ),
+        (
+            json!({"spec": {"selector": {"matchLabels": {"other": "x"}}}}),
+            "spec.selector",
+        ),
+        (
+            json!({"spec": {"backoffLimitPerIndex": 1}}),
+            "spec.backoffLimitPerIndex",
+        ),
+        (
+            json!({"spec": {"successPolicy": {"rules": [{"succeededCount": 1}]}}}),
+            "spec.successPolicy",
+        ),
     ] {
         let err = api_error(
             jobs.patch("fixed", &PatchParams::default(), &Patch::Merge(&patch))
