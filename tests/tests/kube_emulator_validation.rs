@@ -138,6 +138,13 @@ async fn unknown_fields_are_dropped_with_a_warning_by_default_and_refused_when_s
     .await;
     assert_eq!(pruned.status, 201);
     assert!(pruned.json()["spec"]["pullRequest"].get("extra").is_none());
+    assert_eq!(
+        pruned.json()["apiVersion"],
+        "gatehouse.dev/v1alpha1",
+        "the root's own fields are kept"
+    );
+    let warnings = k8s.writes().last().unwrap().warnings.clone();
+    assert_eq!(warnings, ["unknown field \"spec.pullRequest.extra\""]);
 }
 
 #[tokio::test]
@@ -164,7 +171,7 @@ async fn the_custom_resource_schema_is_enforced_with_422_and_field_paths_before_
     let status: kube::core::Status = serde_json::from_slice(&raw.body).unwrap();
     let found = causes(&status);
     for (field, reason) in [
-        ("spec.pullRequest.number", "FieldValueInvalid"),
+        ("spec.pullRequest.number", "FieldValueTypeInvalid"),
         ("spec.trigger.event", "FieldValueRequired"),
     ] {
         assert!(
@@ -229,10 +236,70 @@ async fn the_custom_resource_schema_is_enforced_with_422_and_field_paths_before_
     );
     assert_eq!(
         causes(&err),
-        [(
-            "status.phase".to_owned(),
-            "FieldValueNotSupported".to_owned()
-        )]
+        [
+            (
+                "status.phase".to_owned(),
+                "FieldValueNotSupported".to_owned()
+            ),
+            ("<nil>".to_owned(), "FieldValueInvalid".to_owned()),
+        ]
+    );
+    assert!(
+        err.message
+            .contains("some validation rules were not checked")
+    );
+}
+
+fn policy(scanners: &Value) -> Value {
+    json!({"apiVersion": "gatehouse.dev/v1alpha1", "kind": "ScanPolicy", "metadata": {"name": "p"},
+        "spec": {"repositories": ["acme/*"], "scanners": scanners}})
+}
+
+fn kics(name: &str) -> Value {
+    json!({"name": name, "kind": "kics", "image": format!("kics@sha256:{}", "a".repeat(64))})
+}
+
+#[tokio::test]
+async fn cel_rules_run_beside_schema_errors_that_do_not_block_them_and_not_beside_those_that_do() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let policies = format!("/apis/gatehouse.dev/v1alpha1/namespaces/{NS}/scanpolicies");
+    // A pattern error does not block CEL: the duplicate names are reported too.
+    let mut bad_name = kics("kics");
+    bad_name["name"] = json!("Not_Valid");
+    let raw = post(
+        &k8s,
+        &policies,
+        "",
+        &policy(&json!([kics("kics"), kics("kics"), bad_name])),
+    )
+    .await;
+    assert_eq!(raw.status, 422, "{}", raw.text());
+    let text = raw.text();
+    assert!(text.contains("should match"), "{text}");
+    assert!(
+        text.contains("scanner names must be unique within a policy"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("some validation rules were not checked"),
+        "{text}"
+    );
+    // A value outside an enum blocks CEL: no CEL message, the apiserver's note instead.
+    let mut wrong_kind = kics("kics");
+    wrong_kind["kind"] = json!("trivy");
+    let raw = post(
+        &k8s,
+        &policies,
+        "",
+        &policy(&json!([kics("kics"), wrong_kind])),
+    )
+    .await;
+    assert_eq!(raw.status, 422);
+    let text = raw.text();
+    assert!(!text.contains("scanner names must be unique"), "{text}");
+    assert!(
+        text.contains("some validation rules were not checked"),
+        "{text}"
     );
 }
 
@@ -392,6 +459,34 @@ async fn label_keys_and_values_are_validated_on_every_write_of_every_type() {
     );
     assert_eq!(err.code, 422);
 
+    // A replacement, an apply and a status write are checked as well.
+    let mut current = configmaps.get("ok").await.unwrap();
+    current
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert("bad key".into(), "v".into());
+    assert_eq!(
+        api_error(
+            configmaps
+                .replace("ok", &PostParams::default(), &current)
+                .await
+                .unwrap_err()
+        )
+        .code,
+        422
+    );
+    let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ok", "labels": {"k": "-v"}}});
+    assert_eq!(
+        api_error(
+            configmaps
+                .patch("ok", &PatchParams::apply("m"), &Patch::Apply(applied))
+                .await
+                .unwrap_err()
+        )
+        .code,
+        422
+    );
     // A custom resource and a Job's pod template too.
     let requests: Api<ScanRequest> = Api::namespaced(k8s.client(), NS);
     let mut sr = sample_request();
@@ -859,7 +954,10 @@ async fn json_patch_operations_apply_in_sequence_and_the_result_must_be_a_valid_
         .await
         .unwrap_err(),
     );
-    assert_eq!(err.code, 400);
+    assert_eq!(
+        err.code, 422,
+        "a patch whose result does not decode is an invalid patch"
+    );
     let requests: Api<ScanRequest> = Api::namespaced(k8s.client(), NS);
     let created = requests
         .create(

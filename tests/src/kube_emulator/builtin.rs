@@ -68,6 +68,10 @@ fn obj(value: &mut Value) -> &mut Map<String, Value> {
     }
 }
 
+fn metadata_of(object: &mut Value) -> &mut Map<String, Value> {
+    obj(obj(object).entry("metadata").or_insert_with(|| json!({})))
+}
+
 fn default_field(map: &mut Map<String, Value>, key: &str, value: Value) {
     if map.get(key).is_none_or(Value::is_null) {
         map.insert(key.to_owned(), value);
@@ -84,12 +88,24 @@ fn text<'v>(value: &'v Value, pointer: &str) -> &'v str {
 
 // ----- defaults (applied when a body is decoded) -----
 
-/// Defaults the apiserver sets when it decodes a body of this type.
-pub(crate) fn apply_defaults(behaviour: Behaviour, object: &mut Value) {
+/// Defaults the apiserver sets when it decodes a body of this type. A Job without labels gets
+/// its template's; on create the registry does that after generating its selector labels
+/// (`creating`), on every later write the decoder does.
+pub(crate) fn apply_defaults(behaviour: Behaviour, object: &mut Value, creating: bool) {
     match behaviour {
         Behaviour::Job => {
             if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
                 job_spec_defaults(spec);
+            }
+            let unlabelled = object
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .is_none_or(Map::is_empty);
+            if !creating
+                && unlabelled
+                && let Some(labels) = object.pointer("/spec/template/metadata/labels").cloned()
+            {
+                metadata_of(object).insert("labels".into(), labels);
             }
         }
         Behaviour::Pod => {
@@ -391,6 +407,12 @@ pub(crate) fn validate_update(
         Behaviour::Secret | Behaviour::ConfigMap => {
             if behaviour == Behaviour::Secret {
                 validate_secret(new, out);
+                if old.get("type") != new.get("type") {
+                    out.push(FieldError::immutable(
+                        "type",
+                        new.get("type").cloned().unwrap_or(Value::Null),
+                    ));
+                }
             } else {
                 validate_config_map(new, out);
             }
@@ -1182,6 +1204,32 @@ fn validate_secret(secret: &Value, out: &mut Vec<FieldError>) {
 fn validate_config_map(config_map: &Value, out: &mut Vec<FieldError>) {
     validate_data_keys(config_map.get("data"), "data", out);
     validate_data_keys(config_map.get("binaryData"), "binaryData", out);
+    let text_size: usize = config_map
+        .get("data")
+        .and_then(Value::as_object)
+        .map_or(0, |m| {
+            m.iter()
+                .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+                .sum()
+        });
+    let binary_size: usize = config_map
+        .get("binaryData")
+        .and_then(Value::as_object)
+        .map_or(0, |m| {
+            m.iter()
+                .map(|(k, v)| {
+                    k.len()
+                        + v.as_str().map_or(0, |b| {
+                            base64::engine::general_purpose::STANDARD
+                                .decode(b)
+                                .map_or(0, |d| d.len())
+                        })
+                })
+                .sum()
+        });
+    if text_size + binary_size > 1024 * 1024 {
+        out.push(FieldError::too_long("[]", 1024 * 1024));
+    }
 }
 
 fn validate_immutable_data(old: &Value, new: &Value, out: &mut Vec<FieldError>) {

@@ -96,6 +96,12 @@ impl ApiError {
         )
     }
 
+    /// A 500 whose message is the error as is (a plain Go error, not a Status the registry
+    /// chose: no reason).
+    pub(crate) fn internal_plain(message: impl Into<String>) -> ApiError {
+        ApiError::new(500, "", message)
+    }
+
     fn with_details(mut self, rt: &ResourceType, name: &str, causes: &[Value]) -> ApiError {
         let mut details = json!({"name": name, "group": rt.group, "kind": rt.plural});
         if !causes.is_empty() {
@@ -136,6 +142,8 @@ impl ApiError {
 pub(crate) enum FieldErrorKind {
     /// `Invalid value: <value>: <detail>`.
     Invalid(Value),
+    /// A value of the wrong type (`Invalid value: ...: ... must be of type ...`).
+    TypeInvalid(Value),
     /// `Required value`.
     Required,
     /// `Unsupported value: <value>: supported values: ...`.
@@ -156,6 +164,7 @@ impl FieldErrorKind {
     fn reason(&self) -> &'static str {
         match self {
             FieldErrorKind::Invalid(_) => "FieldValueInvalid",
+            FieldErrorKind::TypeInvalid(_) => "FieldValueTypeInvalid",
             FieldErrorKind::Required => "FieldValueRequired",
             FieldErrorKind::Unsupported(..) => "FieldValueNotSupported",
             FieldErrorKind::Forbidden => "FieldValueForbidden",
@@ -186,6 +195,31 @@ impl FieldError {
             kind: FieldErrorKind::Invalid(value),
             detail: detail.into(),
         }
+    }
+
+    pub(crate) fn type_invalid(
+        field: impl Into<String>,
+        value: Value,
+        detail: impl Into<String>,
+    ) -> Self {
+        FieldError {
+            field: field.into(),
+            kind: FieldErrorKind::TypeInvalid(value),
+            detail: detail.into(),
+        }
+    }
+
+    /// Whether a custom resource's CEL rules are skipped because of this error (the
+    /// apiextensions `hasBlockingErr`: wrong type, missing, not supported, too long, too many).
+    pub(crate) fn blocks_cel(&self) -> bool {
+        matches!(
+            self.kind,
+            FieldErrorKind::TypeInvalid(_)
+                | FieldErrorKind::Required
+                | FieldErrorKind::Unsupported(..)
+                | FieldErrorKind::TooLong(_)
+                | FieldErrorKind::TooMany(..)
+        )
     }
 
     pub(crate) fn required(field: impl Into<String>, detail: impl Into<String>) -> Self {
@@ -262,7 +296,7 @@ impl FieldError {
             }
         };
         match &self.kind {
-            FieldErrorKind::Invalid(value) => {
+            FieldErrorKind::Invalid(value) | FieldErrorKind::TypeInvalid(value) => {
                 with_detail(format!("Invalid value: {}", show(value)))
             }
             FieldErrorKind::Required => with_detail("Required value".to_owned()),

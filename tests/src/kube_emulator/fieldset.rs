@@ -285,23 +285,36 @@ fn child_schema<'a>(node: Node<'a>, element: &Element) -> Option<Node<'a>> {
     }
 }
 
-/// The key of a keyed-list item (`None` when it lacks a key field).
-pub(crate) fn item_key(item: &Value, keys: &[String]) -> Option<Element> {
+/// The key of a keyed-list item (`None` when it lacks a key field that has no default; a key
+/// with a schema default takes it, as structured-merge-diff 6.3 does).
+pub(crate) fn item_key(
+    item: &Value,
+    keys: &[String],
+    item_node: Option<Node<'_>>,
+) -> Option<Element> {
     let mut key = Map::new();
     for k in keys {
-        key.insert(k.clone(), item.get(k)?.clone());
+        let value = item
+            .get(k)
+            .filter(|v| !v.is_null())
+            .or_else(|| item_node.and_then(|n| n.default_of(k)))?;
+        key.insert(k.clone(), value.clone());
     }
     Some(Element::Key(canonical(&Value::Object(key))))
 }
 
 /// The path element of each item of a list, by the list's type.
-pub(crate) fn item_elements(items: &[Value], list_type: &ListType) -> Vec<Element> {
+pub(crate) fn item_elements(
+    items: &[Value],
+    list_type: &ListType,
+    item_node: Option<Node<'_>>,
+) -> Vec<Element> {
     items
         .iter()
         .enumerate()
         .map(|(i, item)| match list_type {
             ListType::Set => Element::Value(canonical(item)),
-            ListType::Map(keys) => item_key(item, keys).unwrap_or(Element::Index(i)),
+            ListType::Map(keys) => item_key(item, keys, item_node).unwrap_or(Element::Index(i)),
             ListType::Atomic => Element::Index(i),
         })
         .collect()
@@ -343,7 +356,10 @@ fn walk(value: &Value, node: Option<Node<'_>>, path: &mut Path, set: &mut FieldS
                 return;
             }
             let item_node = n.items();
-            for (item, element) in items.iter().zip(item_elements(items, &list_type)) {
+            for (item, element) in items
+                .iter()
+                .zip(item_elements(items, &list_type, item_node))
+            {
                 path.push(element);
                 if list_type != ListType::Set {
                     walk(item, item_node, path, set);
@@ -370,7 +386,7 @@ pub(crate) fn value_at<'v>(
         (Element::Field(name), Value::Object(map)) => map.get(name)?,
         (element, Value::Array(items)) => {
             let list_type = node.map_or(ListType::Atomic, |n| n.list_type());
-            let at = item_elements(items, &list_type)
+            let at = item_elements(items, &list_type, node.and_then(|n| n.items()))
                 .iter()
                 .position(|e| e == element)?;
             &items[at]
@@ -450,7 +466,7 @@ pub(crate) fn remove_items(value: &mut Value, set: &FieldSet, node: Option<Node<
         Value::Array(items) => {
             let list_type = node.map_or(ListType::Atomic, |n| n.list_type());
             let item_node = node.and_then(|n| n.items());
-            let elements = item_elements(items, &list_type);
+            let elements = item_elements(items, &list_type, item_node);
             let mut kept = Vec::with_capacity(items.len());
             for (mut item, element) in items.drain(..).zip(elements) {
                 match set.child(&element) {

@@ -110,7 +110,18 @@ impl Store {
         {
             return Err(ApiError::conflict(&rt, name));
         }
-        let propagation = options.propagation.unwrap_or(rt.default_propagation);
+        // Without a policy, a propagation finalizer already on the object decides, then the
+        // type's default.
+        let present = finalizers(&current);
+        let propagation = options.propagation.unwrap_or_else(|| {
+            if present.iter().any(|f| f == ORPHAN) {
+                Propagation::Orphan
+            } else if present.iter().any(|f| f == FOREGROUND) {
+                Propagation::Foreground
+            } else {
+                rt.default_propagation
+            }
+        });
         let mut finals: Vec<String> = finalizers(&current)
             .into_iter()
             .filter(|f| f != ORPHAN && f != FOREGROUND)
@@ -146,12 +157,13 @@ impl Store {
             let now = self.now();
             let generation = current
                 .pointer("/metadata/generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(1);
+                .and_then(Value::as_i64);
             let meta = metadata_mut(&mut deleting);
             meta.insert("deletionTimestamp".into(), json!(now));
             meta.insert("deletionGracePeriodSeconds".into(), json!(0));
-            meta.insert("generation".into(), json!(generation + 1));
+            if let Some(generation) = generation.filter(|g| *g > 0) {
+                meta.insert("generation".into(), json!(generation + 1));
+            }
         }
         if options.dry_run || deleting == current {
             return Ok(Deletion {
@@ -309,11 +321,21 @@ impl Store {
         let dependents = self.dependents_of(key);
         let mut progressed = false;
         for dependent in &dependents {
-            let being_deleted = self
-                .objects
-                .get(dependent)
-                .is_some_and(|d| d.pointer("/metadata/deletionTimestamp").is_some());
-            if !being_deleted {
+            let Some(object) = self.objects.get(dependent).cloned() else {
+                continue;
+            };
+            // A dependent with another live owner only loses its reference to this one.
+            let other_owner = owner_refs(&object).iter().any(|r| {
+                text(r, "/uid") != uid && self.resolve_owner(dependent, r) == Owner::Present
+            });
+            if other_owner {
+                let mut changed = object.clone();
+                remove_owner(&mut changed, &uid);
+                let _ = self.controller_write(dependent, changed, false);
+                progressed = true;
+                continue;
+            }
+            if object.pointer("/metadata/deletionTimestamp").is_none() {
                 let (t, ns, name) = dependent.clone();
                 let _ = self.delete(
                     t,

@@ -51,7 +51,7 @@ pub(crate) fn handle(
     let mut ctx = WriteContext::default();
     let result = match injected {
         Some(error) => Err(error),
-        None => write_context(&query, user_agent).and_then(|c| {
+        None => write_context(method, &query, user_agent).and_then(|c| {
             ctx = c;
             route(
                 shared,
@@ -186,7 +186,25 @@ fn flag(query: &Query, key: &str) -> bool {
 
 /// The options every write carries: field manager (explicit, or the User-Agent's product as
 /// the apiserver defaults it), `fieldValidation`, `dryRun`, `force`.
-fn write_context(query: &Query, user_agent: &str) -> Result<WriteContext, ApiError> {
+fn write_context(
+    method: &Method,
+    query: &Query,
+    user_agent: &str,
+) -> Result<WriteContext, ApiError> {
+    // Bad options are invalid options objects (422), as the apiserver validates them.
+    let options = match *method {
+        Method::POST => "CreateOptions",
+        Method::PUT => "UpdateOptions",
+        Method::DELETE => "DeleteOptions",
+        _ => "PatchOptions",
+    };
+    let invalid_option = |detail: String| {
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("{options}.meta.k8s.io \"\" is invalid: {detail}"),
+        )
+    };
     let explicit = query.get("fieldManager").filter(|m| !m.is_empty());
     let manager = match explicit {
         Some(m) => m.clone(),
@@ -216,7 +234,7 @@ fn write_context(query: &Query, user_agent: &str) -> Result<WriteContext, ApiErr
         Some("Ignore") => FieldValidation::Ignore,
         Some("Strict") => FieldValidation::Strict,
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
+            return Err(invalid_option(format!(
                 "fieldValidation: Unsupported value: {other:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
             )));
         }
@@ -225,8 +243,8 @@ fn write_context(query: &Query, user_agent: &str) -> Result<WriteContext, ApiErr
         None | Some("") => false,
         Some("All") => true,
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "Invalid dry run value: dryRun: Unsupported value: {other:?}: supported values: \"All\""
+            return Err(invalid_option(format!(
+                "dryRun: Unsupported value: {other:?}: supported values: \"All\""
             )));
         }
     };
@@ -236,6 +254,7 @@ fn write_context(query: &Query, user_agent: &str) -> Result<WriteContext, ApiErr
         validation,
         dry_run,
         force: flag(query, "force"),
+        force_given: query.contains_key("force"),
         warnings: Vec::new(),
         created: false,
     })

@@ -82,28 +82,30 @@ impl Managed {
             .iter()
             .filter(|e| !e.fields.is_empty())
             .collect();
-        entries.sort_by(|a, b| {
+        // The apiserver's order: operation (Apply before Update), time, manager, version,
+        // subresource.
+        entries.sort_by_key(|e| {
             (
-                a.time.as_deref(),
-                &a.writer.manager,
-                a.writer.operation.as_str(),
+                e.writer.operation.as_str(),
+                e.time.clone().unwrap_or_default(),
+                e.writer.manager.clone(),
+                e.api_version.clone(),
+                e.writer.subresource.clone().unwrap_or_default(),
             )
-                .cmp(&(
-                    b.time.as_deref(),
-                    &b.writer.manager,
-                    b.writer.operation.as_str(),
-                ))
         });
         let list: Vec<Value> = entries
             .iter()
             .map(|e| {
                 let mut v = json!({
-                    "manager": e.writer.manager,
                     "operation": e.writer.operation.as_str(),
                     "apiVersion": e.api_version,
                     "fieldsType": "FieldsV1",
                     "fieldsV1": e.fields.to_fields_v1(),
                 });
+                // An empty manager name is not stored (omitempty), as on a real server.
+                if !e.writer.manager.is_empty() {
+                    v["manager"] = json!(e.writer.manager);
+                }
                 if let Some(time) = &e.time {
                     v["time"] = json!(time);
                 }
@@ -120,6 +122,19 @@ impl Managed {
                 meta.insert("managedFields".into(), Value::Array(list));
             }
         }
+    }
+
+    /// The managed fields a write asks for: `Some(empty)` to reset them (`[]` or `[{}]`),
+    /// `Some(entries)` when it carries valid entries of its own, `None` to keep the live ones.
+    pub(crate) fn requested(object: &Value) -> Option<Managed> {
+        let list = object.pointer("/metadata/managedFields")?.as_array()?;
+        let reset =
+            list.is_empty() || (list.len() == 1 && list[0].as_object().is_some_and(Map::is_empty));
+        if reset {
+            return Some(Managed::default());
+        }
+        let entries: Vec<Entry> = list.iter().filter_map(parse_entry).collect();
+        (entries.len() == list.len()).then_some(Managed { entries })
     }
 
     fn position(&self, writer: &Writer) -> Option<usize> {
@@ -163,7 +178,11 @@ fn parse_entry(value: &Value) -> Option<Entry> {
     };
     Some(Entry {
         writer: Writer {
-            manager: value.get("manager")?.as_str()?.to_owned(),
+            manager: value
+                .get("manager")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
             operation,
             subresource: value
                 .get("subresource")
@@ -279,7 +298,6 @@ pub(crate) struct Applied {
 struct ConflictEntry {
     writer: Writer,
     api_version: String,
-    time: Option<String>,
     path: Vec<Element>,
 }
 
@@ -329,7 +347,6 @@ pub(crate) fn apply(
             conflicts.push(ConflictEntry {
                 writer: entry.writer.clone(),
                 api_version: entry.api_version.clone(),
-                time: entry.time.clone(),
                 path,
             });
         }
@@ -340,9 +357,10 @@ pub(crate) fn apply(
     for entry in managed.entries.iter_mut().filter(|e| e.writer != *writer) {
         entry.fields = entry.fields.difference(&changed).difference(&diff.removed);
     }
-    // The applier's time moves when the object changed (and is set on its first apply).
-    if let Some(i) = managed.position(writer)
-        && (merged != *live || managed.entries[i].time.is_none())
+    // The applier's time moves only when the object changed (an apply that changes nothing
+    // records no time, as the real field manager does).
+    if merged != *live
+        && let Some(i) = managed.position(writer)
     {
         managed.entries[i].time = Some(now.to_owned());
     }
@@ -382,9 +400,13 @@ fn check_keys(config: &Value, node: Node<'_>, path: &str) -> Result<(), ApiError
         }
         (Shape::List, Value::Array(items)) => {
             let list_type = node.list_type();
+            let item_node = node.items();
             if let ListType::Map(keys) = &list_type {
                 for (i, item) in items.iter().enumerate() {
-                    if let Some(missing) = keys.iter().find(|k| item.get(k.as_str()).is_none()) {
+                    if let Some(missing) = keys.iter().find(|k| {
+                        item.get(k.as_str()).is_none_or(Value::is_null)
+                            && item_node.and_then(|n| n.default_of(k)).is_none()
+                    }) {
                         return Err(ApiError::internal(format!(
                             "failed to create typed patch object: {path}: element {i}: \
                              associative list with keys has an element that omits key field \"{missing}\""
@@ -393,7 +415,7 @@ fn check_keys(config: &Value, node: Node<'_>, path: &str) -> Result<(), ApiError
                 }
             }
             if list_type != ListType::Atomic {
-                let elements = item_elements(items, &list_type);
+                let elements = item_elements(items, &list_type, item_node);
                 for (i, element) in elements.iter().enumerate() {
                     if elements[..i].contains(element) {
                         return Err(ApiError::internal(format!(
@@ -403,7 +425,7 @@ fn check_keys(config: &Value, node: Node<'_>, path: &str) -> Result<(), ApiError
                     }
                 }
             }
-            if let Some(item_node) = node.items() {
+            if let Some(item_node) = item_node {
                 for (i, item) in items.iter().enumerate() {
                     check_keys(item, item_node, &format!("{path}[{i}]"))?;
                 }
@@ -443,11 +465,9 @@ fn conflict_error(conflicts: &[ConflictEntry]) -> ApiError {
         if let Some(sub) = &c.writer.subresource {
             let _ = write!(text, " with subresource {sub:?}");
         }
+        // The manager identifier has no time, so the real message never shows one.
         if c.writer.operation == Operation::Update {
             let _ = write!(text, " using {}", c.api_version);
-            if let Some(time) = &c.time {
-                let _ = write!(text, " at {time}");
-            }
         }
         text
     };
@@ -536,8 +556,8 @@ fn merge_lists(
     list_type: &ListType,
     item_node: Option<Node<'_>>,
 ) -> Vec<Value> {
-    let lhs = item_elements(live, list_type);
-    let rhs = item_elements(config, list_type);
+    let lhs = item_elements(live, list_type, item_node);
+    let rhs = item_elements(config, list_type, item_node);
     let find = |elements: &[Element], e: &Element| elements.iter().position(|x| x == e);
     let mut shared: std::collections::VecDeque<&Element> =
         rhs.iter().filter(|e| lhs.contains(e)).collect();
@@ -652,10 +672,12 @@ pub(crate) fn strategic_merge(live: &Value, patch: &Value, node: Option<Node<'_>
                         let key = item_elements(
                             std::slice::from_ref(item),
                             &ListType::Map(merge_key.to_vec()),
+                            item_node,
                         );
-                        let existing = item_elements(&out, &ListType::Map(merge_key.to_vec()))
-                            .iter()
-                            .position(|e| *e == key[0] && !matches!(e, Element::Index(_)));
+                        let existing =
+                            item_elements(&out, &ListType::Map(merge_key.to_vec()), item_node)
+                                .iter()
+                                .position(|e| *e == key[0] && !matches!(e, Element::Index(_)));
                         let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
                         match (existing, delete) {
                             (Some(i), true) => {

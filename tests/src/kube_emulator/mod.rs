@@ -564,10 +564,8 @@ impl JobStep {
             JobStep::Complete => status["completionTime"] = json!(now),
             _ => {}
         }
-        if let Some(map) = status.as_object_mut() {
-            map.remove("ready");
-        }
         status["active"] = json!(0);
+        status["ready"] = json!(0);
         status["terminating"] = json!(0);
         let condition = json!({"type": self.condition(), "status": "True", "reason": reason,
             "message": message, "lastProbeTime": now, "lastTransitionTime": now});

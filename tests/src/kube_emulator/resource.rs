@@ -47,6 +47,8 @@ pub struct PrinterColumn {
 }
 
 /// A resource type registered with the emulator.
+// Each flag is one independent fact the real registry of the type has.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Clone, Debug)]
 pub struct ResourceType {
     /// API group, empty for the core group.
@@ -72,6 +74,12 @@ pub struct ResourceType {
     /// Whether an immediate DELETE answers with the object (Pods, ServiceAccounts) rather than a
     /// `Status`.
     pub returns_deleted_object: bool,
+    /// Whether objects carry `metadata.generation` (custom resources and workloads; not
+    /// ConfigMaps, Secrets, Leases, Events or ServiceAccounts).
+    pub has_generation: bool,
+    /// Whether an update without a resourceVersion is allowed (not for custom resources and
+    /// Leases).
+    pub unconditional_update: bool,
     /// Printer columns (CRDs only).
     pub printer_columns: Vec<PrinterColumn>,
     /// Short names, for discovery.
@@ -107,6 +115,8 @@ impl ResourceType {
         ResourceType {
             returns_deleted_object: group.is_empty()
                 && matches!(kind.as_str(), "Pod" | "ServiceAccount"),
+            has_generation: matches!(behaviour, Behaviour::Job | Behaviour::Pod),
+            unconditional_update: behaviour != Behaviour::Lease,
             group,
             version: K::version(&()).into_owned(),
             kind,
@@ -150,6 +160,8 @@ impl ResourceType {
             structure: Arc::new(SchemaDoc::custom(schema.as_ref().unwrap_or(&Value::Null))),
             behaviour: Behaviour::Generic,
             returns_deleted_object: false,
+            has_generation: true,
+            unconditional_update: false,
             group: crd.spec.group.clone(),
             version: version.name.clone(),
             kind: crd.spec.names.kind.clone(),

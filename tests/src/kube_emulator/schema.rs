@@ -78,11 +78,14 @@ impl SchemaDoc {
     pub(crate) fn custom(openapi: &Value) -> SchemaDoc {
         let meta = builtin_parts::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>();
         let mut root = openapi.clone();
+        // Every custom resource has these at its root, whatever its schema says.
         if let Some(props) = root.get_mut("properties").and_then(Value::as_object_mut) {
             props.insert(
                 "metadata".into(),
                 json!({"$ref": format!("#/components/schemas/{}", meta.0)}),
             );
+            props.insert("apiVersion".into(), json!({"type": "string"}));
+            props.insert("kind".into(), json!({"type": "string"}));
         }
         SchemaDoc {
             root,
@@ -252,6 +255,142 @@ const ATOMIC_STRUCTS: &[&str] = &[
     "api.core.v1.TypedLocalObjectReference",
 ];
 
+/// Fields of built-in types whose zero value (`""`, `0`, `false`, `[]`) the apiserver keeps: Go
+/// pointer fields and fields without `omitempty`. Every other field of a built-in type is
+/// `omitempty` in the Go types, so a zero value sent for it is not stored (what a real server
+/// returns, and what "desired vs actual" comparisons meet).
+const KEEP_ZERO: &[(&str, &[&str])] = &[
+    (
+        "apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        &["deletionGracePeriodSeconds"],
+    ),
+    (
+        "apimachinery.pkg.apis.meta.v1.OwnerReference",
+        &[
+            "apiVersion",
+            "kind",
+            "name",
+            "uid",
+            "controller",
+            "blockOwnerDeletion",
+        ],
+    ),
+    (
+        "apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement",
+        &["key", "operator"],
+    ),
+    (
+        "api.batch.v1.JobSpec",
+        &[
+            "parallelism",
+            "completions",
+            "activeDeadlineSeconds",
+            "backoffLimit",
+            "backoffLimitPerIndex",
+            "maxFailedIndexes",
+            "manualSelector",
+            "ttlSecondsAfterFinished",
+            "completionMode",
+            "suspend",
+            "podReplacementPolicy",
+            "managedBy",
+        ],
+    ),
+    (
+        "api.batch.v1.JobStatus",
+        &["ready", "terminating", "failedIndexes"],
+    ),
+    ("api.batch.v1.JobCondition", &["type", "status"]),
+    (
+        "api.core.v1.PodSpec",
+        &[
+            "containers",
+            "terminationGracePeriodSeconds",
+            "activeDeadlineSeconds",
+            "automountServiceAccountToken",
+            "shareProcessNamespace",
+            "enableServiceLinks",
+            "priority",
+            "runtimeClassName",
+            "preemptionPolicy",
+            "setHostnameAsFQDN",
+            "hostUsers",
+            "hostnameOverride",
+        ],
+    ),
+    (
+        "api.core.v1.PodSecurityContext",
+        &[
+            "runAsUser",
+            "runAsGroup",
+            "runAsNonRoot",
+            "fsGroup",
+            "fsGroupChangePolicy",
+            "supplementalGroupsPolicy",
+            "seLinuxChangePolicy",
+        ],
+    ),
+    (
+        "api.core.v1.SecurityContext",
+        &[
+            "privileged",
+            "runAsUser",
+            "runAsGroup",
+            "runAsNonRoot",
+            "readOnlyRootFilesystem",
+            "allowPrivilegeEscalation",
+            "procMount",
+        ],
+    ),
+    ("api.core.v1.Container", &["name", "restartPolicy"]),
+    ("api.core.v1.ContainerPort", &["containerPort"]),
+    ("api.core.v1.EnvVar", &["name"]),
+    ("api.core.v1.Volume", &["name"]),
+    (
+        "api.core.v1.VolumeMount",
+        &["name", "mountPath", "mountPropagation", "recursiveReadOnly"],
+    ),
+    ("api.core.v1.KeyToPath", &["key", "path", "mode"]),
+    (
+        "api.core.v1.SecretVolumeSource",
+        &["defaultMode", "optional"],
+    ),
+    (
+        "api.core.v1.ConfigMapVolumeSource",
+        &["defaultMode", "optional"],
+    ),
+    ("api.core.v1.ProjectedVolumeSource", &["defaultMode"]),
+    ("api.core.v1.DownwardAPIVolumeSource", &["defaultMode"]),
+    ("api.core.v1.SecretKeySelector", &["key", "optional"]),
+    ("api.core.v1.ConfigMapKeySelector", &["key", "optional"]),
+    ("api.core.v1.SecretEnvSource", &["optional"]),
+    ("api.core.v1.ConfigMapEnvSource", &["optional"]),
+    ("api.core.v1.ObjectFieldSelector", &["fieldPath"]),
+    ("api.core.v1.Secret", &["immutable"]),
+    ("api.core.v1.ConfigMap", &["immutable"]),
+    (
+        "api.core.v1.ServiceAccount",
+        &["automountServiceAccountToken"],
+    ),
+    (
+        "api.coordination.v1.LeaseSpec",
+        &[
+            "holderIdentity",
+            "leaseDurationSeconds",
+            "acquireTime",
+            "renewTime",
+            "leaseTransitions",
+            "strategy",
+            "preferredHolder",
+        ],
+    ),
+    ("api.events.v1.Event", &["eventTime"]),
+];
+
+/// Defaults of list-map keys, which server-side apply uses for items that omit the key
+/// (structured-merge-diff 6.3): a container port without `protocol` is keyed as TCP.
+const KEY_DEFAULTS: &[(&str, &str, &str)] = &[("api.core.v1.ContainerPort", "protocol", "TCP")];
+
 #[derive(Clone, Copy, Debug)]
 enum Semantics {
     Set,
@@ -289,6 +428,19 @@ fn annotate(defs: &mut Map<String, Value>) {
     if let Some(Value::Object(map)) = defs.get_mut("io.k8s.apimachinery.pkg.api.resource.Quantity")
     {
         map.insert("x-emulator-quantity".into(), json!(true));
+    }
+    for (def, fields) in KEEP_ZERO {
+        if let Some(Value::Object(map)) = defs.get_mut(&format!("io.k8s.{def}")) {
+            map.insert("x-emulator-keep-zero".into(), json!(fields));
+        }
+    }
+    for (def, field, default) in KEY_DEFAULTS {
+        if let Some(Value::Object(prop)) = defs
+            .get_mut(&format!("io.k8s.{def}"))
+            .and_then(|d| d.pointer_mut(&format!("/properties/{field}")))
+        {
+            prop.insert("default".into(), json!(default));
+        }
     }
 }
 
@@ -433,6 +585,25 @@ impl<'a> Node<'a> {
         self.get("x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic")
     }
 
+    /// The schema default of a field, if any.
+    pub(crate) fn default_of(&self, name: &str) -> Option<&'a Value> {
+        self.value
+            .get("properties")
+            .and_then(|p| p.get(name))
+            .and_then(|f| f.get("default"))
+    }
+
+    fn keeps_zero(&self, name: &str) -> bool {
+        self.value
+            .get("x-emulator-keep-zero")
+            .and_then(Value::as_array)
+            .is_some_and(|fields| fields.iter().any(|f| f == name))
+    }
+
+    fn is_quantity(&self) -> bool {
+        self.flag("x-emulator-quantity")
+    }
+
     fn preserves_unknown(&self) -> bool {
         self.flag("x-kubernetes-preserve-unknown-fields")
     }
@@ -494,6 +665,181 @@ pub(crate) fn prune(value: &mut Value, node: Node<'_>, path: &str, unknown: &mut
     }
 }
 
+// ----- normalization (built-in types) -----
+
+/// What storing a built-in object through its Go type does to it: zero values of `omitempty`
+/// fields are not stored (empty strings, lists and maps, `0`, `false`; see [`KEEP_ZERO`] for
+/// the fields that keep them) and quantities come back in canonical form (`1000m` is `1`,
+/// `1024Mi` is `1Gi`).
+pub(crate) fn normalize(value: &mut Value, node: Node<'_>) {
+    if node.is_quantity() {
+        let text = match &*value {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        if let Some(canonical) = text.as_deref().and_then(canonical_quantity) {
+            *value = Value::String(canonical);
+        }
+        return;
+    }
+    match (node.shape(), value) {
+        (Shape::Struct, Value::Object(map)) => {
+            let keys: Vec<String> = map.keys().cloned().collect();
+            for k in keys {
+                let Some(field) = node.field(&k) else {
+                    continue;
+                };
+                if let Some(v) = map.get_mut(&k) {
+                    normalize(v, field);
+                }
+                let zero = match map.get(&k) {
+                    Some(Value::String(s)) => s.is_empty(),
+                    Some(Value::Bool(b)) => !b,
+                    Some(Value::Number(n)) => n.as_f64() == Some(0.0),
+                    Some(Value::Array(a)) => a.is_empty(),
+                    Some(Value::Object(o)) => o.is_empty() && field.shape() == Shape::Map,
+                    _ => false,
+                };
+                if zero && !node.keeps_zero(&k) {
+                    map.remove(&k);
+                }
+            }
+        }
+        (Shape::Map, Value::Object(map)) => {
+            if let Some(values) = node.values() {
+                for v in map.values_mut() {
+                    normalize(v, values);
+                }
+            }
+        }
+        (Shape::List, Value::Array(items)) => {
+            if let Some(item_node) = node.items() {
+                for item in items {
+                    normalize(item, item_node);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Decimal SI suffixes and their powers of ten.
+const DECIMAL_SUFFIXES: &[(&str, i32)] = &[
+    ("n", -9),
+    ("u", -6),
+    ("m", -3),
+    ("", 0),
+    ("k", 3),
+    ("M", 6),
+    ("G", 9),
+    ("T", 12),
+    ("P", 15),
+    ("E", 18),
+];
+
+/// Binary SI suffixes, by power of 1024.
+const BINARY_SUFFIXES: &[&str] = &["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+
+/// How a quantity was written, which its canonical form keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum QuantityFormat {
+    DecimalSi,
+    BinarySi,
+    DecimalExponent,
+}
+
+/// A quantity as `mantissa × 10^exponent` and its format, or `None` when it does not parse (or
+/// is beyond what is modelled: more than 30 digits).
+fn parse_quantity(text: &str) -> Option<(i128, i32, QuantityFormat)> {
+    if !is_quantity(text) {
+        return None;
+    }
+    let (negative, unsigned) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let split = unsigned
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(unsigned.len());
+    let (number, suffix) = unsigned.split_at(split);
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits = format!("{whole}{fraction}");
+    let digits = digits.trim_start_matches('0');
+    if digits.len() > 30 {
+        return None;
+    }
+    let mut mantissa: i128 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
+    let mut exponent = -i32::try_from(fraction.len()).ok()?;
+    let format = if let Some(power) = BINARY_SUFFIXES[1..].iter().position(|s| *s == suffix) {
+        let bits = 10 * (u32::try_from(power).ok()? + 1);
+        mantissa = mantissa.checked_mul(1_i128.checked_shl(bits)?)?;
+        QuantityFormat::BinarySi
+    } else if let Some((_, power)) = DECIMAL_SUFFIXES.iter().find(|(s, _)| *s == suffix) {
+        exponent += power;
+        QuantityFormat::DecimalSi
+    } else {
+        exponent += suffix[1..].parse::<i32>().ok()?;
+        QuantityFormat::DecimalExponent
+    };
+    Some((
+        if negative { -mantissa } else { mantissa },
+        exponent,
+        format,
+    ))
+}
+
+/// A quantity in the canonical form `resource.Quantity` serialises it in (`CanonicalizeBytes`):
+/// binary values of at least 1024 that are whole numbers keep the largest binary suffix that
+/// leaves no fraction; everything else is a decimal mantissa without trailing zeros and an
+/// exponent that is a multiple of three, shown as a suffix (or `e<n>` for exponent notation).
+pub(crate) fn canonical_quantity(text: &str) -> Option<String> {
+    let (mut mantissa, mut exponent, format) = parse_quantity(text)?;
+    if mantissa == 0 {
+        return Some("0".to_owned());
+    }
+    if format == QuantityFormat::BinarySi {
+        let integral = if exponent >= 0 {
+            mantissa.checked_mul(10_i128.checked_pow(exponent.unsigned_abs())?)
+        } else {
+            let divisor = 10_i128.checked_pow(exponent.unsigned_abs())?;
+            (mantissa % divisor == 0).then(|| mantissa / divisor)
+        };
+        if let Some(mut whole) = integral.filter(|v| v.abs() >= 1024) {
+            let mut power = 0;
+            while whole % 1024 == 0 && power < BINARY_SUFFIXES.len() - 1 {
+                whole /= 1024;
+                power += 1;
+            }
+            return Some(format!("{whole}{}", BINARY_SUFFIXES[power]));
+        }
+    }
+    while mantissa % 10 == 0 {
+        mantissa /= 10;
+        exponent += 1;
+    }
+    let lower = exponent.rem_euclid(3);
+    mantissa = mantissa.checked_mul(10_i128.pow(lower.unsigned_abs()))?;
+    exponent -= lower;
+    let suffix = if format == QuantityFormat::DecimalExponent {
+        if exponent == 0 {
+            String::new()
+        } else {
+            format!("e{exponent}")
+        }
+    } else {
+        // Finer than nano rounds up to 1n on a real server, beyond exa is written with an
+        // exponent: neither is modelled.
+        (*DECIMAL_SUFFIXES.iter().find(|(_, p)| *p == exponent)?.0).to_owned()
+    };
+    Some(format!("{mantissa}{suffix}"))
+}
+
 // ----- decoding (types) and validation -----
 
 /// Type errors: values of the wrong JSON type, unparsable dates, quantities and base64.
@@ -504,7 +850,7 @@ pub(crate) fn type_errors(value: &Value, node: Node<'_>, path: &str, out: &mut V
         return;
     }
     let mismatch = |expected: &str| {
-        FieldError::invalid(
+        FieldError::type_invalid(
             path,
             value.clone(),
             format!(
@@ -948,6 +1294,39 @@ mod tests {
         for bad in ["", "1mb", "abc", "1..2", "Gi", "1 Gi", "1e", "-", "1Mix"] {
             assert!(!is_quantity(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn quantities_come_back_in_the_canonical_form_of_resource_quantity() {
+        for (given, canonical) in [
+            ("1000m", "1"),
+            ("1024Mi", "1Gi"),
+            ("0.5", "500m"),
+            ("1.5", "1500m"),
+            ("100m", "100m"),
+            ("2000", "2k"),
+            ("1500", "1500"),
+            ("1536Mi", "1536Mi"),
+            ("0.5Gi", "512Mi"),
+            ("0.5Ki", "512"),
+            ("1.5Ki", "1536"),
+            ("512Mi", "512Mi"),
+            ("1e3", "1e3"),
+            ("1.5e3", "1500"),
+            ("+1", "1"),
+            ("01", "1"),
+            ("0", "0"),
+            ("0.000", "0"),
+            ("-1000m", "-1"),
+            ("1G", "1G"),
+        ] {
+            assert_eq!(
+                canonical_quantity(given).as_deref(),
+                Some(canonical),
+                "{given}"
+            );
+        }
+        assert_eq!(canonical_quantity("1mb"), None);
     }
 
     #[test]

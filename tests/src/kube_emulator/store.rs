@@ -102,6 +102,8 @@ pub(crate) struct WriteContext {
     pub warnings: Vec<String>,
     /// Set when the write created the object.
     pub created: bool,
+    /// Whether the request named `force` at all (only apply may).
+    pub force_given: bool,
 }
 
 /// A PATCH as received.
@@ -405,13 +407,17 @@ impl Store {
 
     // ----- the write pipeline -----
 
-    /// Decodes a body as an object of the type: unknown fields and impossible nulls pruned
-    /// (warned about or refused per `fieldValidation`), JSON types checked.
+    /// Decodes a body as an object of the type: duplicate owner references dropped (with the
+    /// apiserver's warning), unknown fields and impossible nulls pruned (warned about or refused
+    /// per `fieldValidation`), JSON types checked, and built-in objects normalised as their Go
+    /// types store them.
     fn decode(
         rt: &ResourceType,
         mut object: Value,
+        source: Source,
         ctx: &mut WriteContext,
     ) -> Result<Value, ApiError> {
+        dedup_owner_references(&mut object, ctx);
         let mut unknown = Vec::new();
         schema::prune(&mut object, rt.structure.root(), "", &mut unknown);
         if !unknown.is_empty() {
@@ -434,6 +440,15 @@ impl Store {
             let mut errors = Vec::new();
             schema::type_errors(&object, rt.structure.root(), "", &mut errors);
             if !errors.is_empty() {
+                // A body that does not decode is a bad request; a patch whose result does not
+                // decode is an invalid patch.
+                if source == Source::Patch {
+                    return Err(ApiError::invalid(
+                        rt,
+                        text(&object, "/metadata/name"),
+                        &errors,
+                    ));
+                }
                 let detail: Vec<String> = errors.iter().map(ToString::to_string).collect();
                 return Err(ApiError::bad_request(format!(
                     "{} in version \"{}\" cannot be handled as a {}: {}",
@@ -443,17 +458,18 @@ impl Store {
                     detail.join(", ")
                 )));
             }
+            schema::normalize(&mut object, rt.structure.root());
         }
         Ok(object)
     }
 
-    /// Defaults set on decode.
-    fn default(rt: &ResourceType, object: Value) -> Value {
+    /// Defaults set on decode (`creating`: the Job's labels are defaulted by its registry then).
+    fn default(rt: &ResourceType, object: Value, creating: bool) -> Value {
         let mut object = match &rt.schema {
             Some(schema) => kube::core::cel::apply_defaults(schema, &object),
             None => object,
         };
-        builtin::apply_defaults(rt.behaviour, &mut object);
+        builtin::apply_defaults(rt.behaviour, &mut object, creating);
         object
     }
 
@@ -486,39 +502,58 @@ impl Store {
             builtin::validate_create(rt.behaviour, object, &mut errors);
         }
         if rt.is_custom() {
-            let root = rt.structure.root();
-            let mut schema_errors = Vec::new();
-            schema::type_errors(object, root, "", &mut schema_errors);
-            schema::validate(object, root, "", &mut schema_errors);
-            errors.extend(schema_errors);
-            if errors.is_empty()
-                && let Some(schema) = &rt.schema
-                && let Err(cel) = kube::core::cel::Validator::new().validate(schema, object, old)
-            {
-                errors.extend(cel.as_slice().iter().map(|e| {
-                    // Like the apiserver, the value shown is the schema type at the path.
-                    let pointer = format!("/{}", e.field_path.replace('.', "/"));
-                    let at = if e.field_path.is_empty() {
-                        Some(object)
-                    } else {
-                        object.pointer(&pointer)
-                    };
-                    let type_name = match at {
-                        Some(Value::String(_)) => "string",
-                        Some(Value::Number(_)) => "integer",
-                        Some(Value::Bool(_)) => "boolean",
-                        Some(Value::Array(_)) => "array",
-                        _ => "object",
-                    };
-                    FieldError::invalid(e.field_path.clone(), json!(type_name), e.message.clone())
-                }));
-            }
+            errors.extend(Store::custom_resource_errors(rt, object, old));
         }
         if !errors.is_empty() {
             return Err(ApiError::invalid(rt, name, &errors));
         }
         ctx.warnings.extend(meta::finalizer_warnings(object));
         Ok(())
+    }
+
+    /// A custom resource's schema errors, then its CEL rules' (skipped, with the apiserver's
+    /// note, when a schema error blocks them: a wrong type, a missing required field, a value
+    /// outside an enum, a value too long or a list too long).
+    fn custom_resource_errors(
+        rt: &ResourceType,
+        object: &Value,
+        old: Option<&Value>,
+    ) -> Vec<FieldError> {
+        let root = rt.structure.root();
+        let mut errors = Vec::new();
+        schema::type_errors(object, root, "", &mut errors);
+        schema::validate(object, root, "", &mut errors);
+        if errors.iter().any(FieldError::blocks_cel) {
+            errors.push(FieldError::invalid(
+                "<nil>",
+                Value::Null,
+                "some validation rules were not checked because the object was invalid; \
+                 correct the existing errors to complete validation",
+            ));
+            return errors;
+        }
+        if let Some(schema) = &rt.schema
+            && let Err(cel) = kube::core::cel::Validator::new().validate(schema, object, old)
+        {
+            errors.extend(cel.as_slice().iter().map(|e| {
+                // Like the apiserver, the value shown is the schema type at the path.
+                let pointer = format!("/{}", e.field_path.replace('.', "/"));
+                let at = if e.field_path.is_empty() {
+                    Some(object)
+                } else {
+                    object.pointer(&pointer)
+                };
+                let type_name = match at {
+                    Some(Value::String(_)) => "string",
+                    Some(Value::Number(_)) => "integer",
+                    Some(Value::Bool(_)) => "boolean",
+                    Some(Value::Array(_)) => "array",
+                    _ => "object",
+                };
+                FieldError::invalid(e.field_path.clone(), json!(type_name), e.message.clone())
+            }));
+        }
+        errors
     }
 
     fn scope(rt: &ResourceType, status: bool) -> Scope {
@@ -546,10 +581,11 @@ impl Store {
         let rt = self.types[t].clone();
         check_body(&rt, &body)?;
         check_namespace(&rt, &body, ns)?;
-        let object = Store::decode(&rt, body, ctx)?;
-        let mut object = Store::default(&rt, object);
+        // Managed fields the body carries are kept (and the creator's added to them).
+        let mut managed = Managed::requested(&body).unwrap_or_default();
+        let object = Store::decode(&rt, body, Source::Body, ctx)?;
+        let mut object = Store::default(&rt, object, true);
         self.name_object(t, ns, &mut object)?;
-        let mut managed = Managed::default();
         let writer = Store::writer(ctx, Operation::Update, false);
         let (api_version, now) = (rt.api_version(), self.now());
         managed::update(
@@ -637,7 +673,11 @@ impl Store {
             }
             meta.insert("uid".into(), json!(uid));
             meta.insert("creationTimestamp".into(), json!(now));
-            meta.insert("generation".into(), json!(1));
+            if rt.has_generation {
+                meta.insert("generation".into(), json!(1));
+            } else {
+                meta.remove("generation");
+            }
             for system in [
                 "deletionTimestamp",
                 "deletionGracePeriodSeconds",
@@ -661,6 +701,7 @@ impl Store {
             return Err(ApiError::already_exists(&rt, &name));
         }
         if ctx.dry_run {
+            ctx.created = true;
             return Ok(object);
         }
         if had_rv {
@@ -693,29 +734,41 @@ impl Store {
         check_namespace(&rt, &body, ns)?;
         let current = self.get(t, ns, name)?;
         let rv = text(&body, "/metadata/resourceVersion");
-        if rv.is_empty() && rt.is_custom() {
-            return Err(ApiError::invalid(
-                &rt,
-                name,
-                &[FieldError::invalid(
-                    "metadata.resourceVersion",
-                    json!("0x0"),
-                    "must be specified for an update",
-                )],
-            ));
+        if rv.is_empty() && !rt.unconditional_update {
+            return Err(resource_version_required(&rt, name));
         }
         if !rv.is_empty() && rv != text(&current, "/metadata/resourceVersion") {
             return Err(ApiError::conflict(&rt, name));
         }
+        // A uid in a replacement is a precondition, as in a DELETE.
+        let uid = text(&body, "/metadata/uid");
+        let current_uid = text(&current, "/metadata/uid");
+        if !uid.is_empty() && uid != current_uid {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {current_uid}",
+                    rt.qualified_plural()
+                ),
+            ));
+        }
         let writer = Store::writer(ctx, Operation::Update, status);
+        let requested = if status {
+            None
+        } else {
+            Managed::requested(&body)
+        };
+        let write = Change {
+            status,
+            source: Source::Body,
+            ownership: Ownership::Update { writer, requested },
+        };
         self.commit(
-            t,
-            ns,
-            name,
+            &(t, ns.to_owned(), name.to_owned()),
             current,
             body,
-            status,
-            Ownership::Update(writer),
+            write,
             ctx,
         )
     }
@@ -734,7 +787,7 @@ impl Store {
         if content_type == "application/apply-patch+yaml" {
             return self.apply(t, ns, name, request, ctx);
         }
-        if ctx.force {
+        if ctx.force_given {
             return Err(ApiError::new(
                 422,
                 "Invalid",
@@ -780,20 +833,34 @@ impl Store {
             ));
         }
         check_kind(&rt, &patched)?;
-        // A resourceVersion in the patch is a precondition.
+        // A patch may not rename or move the object.
+        check_name(&patched, name)?;
+        check_namespace(&rt, &patched, ns)?;
+        // A resourceVersion in the patch is a precondition; none at all is an unconditional
+        // update, which custom resources and Leases refuse.
         let patched_rv = text(&patched, "/metadata/resourceVersion");
+        if patched_rv.is_empty() && !rt.unconditional_update {
+            return Err(resource_version_required(&rt, name));
+        }
         if !patched_rv.is_empty() && patched_rv != text(&current, "/metadata/resourceVersion") {
             return Err(ApiError::conflict(&rt, name));
         }
         let writer = Store::writer(ctx, Operation::Update, request.status);
+        let requested = if request.status {
+            None
+        } else {
+            Managed::requested(&patched)
+        };
+        let write = Change {
+            status: request.status,
+            source: Source::Patch,
+            ownership: Ownership::Update { writer, requested },
+        };
         self.commit(
-            t,
-            ns,
-            name,
+            &(t, ns.to_owned(), name.to_owned()),
             current,
             patched,
-            request.status,
-            Ownership::Update(writer),
+            write,
             ctx,
         )
     }
@@ -819,12 +886,29 @@ impl Store {
         let config: Value = serde_yaml::from_slice(request.body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
         check_apply_config(&rt, &config)?;
-        check_name(&config, name)?;
+        if !text(&config, "/metadata/name").is_empty() {
+            check_name(&config, name)?;
+        }
         check_namespace(&rt, &config, ns)?;
-        let config = Store::decode(&rt, config, ctx)?;
+        check_typed_config(&rt, &config, ns, name)?;
         let current = self.get(t, ns, name).ok();
         if current.is_none() && request.status {
             return Err(ApiError::not_found(&rt, name));
+        }
+        if current.is_none() {
+            // An apply that would create: the apiserver's own checks for a missing object.
+            let uid = text(&config, "/metadata/uid");
+            if !uid.is_empty() {
+                return Err(ApiError::new(
+                    409,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on {} \"{name}\": uid mismatch: the provided object specified uid {uid}, and no existing object was found",
+                        rt.qualified_plural()
+                    ),
+                ));
+            }
+            check_name(&config, name)?;
         }
         let rv = text(&config, "/metadata/resourceVersion");
         if !rv.is_empty()
@@ -855,48 +939,42 @@ impl Store {
         )?;
         match current {
             None => {
-                let object = Store::decode(&rt, applied.object, ctx)?;
-                let object = Store::default(&rt, object);
+                let object = Store::decode(&rt, applied.object, Source::Body, ctx)?;
+                let object = Store::default(&rt, object, true);
                 self.finish_create(t, ns, object, &applied.managed, ctx)
             }
-            Some(current) => self.commit(
-                t,
-                ns,
-                name,
-                current,
-                applied.object,
-                request.status,
-                Ownership::Applied(applied.managed),
-                ctx,
-            ),
+            Some(current) => {
+                let write = Change {
+                    status: request.status,
+                    source: Source::Body,
+                    ownership: Ownership::Applied(applied.managed),
+                };
+                let key = (t, ns.to_owned(), name.to_owned());
+                self.commit(&key, current, applied.object, write, ctx)
+            }
         }
     }
 
     /// The update path shared by PUT, patches and apply: decode, defaults, subresource reset,
     /// ownership, registry rules, validation, generation, storage.
-    #[allow(clippy::too_many_arguments)]
     fn commit(
         &mut self,
-        t: TypeId,
-        ns: &str,
-        name: &str,
+        key: &ObjKey,
         current: Value,
         proposed: Value,
-        status: bool,
-        ownership: Ownership,
+        change: Change,
         ctx: &mut WriteContext,
     ) -> Result<Value, ApiError> {
+        let (t, name) = (key.0, key.2.as_str());
         let rt = self.types[t].clone();
-        let proposed = Store::decode(&rt, proposed, ctx)?;
-        let proposed = Store::default(&rt, proposed);
-        let uid = text(&proposed, "/metadata/uid");
-        if !uid.is_empty() && uid != text(&current, "/metadata/uid") {
-            return Err(ApiError::invalid(
-                &rt,
-                name,
-                &[FieldError::immutable("metadata.uid", json!(uid))],
-            ));
-        }
+        let Change {
+            status,
+            source,
+            ownership,
+        } = change;
+        let proposed = Store::decode(&rt, proposed, source, ctx)?;
+        let proposed = Store::default(&rt, proposed, false);
+        Store::check_system_metadata(&rt, name, &current, &proposed)?;
         let mut proposed = if status {
             let mut merged = current.clone();
             set_or_remove(&mut merged, "status", proposed.get("status").cloned());
@@ -926,28 +1004,34 @@ impl Store {
             builtin::prepare_update(rt.behaviour, &mut proposed);
         }
         let managed = match ownership {
-            Ownership::Update(writer) => {
-                let mut managed = Managed::read(&current);
-                let (api_version, now) = (rt.api_version(), self.now());
-                managed::update(
-                    &mut managed,
-                    &current,
-                    &proposed,
-                    rt.structure.root(),
-                    Write {
-                        writer: &writer,
-                        scope: Store::scope(&rt, status),
-                        api_version: &api_version,
-                        now: &now,
-                    },
-                );
+            Ownership::Update { writer, requested } => {
+                let mut managed = requested.unwrap_or_else(|| Managed::read(&current));
+                // Objects without managed fields stay untracked until their first apply, as
+                // the apiserver's skip-non-applied manager has it.
+                if !managed.entries.is_empty() {
+                    let (api_version, now) = (rt.api_version(), self.now());
+                    managed::update(
+                        &mut managed,
+                        &current,
+                        &proposed,
+                        rt.structure.root(),
+                        Write {
+                            writer: &writer,
+                            scope: Store::scope(&rt, status),
+                            api_version: &api_version,
+                            now: &now,
+                        },
+                    );
+                }
                 managed
             }
             Ownership::Applied(managed) => managed,
         };
         managed.write(&mut proposed);
         Store::validate(&rt, &proposed, Some(&current), status, ctx)?;
-        if without_meta_and_status(&current) != without_meta_and_status(&proposed) {
+        if rt.has_generation
+            && without_meta_and_status(&current) != without_meta_and_status(&proposed)
+        {
             let generation = current
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)
@@ -962,16 +1046,49 @@ impl Store {
                 proposed
             });
         }
-        let key = (t, ns.to_owned(), name.to_owned());
         let stored = if current.pointer("/metadata/deletionTimestamp").is_some()
             && finalizers(&proposed).is_empty()
         {
-            self.remove(&key, proposed)
+            // The update that removes the last finalizer is never stored: the object is deleted
+            // as it was last stored (finalizer still listed), with the deletion's version.
+            self.remove(key, current)
         } else {
-            self.store(&key, proposed, Some(current))
+            self.store(key, proposed, Some(current))
         };
         self.run_controllers();
         Ok(stored)
+    }
+
+    /// Metadata a write may not change: the uid, and the deletion timestamp and grace period
+    /// (only a DELETE sets them).
+    fn check_system_metadata(
+        rt: &ResourceType,
+        name: &str,
+        current: &Value,
+        proposed: &Value,
+    ) -> Result<(), ApiError> {
+        let mut errors = Vec::new();
+        let uid = text(proposed, "/metadata/uid");
+        if !uid.is_empty() && uid != text(current, "/metadata/uid") {
+            errors.push(FieldError::immutable("metadata.uid", json!(uid)));
+        }
+        for field in ["deletionTimestamp", "deletionGracePeriodSeconds"] {
+            let pointer = format!("/metadata/{field}");
+            if current.pointer(&pointer).is_none()
+                && let Some(value) = proposed.pointer(&pointer)
+            {
+                errors.push(FieldError::invalid(
+                    format!("metadata.{field}"),
+                    value.clone(),
+                    "field is immutable; may only be changed via deletion",
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(rt, name, &errors))
+        }
     }
 
     /// A write by a controller inside the cluster (garbage collector, Job controller): an
@@ -989,17 +1106,15 @@ impl Store {
             explicit_manager: true,
             ..WriteContext::default()
         };
-        let writer = Store::writer(&ctx, Operation::Update, status);
-        self.commit(
-            t,
-            &ns,
-            &name,
-            current,
-            proposed,
+        let change = Change {
             status,
-            Ownership::Update(writer),
-            &mut ctx,
-        )
+            source: Source::Body,
+            ownership: Ownership::Update {
+                writer: Store::writer(&ctx, Operation::Update, status),
+                requested: None,
+            },
+        };
+        self.commit(key, current, proposed, change, &mut ctx)
     }
 
     /// Replaces an object's status as a controller would (no precondition).
@@ -1019,10 +1134,30 @@ impl Store {
     }
 }
 
+/// Where a body being decoded came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// Sent whole (POST, PUT) or produced by apply.
+    Body,
+    /// The result of a JSON, merge or strategic merge patch.
+    Patch,
+}
+
+/// One update: through which part of the object, from what source, with what ownership.
+struct Change {
+    status: bool,
+    source: Source,
+    ownership: Ownership,
+}
+
 /// Who owns what after a write.
 enum Ownership {
-    /// An ordinary write by this writer.
-    Update(Writer),
+    /// An ordinary write by this writer; `requested` are managed fields the body asks for
+    /// (a reset, or entries of its own), instead of the live ones.
+    Update {
+        writer: Writer,
+        requested: Option<Managed>,
+    },
     /// Apply computed the new ownership.
     Applied(Managed),
 }
@@ -1088,9 +1223,10 @@ fn check_apply_config(rt: &ResourceType, config: &Value) -> Result<(), ApiError>
     Ok(())
 }
 
+/// The object's name must be the URL's (an object without one does not match either).
 fn check_name(body: &Value, name: &str) -> Result<(), ApiError> {
     let body_name = text(body, "/metadata/name");
-    if !body_name.is_empty() && body_name != name {
+    if body_name != name {
         return Err(ApiError::bad_request(format!(
             "the name of the object ({body_name}) does not match the name on the URL ({name})"
         )));
@@ -1106,6 +1242,79 @@ fn check_namespace(rt: &ResourceType, body: &Value, ns: &str) -> Result<(), ApiE
         ));
     }
     Ok(())
+}
+
+/// 422 for an update without a resourceVersion where the type allows none.
+fn resource_version_required(rt: &ResourceType, name: &str) -> ApiError {
+    ApiError::invalid(
+        rt,
+        name,
+        &[FieldError::invalid(
+            "metadata.resourceVersion",
+            json!("0x0"),
+            "must be specified for an update",
+        )],
+    )
+}
+
+/// An applied configuration must fit the type's schema: structured-merge-diff refuses unknown
+/// fields and wrong types before merging, whatever `fieldValidation` says, and the apiserver
+/// answers with that error as an internal one (500).
+fn check_typed_config(
+    rt: &ResourceType,
+    config: &Value,
+    ns: &str,
+    name: &str,
+) -> Result<(), ApiError> {
+    let mut pruned = config.clone();
+    let mut unknown = Vec::new();
+    schema::prune(&mut pruned, rt.structure.root(), "", &mut unknown);
+    let mut problems: Vec<String> = unknown
+        .iter()
+        .map(|f| format!(".{f}: field not declared in schema"))
+        .collect();
+    let mut errors = Vec::new();
+    schema::type_errors(&pruned, rt.structure.root(), "", &mut errors);
+    problems.extend(errors.iter().map(|e| format!(".{}: {}", e.field, e.detail)));
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let gvk = format!("{}/{}, Kind={}", rt.group, rt.version, rt.kind);
+    Err(ApiError::internal_plain(format!(
+        "failed to create typed patch object ({gvk} {ns}/{name}): {}",
+        problems.join(", ")
+    )))
+}
+
+/// Duplicate owner references (same uid) are dropped, with the apiserver's warning.
+fn dedup_owner_references(object: &mut Value, ctx: &mut WriteContext) {
+    let Some(Value::Array(refs)) = object.pointer_mut("/metadata/ownerReferences") else {
+        return;
+    };
+    let mut seen: Vec<String> = Vec::new();
+    let mut duplicates: Vec<String> = Vec::new();
+    refs.retain(|r| {
+        let uid = r
+            .get("uid")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        if seen.contains(&uid) {
+            if !duplicates.contains(&uid) {
+                duplicates.push(uid);
+            }
+            false
+        } else {
+            seen.push(uid);
+            true
+        }
+    });
+    if !duplicates.is_empty() {
+        ctx.warnings.push(format!(
+            ".metadata.ownerReferences contains duplicate entries; API server dedups owner references in 1.20+, and may reject such requests as early as 1.24; please fix your requests. Duplicate UIDs found in ownerReferences: [{}]",
+            duplicates.join(" ")
+        ));
+    }
 }
 
 /// What an apply through a subresource may set: only `.status` through `/status`, everything
@@ -1134,7 +1343,8 @@ fn json_patch_in_sequence(current: &Value, ops: Vec<Value>) -> Result<Value, Api
         let is_null_test = op.get("op").and_then(Value::as_str) == Some("test")
             && op.get("value").is_some_and(Value::is_null);
         let path = op.get("path").and_then(Value::as_str).unwrap_or("");
-        if is_null_test && doc.pointer(path).is_none() {
+        let parent = path.rsplit_once('/').map_or("", |(parent, _)| parent);
+        if is_null_test && doc.pointer(path).is_none() && doc.pointer(parent).is_some() {
             continue;
         }
         let single: json_patch::Patch = serde_json::from_value(Value::Array(vec![op]))
