@@ -8,6 +8,7 @@
 pub mod http;
 pub mod ingest;
 pub mod kube_emulator;
+pub mod kube_support;
 pub mod redis_server;
 pub mod webhook;
 

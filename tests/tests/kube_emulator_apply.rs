@@ -9,6 +9,7 @@ use std::time::Duration;
 use gatehouse_crds::{ScanPolicy, ScanRequest};
 use gatehouse_tests::KubeEmulator;
 use gatehouse_tests::http::request;
+use gatehouse_tests::kube_support::{api_status, sample};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -17,13 +18,6 @@ use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use serde_json::{Value, json};
 
 const NS: &str = "gatehouse-scans";
-
-fn api_error(err: kube::Error) -> kube::core::Status {
-    match err {
-        kube::Error::Api(status) => *status,
-        other => panic!("expected an API error, got {other:?}"),
-    }
-}
 
 fn apply(manager: &str) -> PatchParams {
     PatchParams::apply(manager)
@@ -56,11 +50,6 @@ fn fields_of<'v>(object: &'v Value, manager: &str) -> &'v Value {
         .iter()
         .find(|e| e["manager"] == manager)
         .map_or(&Value::Null, |e| &e["fieldsV1"])
-}
-
-fn sample<T: serde::de::DeserializeOwned>(file: &str) -> T {
-    let path = format!("{}/../deploy/samples/{file}", env!("CARGO_MANIFEST_DIR"));
-    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 #[tokio::test]
@@ -190,7 +179,7 @@ async fn apply_that_changes_a_field_another_manager_owns_is_a_409_naming_the_fie
     )
     .await
     .unwrap();
-    let err = api_error(
+    let err = api_status(
         api.patch(
             "shared",
             &apply("second"),
@@ -221,7 +210,7 @@ async fn apply_that_changes_a_field_another_manager_owns_is_a_409_naming_the_fie
     )
     .await
     .unwrap();
-    let err = api_error(
+    let err = api_status(
         api.patch(
             "shared",
             &apply("second"),
@@ -292,7 +281,7 @@ async fn forced_apply_takes_the_field_over_so_the_old_owner_no_longer_holds_it()
     assert_eq!(fields_of(&object, "first")["f:data"], json!({"f:keep": {}}));
     assert_eq!(fields_of(&object, "second")["f:data"], json!({"f:a": {}}));
     // The old owner now conflicts when it tries to set its value back.
-    let err = api_error(
+    let err = api_status(
         api.patch(
             "shared",
             &apply("first"),
@@ -485,7 +474,7 @@ async fn a_crd_list_without_a_list_type_is_one_atomic_field_owned_whole() {
         .as_array_mut()
         .unwrap()
         .push(second);
-    let err = api_error(
+    let err = api_status(
         policies
             .patch("p", &apply("someone"), &Patch::Apply(&more))
             .await
@@ -527,7 +516,7 @@ async fn apply_bodies_must_name_their_type_and_carry_no_managed_fields() {
             "does not match the name on the URL",
         ),
     ] {
-        let err = api_error(
+        let err = api_status(
             api.patch("x", &apply("m"), &Patch::Apply(&body))
                 .await
                 .unwrap_err(),
@@ -554,7 +543,7 @@ async fn a_second_lease_candidate_applying_without_force_gets_409() {
         )
         .await
         .unwrap();
-    let err = api_error(
+    let err = api_status(
         leases
             .patch(
                 "gatehouse-operator",

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use gatehouse_tests::KubeEmulator;
 use gatehouse_tests::http::{HttpResponse, request};
+use gatehouse_tests::kube_support::{api_status, job_body, sample};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -39,25 +40,8 @@ fn cm_path(name: &str) -> String {
     format!("/api/v1/namespaces/{NS}/configmaps/{name}")
 }
 
-fn api_error(err: kube::Error) -> kube::core::Status {
-    match err {
-        kube::Error::Api(status) => *status,
-        other => panic!("expected an API error, got {other:?}"),
-    }
-}
-
-fn job_body(name: &str) -> Value {
-    json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-        "spec": {"template": {"spec": {"restartPolicy": "Never",
-            "containers": [{"name": "scan", "image": "kics@sha256:0123"}]}}}})
-}
-
 fn sample_request() -> Value {
-    let path = format!(
-        "{}/../deploy/samples/scanrequest.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    sample("scanrequest.yaml")
 }
 
 // ---------------------------------------------------------------- server-side apply
@@ -152,7 +136,7 @@ async fn conflict_with_an_update_manager_is_worded_without_a_time() {
     )
     .await
     .unwrap();
-    let err = api_error(
+    let err = api_status(
         api.patch(
             "c",
             &PatchParams::apply("second"),
@@ -256,7 +240,7 @@ async fn empty_strings_and_lists_are_not_stored_for_built_in_types() {
     assert!(container.get("args").is_none(), "{container}");
     assert!(container.get("workingDir").is_none(), "{container}");
     assert!(container["env"][0].get("value").is_none(), "{container}");
-    let err = api_error(
+    let err = api_status(
         jobs.patch("empty", &PatchParams::apply("two"), &Patch::Apply(&body))
             .await
             .unwrap_err(),
@@ -378,7 +362,7 @@ async fn a_json_patch_whose_result_does_not_decode_is_422() {
     .await
     .unwrap();
     let ops = json!([{"op": "replace", "path": "/spec/backoffLimit", "value": "many"}]);
-    let err = api_error(
+    let err = api_status(
         jobs.patch(
             "j",
             &PatchParams::default(),
@@ -406,7 +390,7 @@ async fn a_null_test_under_a_missing_parent_fails() {
         {"op": "test", "path": "/metadata/annotations/owner", "value": null},
         {"op": "add", "path": "/metadata/annotations", "value": {"owner": "me"}},
     ]);
-    let err = api_error(
+    let err = api_status(
         api.patch(
             "c",
             &PatchParams::default(),
@@ -483,7 +467,7 @@ async fn a_put_with_another_uid_is_a_409_precondition_failure() {
         .await
         .unwrap();
     created.metadata.uid = Some("00000000-0000-4000-8000-ffffffffffff".into());
-    let err = api_error(
+    let err = api_status(
         api.replace("c", &PostParams::default(), &created)
             .await
             .unwrap_err(),
@@ -628,7 +612,7 @@ async fn apply_with_a_uid_does_not_resurrect_a_deleted_object() {
         .await
         .unwrap();
     api.delete("c", &DeleteParams::default()).await.unwrap();
-    let err = api_error(
+    let err = api_status(
         api.patch(
             "c",
             &PatchParams::apply("op"),
@@ -660,7 +644,7 @@ async fn a_lease_put_without_resource_version_is_422() {
         .unwrap();
     lease.metadata.resource_version = None;
     lease.spec.as_mut().unwrap().holder_identity = Some("b".into());
-    let err = api_error(
+    let err = api_status(
         leases
             .replace("l", &PostParams::default(), &lease)
             .await
@@ -682,7 +666,7 @@ async fn a_secret_type_is_immutable() {
         )
         .await
         .unwrap();
-    let err = api_error(
+    let err = api_status(
         secrets
             .patch(
                 "s",
@@ -764,7 +748,7 @@ async fn updates_of_an_untracked_object_stay_untracked_until_the_first_apply() {
     )
     .await
     .unwrap();
-    let err = api_error(
+    let err = api_status(
         api.patch(
             "c",
             &PatchParams::apply("applier"),
@@ -829,7 +813,7 @@ async fn apply_then_update_by_another_then_apply_again_conflicts_and_leaves_the_
     )
     .await
     .unwrap();
-    let err = api_error(
+    let err = api_status(
         api.patch(
             "c",
             &PatchParams::apply("a"),

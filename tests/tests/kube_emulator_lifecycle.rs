@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use gatehouse_crds::ScanRequest;
+use gatehouse_tests::kube_support::{api_status, job_body, sample};
 use gatehouse_tests::{Controller, JobState, KubeEmulator};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -20,25 +21,12 @@ use serde_json::{Value, json};
 
 const NS: &str = "gatehouse-scans";
 
-fn api_error(err: kube::Error) -> kube::core::Status {
-    match err {
-        kube::Error::Api(status) => *status,
-        other => panic!("expected an API error, got {other:?}"),
-    }
-}
-
 fn fields(status: &kube::core::Status) -> Vec<String> {
     status
         .details
         .as_ref()
         .map(|d| d.causes.iter().map(|c| c.field.clone()).collect())
         .unwrap_or_default()
-}
-
-fn job_body(name: &str) -> Value {
-    json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-        "spec": {"template": {"spec": {"restartPolicy": "Never",
-            "containers": [{"name": "scan", "image": "kics@sha256:0123"}]}}}})
 }
 
 fn job(name: &str) -> Job {
@@ -51,15 +39,11 @@ async fn create_job(api: &Api<Job>, body: Value) -> Result<Job, kube::core::Stat
         &serde_json::from_value(body).unwrap(),
     )
     .await
-    .map_err(api_error)
+    .map_err(api_status)
 }
 
 fn sample_request() -> ScanRequest {
-    let path = format!(
-        "{}/../deploy/samples/scanrequest.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    sample("scanrequest.yaml")
 }
 
 /// A pod owned as the Job controller owns its pods (controller, blocking owner deletion).
@@ -252,7 +236,7 @@ async fn a_jobs_template_and_selector_and_policies_are_immutable_after_creation(
             "spec.successPolicy",
         ),
     ] {
-        let err = api_error(
+        let err = api_status(
             jobs.patch("fixed", &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .unwrap_err(),
@@ -451,7 +435,7 @@ async fn delete_adds_the_propagation_finalizer_and_the_object_stays_until_garbag
     );
     k8s.run_controller(Controller::GarbageCollector);
     assert_eq!(
-        api_error(jobs.get("orphaning").await.unwrap_err()).code,
+        api_status(jobs.get("orphaning").await.unwrap_err()).code,
         404
     );
 
@@ -609,7 +593,7 @@ async fn foreground_deletion_waits_for_dependents_that_block_it() {
     )
     .await
     .unwrap();
-    assert_eq!(api_error(jobs.get("owner").await.unwrap_err()).code, 404);
+    assert_eq!(api_status(jobs.get("owner").await.unwrap_err()).code, 404);
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use gatehouse_crds::ScanRequest;
 use gatehouse_tests::KubeEmulator;
 use gatehouse_tests::http::{HttpResponse, request};
+use gatehouse_tests::kube_support::{api_status, causes, sample};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
 use k8s_openapi::api::events::v1::Event;
@@ -22,32 +23,8 @@ use serde_json::{Value, json};
 
 const NS: &str = "gatehouse-scans";
 
-fn api_error(err: kube::Error) -> kube::core::Status {
-    match err {
-        kube::Error::Api(status) => *status,
-        other => panic!("expected an API error, got {other:?}"),
-    }
-}
-
 fn sample_request() -> Value {
-    let path = format!(
-        "{}/../deploy/samples/scanrequest.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn causes(status: &kube::core::Status) -> Vec<(String, String)> {
-    status
-        .details
-        .as_ref()
-        .map(|d| {
-            d.causes
-                .iter()
-                .map(|c| (c.field.clone(), c.reason.clone()))
-                .collect()
-        })
-        .unwrap_or_default()
+    sample("scanrequest.yaml")
 }
 
 async fn post(k8s: &KubeEmulator, path: &str, query: &str, body: &Value) -> HttpResponse {
@@ -190,7 +167,7 @@ async fn the_custom_resource_schema_is_enforced_with_422_and_field_paths_before_
     // Types right, constraints wrong: pattern, length, item count, enum.
     sr["spec"]["pullRequest"]["number"] = json!(2);
     sr["spec"]["trigger"]["event"] = json!("pull_request");
-    let err = api_error(
+    let err = api_status(
         api.create(
             &PostParams::default(),
             &serde_json::from_value(sr.clone()).unwrap(),
@@ -225,7 +202,7 @@ async fn the_custom_resource_schema_is_enforced_with_422_and_field_paths_before_
         .await
         .unwrap();
     let name = created.metadata.name.unwrap();
-    let err = api_error(
+    let err = api_status(
         api.patch_status(
             &name,
             &PatchParams::default(),
@@ -314,7 +291,7 @@ async fn strategic_merge_patch_on_a_custom_resource_is_415_but_works_on_built_in
         )
         .await
         .unwrap();
-    let err = api_error(
+    let err = api_status(
         requests
             .patch(
                 &created.metadata.name.unwrap(),
@@ -365,7 +342,7 @@ async fn put_of_a_custom_resource_without_a_resource_version_is_422() {
         .labels
         .get_or_insert_default()
         .insert("x".into(), "y".into());
-    let err = api_error(
+    let err = api_status(
         requests
             .replace(&name, &PostParams::default(), &created)
             .await
@@ -406,7 +383,7 @@ async fn create_with_a_resource_version_set_is_refused() {
     let api: Api<ConfigMap> = Api::namespaced(k8s.client(), NS);
     let mut body: ConfigMap = serde_json::from_value(cm("with-rv")).unwrap();
     body.metadata.resource_version = Some("42".into());
-    let err = api_error(api.create(&PostParams::default(), &body).await.unwrap_err());
+    let err = api_status(api.create(&PostParams::default(), &body).await.unwrap_err());
     assert_eq!(err.code, 500);
     assert_eq!(
         err.message,
@@ -428,7 +405,7 @@ async fn label_keys_and_values_are_validated_on_every_write_of_every_type() {
     ] {
         let mut body = cm("labelled");
         body["metadata"]["labels"] = labels.clone();
-        let err = api_error(
+        let err = api_status(
             configmaps
                 .create(
                     &PostParams::default(),
@@ -447,7 +424,7 @@ async fn label_keys_and_values_are_validated_on_every_write_of_every_type() {
         )
         .await
         .unwrap();
-    let err = api_error(
+    let err = api_status(
         configmaps
             .patch(
                 "ok",
@@ -467,7 +444,7 @@ async fn label_keys_and_values_are_validated_on_every_write_of_every_type() {
         .get_or_insert_default()
         .insert("bad key".into(), "v".into());
     assert_eq!(
-        api_error(
+        api_status(
             configmaps
                 .replace("ok", &PostParams::default(), &current)
                 .await
@@ -478,7 +455,7 @@ async fn label_keys_and_values_are_validated_on_every_write_of_every_type() {
     );
     let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ok", "labels": {"k": "-v"}}});
     assert_eq!(
-        api_error(
+        api_status(
             configmaps
                 .patch("ok", &PatchParams::apply("m"), &Patch::Apply(applied))
                 .await
@@ -492,7 +469,7 @@ async fn label_keys_and_values_are_validated_on_every_write_of_every_type() {
     let mut sr = sample_request();
     sr["metadata"]["labels"]["gatehouse.dev/head-sha"] = json!("x".repeat(64));
     assert_eq!(
-        api_error(
+        api_status(
             requests
                 .create(&PostParams::default(), &serde_json::from_value(sr).unwrap())
                 .await
@@ -504,7 +481,7 @@ async fn label_keys_and_values_are_validated_on_every_write_of_every_type() {
     let jobs: Api<Job> = Api::namespaced(k8s.client(), NS);
     let mut body = job("template-labels");
     body["spec"]["template"]["metadata"] = json!({"labels": {"bad key": "v"}});
-    let err = api_error(
+    let err = api_status(
         jobs.create(
             &PostParams::default(),
             &serde_json::from_value(body).unwrap(),
@@ -528,7 +505,7 @@ async fn annotations_are_limited_to_256_kib_in_total() {
     let mut body = cm("big");
     body["metadata"]["annotations"] =
         json!({"a": "x".repeat(200 * 1024), "b": "y".repeat(60 * 1024)});
-    let err = api_error(
+    let err = api_status(
         api.create(
             &PostParams::default(),
             &serde_json::from_value(body.clone()).unwrap(),
@@ -618,7 +595,7 @@ async fn finalizer_names_must_be_qualified_names() {
     let api: Api<ConfigMap> = Api::namespaced(k8s.client(), NS);
     let mut body = cm("finalized");
     body["metadata"]["finalizers"] = json!(["not a name"]);
-    let err = api_error(
+    let err = api_status(
         api.create(
             &PostParams::default(),
             &serde_json::from_value(body.clone()).unwrap(),
@@ -726,7 +703,7 @@ async fn dry_run_on_put_and_patch_validates_but_changes_nothing() {
     assert_eq!(api.get("dry").await.unwrap().data.unwrap()["k"], "v");
     assert_eq!(k8s.resource_version(), rv, "no write happened");
     // Invalid changes are still refused in a dry run.
-    let err = api_error(
+    let err = api_status(
         api.patch(
             "dry",
             &PatchParams {
@@ -770,7 +747,7 @@ async fn events_v1_are_validated_as_the_real_api_validates_them() {
     no_action.as_object_mut().unwrap().remove("action");
     cases.push((no_action, "action"));
     for (body, field) in cases {
-        let err = api_error(
+        let err = api_status(
             api.create(
                 &PostParams::default(),
                 &serde_json::from_value(body).unwrap(),
@@ -793,7 +770,7 @@ async fn events_v1_are_validated_as_the_real_api_validates_them() {
         .await
         .unwrap();
     // Most fields are immutable; a series may be added.
-    let err = api_error(
+    let err = api_status(
         api.patch(
             "scan.1",
             &PatchParams::default(),
@@ -925,7 +902,7 @@ async fn json_patch_operations_apply_in_sequence_and_the_result_must_be_a_valid_
         {"op": "add", "path": "/metadata/finalizers", "value": ["a.dev/x"]},
         {"op": "test", "path": "/metadata/finalizers", "value": null},
     ]);
-    let err = api_error(
+    let err = api_status(
         api.patch(
             "seq",
             &PatchParams::default(),
@@ -945,7 +922,7 @@ async fn json_patch_operations_apply_in_sequence_and_the_result_must_be_a_valid_
     .await
     .unwrap();
     let ops = json!([{"op": "replace", "path": "/spec/backoffLimit", "value": "many"}]);
-    let err = api_error(
+    let err = api_status(
         jobs.patch(
             "valid",
             &PatchParams::default(),
@@ -967,7 +944,7 @@ async fn json_patch_operations_apply_in_sequence_and_the_result_must_be_a_valid_
         .await
         .unwrap();
     let ops = json!([{"op": "replace", "path": "/spec", "value": "gone"}]);
-    let err = api_error(
+    let err = api_status(
         requests
             .patch(
                 &created.metadata.name.unwrap(),

@@ -593,6 +593,14 @@ impl<'a> Node<'a> {
             .and_then(|f| f.get("default"))
     }
 
+    /// A non-negative count keyword (`maxLength`, `minItems`, ...).
+    fn count_bound(&self, key: &str) -> Option<usize> {
+        self.value
+            .get(key)
+            .and_then(Value::as_u64)
+            .and_then(|n| usize::try_from(n).ok())
+    }
+
     fn keeps_zero(&self, name: &str) -> bool {
         self.value
             .get("x-emulator-keep-zero")
@@ -1030,18 +1038,12 @@ fn check_enum(value: &Value, node: Node<'_>, path: &str, out: &mut Vec<FieldErro
 
 fn check_string(text: &str, node: Node<'_>, path: &str, out: &mut Vec<FieldError>) {
     let length = text.chars().count();
-    let bound = |k: &str| {
-        node.value
-            .get(k)
-            .and_then(Value::as_u64)
-            .and_then(|n| usize::try_from(n).ok())
-    };
-    if let Some(max) = bound("maxLength")
+    if let Some(max) = node.count_bound("maxLength")
         && length > max
     {
         out.push(FieldError::too_long(path, max));
     }
-    if let Some(min) = bound("minLength")
+    if let Some(min) = node.count_bound("minLength")
         && length < min
     {
         out.push(FieldError::invalid(
@@ -1129,29 +1131,14 @@ fn check_number(
 }
 
 fn check_items(items: &[Value], node: Node<'_>, path: &str, out: &mut Vec<FieldError>) {
-    let bound = |k: &str| {
-        node.value
-            .get(k)
-            .and_then(Value::as_u64)
-            .and_then(|n| usize::try_from(n).ok())
-    };
-    if let Some(max) = bound("maxItems")
-        && items.len() > max
-    {
-        out.push(FieldError::too_many(path, items.len(), max));
-    }
-    if let Some(min) = bound("minItems")
-        && items.len() < min
-    {
-        out.push(FieldError::invalid(
-            path,
-            Value::Array(items.to_vec()),
-            format!(
-                "{} in body should have at least {min} items",
-                show_path(path)
-            ),
-        ));
-    }
+    check_count(
+        node,
+        ("maxItems", "minItems", "items"),
+        items.len(),
+        || Value::Array(items.to_vec()),
+        path,
+        out,
+    );
     match node.list_type() {
         ListType::Atomic => {}
         ListType::Set => {
@@ -1192,25 +1179,38 @@ fn check_properties(
             }
         }
     }
-    let bound = |k: &str| {
-        node.value
-            .get(k)
-            .and_then(Value::as_u64)
-            .and_then(|n| usize::try_from(n).ok())
-    };
-    if let Some(max) = bound("maxProperties")
-        && map.len() > max
+    check_count(
+        node,
+        ("maxProperties", "minProperties", "properties"),
+        map.len(),
+        || Value::Object(map.clone()),
+        path,
+        out,
+    );
+}
+
+/// `max…`/`min…` counts of items or properties: too many is `TooMany`, too few `Invalid`.
+fn check_count(
+    node: Node<'_>,
+    (max_key, min_key, noun): (&str, &str, &str),
+    count: usize,
+    value: impl Fn() -> Value,
+    path: &str,
+    out: &mut Vec<FieldError>,
+) {
+    if let Some(max) = node.count_bound(max_key)
+        && count > max
     {
-        out.push(FieldError::too_many(path, map.len(), max));
+        out.push(FieldError::too_many(path, count, max));
     }
-    if let Some(min) = bound("minProperties")
-        && map.len() < min
+    if let Some(min) = node.count_bound(min_key)
+        && count < min
     {
         out.push(FieldError::invalid(
             path,
-            Value::Object(map.clone()),
+            value(),
             format!(
-                "{} in body should have at least {min} properties",
+                "{} in body should have at least {min} {noun}",
                 show_path(path)
             ),
         ));
