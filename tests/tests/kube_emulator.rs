@@ -701,21 +701,8 @@ async fn deleting_a_job_orphans_its_pods_unless_told_otherwise() {
         .unwrap();
     assert_eq!(api_code(&pods.get("cascaded-pod").await.unwrap_err()), 404);
 
-    // Foreground: the dependents go first, then the owner.
-    let created = jobs
-        .create(&PostParams::default(), &job("fg"))
-        .await
-        .unwrap();
-    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "fg-pod",
-        "ownerReferences": [created.controller_owner_ref(&()).unwrap()]},
-        "spec": {"containers": [{"name": "c", "image": "busybox"}]}}))
-    .unwrap();
-    pods.create(&PostParams::default(), &pod).await.unwrap();
-    jobs.delete("fg", &DeleteParams::foreground())
-        .await
-        .unwrap();
-    assert_eq!(api_code(&pods.get("fg-pod").await.unwrap_err()), 404);
-    assert_eq!(api_code(&jobs.get("fg").await.unwrap_err()), 404);
+    // Foreground deletion (dependents that block it go first) is in
+    // kube_emulator_lifecycle.rs: foreground_deletion_waits_for_dependents_that_block_it.
 }
 
 #[tokio::test]

@@ -7,13 +7,14 @@
 
 use std::time::Duration;
 
-use gatehouse_tests::KubeEmulator;
+use gatehouse_crds::ScanRequest;
 use gatehouse_tests::http::{HttpResponse, request};
 use gatehouse_tests::kube_support::{api_status, job_body, sample};
+use gatehouse_tests::{JobState, KubeEmulator};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use serde_json::{Value, json};
 
 const NS: &str = "gatehouse-scans";
@@ -34,6 +35,10 @@ async fn send(
     )
     .await
     .unwrap()
+}
+
+fn jobs_path() -> String {
+    format!("/apis/batch/v1/namespaces/{NS}/jobs")
 }
 
 fn cm_path(name: &str) -> String {
@@ -218,6 +223,19 @@ async fn apply_of_ports_without_protocol_uses_the_key_default() {
     jobs.patch("ports", &PatchParams::apply("op"), &Patch::Apply(&body))
         .await
         .unwrap();
+    // Keyed as TCP: the same port applied with the protocol spelled out is the same item.
+    body["spec"]["template"]["spec"]["containers"][0]["ports"] =
+        json!([{"containerPort": 8080, "protocol": "TCP"}]);
+    let again = jobs
+        .patch("ports", &PatchParams::apply("op"), &Patch::Apply(&body))
+        .await
+        .unwrap();
+    let ports = again.spec.unwrap().template.spec.unwrap().containers[0]
+        .ports
+        .clone()
+        .unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].protocol.as_deref(), Some("TCP"));
 }
 
 /// Two managers applying the same Job whose env var has `value: ""`: the server stores the object
@@ -382,7 +400,19 @@ async fn a_null_test_under_a_missing_parent_fails() {
     let api: Api<ConfigMap> = Api::namespaced(k8s.client(), NS);
     api.create(
         &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": "c"}})).unwrap(),
+        &serde_json::from_value(json!({"metadata": {"name": "c", "labels": {"a": "b"}}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    // Parent present, key missing: the test of null passes (kube's finalizer helper relies on it).
+    let ops = json!([
+        {"op": "test", "path": "/metadata/labels/owner", "value": null},
+        {"op": "add", "path": "/metadata/labels/owner", "value": "me"},
+    ]);
+    api.patch(
+        "c",
+        &PatchParams::default(),
+        &Patch::<()>::Json(serde_json::from_value(ops).unwrap()),
     )
     .await
     .unwrap();
@@ -503,6 +533,19 @@ async fn an_update_can_reset_managed_fields() {
         "{:?}",
         reset.metadata.managed_fields
     );
+    // Untracked from now on: the next ordinary write records no manager.
+    let next = api
+        .patch(
+            "c",
+            &PatchParams {
+                field_manager: Some("editor".into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(json!({"data": {"b": "2"}})),
+        )
+        .await
+        .unwrap();
+    assert!(next.metadata.managed_fields.is_none());
 }
 
 /// ValidateConfigMap: data and binaryData together at most 1 MiB (422).
@@ -786,6 +829,11 @@ async fn duplicate_owner_references_are_deduplicated() {
             .len(),
         1
     );
+    assert!(
+        raw.headers["warning"].contains("Duplicate UIDs found in ownerReferences: [u-1]"),
+        "{:?}",
+        raw.headers
+    );
 }
 
 // ---------------------------------------------------------------- sequences
@@ -906,4 +954,464 @@ async fn a_dry_run_apply_that_would_create_answers_201() {
     )
     .await;
     assert_eq!(raw.status, 201, "{}", raw.text());
+    assert!(
+        k8s.get::<ConfigMap>(NS, "x").is_none(),
+        "a dry run stores nothing"
+    );
+}
+
+// ---------------------------------------------------------------- quantities
+
+/// apimachinery resource.ParseQuantity keeps the string it was given (`s: str`) when the value is
+/// already "canonical" by its test (`scale%3 == 0 && !HasSuffix(shifted, "000") && shifted[0] != '0'`
+/// for decimal, `exponent%10 == 0 && value&7 != 0` for binary), and that test looks at the
+/// digits after the sign and leading zeros were stripped. Quantity.String()/MarshalJSON and the
+/// protobuf encoding return that cached string, so "+1", "01Gi" and "0100m" come back as sent.
+#[tokio::test]
+async fn quantities_with_sign_or_leading_zeros_come_back_as_sent() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let mut body = job_body("q");
+    body["spec"]["template"]["spec"]["containers"][0]["resources"] = json!({
+        "limits": {"cpu": "+1", "memory": "01Gi"}, "requests": {"cpu": "0100m"}});
+    let raw = send(&k8s, "POST", &jobs_path(), "application/json", &body).await;
+    assert_eq!(raw.status, 201, "{}", raw.text());
+    let resources = &raw.json()["spec"]["template"]["spec"]["containers"][0]["resources"];
+    assert_eq!(
+        resources,
+        &json!({"limits": {"cpu": "+1", "memory": "01Gi"}, "requests": {"cpu": "0100m"}})
+    );
+}
+
+/// pkg/apis/core/v1/defaults.go SetDefaults_ResourceList: every quantity of a container's
+/// limits/requests is RoundUp(-3) (milli scale) on decode, so "100u" is stored as "1m".
+#[tokio::test]
+async fn resource_quantities_are_rounded_up_to_milli_units() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let mut body = job_body("milli");
+    body["spec"]["template"]["spec"]["containers"][0]["resources"] = json!({
+        "limits": {"cpu": "1500u"}, "requests": {"cpu": "100u"}});
+    let raw = send(&k8s, "POST", &jobs_path(), "application/json", &body).await;
+    assert_eq!(raw.status, 201, "{}", raw.text());
+    let resources = &raw.json()["spec"]["template"]["spec"]["containers"][0]["resources"];
+    assert_eq!(
+        resources,
+        &json!({"limits": {"cpu": "2m"}, "requests": {"cpu": "1m"}})
+    );
+}
+
+// ---------------------------------------------------------------- zero values
+
+/// Pointer fields keep their zero value (the table generated from the Go types by
+/// `scripts/gen-keep-zero`): Toleration.TolerationSeconds *int64,
+/// SecretProjection.Optional *bool, PersistentVolumeClaimSpec.StorageClassName *string
+/// (`""` = no class), WindowsSecurityContextOptions.HostProcess *bool.
+#[tokio::test]
+async fn pointer_fields_outside_keep_zero_keep_their_zero_values() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let mut body = job_body("ptr");
+    let spec = &mut body["spec"]["template"]["spec"];
+    spec["tolerations"] = json!([{"key": "k", "operator": "Exists", "effect": "NoExecute",
+        "tolerationSeconds": 0}]);
+    spec["volumes"] = json!([
+        {"name": "p", "projected": {"sources": [{"secret": {"name": "s", "optional": false}}]}},
+        {"name": "e", "ephemeral": {"volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"],
+            "storageClassName": "", "resources": {"requests": {"storage": "1Gi"}}}}}}
+    ]);
+    spec["securityContext"] = json!({"windowsOptions": {"hostProcess": false}});
+    let raw = send(&k8s, "POST", &jobs_path(), "application/json", &body).await;
+    assert_eq!(raw.status, 201, "{}", raw.text());
+    let got = &raw.json()["spec"]["template"]["spec"];
+    assert_eq!(
+        got["tolerations"][0]["tolerationSeconds"],
+        json!(0),
+        "{got}"
+    );
+    assert_eq!(
+        got["volumes"][0]["projected"]["sources"][0]["secret"]["optional"],
+        json!(false),
+        "{got}"
+    );
+    assert_eq!(
+        got["volumes"][1]["ephemeral"]["volumeClaimTemplate"]["spec"]["storageClassName"],
+        json!(""),
+        "{got}"
+    );
+    assert_eq!(
+        got["securityContext"]["windowsOptions"]["hostProcess"],
+        json!(false),
+        "{got}"
+    );
+}
+
+/// Fields without omitempty keep their zero value: HTTPHeader.Value (`json:"value"`),
+/// SleepAction.Seconds (`json:"seconds"`).
+#[tokio::test]
+async fn fields_without_omitempty_keep_their_zero_values() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let mut body = job_body("noomit");
+    let c = &mut body["spec"]["template"]["spec"]["containers"][0];
+    c["readinessProbe"] =
+        json!({"httpGet": {"port": 8080, "httpHeaders": [{"name": "X-A", "value": ""}]}});
+    c["lifecycle"] = json!({"preStop": {"sleep": {"seconds": 0}}});
+    let raw = send(&k8s, "POST", &jobs_path(), "application/json", &body).await;
+    assert_eq!(raw.status, 201, "{}", raw.text());
+    let got = &raw.json()["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        got["readinessProbe"]["httpGet"]["httpHeaders"][0]["value"],
+        json!(""),
+        "{got}"
+    );
+    assert_eq!(
+        got["lifecycle"]["preStop"]["sleep"]["seconds"],
+        json!(0),
+        "{got}"
+    );
+}
+
+// ---------------------------------------------------------------- Job labels
+
+/// SetDefaults_Job: `labels := obj.Spec.Template.Labels; if labels != nil && len(obj.Labels) == 0
+/// { obj.Labels = labels }` runs at decode, before the registry's generateSelector creates the
+/// template's label map. A template without labels therefore leaves the Job without labels on
+/// create (they appear on the next write that decodes the Job).
+#[tokio::test]
+async fn a_job_whose_template_has_no_labels_is_created_without_labels() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let raw = send(
+        &k8s,
+        "POST",
+        &jobs_path(),
+        "application/json",
+        &job_body("nolabels"),
+    )
+    .await;
+    assert_eq!(raw.status, 201, "{}", raw.text());
+    let created = raw.json();
+    assert!(
+        created["spec"]["template"]["metadata"]["labels"]["batch.kubernetes.io/job-name"]
+            .is_string()
+    );
+    assert!(
+        created["metadata"].get("labels").is_none(),
+        "{}",
+        created["metadata"]
+    );
+}
+
+// ---------------------------------------------------------------- Job deadline
+
+/// job_controller.go syncJob sets `job.Status.Ready = ptr.To(countReadyPods(...))` on every
+/// status write, so a Job failed by its deadline has `ready: 0`, not no `ready`.
+#[tokio::test]
+async fn a_job_failed_by_its_deadline_keeps_ready_zero() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let jobs: Api<Job> = Api::namespaced(k8s.client(), NS);
+    let mut body = job_body("deadline");
+    body["spec"]["activeDeadlineSeconds"] = json!(10);
+    jobs.create(
+        &PostParams::default(),
+        &serde_json::from_value(body).unwrap(),
+    )
+    .await
+    .unwrap();
+    k8s.set_job_status(NS, "deadline", &JobState::Active)
+        .unwrap();
+    k8s.advance_clock(Duration::from_secs(11));
+    let job = k8s.get::<Job>(NS, "deadline").unwrap();
+    let status = &job["status"];
+    assert!(
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Failed"),
+        "{status}"
+    );
+    assert_eq!(status["ready"], json!(0), "{status}");
+}
+
+// ---------------------------------------------------------------- custom resource metadata
+
+/// apiextensions-apiserver unstructuredSchemaCoercer.apply round-trips a custom resource's
+/// metadata through metav1.ObjectMeta (GetObjectMetaWithOptions / SetObjectMeta), so omitempty
+/// applies: `finalizers: []` is not stored. kube-runtime's finalizer helper then adds its
+/// finalizer with `test /metadata/finalizers == null` + `add`, which works on a real server.
+#[tokio::test]
+async fn a_custom_resource_with_an_empty_finalizer_list_takes_the_finalizer_helpers_patch() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let api: Api<ScanRequest> = Api::namespaced(k8s.client(), NS);
+    let mut sr: ScanRequest = sample("scanrequest.yaml");
+    sr.metadata.finalizers = Some(vec!["gatehouse.dev/cleanup".into()]);
+    api.create(&PostParams::default(), &sr).await.unwrap();
+    let name = sr.metadata.name.clone().unwrap();
+    // Someone removes the finalizer (e.g. kubectl patch --type=merge -p '{"metadata":{"finalizers":[]}}').
+    let patched = api
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": []}})),
+        )
+        .await
+        .unwrap();
+    // A real server answers without `finalizers` (ObjectMeta omitempty); the emulator keeps `[]`.
+    eprintln!(
+        "finalizers after the merge patch: {:?}",
+        patched.metadata.finalizers
+    );
+    // The finalizer helper's add, as kube-runtime 5 sends it when finalizers() is empty.
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": null},
+        {"op": "add", "path": "/metadata/finalizers", "value": ["gatehouse.dev/cleanup"]}
+    ]))
+    .unwrap();
+    api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await
+        .unwrap();
+}
+
+// ---------------------------------------------------------------- garbage collector
+
+/// garbagecollector.go attemptToDeleteItem: a dependent whose only owner waits for its dependents
+/// and which has no dependents itself falls to the default branch and is deleted with
+/// propagation Background (no foregroundDeletion finalizer is ever put on it).
+#[tokio::test]
+async fn foreground_owner_deletes_a_leaf_dependent_in_the_background() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(k8s.client(), NS);
+    let owner = api
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let uid = owner.metadata.uid.unwrap();
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "dep", "finalizers": ["a.dev/keep"],
+            "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}]}}))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let rv_before: u64 = k8s.resource_version();
+    api.delete(
+        "owner",
+        &DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Foreground),
+            ..DeleteParams::default()
+        },
+    )
+    .await
+    .unwrap();
+    let dep = k8s.get::<ConfigMap>(NS, "dep").unwrap();
+    assert_eq!(dep["metadata"]["finalizers"], json!(["a.dev/keep"]));
+    // owner marked (1), dependent marked (1), owner's finalizer removed -> owner gone (1)
+    // in a real cluster the owner stays until dep is gone (no blockOwnerDeletion here, so it goes).
+    let writes = k8s.resource_version() - rv_before;
+    assert!(
+        writes <= 3,
+        "{writes} resourceVersions used: the dependent went through an extra foregroundDeletion state"
+    );
+}
+
+// ---------------------------------------------------------------- defaults
+
+/// pkg/apis/core/v1/defaults.go: SetDefaults_HTTPGetAction (path "/", scheme HTTP),
+/// SetDefaults_Volume (a volume without a source is an emptyDir), SetDefaults_HostPathVolumeSource
+/// (type ""), SetDefaults_ServiceAccountTokenProjection (expirationSeconds 3600), all run for a
+/// Job's pod template (batch/v1 zz_generated.defaults.go SetObjectDefaults_Job).
+#[tokio::test]
+async fn pod_template_defaults_for_probes_and_volumes() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let mut body = job_body("defaults");
+    let spec = &mut body["spec"]["template"]["spec"];
+    spec["containers"][0]["readinessProbe"] = json!({"httpGet": {"port": 8080}});
+    spec["volumes"] = json!([
+        {"name": "scratch"},
+        {"name": "host", "hostPath": {"path": "/tmp"}},
+        {"name": "token", "projected": {"sources": [{"serviceAccountToken": {"path": "t", "audience": "a"}}]}}
+    ]);
+    let raw = send(&k8s, "POST", &jobs_path(), "application/json", &body).await;
+    assert_eq!(raw.status, 201, "{}", raw.text());
+    let got = &raw.json()["spec"]["template"]["spec"];
+    let mut missing = Vec::new();
+    if got["containers"][0]["readinessProbe"]["httpGet"]["path"] != json!("/") {
+        missing.push("httpGet.path");
+    }
+    if got["containers"][0]["readinessProbe"]["httpGet"]["scheme"] != json!("HTTP") {
+        missing.push("httpGet.scheme");
+    }
+    if got["volumes"][0]["emptyDir"] != json!({}) {
+        missing.push("volumes[0].emptyDir");
+    }
+    if got["volumes"][1]["hostPath"]["type"] != json!("") {
+        missing.push("hostPath.type");
+    }
+    if got["volumes"][2]["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"]
+        != json!(3600)
+    {
+        missing.push("serviceAccountToken.expirationSeconds");
+    }
+    assert!(missing.is_empty(), "missing defaults {missing:?}: {got}");
+}
+
+// ---------------------------------------------------------------- Job controller
+
+/// job_controller.go syncJob: an existing FailureTarget=True condition becomes the finished
+/// condition (newFailedConditionForFailureTarget copies its reason and message) before the
+/// deadline is looked at, so a Job whose FailureTarget says BackoffLimitExceeded fails with
+/// BackoffLimitExceeded even when its deadline passes meanwhile.
+#[tokio::test]
+async fn a_failure_target_keeps_its_reason_when_the_deadline_passes() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let jobs: Api<Job> = Api::namespaced(k8s.client(), NS);
+    let mut body = job_body("target");
+    body["spec"]["activeDeadlineSeconds"] = json!(10);
+    jobs.create(
+        &PostParams::default(),
+        &serde_json::from_value(body).unwrap(),
+    )
+    .await
+    .unwrap();
+    k8s.set_job_status(NS, "target", &JobState::Active).unwrap();
+    k8s.set_job_status(
+        NS,
+        "target",
+        &JobState::FailureTarget {
+            reason: "BackoffLimitExceeded".into(),
+            message: "Job has reached the specified backoff limit".into(),
+        },
+    )
+    .unwrap();
+    k8s.advance_clock(Duration::from_secs(11));
+    let job = k8s.get::<Job>(NS, "target").unwrap();
+    let failed: Vec<&Value> = job["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["type"] == "Failed")
+        .collect();
+    // A real Job controller writes Failed with the FailureTarget's reason (when the test plays
+    // the controller's second write); it never writes DeadlineExceeded here.
+    for c in &failed {
+        assert_eq!(c["reason"], "BackoffLimitExceeded", "{}", job["status"]);
+    }
+}
+
+// ---------------------------------------------------------------- apply of custom resources
+
+/// structured-merge-diff types a CRD's `format: date-time` string as a plain string, so the
+/// typed patch object is built; the bad timestamp is then a schema validation error of the
+/// custom resource (422 with the field path), not a 500 "failed to create typed patch object".
+#[tokio::test]
+async fn a_status_apply_with_a_bad_timestamp_is_422_not_500() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let api: Api<ScanRequest> = Api::namespaced(k8s.client(), NS);
+    let sr: ScanRequest = sample("scanrequest.yaml");
+    api.create(&PostParams::default(), &sr).await.unwrap();
+    let name = sr.metadata.name.clone().unwrap();
+    let body = json!({"apiVersion": "gatehouse.dev/v1alpha1", "kind": "ScanRequest",
+        "metadata": {"name": name}, "status": {"scanners": [{"name": "kics", "phase": "Running",
+            "attempts": 1, "startedAt": "yesterday"}]}});
+    let raw = send(
+        &k8s,
+        "PATCH",
+        &format!("/apis/gatehouse.dev/v1alpha1/namespaces/{NS}/scanrequests/{name}/status?fieldManager=op"),
+        "application/apply-patch+yaml",
+        &body,
+    )
+    .await;
+    assert_eq!(raw.status, 422, "{}", raw.text());
+}
+
+/// Toleration.TolerationSeconds is a pointer: its 0 is stored, so a second manager applying the
+/// very same Job (with `tolerationSeconds: 0`) shares the field with the first (no 409).
+#[tokio::test]
+async fn two_managers_applying_the_same_toleration_seconds_zero_share_it() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let jobs: Api<Job> = Api::namespaced(k8s.client(), NS);
+    let mut desired = job_body("tol");
+    desired["spec"]["template"]["spec"]["tolerations"] = json!([{"key": "k", "operator": "Exists",
+        "effect": "NoExecute", "tolerationSeconds": 0}]);
+    jobs.patch("tol", &PatchParams::apply("first"), &Patch::Apply(&desired))
+        .await
+        .unwrap();
+    jobs.patch(
+        "tol",
+        &PatchParams::apply("second"),
+        &Patch::Apply(&desired),
+    )
+    .await
+    .unwrap();
+}
+
+/// ContainerStatus.Ready (`json:"ready"`), RestartCount (`json:"restartCount"`),
+/// Started (*bool) and ContainerStateTerminated.ExitCode (`json:"exitCode"`) keep their zero
+/// values: a pod whose scanner exited 0 says `exitCode: 0`.
+#[tokio::test]
+async fn pod_container_statuses_keep_exit_code_zero_and_ready_false() {
+    use k8s_openapi::api::core::v1::Pod;
+    let k8s = KubeEmulator::start().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(k8s.client(), NS);
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "p"},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let written = k8s
+        .set_status::<Pod>(
+            NS,
+            "p",
+            json!({"phase": "Succeeded", "containerStatuses": [{
+            "name": "c", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
+            "started": false, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}),
+        )
+        .unwrap();
+    let status = &written["status"]["containerStatuses"][0];
+    assert_eq!(
+        status["state"]["terminated"]["exitCode"],
+        json!(0),
+        "{status}"
+    );
+    assert_eq!(status["ready"], json!(false), "{status}");
+    assert_eq!(status["restartCount"], json!(0), "{status}");
+    assert_eq!(status["started"], json!(false), "{status}");
+}
+
+/// kube-lease-manager: the holder releases (strategic merge patch with nulls), then the other
+/// candidate locks (server-side apply without force) and leads.
+#[tokio::test]
+async fn lease_release_then_the_other_candidate_locks() {
+    use kube_lease_manager::LeaseManagerBuilder;
+    let k8s = KubeEmulator::start().await.unwrap();
+    let build = |id: &str| {
+        LeaseManagerBuilder::new(k8s.client(), "gatehouse-operator")
+            .with_namespace(NS)
+            .with_identity(id)
+            .with_duration(5)
+            .with_grace(1)
+            .build()
+    };
+    let a = build("a").await.unwrap();
+    let b = build("b").await.unwrap();
+    assert!(a.changed().await.unwrap(), "a leads");
+    a.release().await.unwrap();
+    let lease = k8s
+        .get::<k8s_openapi::api::coordination::v1::Lease>(NS, "gatehouse-operator")
+        .unwrap();
+    eprintln!("after release: {}", lease["spec"]);
+    // Well within the 5 s lease: b locks the released lease at once.
+    let leads = tokio::time::timeout(Duration::from_secs(3), b.changed()).await;
+    assert!(
+        matches!(leads, Ok(Ok(true))),
+        "b leads after a released: {leads:?}"
+    );
+    let lease = k8s
+        .get::<k8s_openapi::api::coordination::v1::Lease>(NS, "gatehouse-operator")
+        .unwrap();
+    eprintln!("after b locked: {}", lease["metadata"]["managedFields"]);
 }

@@ -92,9 +92,23 @@ async fn jobs_come_back_with_the_defaults_a_real_api_server_sets() {
     let labels = json!({"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": "defaults",
         "controller-uid": uid, "job-name": "defaults"});
     assert_eq!(spec["template"]["metadata"]["labels"], labels);
+    // The template had no labels when the Job's were defaulted: none on create, its template's
+    // from the next write on (here the Job controller's status write).
+    assert!(created["metadata"].get("labels").is_none());
+    k8s.set_job_status(NS, "defaults", &JobState::Active)
+        .unwrap();
     assert_eq!(
-        created["metadata"]["labels"], labels,
-        "a Job without labels gets its template's"
+        serde_json::to_value(jobs.get("defaults").await.unwrap()).unwrap()["metadata"]["labels"],
+        labels
+    );
+    // A Job whose template has labels gets them, and the generated ones, at once.
+    let mut templated = job_body("templated");
+    templated["spec"]["template"]["metadata"] = json!({"labels": {"app": "scan"}});
+    let made = serde_json::to_value(create_job(&jobs, templated).await.unwrap()).unwrap();
+    assert_eq!(made["metadata"]["labels"]["app"], "scan");
+    assert_eq!(
+        made["metadata"]["labels"]["batch.kubernetes.io/job-name"],
+        "templated"
     );
     for (field, value) in [
         ("backoffLimit", json!(6)),
@@ -379,6 +393,7 @@ async fn a_started_job_past_its_active_deadline_fails_with_deadline_exceeded() {
             .all(|c| c.reason.as_deref() == Some("DeadlineExceeded"))
     );
     assert_eq!(status.active, None, "0 is not stored (omitempty)");
+    assert_eq!(status.ready, Some(0), "ready is a pointer: its 0 is stored");
 }
 
 #[tokio::test]

@@ -176,12 +176,43 @@ fn pod_spec_defaults(spec: &mut Map<String, Value>) {
     }
     if let Some(Value::Array(volumes)) = spec.get_mut("volumes") {
         for volume in volumes.iter_mut().filter_map(Value::as_object_mut) {
-            for source in ["secret", "configMap", "projected", "downwardAPI"] {
-                if let Some(Value::Object(s)) = volume.get_mut(source) {
-                    default_field(s, "defaultMode", json!(420));
-                }
-            }
+            volume_defaults(volume);
         }
+    }
+}
+
+/// `SetDefaults_Volume` and the volume sources' defaults.
+fn volume_defaults(volume: &mut Map<String, Value>) {
+    if volume.keys().all(|k| k == "name") {
+        volume.insert("emptyDir".into(), json!({}));
+    }
+    for source in ["secret", "configMap", "projected", "downwardAPI"] {
+        if let Some(Value::Object(s)) = volume.get_mut(source) {
+            default_field(s, "defaultMode", json!(420));
+        }
+    }
+    if let Some(Value::Object(host_path)) = volume.get_mut("hostPath") {
+        default_field(host_path, "type", json!(""));
+    }
+    if let Some(Value::Array(sources)) = volume
+        .get_mut("projected")
+        .and_then(|p| p.get_mut("sources"))
+    {
+        for token in sources
+            .iter_mut()
+            .filter_map(|s| s.get_mut("serviceAccountToken"))
+            .filter_map(Value::as_object_mut)
+        {
+            default_field(token, "expirationSeconds", json!(3600));
+        }
+    }
+}
+
+/// `SetDefaults_HTTPGetAction`: path `/`, scheme HTTP.
+fn http_get_defaults(handler: Option<&mut Value>) {
+    if let Some(Value::Object(get)) = handler.and_then(|h| h.get_mut("httpGet")) {
+        default_field(get, "path", json!("/"));
+        default_field(get, "scheme", json!("HTTP"));
     }
 }
 
@@ -225,6 +256,10 @@ fn container_defaults(container: &mut Map<String, Value>) {
             default_field(p, "successThreshold", json!(1));
             default_field(p, "failureThreshold", json!(3));
         }
+        http_get_defaults(container.get_mut(probe));
+    }
+    for hook in ["postStart", "preStop"] {
+        http_get_defaults(container.get_mut("lifecycle").and_then(|l| l.get_mut(hook)));
     }
 }
 
@@ -266,15 +301,18 @@ const JOB_NAME: &str = "batch.kubernetes.io/job-name";
 const LEGACY_JOB_NAME: &str = "job-name";
 
 /// The Job registry's `generateSelector`: labels on the template, the selector on the uid, and
-/// (because the Job's labels default to the template's very map) the same labels on the Job
-/// when it had none.
+/// (because a Job without labels had its labels defaulted to the template's very map, when the
+/// template had one) the same labels on the Job. A template without labels gives the Job none
+/// on create; it gets them on its next write.
 fn generate_job_selector(job: &mut Value) {
     let uid = text(job, "/metadata/uid").to_owned();
     let name = text(job, "/metadata/name").to_owned();
-    let had_labels = job
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .is_some_and(|m| !m.is_empty());
+    let template_had_labels = job.pointer("/spec/template/metadata/labels").is_some();
+    let had_labels = !template_had_labels
+        || job
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .is_some_and(|m| !m.is_empty());
     let manual = job.pointer("/spec/manualSelector") == Some(&json!(true));
     let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) else {
         return;

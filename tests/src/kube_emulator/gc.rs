@@ -336,13 +336,20 @@ impl Store {
                 continue;
             }
             if object.pointer("/metadata/deletionTimestamp").is_none() {
+                // Foreground again only for a dependent with dependents of its own; otherwise
+                // as the collector deletes any orphan (its own propagation finalizer decides).
+                let propagation = if self.dependents_of(dependent).is_empty() {
+                    propagation_by_finalizers(&object)
+                } else {
+                    Propagation::Foreground
+                };
                 let (t, ns, name) = dependent.clone();
                 let _ = self.delete(
                     t,
                     &ns,
                     &name,
                     &DeleteOptions {
-                        propagation: Some(Propagation::Foreground),
+                        propagation: Some(propagation),
                         ..DeleteOptions::default()
                     },
                 );
@@ -402,13 +409,7 @@ impl Store {
             return true;
         }
         let (t, ns, name) = key.clone();
-        let propagation = if finalizers(object).iter().any(|f| f == ORPHAN) {
-            Propagation::Orphan
-        } else if finalizers(object).iter().any(|f| f == FOREGROUND) {
-            Propagation::Foreground
-        } else {
-            Propagation::Background
-        };
+        let propagation = propagation_by_finalizers(object);
         self.delete(
             t,
             &ns,
@@ -481,10 +482,20 @@ impl Store {
                 let decided = ["FailureTarget", "Failed", "Complete", "SuccessCriteriaMet"]
                     .iter()
                     .any(|c| condition_true(job, c));
-                let failing_target =
-                    condition_true(job, "FailureTarget") && !condition_true(job, "Failed");
+                // A Job already failing or succeeding keeps that outcome and its reason; a
+                // deadline failure this controller started is finished in a later write.
+                let own_failure = job
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|cs| {
+                        cs.iter().any(|c| {
+                            text(c, "/type") == "FailureTarget"
+                                && text(c, "/reason") == "DeadlineExceeded"
+                        })
+                    })
+                    && !condition_true(job, "Failed");
                 !suspended
-                    && (!decided || failing_target)
+                    && (!decided || own_failure)
                     && start
                         .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(deadline))
                         .is_ok_and(|end| end <= now)
@@ -526,13 +537,26 @@ fn deadline_status(job: &Value, now: &str) -> Value {
             let failed = status.get("failed").and_then(Value::as_i64).unwrap_or(0);
             status.insert("failed".into(), json!(failed + active));
             status.insert("active".into(), json!(0));
-            status.remove("ready");
+            status.insert("ready".into(), json!(0));
             status.insert("terminating".into(), json!(0));
         } else {
             list.push(condition("FailureTarget"));
         }
     }
     next
+}
+
+/// How the collector deletes an object: as a propagation finalizer already on it says,
+/// otherwise in the background.
+fn propagation_by_finalizers(object: &Value) -> Propagation {
+    let finals = finalizers(object);
+    if finals.iter().any(|f| f == ORPHAN) {
+        Propagation::Orphan
+    } else if finals.iter().any(|f| f == FOREGROUND) {
+        Propagation::Foreground
+    } else {
+        Propagation::Background
+    }
 }
 
 fn condition_true(job: &Value, type_: &str) -> bool {

@@ -207,12 +207,15 @@ pub(crate) struct Scope {
     pub status: bool,
     /// The type has a status subresource (so the main resource never owns `.status`).
     pub has_status_subresource: bool,
+    /// A write through `/status` may change metadata too (built-in types, whose status
+    /// strategies reset only `.spec`; custom resources reset everything but `.status`).
+    pub metadata_via_status: bool,
 }
 
 /// Removes what no manager ever owns, and what the scope resets.
 pub(crate) fn owned_part(set: &FieldSet, scope: Scope) -> FieldSet {
     let f = |name: &str| Element::Field(name.to_owned());
-    if scope.status {
+    if scope.status && !scope.metadata_via_status {
         return set.only_subtree(&[f("status")]);
     }
     let mut out = set
@@ -233,6 +236,9 @@ pub(crate) fn owned_part(set: &FieldSet, scope: Scope) -> FieldSet {
         out = out.without_subtree(&[f("metadata"), f(system)]);
     }
     out.unmark(&[f("metadata")]);
+    if scope.status {
+        return out.without_subtree(&[f("spec")]);
+    }
     if scope.has_status_subresource {
         out = out.without_subtree(&[f("status")]);
     }

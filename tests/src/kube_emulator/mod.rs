@@ -24,6 +24,7 @@ mod error;
 mod fieldset;
 mod gc;
 mod http;
+mod keep_zero;
 mod managed;
 mod meta;
 pub mod resource;
@@ -547,6 +548,8 @@ impl JobStep {
             JobStep::Active => {
                 status["active"] = json!(1);
                 status["ready"] = json!(1);
+                status["terminating"] = json!(0);
+                status["uncountedTerminatedPods"] = json!({});
                 return status;
             }
             JobStep::SuccessCriteriaMet | JobStep::Complete => (

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde_json::{Map, Value, json};
 
 use super::error::{FieldError, child, index, key};
+use super::keep_zero::KEEP_ZERO;
 
 /// How a list merges under server-side apply (`x-kubernetes-list-type`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -253,138 +254,6 @@ const ATOMIC_STRUCTS: &[&str] = &[
     "api.core.v1.NodeSelector",
     "api.core.v1.NodeSelectorTerm",
     "api.core.v1.TypedLocalObjectReference",
-];
-
-/// Fields of built-in types whose zero value (`""`, `0`, `false`, `[]`) the apiserver keeps: Go
-/// pointer fields and fields without `omitempty`. Every other field of a built-in type is
-/// `omitempty` in the Go types, so a zero value sent for it is not stored (what a real server
-/// returns, and what "desired vs actual" comparisons meet).
-const KEEP_ZERO: &[(&str, &[&str])] = &[
-    (
-        "apimachinery.pkg.apis.meta.v1.ObjectMeta",
-        &["deletionGracePeriodSeconds"],
-    ),
-    (
-        "apimachinery.pkg.apis.meta.v1.OwnerReference",
-        &[
-            "apiVersion",
-            "kind",
-            "name",
-            "uid",
-            "controller",
-            "blockOwnerDeletion",
-        ],
-    ),
-    (
-        "apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement",
-        &["key", "operator"],
-    ),
-    (
-        "api.batch.v1.JobSpec",
-        &[
-            "parallelism",
-            "completions",
-            "activeDeadlineSeconds",
-            "backoffLimit",
-            "backoffLimitPerIndex",
-            "maxFailedIndexes",
-            "manualSelector",
-            "ttlSecondsAfterFinished",
-            "completionMode",
-            "suspend",
-            "podReplacementPolicy",
-            "managedBy",
-        ],
-    ),
-    (
-        "api.batch.v1.JobStatus",
-        &["ready", "terminating", "failedIndexes"],
-    ),
-    ("api.batch.v1.JobCondition", &["type", "status"]),
-    (
-        "api.core.v1.PodSpec",
-        &[
-            "containers",
-            "terminationGracePeriodSeconds",
-            "activeDeadlineSeconds",
-            "automountServiceAccountToken",
-            "shareProcessNamespace",
-            "enableServiceLinks",
-            "priority",
-            "runtimeClassName",
-            "preemptionPolicy",
-            "setHostnameAsFQDN",
-            "hostUsers",
-            "hostnameOverride",
-        ],
-    ),
-    (
-        "api.core.v1.PodSecurityContext",
-        &[
-            "runAsUser",
-            "runAsGroup",
-            "runAsNonRoot",
-            "fsGroup",
-            "fsGroupChangePolicy",
-            "supplementalGroupsPolicy",
-            "seLinuxChangePolicy",
-        ],
-    ),
-    (
-        "api.core.v1.SecurityContext",
-        &[
-            "privileged",
-            "runAsUser",
-            "runAsGroup",
-            "runAsNonRoot",
-            "readOnlyRootFilesystem",
-            "allowPrivilegeEscalation",
-            "procMount",
-        ],
-    ),
-    ("api.core.v1.Container", &["name", "restartPolicy"]),
-    ("api.core.v1.ContainerPort", &["containerPort"]),
-    ("api.core.v1.EnvVar", &["name"]),
-    ("api.core.v1.Volume", &["name"]),
-    (
-        "api.core.v1.VolumeMount",
-        &["name", "mountPath", "mountPropagation", "recursiveReadOnly"],
-    ),
-    ("api.core.v1.KeyToPath", &["key", "path", "mode"]),
-    (
-        "api.core.v1.SecretVolumeSource",
-        &["defaultMode", "optional"],
-    ),
-    (
-        "api.core.v1.ConfigMapVolumeSource",
-        &["defaultMode", "optional"],
-    ),
-    ("api.core.v1.ProjectedVolumeSource", &["defaultMode"]),
-    ("api.core.v1.DownwardAPIVolumeSource", &["defaultMode"]),
-    ("api.core.v1.SecretKeySelector", &["key", "optional"]),
-    ("api.core.v1.ConfigMapKeySelector", &["key", "optional"]),
-    ("api.core.v1.SecretEnvSource", &["optional"]),
-    ("api.core.v1.ConfigMapEnvSource", &["optional"]),
-    ("api.core.v1.ObjectFieldSelector", &["fieldPath"]),
-    ("api.core.v1.Secret", &["immutable"]),
-    ("api.core.v1.ConfigMap", &["immutable"]),
-    (
-        "api.core.v1.ServiceAccount",
-        &["automountServiceAccountToken"],
-    ),
-    (
-        "api.coordination.v1.LeaseSpec",
-        &[
-            "holderIdentity",
-            "leaseDurationSeconds",
-            "acquireTime",
-            "renewTime",
-            "leaseTransitions",
-            "strategy",
-            "preferredHolder",
-        ],
-    ),
-    ("api.events.v1.Event", &["eventTime"]),
 ];
 
 /// Defaults of list-map keys, which server-side apply uses for items that omit the key
@@ -676,8 +545,8 @@ pub(crate) fn prune(value: &mut Value, node: Node<'_>, path: &str, unknown: &mut
 // ----- normalization (built-in types) -----
 
 /// What storing a built-in object through its Go type does to it: zero values of `omitempty`
-/// fields are not stored (empty strings, lists and maps, `0`, `false`; see [`KEEP_ZERO`] for
-/// the fields that keep them) and quantities come back in canonical form (`1000m` is `1`,
+/// fields are not stored (empty strings, lists and maps, `0`, `false`; [`KEEP_ZERO`], generated
+/// from the Go types, lists the fields that keep them) and quantities come back in canonical form (`1000m` is `1`,
 /// `1024Mi` is `1Gi`).
 pub(crate) fn normalize(value: &mut Value, node: Node<'_>) {
     if node.is_quantity() {
@@ -690,6 +559,22 @@ pub(crate) fn normalize(value: &mut Value, node: Node<'_>) {
             *value = Value::String(canonical);
         }
         return;
+    }
+    if node.shape() == Shape::Map
+        && node.values().is_some_and(|v| v.is_quantity())
+        && let Value::Object(list) = value
+    {
+        // A ResourceList: defaulting rounds every quantity up to milli-units first.
+        for quantity in list.values_mut() {
+            let text = match &*quantity {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            };
+            if let Some(rounded) = text.as_deref().and_then(round_up_to_milli) {
+                *quantity = Value::String(rounded);
+            }
+        }
     }
     match (node.shape(), value) {
         (Shape::Struct, Value::Object(map)) => {
@@ -802,12 +687,72 @@ fn parse_quantity(text: &str) -> Option<(i128, i32, QuantityFormat)> {
     ))
 }
 
-/// A quantity in the canonical form `resource.Quantity` serialises it in (`CanonicalizeBytes`):
+/// The text of a quantity the apiserver keeps as sent because it is already canonical-looking
+/// (`ParseQuantity` caches the string): no leading zero, a multiple-of-three exponent, no
+/// trailing `000` (decimal); a binary suffix on a value not divisible by 8.
+fn kept_as_sent(text: &str) -> bool {
+    if text == "0" {
+        return true;
+    }
+    let unsigned = text.trim_start_matches(['+', '-']);
+    let digits = unsigned.trim_start_matches('0');
+    let split = digits
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(digits.len());
+    let (number, suffix) = digits.split_at(split);
+    let (num, denom) = number.split_once('.').unwrap_or((number, ""));
+    let num = if num.is_empty() { "0" } else { num };
+    if let Some(power) = BINARY_SUFFIXES[1..].iter().position(|s| *s == suffix) {
+        let exponent = 10 * (i64::try_from(power).unwrap_or(0) + 1);
+        let precision = 15 - i64::try_from(num.len()).unwrap_or(99) - exponent * 3 / 10 - 1;
+        return denom.is_empty() && precision >= 0 && num.parse::<i64>().is_ok_and(|v| v & 7 != 0);
+    }
+    let exponent = DECIMAL_SUFFIXES
+        .iter()
+        .find(|(s, _)| *s == suffix)
+        .map(|(_, p)| *p)
+        .or_else(|| suffix.get(1..).and_then(|e| e.parse().ok()));
+    let Some(exponent) = exponent else {
+        return false;
+    };
+    let scale = exponent - i32::try_from(denom.len()).unwrap_or(99);
+    let shifted = format!("{num}{denom}");
+    num.len() + denom.len() <= 18
+        && scale >= -9
+        && scale.rem_euclid(3) == 0
+        && !shifted.ends_with("000")
+        && !shifted.starts_with('0')
+}
+
+/// A container resource quantity rounded up to milli-units, as `SetDefaults_ResourceList`
+/// does (`100u` is `1m`); `None` when it has no finer part.
+pub(crate) fn round_up_to_milli(text: &str) -> Option<String> {
+    let (mut mantissa, mut exponent, _) = parse_quantity(text)?;
+    if mantissa == 0 {
+        return None;
+    }
+    while mantissa % 10 == 0 {
+        mantissa /= 10;
+        exponent += 1;
+    }
+    if exponent >= -3 {
+        return None;
+    }
+    let divisor = 10_i128.checked_pow((-3 - exponent).unsigned_abs())?;
+    let milli = mantissa.div_euclid(divisor) + i128::from(mantissa.rem_euclid(divisor) != 0);
+    canonical_quantity(&format!("{milli}m"))
+}
+
+/// A quantity in the form `resource.Quantity` serialises it in: as sent when it is already
+/// canonical-looking, otherwise canonical (`CanonicalizeBytes`):
 /// binary values of at least 1024 that are whole numbers keep the largest binary suffix that
 /// leaves no fraction; everything else is a decimal mantissa without trailing zeros and an
 /// exponent that is a multiple of three, shown as a suffix (or `e<n>` for exponent notation).
 pub(crate) fn canonical_quantity(text: &str) -> Option<String> {
     let (mut mantissa, mut exponent, format) = parse_quantity(text)?;
+    if kept_as_sent(text) {
+        return Some(text.to_owned());
+    }
     if mantissa == 0 {
         return Some("0".to_owned());
     }
@@ -849,6 +794,60 @@ pub(crate) fn canonical_quantity(text: &str) -> Option<String> {
 }
 
 // ----- decoding (types) and validation -----
+
+/// JSON kind mismatches only (a string where an object belongs, ...), as structured-merge-diff's
+/// typed values see them: no formats, and any number where a number belongs.
+pub(crate) fn kind_errors(value: &Value, node: Node<'_>, path: &str, out: &mut Vec<FieldError>) {
+    if value.is_null() {
+        return;
+    }
+    let expected = if node.flag("x-kubernetes-int-or-string") || node.is_quantity() {
+        (!(value.is_string() || value.is_number())).then_some("integer or string")
+    } else {
+        match (node.shape(), node.type_()) {
+            (Shape::Struct | Shape::Map, _) => (!value.is_object()).then_some("object"),
+            (Shape::List, _) => (!value.is_array()).then_some("array"),
+            (Shape::Scalar, Some("string")) => (!value.is_string()).then_some("string"),
+            (Shape::Scalar, Some("integer" | "number")) => {
+                (!value.is_number()).then_some("numeric (int or float)")
+            }
+            (Shape::Scalar, Some("boolean")) => (!value.is_boolean()).then_some("boolean"),
+            _ => None,
+        }
+    };
+    if let Some(expected) = expected {
+        out.push(FieldError::type_invalid(
+            path,
+            value.clone(),
+            format!("expected {expected}, got {}", type_name(value)),
+        ));
+        return;
+    }
+    match (node.shape(), value) {
+        (Shape::Struct, Value::Object(map)) => {
+            for (k, v) in map {
+                if let Some(field) = node.field(k) {
+                    kind_errors(v, field, &child(path, k), out);
+                }
+            }
+        }
+        (Shape::Map, Value::Object(map)) => {
+            if let Some(values) = node.values() {
+                for (k, v) in map {
+                    kind_errors(v, values, &key(path, k), out);
+                }
+            }
+        }
+        (Shape::List, Value::Array(items)) => {
+            if let Some(item_node) = node.items() {
+                for (i, item) in items.iter().enumerate() {
+                    kind_errors(item, item_node, &index(path, i), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
 
 /// Type errors: values of the wrong JSON type, unparsable dates, quantities and base64.
 /// For built-in types these make the body undecodable (400); for custom resources they are
@@ -1313,8 +1312,14 @@ mod tests {
             ("512Mi", "512Mi"),
             ("1e3", "1e3"),
             ("1.5e3", "1500"),
-            ("+1", "1"),
-            ("01", "1"),
+            // Kept as sent when canonical-looking (ParseQuantity caches the string).
+            ("+1", "+1"),
+            ("01", "01"),
+            ("01Gi", "01Gi"),
+            ("0100m", "0100m"),
+            ("1.500", "1.500"),
+            ("100Mi", "100Mi"),
+            ("1E3", "1E3"),
             ("0", "0"),
             ("0.000", "0"),
             ("-1000m", "-1"),
@@ -1327,6 +1332,11 @@ mod tests {
             );
         }
         assert_eq!(canonical_quantity("1mb"), None);
+        assert_eq!(round_up_to_milli("100u").as_deref(), Some("1m"));
+        assert_eq!(round_up_to_milli("1500u").as_deref(), Some("2m"));
+        assert_eq!(round_up_to_milli("1.5m").as_deref(), Some("2m"));
+        assert_eq!(round_up_to_milli("250m"), None);
+        assert_eq!(round_up_to_milli("2Gi"), None);
     }
 
     #[test]

@@ -459,6 +459,13 @@ impl Store {
                 )));
             }
             schema::normalize(&mut object, rt.structure.root());
+        } else if let (Some(meta), Some(node)) = (
+            object.get_mut("metadata"),
+            rt.structure.root().field("metadata"),
+        ) {
+            // A custom resource's metadata goes through ObjectMeta too: `finalizers: []` and
+            // `labels: {}` are not stored.
+            schema::normalize(meta, node);
         }
         Ok(object)
     }
@@ -560,6 +567,7 @@ impl Store {
         Scope {
             status,
             has_status_subresource: rt.status_subresource,
+            metadata_via_status: !rt.is_custom(),
         }
     }
 
@@ -975,9 +983,15 @@ impl Store {
         let proposed = Store::decode(&rt, proposed, source, ctx)?;
         let proposed = Store::default(&rt, proposed, false);
         Store::check_system_metadata(&rt, name, &current, &proposed)?;
-        let mut proposed = if status {
+        let mut proposed = if status && rt.is_custom() {
+            // A custom resource's status strategy keeps everything but `.status`.
             let mut merged = current.clone();
             set_or_remove(&mut merged, "status", proposed.get("status").cloned());
+            merged
+        } else if status {
+            // A built-in type's status strategy resets only `.spec`.
+            let mut merged = proposed;
+            set_or_remove(&mut merged, "spec", current.get("spec").cloned());
             merged
         } else {
             let mut merged = proposed;
@@ -1273,8 +1287,10 @@ fn check_typed_config(
         .iter()
         .map(|f| format!(".{f}: field not declared in schema"))
         .collect();
+    // Its typed values know only strings, numbers, booleans, lists and maps: formats and
+    // integer-ness are checked later, by validation (422).
     let mut errors = Vec::new();
-    schema::type_errors(&pruned, rt.structure.root(), "", &mut errors);
+    schema::kind_errors(&pruned, rt.structure.root(), "", &mut errors);
     problems.extend(errors.iter().map(|e| format!(".{}: {}", e.field, e.detail)));
     if problems.is_empty() {
         return Ok(());
@@ -1323,11 +1339,13 @@ fn reset_config(mut config: Value, rt: &ResourceType, status: bool) -> Value {
     let Some(map) = config.as_object_mut() else {
         return config;
     };
-    if status {
+    if status && rt.is_custom() {
         map.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status"));
         if let Some(Value::Object(meta)) = map.get_mut("metadata") {
             meta.retain(|k, _| k == "name" || k == "namespace" || k == "resourceVersion");
         }
+    } else if status {
+        map.remove("spec");
     } else if rt.status_subresource {
         map.remove("status");
     }
