@@ -13,7 +13,7 @@ use gatehouse_tests::kube_support::{api_status, job_body, sample};
 use gatehouse_tests::{JobState, KubeEmulator};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use serde_json::{Value, json};
 
@@ -1414,4 +1414,218 @@ async fn lease_release_then_the_other_candidate_locks() {
         .get::<k8s_openapi::api::coordination::v1::Lease>(NS, "gatehouse-operator")
         .unwrap();
     eprintln!("after b locked: {}", lease["metadata"]["managedFields"]);
+}
+
+// ---------------------------------------------------------------- status strategies, apply conversion, an operator sequence
+
+/// pkg/registry/core/pod/strategy.go podStatusStrategy: GetResetFields resets `spec`,
+/// `metadata.deletionTimestamp` and `metadata.ownerReferences`; PrepareForUpdate does
+/// `newPod.OwnerReferences = oldPod.OwnerReferences`. A pods/status write cannot change the
+/// owner references (the Job's does: jobStatusStrategy resets only `spec`).
+#[tokio::test]
+async fn pod_status_write_cannot_change_owner_references() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(k8s.client(), NS);
+    let owner = cms
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let uid = owner.metadata.uid.unwrap();
+    let pods: Api<Pod> = Api::namespaced(k8s.client(), NS);
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "p", "ownerReferences": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}]},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let raw = send(
+        &k8s,
+        "PATCH",
+        &format!("/api/v1/namespaces/{NS}/pods/p/status?fieldManager=kubelet"),
+        "application/merge-patch+json",
+        &json!({"metadata": {"ownerReferences": null, "labels": {"a": "b"}},
+            "status": {"phase": "Running"}}),
+    )
+    .await;
+    assert_eq!(raw.status, 200, "{}", raw.text());
+    let pod = raw.json();
+    assert_eq!(
+        pod["metadata"]["labels"],
+        json!({"a": "b"}),
+        "labels do change"
+    );
+    assert_eq!(
+        pod["metadata"]["ownerReferences"][0]["uid"],
+        json!(uid),
+        "ownerReferences are reset by the pod status strategy: {}",
+        pod["metadata"]
+    );
+}
+
+/// pkg/apis/batch/v1/defaults.go SetDefaults_Job: `labels := obj.Spec.Template.Labels; if
+/// labels != nil && len(obj.Labels) == 0 { obj.Labels = labels }`. A template with
+/// `labels: {}` decodes (encoding/json) to a non-nil empty map, so the Job's labels become that
+/// very map and generateSelector's labels land on the Job too.
+#[tokio::test]
+async fn job_template_with_an_empty_labels_map_labels_the_job_on_create() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let mut body = job_body("emptylabels");
+    body["spec"]["template"]["metadata"] = json!({"labels": {}});
+    let raw = send(&k8s, "POST", &jobs_path(), "application/json", &body).await;
+    assert_eq!(raw.status, 201, "{}", raw.text());
+    let job = raw.json();
+    assert_eq!(
+        job["metadata"]["labels"]["batch.kubernetes.io/job-name"],
+        json!("emptylabels"),
+        "{}",
+        job["metadata"]
+    );
+}
+
+/// structuredmerge.go Apply: the typed patch object is built (a quantity is a scalar to
+/// structured-merge-diff), then `f.toVersioned(newObj)` converts the unstructured result to the
+/// Go type; resource.Quantity's UnmarshalJSON fails and the apply answers with the plain error
+/// "failed to convert new object (...) to proper version (batch/v1): ...", a 500. The same for
+/// `backoffLimit: 1.5` (FromUnstructured "cannot convert float64 to int32").
+#[tokio::test]
+async fn job_apply_with_a_malformed_quantity_is_500() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let mut body = job_body("badq");
+    body["spec"]["template"]["spec"]["containers"][0]["resources"] =
+        json!({"limits": {"memory": "1 GB"}});
+    let raw = send(
+        &k8s,
+        "PATCH",
+        &format!("{}/badq?fieldManager=op", jobs_path()),
+        "application/apply-patch+yaml",
+        &body,
+    )
+    .await;
+    let mut body = job_body("badint");
+    body["spec"]["backoffLimit"] = json!(1.5);
+    let raw_int = send(
+        &k8s,
+        "PATCH",
+        &format!("{}/badint?fieldManager=op", jobs_path()),
+        "application/apply-patch+yaml",
+        &body,
+    )
+    .await;
+    assert_eq!(
+        (raw.status, raw_int.status),
+        (500, 500),
+        "quantity: {} / int: {}",
+        raw.text(),
+        raw_int.text()
+    );
+}
+
+/// The operator's sequence: the finalizer helper's JSON patches on a ScanRequest, a Job applied
+/// with a controller owner reference, the ScanRequest's status applied, the Job run to the end
+/// by `set_job_status`, the same Job and status applied again, then the ScanRequest deleted and
+/// its finalizer removed: the Job is collected.
+#[tokio::test]
+async fn operator_sequence_runs_as_on_a_cluster() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let srs: Api<ScanRequest> = Api::namespaced(k8s.client(), NS);
+    let jobs: Api<Job> = Api::namespaced(k8s.client(), NS);
+    let sr: ScanRequest = sample("scanrequest.yaml");
+    let name = sr.metadata.name.clone().unwrap();
+    let created = srs.create(&PostParams::default(), &sr).await.unwrap();
+    let uid = created.metadata.uid.clone().unwrap();
+    let add: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": null},
+        {"op": "add", "path": "/metadata/finalizers", "value": ["gatehouse.dev/cleanup"]}
+    ]))
+    .unwrap();
+    srs.patch(&name, &PatchParams::default(), &Patch::Json::<()>(add))
+        .await
+        .unwrap();
+    let desired = json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "scan-kics", "labels": {"gatehouse.dev/scan-request": name},
+            "ownerReferences": [{"apiVersion": "gatehouse.dev/v1alpha1", "kind": "ScanRequest",
+                "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
+        "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 600, "activeDeadlineSeconds": 900,
+            "template": {"metadata": {"labels": {"gatehouse.dev/scan-request": name}},
+                "spec": {"restartPolicy": "Never", "automountServiceAccountToken": false,
+                    "containers": [{"name": "scan", "image": "kics@sha256:1",
+                        "resources": {"requests": {"cpu": "250m", "memory": "256Mi"},
+                            "limits": {"cpu": "1", "memory": "1Gi"}}}]}}}});
+    let op = PatchParams::apply("gatehouse-operator").force();
+    let first = jobs
+        .patch("scan-kics", &op, &Patch::Apply(&desired))
+        .await
+        .unwrap();
+    let status = json!({"apiVersion": "gatehouse.dev/v1alpha1", "kind": "ScanRequest",
+        "metadata": {"name": name},
+        "status": {"phase": "Running", "scanners": [{"name": "kics", "phase": "Running",
+            "jobName": "scan-kics", "attempts": 1}]}});
+    srs.patch_status(&name, &op, &Patch::Apply(&status))
+        .await
+        .unwrap();
+    k8s.set_job_status(NS, "scan-kics", &JobState::Active)
+        .unwrap();
+    k8s.advance_clock(Duration::from_secs(5));
+    let again = jobs
+        .patch("scan-kics", &op, &Patch::Apply(&desired))
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&again.spec).unwrap(),
+        serde_json::to_value(&first.spec).unwrap()
+    );
+    k8s.set_job_status(NS, "scan-kics", &JobState::Succeeded)
+        .unwrap();
+    srs.patch_status(&name, &op, &Patch::Apply(&status))
+        .await
+        .unwrap();
+    srs.delete(&name, &DeleteParams::default()).await.unwrap();
+    let sr_now = srs.get(&name).await.unwrap();
+    assert!(sr_now.metadata.deletion_timestamp.is_some());
+    let remove: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers/0", "value": "gatehouse.dev/cleanup"},
+        {"op": "remove", "path": "/metadata/finalizers/0"}
+    ]))
+    .unwrap();
+    srs.patch(&name, &PatchParams::default(), &Patch::Json::<()>(remove))
+        .await
+        .unwrap();
+    k8s.advance_clock(Duration::from_secs(1));
+    assert!(srs.get_opt(&name).await.unwrap().is_none());
+    assert!(
+        k8s.get::<Job>(NS, "scan-kics").is_none(),
+        "the Job is collected"
+    );
+}
+
+/// A Job's status write by the Job controller (UpdateStatus of the cached object) decodes the
+/// body, so SetDefaults_Job gives a Job without labels its template's; jobStatusStrategy keeps
+/// metadata, so they stay.
+#[tokio::test]
+async fn a_controller_status_write_labels_an_unlabelled_job() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let raw = send(
+        &k8s,
+        "POST",
+        &jobs_path(),
+        "application/json",
+        &job_body("nol"),
+    )
+    .await;
+    assert_eq!(raw.status, 201, "{}", raw.text());
+    assert!(raw.json()["metadata"].get("labels").is_none());
+    k8s.set_job_status(NS, "nol", &JobState::Active).unwrap();
+    let job = k8s.get::<Job>(NS, "nol").unwrap();
+    assert_eq!(
+        job["metadata"]["labels"]["batch.kubernetes.io/job-name"],
+        json!("nol"),
+        "{}",
+        job["metadata"]
+    );
 }

@@ -644,3 +644,57 @@ async fn a_deleted_owner_with_its_own_finalizer_keeps_its_dependents_until_it_is
         .unwrap();
     assert!(k8s.names::<Job>(NS).is_empty());
 }
+
+#[tokio::test]
+async fn a_started_job_under_a_foreground_owner_is_deleted_in_the_foreground_for_its_pods() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let requests: Api<ScanRequest> = Api::namespaced(k8s.client(), NS);
+    let owner = requests
+        .create(&PostParams::default(), &sample_request())
+        .await
+        .unwrap();
+    let jobs: Api<Job> = Api::namespaced(k8s.client(), NS);
+    let mut dependent = job("started");
+    dependent.metadata.owner_references = Some(vec![owner.controller_owner_ref(&()).unwrap()]);
+    jobs.create(&PostParams::default(), &dependent)
+        .await
+        .unwrap();
+    // On a cluster a started Job owns Pods: the collector deletes it in the foreground, so it
+    // is seen marked with `foregroundDeletion` before it goes.
+    k8s.set_job_status(NS, "started", &JobState::Active)
+        .unwrap();
+    let rv = jobs
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = jobs
+        .watch(&WatchParams::default().timeout(5), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    requests
+        .delete(
+            owner.metadata.name.as_deref().unwrap(),
+            &DeleteParams::foreground(),
+        )
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while let Some(event) = stream.try_next().await.unwrap() {
+        match event {
+            WatchEvent::Modified(j) => seen.push(format!(
+                "MODIFIED {:?}",
+                j.metadata.finalizers.unwrap_or_default()
+            )),
+            WatchEvent::Deleted(_) => {
+                seen.push("DELETED".to_owned());
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(seen, ["MODIFIED [\"foregroundDeletion\"]", "DELETED"]);
+}

@@ -288,6 +288,20 @@ pub(crate) fn prepare_create(behaviour: Behaviour, object: &mut Value) {
     }
 }
 
+/// What a built-in type's status strategy resets on a `/status` write (its `GetResetFields` and
+/// `PrepareForUpdate`): the spec for all, the owner references and deletion timestamp too for
+/// Pods.
+pub(crate) fn status_resets(behaviour: Behaviour) -> &'static [&'static str] {
+    match behaviour {
+        Behaviour::Pod => &[
+            "/spec",
+            "/metadata/ownerReferences",
+            "/metadata/deletionTimestamp",
+        ],
+        _ => &["/spec"],
+    }
+}
+
 /// What the registry does on every update of the main resource.
 pub(crate) fn prepare_update(behaviour: Behaviour, object: &mut Value) {
     if behaviour == Behaviour::Secret {

@@ -338,7 +338,9 @@ impl Store {
             if object.pointer("/metadata/deletionTimestamp").is_none() {
                 // Foreground again only for a dependent with dependents of its own; otherwise
                 // as the collector deletes any orphan (its own propagation finalizer decides).
-                let propagation = if self.dependents_of(dependent).is_empty() {
+                let propagation = if self.dependents_of(dependent).is_empty()
+                    && !self.has_pods(dependent, &object)
+                {
                     propagation_by_finalizers(&object)
                 } else {
                     Propagation::Foreground
@@ -508,6 +510,12 @@ impl Store {
             progressed |= self.controller_write(&key, status, true).is_ok();
         }
         progressed
+    }
+
+    /// Whether a real cluster would have Pods owned by this object, which the emulator does not
+    /// create: a Job that started (its controller made Pods, which stay after it finishes).
+    fn has_pods(&self, key: &ObjKey, object: &Value) -> bool {
+        self.is_job(key.0) && object.pointer("/status/startTime").is_some()
     }
 
     fn is_job(&self, t: TypeId) -> bool {

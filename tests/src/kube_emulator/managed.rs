@@ -208,8 +208,11 @@ pub(crate) struct Scope {
     /// The type has a status subresource (so the main resource never owns `.status`).
     pub has_status_subresource: bool,
     /// A write through `/status` may change metadata too (built-in types, whose status
-    /// strategies reset only `.spec`; custom resources reset everything but `.status`).
+    /// strategies reset only `.spec` and [`Scope::status_resets`]; custom resources reset
+    /// everything but `.status`).
     pub metadata_via_status: bool,
+    /// What a built-in type's status strategy resets (`/spec`, `/metadata/ownerReferences`).
+    pub status_resets: &'static [&'static str],
 }
 
 /// Removes what no manager ever owns, and what the scope resets.
@@ -237,7 +240,11 @@ pub(crate) fn owned_part(set: &FieldSet, scope: Scope) -> FieldSet {
     }
     out.unmark(&[f("metadata")]);
     if scope.status {
-        return out.without_subtree(&[f("spec")]);
+        for pointer in scope.status_resets {
+            let path: Vec<Element> = pointer.trim_start_matches('/').split('/').map(f).collect();
+            out = out.without_subtree(&path);
+        }
+        return out;
     }
     if scope.has_status_subresource {
         out = out.without_subtree(&[f("status")]);

@@ -568,6 +568,7 @@ impl Store {
             status,
             has_status_subresource: rt.status_subresource,
             metadata_via_status: !rt.is_custom(),
+            status_resets: builtin::status_resets(rt.behaviour),
         }
     }
 
@@ -591,8 +592,10 @@ impl Store {
         check_namespace(&rt, &body, ns)?;
         // Managed fields the body carries are kept (and the creator's added to them).
         let mut managed = Managed::requested(&body).unwrap_or_default();
+        let raw = body.clone();
         let object = Store::decode(&rt, body, Source::Body, ctx)?;
         let mut object = Store::default(&rt, object, true);
+        keep_given_template_labels(&rt, &raw, &mut object);
         self.name_object(t, ns, &mut object)?;
         let writer = Store::writer(ctx, Operation::Update, false);
         let (api_version, now) = (rt.api_version(), self.now());
@@ -697,10 +700,13 @@ impl Store {
             }
         }
         managed.write(&mut object);
-        if rt.status_subresource
-            && let Some(map) = object.as_object_mut()
-        {
-            map.remove("status");
+        if let Some(map) = object.as_object_mut() {
+            // Every object the server returns names its type.
+            map.insert("apiVersion".into(), json!(rt.api_version()));
+            map.insert("kind".into(), json!(rt.kind));
+            if rt.status_subresource {
+                map.remove("status");
+            }
         }
         builtin::prepare_create(rt.behaviour, &mut object);
         Store::validate(&rt, &object, None, false, ctx)?;
@@ -948,7 +954,8 @@ impl Store {
         match current {
             None => {
                 let object = Store::decode(&rt, applied.object, Source::Body, ctx)?;
-                let object = Store::default(&rt, object, true);
+                let mut object = Store::default(&rt, object, true);
+                keep_given_template_labels(&rt, &config, &mut object);
                 self.finish_create(t, ns, object, &applied.managed, ctx)
             }
             Some(current) => {
@@ -989,9 +996,11 @@ impl Store {
             set_or_remove(&mut merged, "status", proposed.get("status").cloned());
             merged
         } else if status {
-            // A built-in type's status strategy resets only `.spec`.
+            // A built-in type's status strategy resets `.spec` and what else its type says.
             let mut merged = proposed;
-            set_or_remove(&mut merged, "spec", current.get("spec").cloned());
+            for pointer in builtin::status_resets(rt.behaviour) {
+                set_pointer_from(&mut merged, &current, pointer);
+            }
             merged
         } else {
             let mut merged = proposed;
@@ -1292,14 +1301,50 @@ fn check_typed_config(
     let mut errors = Vec::new();
     schema::kind_errors(&pruned, rt.structure.root(), "", &mut errors);
     problems.extend(errors.iter().map(|e| format!(".{}: {}", e.field, e.detail)));
-    if problems.is_empty() {
-        return Ok(());
-    }
     let gvk = format!("{}/{}, Kind={}", rt.group, rt.version, rt.kind);
-    Err(ApiError::internal_plain(format!(
-        "failed to create typed patch object ({gvk} {ns}/{name}): {}",
-        problems.join(", ")
-    )))
+    if !problems.is_empty() {
+        return Err(ApiError::internal_plain(format!(
+            "failed to create typed patch object ({gvk} {ns}/{name}): {}",
+            problems.join(", ")
+        )));
+    }
+    // A built-in type's merged object is then converted to its Go type: a value that does not
+    // convert (a bad quantity or date, 1.5 for an integer) fails that, again as a plain error.
+    if !rt.is_custom() {
+        let mut errors = Vec::new();
+        schema::type_errors(&pruned, rt.structure.root(), "", &mut errors);
+        if let Some(first) = errors.first() {
+            return Err(ApiError::internal_plain(format!(
+                "failed to convert new object ({ns}/{name}; {gvk}) to proper version ({}): {first}",
+                rt.api_version()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Go decodes a Job template's `labels: {}` to a non-nil empty map, which the Job's defaulting
+/// then shares (so the generated labels reach the Job too): a template given empty labels counts
+/// as labelled, though normalisation dropped the empty map.
+fn keep_given_template_labels(rt: &ResourceType, raw: &Value, object: &mut Value) {
+    let given = raw
+        .pointer("/spec/template/metadata/labels")
+        .is_some_and(Value::is_object);
+    if rt.behaviour != builtin::Behaviour::Job
+        || !given
+        || object.pointer("/spec/template/metadata/labels").is_some()
+    {
+        return;
+    }
+    if let Some(template) = object
+        .pointer_mut("/spec/template")
+        .and_then(Value::as_object_mut)
+    {
+        let meta = template.entry("metadata").or_insert_with(|| json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert("labels".into(), json!({}));
+        }
+    }
 }
 
 /// Duplicate owner references (same uid) are dropped, with the apiserver's warning.
@@ -1404,6 +1449,22 @@ pub(super) fn set_or_remove(object: &mut Value, field: &str, value: Option<Value
             Some(v) => map.insert(field.to_owned(), v),
             None => map.remove(field),
         };
+    }
+}
+
+/// Sets `target`'s value at a `/a/b` pointer to `source`'s (removing it when `source` has none).
+fn set_pointer_from(target: &mut Value, source: &Value, pointer: &str) {
+    let Some((parent, field)) = pointer.rsplit_once('/') else {
+        return;
+    };
+    let value = source.pointer(pointer).cloned();
+    let parent_value = if parent.is_empty() {
+        Some(target)
+    } else {
+        target.pointer_mut(parent)
+    };
+    if let Some(parent_value) = parent_value {
+        set_or_remove(parent_value, field, value);
     }
 }
 
