@@ -35,17 +35,6 @@ pub fn scan_request_labels(spec: &ScanRequestSpec) -> BTreeMap<String, String> {
     ])
 }
 
-/// Annotation asking the operator to stop a ScanRequest (value: why, e.g. the pull request was
-/// closed).
-pub const CANCEL_REQUESTED: &str = "gatehouse.dev/cancel-requested";
-/// Annotation naming the newer ScanRequest of the same pull request that replaces this one.
-pub const SUPERSEDED_BY: &str = "gatehouse.dev/superseded-by";
-/// Annotation: GitHub login that approved scanning a fork's commit (`/gatehouse ok-to-scan`).
-pub const APPROVED_BY: &str = "gatehouse.dev/approved-by";
-/// Annotation: the pull request's `updated_at` in the delivery that created the ScanRequest, to
-/// order deliveries that arrive out of order.
-pub const PR_UPDATED_AT: &str = "gatehouse.dev/pr-updated-at";
-
 /// The value of an annotation, if the object has it.
 pub fn annotation<'a>(
     meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,

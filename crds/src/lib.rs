@@ -7,6 +7,7 @@
 
 pub mod external_id;
 pub mod labels;
+pub mod lifecycle;
 pub mod naming;
 pub mod scanpolicy;
 pub mod scanrequest;

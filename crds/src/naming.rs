@@ -1,8 +1,9 @@
-//! Deterministic ScanRequest names. The same (repository, pull request, head commit, re-run key)
-//! always gives the same name, so a redelivered webhook finds the ScanRequest it already created
-//! (`AlreadyExists`) instead of creating a second one; a re-run passes its own key and gets a new
-//! name. Names are readable (`widgets-pr42-9f1c2ab-1a2b3c4d`), at most 63 characters and valid
-//! DNS-1123 labels, so Jobs and label values can be derived from them.
+//! Deterministic ScanRequest names. The same (repository, pull request, head commit, trigger)
+//! always gives the same name, so a redelivered webhook (or a replayed comment) finds the
+//! ScanRequest it already created (`AlreadyExists`) instead of creating a second one, while a new
+//! trigger for the same commit (a force-push back to it, a reopen, a re-run) gets a new name.
+//! Names are readable (`widgets-pr42-9f1c2ab-1a2b3c4d`), at most 63 characters and valid DNS-1123
+//! labels, so Jobs and label values can be derived from them.
 
 use sha2::{Digest, Sha256};
 
@@ -12,17 +13,31 @@ pub const MAX_NAME_LEN: usize = 63;
 /// Length of the hash suffix, in hex digits (32 bits).
 const HASH_LEN: usize = 8;
 
-/// Name of the ScanRequest for a pull request's head commit.
+/// What tells one trigger of a commit's scan from another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TriggerKey<'a> {
+    /// A change of the pull request (opened, synchronize, reopened, ready for review, base
+    /// changed), by the pull request's `updated_at` in the event (its delivery id when absent).
+    Change(&'a str),
+    /// A Re-run button, by its delivery id.
+    Rerun(&'a str),
+    /// A `/gatehouse` comment command, by the comment's id (inside the signed payload, so a
+    /// replayed comment under a fresh delivery id names the same scan).
+    Comment(i64),
+    /// A merge queue commit (one scan per commit).
+    MergeQueue,
+}
+
+/// Name of the ScanRequest for a pull request's commit and trigger.
 ///
 /// `repo_name` only makes the name readable; identity comes from `repo_id` (stable across renames
-/// and distinct between owners), `pr`, `head_sha` and `rerun_key` (`None` for the scan a pull
-/// request event asks for; the re-run's delivery id for a re-run or rescan).
+/// and distinct between owners), `pr`, `head_sha` and `trigger`.
 pub fn scan_request_name(
     repo_name: &str,
     repo_id: i64,
     pr: i64,
     head_sha: &str,
-    rerun_key: Option<&str>,
+    trigger: TriggerKey<'_>,
 ) -> String {
     let sha = head_sha.to_ascii_lowercase();
     let mut hasher = Sha256::new();
@@ -32,9 +47,20 @@ pub fn scan_request_name(
     hasher.update([0]);
     hasher.update(sha.as_bytes());
     hasher.update([0]);
-    if let Some(key) = rerun_key {
-        hasher.update([1]);
-        hasher.update(key.as_bytes());
+    match trigger {
+        TriggerKey::Rerun(delivery) => {
+            hasher.update([1]);
+            hasher.update(delivery.as_bytes());
+        }
+        TriggerKey::Change(updated_at) => {
+            hasher.update([2]);
+            hasher.update(updated_at.as_bytes());
+        }
+        TriggerKey::Comment(id) => {
+            hasher.update([3]);
+            hasher.update(id.to_string().as_bytes());
+        }
+        TriggerKey::MergeQueue => hasher.update([4]),
     }
     let digest = hex::encode(hasher.finalize());
     let hash = &digest[..HASH_LEN];
@@ -102,11 +128,12 @@ mod tests {
     use super::*;
 
     const SHA: &str = "9f1c2ab3d4e5f60718293a4b5c6d7e8f90a1b2c3";
+    const AT: TriggerKey<'static> = TriggerKey::Change("2011-01-26T19:01:12Z");
 
     #[test]
     fn name_is_readable_and_stable() {
-        let a = scan_request_name("widgets", 1_296_269, 42, SHA, None);
-        let b = scan_request_name("widgets", 1_296_269, 42, SHA, None);
+        let a = scan_request_name("widgets", 1_296_269, 42, SHA, AT);
+        let b = scan_request_name("widgets", 1_296_269, 42, SHA, AT);
         assert_eq!(a, b);
         assert!(a.starts_with("widgets-pr42-9f1c2ab-"), "{a}");
         assert!(is_dns1123_label(&a), "{a}");
@@ -116,36 +143,50 @@ mod tests {
     fn the_same_inputs_give_a_known_name_across_releases() {
         // Pinned: changing the naming scheme would make redeliveries create duplicates across an
         // upgrade. Change this only together with a migration note. The value is
-        // sha256("1296269\0" "42\0" "<sha>\0")[..8], computed independently with Python.
+        // sha256("1296269\0" "42\0" "<sha>\0" "\x02" "<updated_at>")[..8], computed
+        // independently with Python.
         assert_eq!(
-            scan_request_name("widgets", 1_296_269, 42, SHA, None),
-            "widgets-pr42-9f1c2ab-da3e7b82"
+            scan_request_name("widgets", 1_296_269, 42, SHA, AT),
+            "widgets-pr42-9f1c2ab-54aa0b66"
         );
     }
 
     #[test]
-    fn rerun_key_head_sha_pr_and_repo_id_each_change_the_name() {
-        let base = scan_request_name("widgets", 1, 42, SHA, None);
+    fn trigger_head_sha_pr_and_repo_id_each_change_the_name() {
+        let base = scan_request_name("widgets", 1, 42, SHA, AT);
         let other_sha = SHA.replace('9', "8");
         for other in [
-            scan_request_name("widgets", 1, 42, SHA, Some("delivery-1")),
-            scan_request_name("widgets", 1, 42, &other_sha, None),
-            scan_request_name("widgets", 1, 43, SHA, None),
-            scan_request_name("widgets", 2, 42, SHA, None),
+            scan_request_name("widgets", 1, 42, SHA, TriggerKey::Rerun("delivery-1")),
+            scan_request_name(
+                "widgets",
+                1,
+                42,
+                SHA,
+                TriggerKey::Change("2011-01-26T19:01:13Z"),
+            ),
+            scan_request_name("widgets", 1, 42, SHA, TriggerKey::Comment(7)),
+            scan_request_name("widgets", 1, 42, SHA, TriggerKey::MergeQueue),
+            scan_request_name("widgets", 1, 42, &other_sha, AT),
+            scan_request_name("widgets", 1, 43, SHA, AT),
+            scan_request_name("widgets", 2, 42, SHA, AT),
         ] {
             assert_ne!(base, other);
         }
         assert_ne!(
-            scan_request_name("widgets", 1, 42, SHA, Some("delivery-1")),
-            scan_request_name("widgets", 1, 42, SHA, Some("delivery-2"))
+            scan_request_name("widgets", 1, 42, SHA, TriggerKey::Rerun("delivery-1")),
+            scan_request_name("widgets", 1, 42, SHA, TriggerKey::Rerun("delivery-2"))
         );
     }
 
     #[test]
-    fn an_empty_rerun_key_is_not_the_same_as_no_rerun() {
+    fn keys_of_different_kinds_never_collide_on_the_same_text() {
         assert_ne!(
-            scan_request_name("widgets", 1, 42, SHA, None),
-            scan_request_name("widgets", 1, 42, SHA, Some(""))
+            scan_request_name("w", 1, 42, SHA, TriggerKey::Rerun("7")),
+            scan_request_name("w", 1, 42, SHA, TriggerKey::Comment(7))
+        );
+        assert_ne!(
+            scan_request_name("w", 1, 42, SHA, TriggerKey::Rerun("x")),
+            scan_request_name("w", 1, 42, SHA, TriggerKey::Change("x"))
         );
     }
 
@@ -161,19 +202,17 @@ mod tests {
             "repo--with---dashes",
             "ünïcödé",
         ] {
-            let name = scan_request_name(repo, 7, 1_234_567_890, SHA, Some("x"));
+            let name = scan_request_name(repo, 7, 1_234_567_890, SHA, TriggerKey::Rerun("x"));
             assert!(name.len() <= MAX_NAME_LEN, "{name} is {} long", name.len());
             assert!(is_dns1123_label(&name), "{name} from {repo:?}");
         }
-        assert!(
-            scan_request_name("My.Repo_Name", 7, 1, SHA, None).starts_with("my-repo-name-pr1-")
-        );
-        assert!(scan_request_name("---", 7, 1, SHA, None).starts_with("repo-pr1-"));
+        assert!(scan_request_name("My.Repo_Name", 7, 1, SHA, AT).starts_with("my-repo-name-pr1-"));
+        assert!(scan_request_name("---", 7, 1, SHA, AT).starts_with("repo-pr1-"));
     }
 
     #[test]
     fn the_largest_pull_request_number_still_fits() {
-        let name = scan_request_name(&"r".repeat(100), 1, i64::MAX, SHA, None);
+        let name = scan_request_name(&"r".repeat(100), 1, i64::MAX, SHA, AT);
         assert!(name.len() <= MAX_NAME_LEN);
         assert!(is_dns1123_label(&name), "{name}");
     }
@@ -181,8 +220,8 @@ mod tests {
     #[test]
     fn uppercase_sha_names_the_same_scan_as_lowercase() {
         assert_eq!(
-            scan_request_name("w", 1, 1, &SHA.to_uppercase(), None),
-            scan_request_name("w", 1, 1, SHA, None)
+            scan_request_name("w", 1, 1, &SHA.to_uppercase(), AT),
+            scan_request_name("w", 1, 1, SHA, AT)
         );
     }
 

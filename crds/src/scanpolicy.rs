@@ -61,12 +61,15 @@ pub struct ScanPolicySpec {
     /// Whether draft pull requests are scanned (Scan) or wait until ready for review (Skip).
     #[serde(default)]
     pub drafts: DraftMode,
-    /// How pull requests from forks are treated: Scan, RequireApproval (a trusted person comments `/gatehouse ok-to-scan <sha>`) or Skip. Trusted authors are scanned without approval.
+    /// How pull requests from forks are treated: Scan, RequireApproval (someone with the commands permission comments `/gatehouse ok-to-scan <full head sha>`) or Skip. Trusted authors are scanned without approval.
     #[serde(default)]
     pub forks: ForkMode,
-    /// Who is trusted: to have fork pull requests scanned without approval and to use `/gatehouse` commands.
+    /// Whose fork pull requests are scanned without approval, by their login or their association with the repository.
     #[serde(default)]
     pub trusted: Trust,
+    /// Who may use `/gatehouse` commands (approve a fork's commit, rescan): by their permission on the repository, which GitHub reports per person.
+    #[serde(default)]
+    pub commands: Commands,
     /// The scanners to run; each becomes one Job and one GitHub Check Run named `gatehouse/<name>`.
     #[schemars(length(min = 1, max = 16))]
     #[x_kube(validation = kube::core::Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("scanner names must be unique within a policy"))]
@@ -139,7 +142,7 @@ pub enum DraftMode {
 pub enum ForkMode {
     /// Scan fork pull requests like any other.
     Scan,
-    /// Wait for a trusted person's `/gatehouse ok-to-scan <sha>` unless the author is trusted (the default).
+    /// Wait for `/gatehouse ok-to-scan <full head sha>` from someone with the commands permission unless the author is trusted (the default).
     #[default]
     RequireApproval,
     /// Never scan fork pull requests.
@@ -180,6 +183,63 @@ impl AuthorAssociation {
             AuthorAssociation::FirstTimer => "FIRST_TIMER",
             AuthorAssociation::Mannequin => "MANNEQUIN",
             AuthorAssociation::None => "NONE",
+        }
+    }
+}
+
+/// Who may use `/gatehouse` commands.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Commands {
+    /// The least permission on the repository a commenter needs (read, triage, write, maintain, admin); write by default. An author association is not enough: MEMBER is any member of the organisation and COLLABORATOR includes read-only outside collaborators.
+    #[serde(default)]
+    pub minimum_permission: Permission,
+}
+
+/// A person's permission on a repository, as GitHub's collaborator permission API reports it,
+/// from least to most.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    /// No access.
+    None,
+    /// Read.
+    Read,
+    /// Triage.
+    Triage,
+    /// Write (push).
+    #[default]
+    Write,
+    /// Maintain.
+    Maintain,
+    /// Admin.
+    Admin,
+}
+
+impl Permission {
+    /// A permission from GitHub's `permission` (`admin`, `write`, `read`, `none`) or `role_name`
+    /// (`maintain`, `triage`, custom roles count as their base) field; unknown text is `None`.
+    pub fn from_github(text: &str) -> Permission {
+        match text.to_ascii_lowercase().as_str() {
+            "admin" => Permission::Admin,
+            "maintain" => Permission::Maintain,
+            "write" | "push" => Permission::Write,
+            "triage" => Permission::Triage,
+            "read" | "pull" => Permission::Read,
+            _ => Permission::None,
         }
     }
 }

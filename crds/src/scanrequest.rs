@@ -36,6 +36,7 @@ use crate::severity::SeverityCounts;
         .reason(kube::core::Reason::FieldValueInvalid),
 )]
 #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec is immutable: create a new ScanRequest to scan another commit or re-run"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.approval) || self.approval.sha == self.pullRequest.headSha").message("an approval covers only the commit it names: approval.sha must equal pullRequest.headSha"))]
 #[serde(rename_all = "camelCase")]
 pub struct ScanRequestSpec {
     /// The repository the pull request targets: its base repository, where check runs are created.
@@ -53,6 +54,30 @@ pub struct ScanRequestSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 16), inner(length(min = 1, max = 24)))]
     pub scanners: Option<Vec<String>>,
+    /// Who approved scanning this commit of a fork, for a policy that requires approval: bound to
+    /// the one full commit SHA it names, and immutable like the rest of the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+}
+
+/// An approval to scan one commit of a fork pull request (`/gatehouse ok-to-scan <sha>` by a
+/// person with the policy's required permission on the repository).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    /// GitHub login of the person who approved.
+    #[schemars(length(min = 1, max = 64))]
+    pub approver: String,
+    /// The full SHA of the approved commit (40 hex digits, 64 in SHA-256 repositories).
+    #[schemars(
+        length(min = 40, max = 64),
+        regex(pattern = r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+    )]
+    pub sha: String,
+    /// Id of the pull request comment that approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub comment_id: Option<i64>,
 }
 
 /// A GitHub repository, identified by its numeric id (stable across renames) and its name.
@@ -111,6 +136,15 @@ pub struct PullRequest {
     /// The author's association with the repository as GitHub reports it (OWNER, MEMBER, COLLABORATOR, CONTRIBUTOR, FIRST_TIME_CONTRIBUTOR, FIRST_TIMER, MANNEQUIN, NONE).
     #[schemars(length(max = 32))]
     pub author_association: String,
+    /// When GitHub last updated the pull request, as the delivery (or the API) reported it
+    /// (RFC 3339 in UTC, whole seconds, as GitHub writes it, so text order is time order): orders
+    /// the scans of one pull request. Absent for merge queue commits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
+    )]
+    pub updated_at: Option<String>,
 }
 
 /// The webhook delivery that asked for the scan.
@@ -179,7 +213,7 @@ pub struct ScanRequestStatus {
 pub enum ScanPhase {
     /// Created, not yet looked at by the operator.
     Pending,
-    /// A fork pull request waiting for a trusted person's `/gatehouse ok-to-scan`.
+    /// A fork pull request waiting for `/gatehouse ok-to-scan <full head sha>` from someone with the policy's commands permission.
     AwaitingApproval,
     /// Admitted, waiting for a concurrency slot.
     Queued,

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use gatehouse_crds::labels::scan_request_labels;
-use gatehouse_crds::naming::scan_request_name;
+use gatehouse_crds::naming::{TriggerKey, scan_request_name};
 use gatehouse_crds::selection::{PolicyIndex, PullRequestFacts, Verdict};
 use gatehouse_crds::{ScanPolicy, ScanRequest};
 use kube::CustomResourceExt;
@@ -69,7 +69,7 @@ fn sample_scanrequest_is_what_ingest_would_create() {
         spec.repository.id,
         spec.pull_request.number,
         &spec.pull_request.head_sha,
-        None,
+        TriggerKey::Change(spec.pull_request.updated_at.as_deref().unwrap()),
     );
     assert_eq!(
         request.metadata.name.as_deref(),
@@ -169,4 +169,8 @@ fn sample_scanrequest_carries_the_fields_of_the_fixture_it_claims_to_come_from()
         pr["author_association"].as_str().unwrap()
     );
     assert_eq!(spec.trigger.action.as_deref(), payload["action"].as_str());
+    assert_eq!(
+        spec.pull_request.updated_at.as_deref(),
+        pr["updated_at"].as_str()
+    );
 }

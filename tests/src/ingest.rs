@@ -4,10 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse_crds::stream::EVENTS_STREAM;
 use gatehouse_crds::{ScanPolicy, ScanRequest};
 use gatehouse_webhook::ingest::apply::Applier;
 use gatehouse_webhook::ingest::consumer::{Consumer, ConsumerConfig};
 use gatehouse_webhook::ingest::github::GitHub;
+use gatehouse_webhook::ingest::state::Memory;
 use gatehouse_webhook::ingest::{Ingest, watch_policies};
 use gatehouse_webhook::metrics::Metrics;
 use kube::api::{Api, PostParams};
@@ -35,6 +37,7 @@ pub struct Harness {
     consumers: Vec<tokio::task::JoinHandle<()>>,
     policy_watch: tokio::task::JoinHandle<()>,
     applier: Applier,
+    github_model: std::sync::Mutex<GitHubModel>,
 }
 
 impl Drop for Harness {
@@ -67,7 +70,14 @@ impl Harness {
         let (store, watch) = watch_policies(Api::all(k8s.client()));
         let policy_watch = tokio::spawn(watch);
         tokio::time::timeout(Duration::from_secs(10), store.wait_until_ready()).await??;
-        let applier = Applier::new(k8s.client(), store, Some(github));
+        let memory = Memory::new(
+            gatehouse_webhook::connect_redis(
+                redis::Client::open(redis.url())?,
+                Duration::from_secs(5),
+            )
+            .await,
+        );
+        let applier = Applier::new(k8s.client(), store, memory, Some(github));
         Ok(Harness {
             redis,
             k8s,
@@ -77,6 +87,7 @@ impl Harness {
             consumers: Vec::new(),
             policy_watch,
             applier,
+            github_model: std::sync::Mutex::default(),
         })
     }
 
@@ -145,7 +156,8 @@ impl Harness {
         u64::try_from(reply.count()).unwrap_or(u64::MAX)
     }
 
-    /// Mocks GitHub's token endpoint and `GET /repos/{owner}/{repo}/pulls/{number}`.
+    /// Makes "GitHub" answer `GET /repos/{owner}/{repo}/pulls/{number}` with `pull_request`
+    /// from now on (replacing an earlier answer for it).
     pub async fn mock_pull_request(
         &self,
         owner: &str,
@@ -153,8 +165,73 @@ impl Harness {
         number: i64,
         pull_request: serde_json::Value,
     ) {
+        self.lock_github().pulls.insert(
+            format!("/repos/{owner}/{repo}/pulls/{number}"),
+            pull_request,
+        );
+        self.remount_github().await;
+    }
+
+    /// Makes "GitHub" report `login`'s permission on `owner/repo`: `permission` (admin, write,
+    /// read, none) and `role_name` (admin, maintain, write, triage, read or a custom role).
+    pub async fn mock_permission(
+        &self,
+        owner: &str,
+        repo: &str,
+        login: &str,
+        permission: &str,
+        role_name: &str,
+    ) {
+        self.lock_github().permissions.insert(
+            format!("/repos/{owner}/{repo}/collaborators/{login}/permission"),
+            serde_json::json!({
+                "permission": permission,
+                "role_name": role_name,
+                "user": {"login": login, "type": "User"},
+            }),
+        );
+        self.remount_github().await;
+    }
+
+    /// How many requests "GitHub" received whose path starts with `prefix`.
+    pub async fn github_requests(&self, prefix: &str) -> usize {
+        let earlier = self
+            .lock_github()
+            .seen
+            .iter()
+            .filter(|p| p.starts_with(prefix))
+            .count();
+        earlier
+            + self
+                .github
+                .received_requests()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .filter(|r| r.url.path().starts_with(prefix))
+                .count()
+    }
+
+    fn lock_github(&self) -> std::sync::MutexGuard<'_, GitHubModel> {
+        self.github_model
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Mounts the token endpoint and every answer set so far (wiremock cannot replace one mock).
+    async fn remount_github(&self) {
         use wiremock::matchers::{method, path};
         use wiremock::{Mock, ResponseTemplate};
+        // reset() also forgets the requests received: keep their paths for github_requests.
+        let received = self.github.received_requests().await.unwrap_or_default();
+        let model = {
+            let mut model = self.lock_github();
+            model
+                .seen
+                .extend(received.iter().map(|r| r.url.path().to_owned()));
+            model.clone()
+        };
+        self.github.reset().await;
         Mock::given(method("POST"))
             .and(path(format!(
                 "/app/installations/{INSTALLATION_ID}/access_tokens"
@@ -162,17 +239,140 @@ impl Harness {
             .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
                 "token": "ghs_test_installation_token",
                 "expires_at": "2099-01-01T00:00:00Z",
-                "permissions": {"pull_requests": "read", "checks": "write", "contents": "read"},
+                "permissions": {"pull_requests": "read", "checks": "write", "contents": "read", "metadata": "read"},
                 "repository_selection": "selected",
             })))
             .mount(&self.github)
             .await;
-        Mock::given(method("GET"))
-            .and(path(format!("/repos/{owner}/{repo}/pulls/{number}")))
-            .respond_with(ResponseTemplate::new(200).set_body_json(pull_request))
-            .mount(&self.github)
-            .await;
+        for (route, body) in model.pulls.iter().chain(model.permissions.iter()) {
+            Mock::given(method("GET"))
+                .and(path(route.as_str()))
+                .respond_with(ResponseTemplate::new(200).set_body_json(body.clone()))
+                .mount(&self.github)
+                .await;
+        }
     }
+
+    /// Delivers a signed payload through the receive role; returns the HTTP status.
+    #[allow(clippy::expect_used)] // test support: a failed delivery is a failed test
+    pub async fn deliver(&self, event: &str, delivery: &str, payload: &serde_json::Value) -> u16 {
+        let body = serde_json::to_vec(payload).expect("payload serialises");
+        self.receiver
+            .deliver(event, delivery, &body, crate::webhook::SECRET)
+            .await
+            .expect("delivery reaches the receiver")
+            .status
+    }
+
+    /// Waits until the stream has entries and every one was read and acknowledged. The lag is
+    /// read before the pending count: read the other way round, an entry read between the two
+    /// reads counts as neither waiting nor pending.
+    pub async fn wait_until_drained(&self) -> anyhow::Result<()> {
+        eventually("every entry acknowledged", || async {
+            let mut conn = self.redis_conn().await;
+            let length: u64 = redis::AsyncCommands::xlen(&mut conn, EVENTS_STREAM)
+                .await
+                .unwrap_or(0);
+            let groups: Result<redis::streams::StreamInfoGroupsReply, _> =
+                redis::AsyncCommands::xinfo_groups(&mut conn, EVENTS_STREAM).await;
+            let all_read = groups.is_ok_and(|g| g.groups.iter().all(|g| g.lag == Some(0)));
+            length > 0 && all_read && self.pending().await == 0
+        })
+        .await
+    }
+
+    /// Every ScanRequest in every namespace.
+    pub async fn all_scan_requests(&self) -> Vec<ScanRequest> {
+        Api::<ScanRequest>::all(self.k8s.client())
+            .list(&kube::api::ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+    }
+}
+
+/// What the wiremock "GitHub" answers, by route.
+#[derive(Clone, Debug, Default)]
+struct GitHubModel {
+    pulls: std::collections::BTreeMap<String, serde_json::Value>,
+    permissions: std::collections::BTreeMap<String, serde_json::Value>,
+    seen: Vec<String>,
+}
+
+/// Namespace of the sample policy.
+pub const NS: &str = "gatehouse-scans";
+/// Head commit of the fixture pull request (Codertocat/Hello-World#2).
+pub const SHA: &str = "ec26c3e57ca3a959ca5aad62de7213c562f8c821";
+
+/// The sample policy `deploy/samples/scanpolicy-kics.yaml`.
+#[allow(clippy::expect_used)] // test support: a broken sample is a failed test
+pub fn sample_policy() -> ScanPolicy {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/samples/scanpolicy-kics.yaml"
+    ))
+    .expect("sample policy");
+    serde_yaml::from_str(&text).expect("sample policy parses")
+}
+
+/// A GitHub payload from `tests/fixtures/github`.
+#[allow(clippy::expect_used)] // test support: a missing fixture is a failed test
+pub fn fixture(name: &str) -> serde_json::Value {
+    let path = format!("{}/fixtures/github/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("fixture is JSON")
+}
+
+/// A `pull_request` event of the fixture pull request with another action, head and time.
+/// Derived from the real `synchronize` fixture (only these fields change).
+pub fn pull_request_event(action: &str, sha: &str, updated_at: &str) -> serde_json::Value {
+    let mut payload = fixture("pull_request.synchronize.octokit.json");
+    payload["action"] = serde_json::json!(action);
+    payload["pull_request"]["head"]["sha"] = serde_json::json!(sha);
+    payload["pull_request"]["updated_at"] = serde_json::json!(updated_at);
+    if action == "synchronize" {
+        payload["after"] = serde_json::json!(sha);
+    }
+    payload
+}
+
+/// The payload as a fork's pull request by a first-time contributor would carry it (derived:
+/// the head moved to another repository).
+pub fn fork_of(mut payload: serde_json::Value) -> serde_json::Value {
+    payload["pull_request"]["head"]["repo"]["id"] = serde_json::json!(999_999);
+    payload["pull_request"]["head"]["repo"]["full_name"] =
+        serde_json::json!("stranger/Hello-World");
+    payload["pull_request"]["author_association"] = serde_json::json!("FIRST_TIME_CONTRIBUTOR");
+    payload["pull_request"]["user"]["login"] = serde_json::json!("stranger");
+    payload
+}
+
+/// An `issue_comment.created` on the fixture pull request by `login`, derived from the real
+/// zulip pull request comment (moved to the fixture repository, with an installation).
+pub fn comment(body: &str, comment_id: i64, login: &str) -> serde_json::Value {
+    let mut payload = fixture("issue_comment.created.on_pull_request.zulip.json");
+    let opened = fixture("pull_request.opened.octokit.json");
+    payload["repository"] = opened["repository"].clone();
+    payload["installation"] = serde_json::json!({"id": INSTALLATION_ID});
+    payload["issue"]["number"] = serde_json::json!(2);
+    payload["comment"]["id"] = serde_json::json!(comment_id);
+    payload["comment"]["body"] = serde_json::json!(body);
+    payload["comment"]["author_association"] = serde_json::json!("MEMBER");
+    payload["comment"]["user"]["login"] = serde_json::json!(login);
+    payload["sender"]["login"] = serde_json::json!(login);
+    payload
+}
+
+/// ScanRequests without a stop request: the ones the operator will run.
+pub fn live(requests: &[ScanRequest]) -> Vec<&ScanRequest> {
+    requests
+        .iter()
+        .filter(|r| gatehouse_crds::lifecycle::StopRequest::of(&r.metadata).is_none())
+        .collect()
+}
+
+/// A ScanRequest's stop request, if it has one.
+pub fn stop_of(request: &ScanRequest) -> Option<gatehouse_crds::lifecycle::StopRequest> {
+    gatehouse_crds::lifecycle::StopRequest::of(&request.metadata)
 }
 
 /// Polls `check` until it holds; fails after a generous bound (a wait, not a timing claim).

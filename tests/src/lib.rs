@@ -12,5 +12,5 @@ pub mod kube_support;
 pub mod redis_server;
 pub mod webhook;
 
-pub use kube_emulator::{Controller, ControllerHold, Failure, JobState, KubeEmulator};
+pub use kube_emulator::{Controller, ControllerHold, Failure, JobState, KubeEmulator, Pause};
 pub use redis_server::{RedisOptions, RedisServer, RedisServerError};

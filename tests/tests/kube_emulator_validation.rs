@@ -158,7 +158,7 @@ async fn the_custom_resource_schema_is_enforced_with_422_and_field_paths_before_
     }
     assert!(
         status.message.starts_with(
-            "ScanRequest.gatehouse.dev \"hello-world-pr2-ec26c3e-bc3462bb\" is invalid: "
+            "ScanRequest.gatehouse.dev \"hello-world-pr2-ec26c3e-016643a9\" is invalid: "
         ),
         "{}",
         status.message

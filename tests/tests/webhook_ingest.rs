@@ -1,49 +1,24 @@
 //! Ingest end to end: signed deliveries go in through the real receive role and a private Redis;
-//! ScanRequests come out in the Kubernetes API emulator, created by real ingest consumers.
-//! Fork, re-run and comment payloads are derived from the real fixtures at test time (no genuine
-//! ones exist; see tests/fixtures/github/SOURCES.md) and say so where they are made.
+//! ScanRequests come out in the Kubernetes API emulator, created by real ingest consumers. These
+//! tests cover the mechanics (specs, redelivery, crashes, retries, dead letters, policies); the
+//! pull request lifecycle's scenarios are in `webhook_lifecycle.rs`. Re-run payloads are derived
+//! from the real fixtures at test time and say so where they are made.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
-use gatehouse_crds::labels::{APPROVED_BY, CANCEL_REQUESTED, SUPERSEDED_BY};
-use gatehouse_crds::scanrequest::ScanPhase;
 use gatehouse_crds::stream::{EVENTS_DEAD_STREAM, EVENTS_STREAM, INGEST_GROUP};
 use gatehouse_crds::{ScanPolicy, ScanRequest};
 use gatehouse_tests::Failure;
-use gatehouse_tests::ingest::{Harness, eventually};
-use gatehouse_tests::webhook::SECRET;
+use gatehouse_tests::ingest::{Harness, NS, SHA, eventually, fixture, sample_policy};
 use gatehouse_webhook::ingest::consumer::Handled;
 use redis::AsyncTypedCommands;
 use serde_json::{Value, json};
 
-const NS: &str = "gatehouse-scans";
-const SHA: &str = "ec26c3e57ca3a959ca5aad62de7213c562f8c821";
-const NEWER_SHA: &str = "0000000000000000000000000000000000000bee";
-
-fn sample_policy() -> ScanPolicy {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/samples/scanpolicy-kics.yaml"
-    ))
-    .unwrap();
-    serde_yaml::from_str(&text).unwrap()
-}
-
-fn fixture(name: &str) -> Value {
-    let path = format!("{}/fixtures/github/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
 async fn deliver(h: &Harness, event: &str, delivery: &str, payload: &Value) -> u16 {
-    let body = serde_json::to_vec(payload).unwrap();
-    h.receiver
-        .deliver(event, delivery, &body, SECRET)
-        .await
-        .unwrap()
-        .status
+    h.deliver(event, delivery, payload).await
 }
 
 /// Delivers the real pull_request.opened payload.
@@ -84,23 +59,7 @@ async fn wait_for_requests(h: &Harness, count: usize) -> Vec<ScanRequest> {
 }
 
 async fn wait_until_drained(h: &Harness) {
-    eventually("every entry acknowledged", || async {
-        let mut conn = h.redis_conn().await;
-        let length = conn.xlen(EVENTS_STREAM).await.unwrap();
-        length > 0 && h.pending().await == 0 && {
-            let groups: redis::streams::StreamInfoGroupsReply =
-                redis::AsyncCommands::xinfo_groups(&mut conn, EVENTS_STREAM)
-                    .await
-                    .unwrap();
-            groups.groups.iter().all(|g| g.lag == Some(0))
-        }
-    })
-    .await
-    .unwrap();
-}
-
-fn annotation(request: &ScanRequest, key: &str) -> Option<String> {
-    gatehouse_crds::labels::annotation(&request.metadata, key).map(str::to_owned)
+    h.wait_until_drained().await.unwrap();
 }
 
 #[tokio::test]
@@ -108,13 +67,13 @@ async fn signed_pull_request_webhook_becomes_a_scanrequest_with_the_right_spec()
     let h = running(vec![sample_policy()]).await;
     assert_eq!(deliver_opened(&h, "d-open").await, 202);
     wait_for_requests(&h, 1).await;
-    // Acknowledged means every step (creation, first status) is done.
+    // Acknowledged means every step is done.
     wait_until_drained(&h).await;
     let requests = h.scan_requests(NS).await;
     let request = &requests[0];
     assert_eq!(
         request.metadata.name.as_deref(),
-        Some("hello-world-pr2-ec26c3e-bc3462bb")
+        Some("hello-world-pr2-ec26c3e-016643a9")
     );
     let spec = &request.spec;
     assert_eq!(spec.repository.full_name(), "Codertocat/Hello-World");
@@ -129,9 +88,21 @@ async fn signed_pull_request_webhook_becomes_a_scanrequest_with_the_right_spec()
     assert_eq!(spec.trigger.delivery_id, "d-open");
     assert_eq!(spec.policy_ref.name, "acme-iac");
     assert_eq!(spec.scanners, None);
-    let status = request.status.as_ref().unwrap();
-    assert_eq!(status.phase, Some(ScanPhase::Pending));
-    assert_eq!(status.commit.as_deref(), Some("ec26c3e"));
+    assert_eq!(
+        spec.pull_request.updated_at.as_deref(),
+        Some("2019-05-15T15:20:33Z")
+    );
+    assert_eq!(spec.approval, None);
+    // Status is the operator's alone: ingest writes none, and every field it owns is its own.
+    assert_eq!(request.status, None);
+    let managers: Vec<_> = request
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .map(|m| m.manager.as_deref().unwrap_or(""))
+        .collect();
+    assert_eq!(managers, ["gatehouse-webhook"]);
     // The same request as the sample in deploy/samples, which docs present as ingest's output.
     let sample: ScanRequest = serde_yaml::from_str(
         &std::fs::read_to_string(concat!(
@@ -179,123 +150,6 @@ async fn redeliveries_and_repeated_events_for_one_commit_create_one_scanrequest(
     );
 }
 
-fn synchronize_to(sha: &str, updated_at: &str) -> Value {
-    // Derived from the synchronize fixture: a later push with a new head.
-    let mut payload = fixture("pull_request.synchronize.octokit.json");
-    payload["pull_request"]["head"]["sha"] = json!(sha);
-    payload["after"] = json!(sha);
-    payload["pull_request"]["updated_at"] = json!(updated_at);
-    payload
-}
-
-#[tokio::test]
-async fn a_newer_head_commit_supersedes_the_older_unfinished_scan() {
-    let h = running(vec![sample_policy()]).await;
-    assert_eq!(deliver_opened(&h, "d-old").await, 202);
-    wait_for_requests(&h, 1).await;
-    assert_eq!(
-        deliver(
-            &h,
-            "pull_request",
-            "d-new",
-            &synchronize_to(NEWER_SHA, "2019-05-15T16:00:00Z")
-        )
-        .await,
-        202
-    );
-    let requests = wait_for_requests(&h, 2).await;
-    let old = requests
-        .iter()
-        .find(|r| r.spec.pull_request.head_sha == SHA)
-        .unwrap();
-    let new = requests
-        .iter()
-        .find(|r| r.spec.pull_request.head_sha == NEWER_SHA)
-        .unwrap();
-    eventually("old superseded", || async {
-        h.scan_requests(NS)
-            .await
-            .iter()
-            .any(|r| annotation(r, SUPERSEDED_BY).is_some())
-    })
-    .await
-    .unwrap();
-    let old = h
-        .scan_requests(NS)
-        .await
-        .into_iter()
-        .find(|r| r.metadata.name == old.metadata.name)
-        .unwrap();
-    assert_eq!(annotation(&old, SUPERSEDED_BY), new.metadata.name.clone());
-    let new = h
-        .scan_requests(NS)
-        .await
-        .into_iter()
-        .find(|r| r.metadata.name == new.metadata.name)
-        .unwrap();
-    assert_eq!(annotation(&new, SUPERSEDED_BY), None);
-}
-
-#[tokio::test]
-async fn an_older_commit_delivered_late_is_superseded_at_once() {
-    let h = running(vec![sample_policy()]).await;
-    assert_eq!(
-        deliver(
-            &h,
-            "pull_request",
-            "d-new",
-            &synchronize_to(NEWER_SHA, "2019-05-15T16:00:00Z")
-        )
-        .await,
-        202
-    );
-    wait_for_requests(&h, 1).await;
-    // The delivery for the older push arrives after the newer one.
-    assert_eq!(deliver_opened(&h, "d-old").await, 202);
-    wait_for_requests(&h, 2).await;
-    wait_until_drained(&h).await;
-    let requests = h.scan_requests(NS).await;
-    let old = requests
-        .iter()
-        .find(|r| r.spec.pull_request.head_sha == SHA)
-        .unwrap();
-    let new = requests
-        .iter()
-        .find(|r| r.spec.pull_request.head_sha == NEWER_SHA)
-        .unwrap();
-    assert_eq!(annotation(old, SUPERSEDED_BY), new.metadata.name.clone());
-    assert_eq!(annotation(new, SUPERSEDED_BY), None);
-}
-
-#[tokio::test]
-async fn closing_the_pull_request_asks_to_cancel_its_unfinished_scans() {
-    let h = running(vec![sample_policy()]).await;
-    assert_eq!(deliver_opened(&h, "d-open").await, 202);
-    wait_for_requests(&h, 1).await;
-    assert_eq!(
-        deliver(
-            &h,
-            "pull_request",
-            "d-closed",
-            &fixture("pull_request.closed.octokit.json")
-        )
-        .await,
-        202
-    );
-    eventually("cancel requested", || async {
-        h.scan_requests(NS)
-            .await
-            .iter()
-            .all(|r| annotation(r, CANCEL_REQUESTED).is_some())
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        annotation(&h.scan_requests(NS).await[0], CANCEL_REQUESTED).as_deref(),
-        Some("pull request closed")
-    );
-}
-
 #[tokio::test]
 async fn unknown_actions_and_uncovered_repositories_are_acknowledged_without_scans() {
     let h = running(vec![sample_policy()]).await;
@@ -334,152 +188,6 @@ async fn unknown_actions_and_uncovered_repositories_are_acknowledged_without_sca
         "{metrics}"
     );
     assert!(metrics.contains("result=\"no_policy\"} 1"), "{metrics}");
-}
-
-fn fork_of(mut payload: Value) -> Value {
-    // Derived: the head moved to another repository (a fork), by a first-time contributor.
-    payload["pull_request"]["head"]["repo"]["id"] = json!(999_999);
-    payload["pull_request"]["head"]["repo"]["full_name"] = json!("stranger/Hello-World");
-    payload["pull_request"]["author_association"] = json!("FIRST_TIME_CONTRIBUTOR");
-    payload["pull_request"]["user"]["login"] = json!("stranger");
-    payload
-}
-
-fn comment(body: &str, association: &str) -> Value {
-    // Derived from the zulip PR comment: on PR 2 of the fixture repository, with an installation.
-    let mut payload = fixture("issue_comment.created.on_pull_request.zulip.json");
-    let opened = fixture("pull_request.opened.octokit.json");
-    payload["repository"] = opened["repository"].clone();
-    payload["installation"] = json!({"id": 1});
-    payload["issue"]["number"] = json!(2);
-    payload["comment"]["body"] = json!(body);
-    payload["comment"]["author_association"] = json!(association);
-    payload["comment"]["user"]["login"] = json!("maintainer");
-    payload
-}
-
-#[tokio::test]
-async fn a_fork_waits_for_approval_and_a_trusted_ok_to_scan_approves_it() {
-    let h = running(vec![sample_policy()]).await;
-    let fork = fork_of(fixture("pull_request.opened.octokit.json"));
-    assert_eq!(deliver(&h, "pull_request", "d-fork", &fork).await, 202);
-    wait_for_requests(&h, 1).await;
-    wait_until_drained(&h).await;
-    let requests = h.scan_requests(NS).await;
-    assert!(requests[0].spec.pull_request.fork);
-    assert_eq!(
-        requests[0].status.as_ref().unwrap().phase,
-        Some(ScanPhase::AwaitingApproval)
-    );
-
-    h.mock_pull_request("Codertocat", "Hello-World", 2, fork["pull_request"].clone())
-        .await;
-    // Untrusted commenters cannot approve.
-    assert_eq!(
-        deliver(
-            &h,
-            "issue_comment",
-            "d-c1",
-            &comment("/gatehouse ok-to-scan ec26c3e", "CONTRIBUTOR")
-        )
-        .await,
-        202
-    );
-    // A member can.
-    assert_eq!(
-        deliver(
-            &h,
-            "issue_comment",
-            "d-c2",
-            &comment("/gatehouse ok-to-scan ec26c3e", "MEMBER")
-        )
-        .await,
-        202
-    );
-    eventually("approved", || async {
-        h.scan_requests(NS)
-            .await
-            .iter()
-            .any(|r| annotation(r, APPROVED_BY).is_some())
-    })
-    .await
-    .unwrap();
-    wait_until_drained(&h).await;
-    let requests = h.scan_requests(NS).await;
-    assert_eq!(
-        requests.len(),
-        1,
-        "approval annotates the waiting ScanRequest, creates no other"
-    );
-    assert_eq!(
-        annotation(&requests[0], APPROVED_BY).as_deref(),
-        Some("maintainer")
-    );
-    assert!(
-        h.metrics
-            .render(None)
-            .contains("result=\"untrusted_commenter\"} 1")
-    );
-}
-
-#[tokio::test]
-async fn rescan_comment_creates_a_new_scanrequest_for_one_scanner() {
-    let h = running(vec![sample_policy()]).await;
-    assert_eq!(deliver_opened(&h, "d-open").await, 202);
-    wait_for_requests(&h, 1).await;
-    h.mock_pull_request(
-        "Codertocat",
-        "Hello-World",
-        2,
-        fixture("pull_request.opened.octokit.json")["pull_request"].clone(),
-    )
-    .await;
-    assert_eq!(
-        deliver(
-            &h,
-            "issue_comment",
-            "d-rescan",
-            &comment("please\n/gatehouse rescan kics", "OWNER")
-        )
-        .await,
-        202
-    );
-    assert_eq!(
-        deliver(
-            &h,
-            "issue_comment",
-            "d-bad",
-            &comment("/gatehouse rescan nosuch", "OWNER")
-        )
-        .await,
-        202
-    );
-    let requests = wait_for_requests(&h, 2).await;
-    wait_until_drained(&h).await;
-    let first = requests
-        .iter()
-        .find(|r| r.spec.trigger.event == "pull_request")
-        .unwrap();
-    let rerun = requests
-        .iter()
-        .find(|r| r.spec.trigger.event == "issue_comment")
-        .unwrap();
-    assert_ne!(rerun.metadata.name, first.metadata.name);
-    assert_eq!(rerun.spec.scanners, Some(vec!["kics".to_owned()]));
-    assert_eq!(rerun.spec.trigger.event, "issue_comment");
-    assert_eq!(rerun.spec.pull_request.head_sha, SHA);
-    assert_eq!(
-        h.scan_requests(NS).await.len(),
-        2,
-        "unknown scanner: nothing created"
-    );
-    // A re-run does not supersede the scan of the same commit.
-    assert!(
-        h.scan_requests(NS)
-            .await
-            .iter()
-            .all(|r| annotation(r, SUPERSEDED_BY).is_none())
-    );
 }
 
 #[tokio::test]
@@ -522,30 +230,6 @@ async fn check_run_and_check_suite_rerequests_rerun_the_commit() {
     let check_suite = by_trigger("check_suite");
     assert_eq!(check_suite.spec.scanners, None);
     assert_eq!(check_suite.spec.pull_request.number, 2);
-}
-
-#[tokio::test]
-async fn merge_group_scans_the_queue_commit() {
-    let h = running(vec![sample_policy()]).await;
-    let opened = fixture("pull_request.opened.octokit.json");
-    // Built from the fixture's repository: no merge_group fixture exists.
-    let group = json!({
-        "action": "checks_requested",
-        "installation": {"id": 1},
-        "repository": opened["repository"],
-        "sender": {"login": "Codertocat", "type": "User"},
-        "merge_group": {
-            "head_sha": NEWER_SHA,
-            "head_ref": format!("refs/heads/gh-readonly-queue/master/pr-2-{SHA}"),
-            "base_ref": "refs/heads/master",
-            "base_sha": SHA,
-        },
-    });
-    assert_eq!(deliver(&h, "merge_group", "d-mq", &group).await, 202);
-    let requests = wait_for_requests(&h, 1).await;
-    assert_eq!(requests[0].spec.pull_request.head_sha, NEWER_SHA);
-    assert_eq!(requests[0].spec.pull_request.number, 2);
-    assert_eq!(requests[0].spec.trigger.event, "merge_group");
 }
 
 #[tokio::test]

@@ -207,7 +207,7 @@ async fn all_roles_process_turns_a_delivery_into_a_scanrequest_in_the_cluster() 
     eventually("ScanRequest created by the process", || async {
         k8s.get::<gatehouse_crds::ScanRequest>(
             "gatehouse-scans",
-            "hello-world-pr2-ec26c3e-bc3462bb",
+            "hello-world-pr2-ec26c3e-016643a9",
         )
         .is_some()
     })

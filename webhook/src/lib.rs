@@ -189,7 +189,8 @@ async fn start_ingest(
         );
         None
     };
-    let applier = ingest::apply::Applier::new(client, store, github);
+    let memory = ingest::state::Memory::new(conn.clone());
+    let applier = ingest::apply::Applier::new(client, store, memory, github);
     let consumer = ingest::consumer::Consumer::new(
         conn,
         ingest::consumer::ConsumerConfig {

@@ -153,6 +153,16 @@ pub(crate) struct Shared {
     changes: tokio::sync::watch::Sender<u64>,
     writes: Mutex<Vec<WriteRecord>>,
     bookmark_interval: Duration,
+    pauses: Mutex<Vec<PauseRule>>,
+}
+
+/// A request to hold before it is served (see [`KubeEmulator::pause_next`]).
+#[derive(Debug)]
+struct PauseRule {
+    method: String,
+    path_contains: String,
+    arrived: tokio::sync::oneshot::Sender<()>,
+    release: tokio::sync::oneshot::Receiver<()>,
 }
 
 impl Shared {
@@ -172,6 +182,20 @@ impl Shared {
         let result = f(&mut self.lock());
         self.notify();
         result
+    }
+
+    /// The release signal of a pause rule matching this request, taken (each pauses one).
+    fn take_pause(&self, method: &str, path: &str) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let mut pauses = self
+            .pauses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let at = pauses.iter().position(|r| {
+            r.method.eq_ignore_ascii_case(method) && path.contains(&r.path_contains)
+        })?;
+        let rule = pauses.remove(at);
+        let _ = rule.arrived.send(());
+        Some(rule.release)
     }
 
     fn take_failure(&self, method: &str, path: &str) -> Option<ApiError> {
@@ -258,14 +282,23 @@ impl KubeEmulatorBuilder {
             changes,
             writes: Mutex::new(Vec::new()),
             bookmark_interval: self.bookmark_interval,
+            pauses: Mutex::new(Vec::new()),
         });
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
         let app_state = Arc::clone(&shared);
-        let app = axum::Router::new().fallback(move |method, uri, headers, body: bytes::Bytes| {
-            let shared = Arc::clone(&app_state);
-            async move { http::handle(&shared, &method, &uri, &headers, &body) }
-        });
+        let app = axum::Router::new().fallback(
+            move |method: axum::http::Method, uri: axum::http::Uri, headers, body: bytes::Bytes| {
+                let shared = Arc::clone(&app_state);
+                async move {
+                    if let Some(release) = shared.take_pause(method.as_str(), uri.path()) {
+                        // Released or dropped: either way the request goes on.
+                        let _ = release.await;
+                    }
+                    http::handle(&shared, &method, &uri, &headers, &body)
+                }
+            },
+        );
         let server = tokio::spawn(async move {
             // Ends only when the task is aborted (the emulator dropped).
             let _ = axum::serve(listener, app).await;
@@ -471,6 +504,28 @@ impl KubeEmulator {
         });
     }
 
+    /// Holds the next `method` request whose path contains `path_contains` before it is served,
+    /// until the returned [`Pause`] is released or dropped: to put another client's requests in
+    /// between a client's steps.
+    pub fn pause_next(&self, method: &str, path_contains: &str) -> Pause {
+        let (arrived_tx, arrived) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = tokio::sync::oneshot::channel();
+        self.shared
+            .pauses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(PauseRule {
+                method: method.to_owned(),
+                path_contains: path_contains.to_owned(),
+                arrived: arrived_tx,
+                release: release_rx,
+            });
+        Pause {
+            arrived: Some(arrived),
+            release: Some(release),
+        }
+    }
+
     /// Stops delivering events on watches whose path contains `path_contains` (existing and new
     /// ones) until the returned guard is released or dropped; connections stay open, as with a
     /// hung apiserver. Events are delivered once released.
@@ -604,6 +659,34 @@ impl Drop for ControllerHold {
                 Ok(())
             })
             .unwrap_or(());
+    }
+}
+
+/// A request held by [`KubeEmulator::pause_next`].
+#[derive(Debug)]
+pub struct Pause {
+    arrived: Option<tokio::sync::oneshot::Receiver<()>>,
+    release: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Pause {
+    /// Waits until the request is being held (fails after 10 s: the request never came).
+    pub async fn arrived(&mut self) -> anyhow::Result<()> {
+        let arrived = self
+            .arrived
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("already waited for"))?;
+        tokio::time::timeout(Duration::from_secs(10), arrived)
+            .await
+            .map_err(|_| anyhow::anyhow!("the paused request never came"))?
+            .map_err(|_| anyhow::anyhow!("the emulator stopped"))
+    }
+
+    /// Lets the request be served.
+    pub fn release(mut self) {
+        if let Some(release) = self.release.take() {
+            let _ = release.send(());
+        }
     }
 }
 

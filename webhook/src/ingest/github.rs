@@ -1,12 +1,17 @@
-//! The little the ingest role asks of GitHub's REST API: a pull request's current state, for
-//! comment commands and re-runs whose payload lacks it. App JWT and installation tokens come from
-//! octocrab; installation clients (and so their tokens) are cached per installation.
+//! The little the ingest role asks of GitHub's REST API: a pull request's current state (for
+//! comment commands, re-runs whose payload lacks it, and ordering triggers their times cannot
+//! order) and a commenter's permission on a repository. App JWT and installation tokens come from
+//! octocrab; installation clients (and so their tokens) are cached per installation, permissions
+//! for [`PERMISSION_TTL`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use gatehouse_crds::scanpolicy::Permission;
 use octocrab::Octocrab;
 use octocrab::models::{AppId, InstallationId};
+use serde::Deserialize;
 
 use super::payload::PullRequest;
 
@@ -26,10 +31,46 @@ pub enum GitHubError {
     },
 }
 
+impl GitHubError {
+    /// Whether retrying can help: not for unusable credentials, nor for answers that will not
+    /// change (404 gone, 410, 422 invalid); yes for network errors, 5xx, 403/429 rate limits.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            GitHubError::Setup(_) => false,
+            GitHubError::Request { source, .. } => !matches!(
+                source.as_ref(),
+                octocrab::Error::GitHub { source, .. }
+                    if matches!(source.status_code.as_u16(), 404 | 410 | 422)
+            ),
+        }
+    }
+}
+
+/// How long a commenter's permission is trusted without asking GitHub again: long enough that a
+/// burst of commands asks once, short enough that a revoked permission stops working soon.
+pub const PERMISSION_TTL: Duration = Duration::from_secs(60);
+
+/// Cached permissions beyond this many are dropped wholesale (they are cheap to ask again).
+const PERMISSION_CACHE_MAX: usize = 10_000;
+
+/// `GET /repos/{owner}/{repo}/collaborators/{username}/permission`.
+#[derive(Debug, Deserialize)]
+struct PermissionAnswer {
+    /// `admin`, `write`, `read` or `none`.
+    #[serde(default)]
+    permission: String,
+    /// `admin`, `maintain`, `write`, `triage`, `read` or a custom role's name.
+    #[serde(default)]
+    role_name: String,
+}
+
+type PermissionKey = (i64, String, String);
+
 /// GitHub App client.
 pub struct GitHub {
     app: Octocrab,
     installations: Mutex<HashMap<i64, Octocrab>>,
+    permissions: Mutex<HashMap<PermissionKey, (Permission, Instant)>>,
 }
 
 impl std::fmt::Debug for GitHub {
@@ -52,6 +93,7 @@ impl GitHub {
         Ok(GitHub {
             app,
             installations: Mutex::new(HashMap::new()),
+            permissions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -89,5 +131,59 @@ impl GitHub {
                 route,
                 source: Box::new(source),
             })
+    }
+
+    /// A person's permission on a repository: the higher of GitHub's `role_name` (which tells
+    /// maintain and triage apart) and `permission` (which custom roles fall back to). Someone
+    /// GitHub does not know (404) has none. Cached for [`PERMISSION_TTL`].
+    pub async fn permission(
+        &self,
+        installation_id: i64,
+        owner: &str,
+        repo: &str,
+        login: &str,
+    ) -> Result<Permission, GitHubError> {
+        let key = (
+            installation_id,
+            format!("{owner}/{repo}").to_ascii_lowercase(),
+            login.to_ascii_lowercase(),
+        );
+        if let Some((permission, at)) = self.lock_permissions().get(&key)
+            && at.elapsed() < PERMISSION_TTL
+        {
+            return Ok(*permission);
+        }
+        let route = format!("/repos/{owner}/{repo}/collaborators/{login}/permission");
+        let answer: Result<PermissionAnswer, _> = self
+            .installation(installation_id)?
+            .get(&route, None::<&()>)
+            .await;
+        let permission = match answer {
+            Ok(answer) => Permission::from_github(&answer.role_name)
+                .max(Permission::from_github(&answer.permission)),
+            Err(octocrab::Error::GitHub { source, .. }) if source.status_code.as_u16() == 404 => {
+                Permission::None
+            }
+            Err(source) => {
+                return Err(GitHubError::Request {
+                    route,
+                    source: Box::new(source),
+                });
+            }
+        };
+        let mut cache = self.lock_permissions();
+        if cache.len() >= PERMISSION_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, (permission, Instant::now()));
+        Ok(permission)
+    }
+
+    fn lock_permissions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<PermissionKey, (Permission, Instant)>> {
+        self.permissions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

@@ -8,6 +8,7 @@ pub mod consumer;
 pub mod github;
 pub mod payload;
 pub mod plan;
+pub mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,7 +72,7 @@ impl Ingest {
                 return Handled::Dead(reason);
             }
         };
-        let (common, intent) = match plan::plan(&entry.event, &payload) {
+        let (common, intent) = match plan::plan(&entry.event, &entry.delivery_id, &payload) {
             Ok(planned) => planned,
             Err(e) => {
                 self.metrics.ingested(event, "malformed");

@@ -204,6 +204,9 @@ pub struct Issue {
 /// A comment.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Comment {
+    /// Id: inside the signed payload, so a replayed comment is recognised whatever delivery id
+    /// it arrives under.
+    pub id: i64,
     /// Text.
     #[serde(default)]
     pub body: Option<String>,

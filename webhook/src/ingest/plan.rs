@@ -1,9 +1,11 @@
-//! What a stored delivery asks for, decided from its payload alone: scan a commit, cancel a
-//! pull request's scans, re-run a scan, run a `/gatehouse` command, or nothing. Pure: no Redis,
-//! no Kubernetes, no GitHub. Unknown actions are ignored, never errors; only payloads that cannot
-//! be what GitHub sends are errors (and go to the dead-letter stream).
+//! What a stored delivery asks for, decided from its payload alone: scan a commit, close a
+//! pull request, re-run a scan, run a `/gatehouse` command, or nothing. Pure: no Redis, no
+//! Kubernetes, no GitHub. Unknown actions are ignored, never errors; only payloads that cannot be
+//! what GitHub sends are errors (and go to the dead-letter stream).
 
 use gatehouse_crds::external_id::ExternalId;
+use gatehouse_crds::lifecycle::is_github_time;
+use gatehouse_crds::naming::TriggerKey;
 use gatehouse_crds::scanrequest::{PullRequest, Repository, Trigger};
 use serde::de::DeserializeOwned;
 
@@ -19,10 +21,33 @@ pub struct ScanFacts {
     pub repository: Repository,
     /// App installation.
     pub installation_id: i64,
-    /// The pull request and commit.
+    /// The pull request and commit (with its `updatedAt`, when known in GitHub's form).
     pub pull_request: PullRequest,
-    /// The pull request's `updated_at`, when the payload had it.
-    pub updated_at: Option<String>,
+}
+
+/// What tells this trigger of a commit's scan from another (see [`TriggerKey`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Key {
+    /// A change of the pull request: its `updated_at`, or the delivery id when it has none.
+    Change(String),
+    /// A Re-run button: the delivery id.
+    Rerun(String),
+    /// A comment command: the comment id.
+    Comment(i64),
+    /// A merge queue commit.
+    MergeQueue,
+}
+
+impl Key {
+    /// The naming key.
+    pub fn as_trigger(&self) -> TriggerKey<'_> {
+        match self {
+            Key::Change(at) => TriggerKey::Change(at),
+            Key::Rerun(delivery) => TriggerKey::Rerun(delivery),
+            Key::Comment(id) => TriggerKey::Comment(*id),
+            Key::MergeQueue => TriggerKey::MergeQueue,
+        }
+    }
 }
 
 /// A `/gatehouse` command.
@@ -37,19 +62,23 @@ pub enum Command {
 /// What a delivery asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Intent {
-    /// Scan this commit. `action` is the pull_request action (`None` for explicit requests).
+    /// Scan this commit. `action` is the pull_request action (`None` for merge groups).
     Scan {
         /// What to scan.
         facts: ScanFacts,
         /// The pull_request action, checked against the policy's `actions`.
         action: Option<String>,
+        /// What names this trigger's scan.
+        key: Key,
     },
-    /// Stop the pull request's unfinished scans.
-    Cancel {
-        /// Repository id.
-        repository_id: i64,
+    /// The pull request was closed: stop its unfinished scans, admit no later-created ones.
+    Close {
+        /// Base repository.
+        repository: Repository,
         /// Pull request number.
         number: i64,
+        /// The pull request's `updated_at` in the event (GitHub's form), when present.
+        updated_at: Option<String>,
     },
     /// Re-run the scan of a commit (Re-run buttons).
     Rerun {
@@ -78,8 +107,8 @@ pub enum Intent {
         command: Command,
         /// Who commented.
         commenter: String,
-        /// The commenter's association.
-        association: String,
+        /// The comment's id.
+        comment_id: i64,
     },
     /// Nothing to do, and why (a fixed metric label).
     Ignore(&'static str),
@@ -117,7 +146,7 @@ pub fn trigger(event: &str, delivery_id: &str, common: &Common) -> Trigger {
 }
 
 /// Decides what a delivery asks for.
-pub fn plan(event: &str, body: &[u8]) -> Result<(Common, Intent), PlanError> {
+pub fn plan(event: &str, delivery_id: &str, body: &[u8]) -> Result<(Common, Intent), PlanError> {
     let common: Common = parse(event, body)?;
     if common.sender.as_ref().and_then(|s| s.kind.as_deref()) == Some("Bot")
         && event == "issue_comment"
@@ -137,9 +166,10 @@ pub fn plan(event: &str, body: &[u8]) -> Result<(Common, Intent), PlanError> {
     let intent = match (event, action.as_str()) {
         ("pull_request", "closed") => {
             let payload: PullRequestEvent = parse(event, body)?;
-            Intent::Cancel {
-                repository_id: repo.id,
+            Intent::Close {
+                repository: repo,
                 number: payload.pull_request.number,
+                updated_at: github_time(payload.pull_request.updated_at.as_deref()),
             }
         }
         ("pull_request", "opened" | "synchronize" | "reopened" | "ready_for_review" | "edited") => {
@@ -153,9 +183,18 @@ pub fn plan(event: &str, body: &[u8]) -> Result<(Common, Intent), PlanError> {
             {
                 Intent::Ignore("edited_without_base_change")
             } else {
+                let facts = scan_facts(repo, installation_id, &payload.pull_request);
+                let key = Key::Change(
+                    facts
+                        .pull_request
+                        .updated_at
+                        .clone()
+                        .unwrap_or_else(|| delivery_id.to_owned()),
+                );
                 Intent::Scan {
-                    facts: scan_facts(repo, installation_id, &payload.pull_request),
+                    facts,
                     action: Some(action.clone()),
+                    key,
                 }
             }
         }
@@ -225,7 +264,7 @@ fn comment(repository: Repository, installation_id: i64, payload: IssueCommentEv
         number: payload.issue.number,
         command,
         commenter: payload.comment.user.map(|u| u.login).unwrap_or_default(),
-        association: payload.comment.author_association.unwrap_or_default(),
+        comment_id: payload.comment.id,
     }
 }
 
@@ -249,9 +288,14 @@ fn scan_facts(repository: Repository, installation_id: i64, pr: &PayloadPullRequ
                 .author_association
                 .clone()
                 .unwrap_or_else(|| "NONE".to_owned()),
+            updated_at: github_time(pr.updated_at.as_deref()),
         },
-        updated_at: pr.updated_at.clone(),
     }
+}
+
+/// A time GitHub wrote, kept only in GitHub's own form (the only one that orders by text).
+fn github_time(text: Option<&str>) -> Option<String> {
+    text.filter(|t| is_github_time(t)).map(str::to_owned)
 }
 
 /// Facts of a pull request fetched from the REST API (same shape as in webhooks).
@@ -308,10 +352,11 @@ fn merge_group(
                 draft: false,
                 author: sender,
                 author_association: "NONE".to_owned(),
+                updated_at: None,
             },
-            updated_at: None,
         },
         action: None,
+        key: Key::MergeQueue,
     })
 }
 
@@ -348,12 +393,21 @@ mod tests {
 
     #[test]
     fn pull_request_opened_becomes_a_scan_of_its_head() {
-        let (_, intent) =
-            plan("pull_request", &fixture("pull_request.opened.octokit.json")).unwrap();
-        let Intent::Scan { facts, action } = intent else {
+        let (_, intent) = plan(
+            "pull_request",
+            "d-test",
+            &fixture("pull_request.opened.octokit.json"),
+        )
+        .unwrap();
+        let Intent::Scan { facts, action, key } = intent else {
             panic!("{intent:?}")
         };
         assert_eq!(action.as_deref(), Some("opened"));
+        assert_eq!(key, Key::Change("2019-05-15T15:20:33Z".into()));
+        assert_eq!(
+            facts.pull_request.updated_at.as_deref(),
+            Some("2019-05-15T15:20:33Z")
+        );
         assert_eq!(facts.repository.full_name(), "Codertocat/Hello-World");
         assert_eq!(
             facts.pull_request.head_sha,
@@ -369,26 +423,44 @@ mod tests {
         let mut payload: serde_json::Value =
             serde_json::from_slice(&fixture("pull_request.opened.octokit.json")).unwrap();
         payload["pull_request"]["head"]["repo"]["id"] = serde_json::json!(99);
-        let (_, intent) = plan("pull_request", &serde_json::to_vec(&payload).unwrap()).unwrap();
+        let (_, intent) = plan(
+            "pull_request",
+            "d-test",
+            &serde_json::to_vec(&payload).unwrap(),
+        )
+        .unwrap();
         assert!(matches!(intent, Intent::Scan { ref facts, .. } if facts.pull_request.fork));
         payload["pull_request"]["head"]["repo"] = serde_json::Value::Null;
-        let (_, intent) = plan("pull_request", &serde_json::to_vec(&payload).unwrap()).unwrap();
+        let (_, intent) = plan(
+            "pull_request",
+            "d-test",
+            &serde_json::to_vec(&payload).unwrap(),
+        )
+        .unwrap();
         assert!(matches!(intent, Intent::Scan { ref facts, .. } if facts.pull_request.fork));
     }
 
     #[test]
     fn closed_cancels_and_unknown_actions_are_ignored() {
-        let (_, intent) =
-            plan("pull_request", &fixture("pull_request.closed.octokit.json")).unwrap();
-        assert_eq!(
-            intent,
-            Intent::Cancel {
-                repository_id: 186_853_002,
-                number: 2
-            }
-        );
         let (_, intent) = plan(
             "pull_request",
+            "d-test",
+            &fixture("pull_request.closed.octokit.json"),
+        )
+        .unwrap();
+        let Intent::Close {
+            repository,
+            number,
+            updated_at,
+        } = intent
+        else {
+            panic!("{intent:?}")
+        };
+        assert_eq!((repository.id, number), (186_853_002, 2));
+        assert_eq!(updated_at.as_deref(), Some("2019-05-15T15:21:18Z"));
+        let (_, intent) = plan(
+            "pull_request",
+            "d-test",
             &fixture("pull_request.labeled.octokit.json"),
         )
         .unwrap();
@@ -396,7 +468,12 @@ mod tests {
         let mut payload: serde_json::Value =
             serde_json::from_slice(&fixture("pull_request.opened.octokit.json")).unwrap();
         payload["action"] = serde_json::json!("stacked");
-        let (_, intent) = plan("pull_request", &serde_json::to_vec(&payload).unwrap()).unwrap();
+        let (_, intent) = plan(
+            "pull_request",
+            "d-test",
+            &serde_json::to_vec(&payload).unwrap(),
+        )
+        .unwrap();
         assert_eq!(intent, Intent::Ignore("action_not_handled"));
     }
 
@@ -406,10 +483,20 @@ mod tests {
             serde_json::from_slice(&fixture("pull_request.opened.octokit.json")).unwrap();
         payload["action"] = serde_json::json!("edited");
         payload["changes"] = serde_json::json!({"title": {"from": "old"}});
-        let (_, intent) = plan("pull_request", &serde_json::to_vec(&payload).unwrap()).unwrap();
+        let (_, intent) = plan(
+            "pull_request",
+            "d-test",
+            &serde_json::to_vec(&payload).unwrap(),
+        )
+        .unwrap();
         assert_eq!(intent, Intent::Ignore("edited_without_base_change"));
         payload["changes"] = serde_json::json!({"base": {"ref": {"from": "develop"}}});
-        let (_, intent) = plan("pull_request", &serde_json::to_vec(&payload).unwrap()).unwrap();
+        let (_, intent) = plan(
+            "pull_request",
+            "d-test",
+            &serde_json::to_vec(&payload).unwrap(),
+        )
+        .unwrap();
         assert!(matches!(intent, Intent::Scan { .. }));
     }
 
@@ -417,6 +504,7 @@ mod tests {
     fn check_suite_rerequest_reruns_all_scanners_of_its_commit() {
         let (_, intent) = plan(
             "check_suite",
+            "d-test",
             &fixture("check_suite.rerequested.octokit.json"),
         )
         .unwrap();
@@ -438,12 +526,22 @@ mod tests {
         let mut payload: serde_json::Value =
             serde_json::from_slice(&fixture("check_run.rerequested.octokit.json")).unwrap();
         // Not ours (foreign name, empty external id): ignored.
-        let (_, intent) = plan("check_run", &serde_json::to_vec(&payload).unwrap()).unwrap();
+        let (_, intent) = plan(
+            "check_run",
+            "d-test",
+            &serde_json::to_vec(&payload).unwrap(),
+        )
+        .unwrap();
         assert_eq!(intent, Intent::Ignore("not_our_check_run"));
         payload["check_run"]["name"] = serde_json::json!("gatehouse/kics");
         payload["check_run"]["external_id"] =
             serde_json::json!("scans/hello-pr7-d6fde92-0a1b2c3d/7/kics");
-        let (_, intent) = plan("check_run", &serde_json::to_vec(&payload).unwrap()).unwrap();
+        let (_, intent) = plan(
+            "check_run",
+            "d-test",
+            &serde_json::to_vec(&payload).unwrap(),
+        )
+        .unwrap();
         let Intent::Rerun {
             number,
             scanner,
@@ -461,6 +559,7 @@ mod tests {
     fn comments_carry_commands_only_on_pull_requests() {
         let (_, intent) = plan(
             "issue_comment",
+            "d-test",
             &fixture("issue_comment.created.on_issue.octokit.json"),
         )
         .unwrap();
@@ -470,18 +569,23 @@ mod tests {
                 .unwrap();
         payload["installation"] = serde_json::json!({"id": 5});
         payload["comment"]["body"] = serde_json::json!("looks good\n/gatehouse rescan kics\n");
-        let (_, intent) = plan("issue_comment", &serde_json::to_vec(&payload).unwrap()).unwrap();
+        let (_, intent) = plan(
+            "issue_comment",
+            "d-test",
+            &serde_json::to_vec(&payload).unwrap(),
+        )
+        .unwrap();
         let Intent::Command {
             command,
             number,
-            association,
+            comment_id,
             ..
         } = intent
         else {
             panic!("{intent:?}")
         };
         assert_eq!(command, Command::Rescan(Some("kics".into())));
-        assert_eq!((number, association.as_str()), (1, "OWNER"));
+        assert_eq!((number, comment_id), (1, 1_631_445_420));
     }
 
     #[test]
@@ -518,11 +622,16 @@ mod tests {
                 "base_ref": "refs/heads/main",
             },
         });
-        let (_, intent) = plan("merge_group", &serde_json::to_vec(&payload).unwrap()).unwrap();
-        let Intent::Scan { facts, action } = intent else {
+        let (_, intent) = plan(
+            "merge_group",
+            "d-test",
+            &serde_json::to_vec(&payload).unwrap(),
+        )
+        .unwrap();
+        let Intent::Scan { facts, action, key } = intent else {
             panic!("{intent:?}")
         };
-        assert_eq!(action, None);
+        assert_eq!((action, key), (None, Key::MergeQueue));
         assert_eq!(facts.pull_request.number, 42);
         assert_eq!(facts.pull_request.base_ref, "main");
         assert_eq!(
@@ -533,9 +642,14 @@ mod tests {
 
     #[test]
     fn payloads_without_an_installation_are_ignored_and_broken_ones_are_errors() {
-        let (_, intent) = plan("check_run", &fixture("check_run.created.octokit.json")).unwrap();
+        let (_, intent) = plan(
+            "check_run",
+            "d-test",
+            &fixture("check_run.created.octokit.json"),
+        )
+        .unwrap();
         assert!(matches!(intent, Intent::Ignore(_)));
-        let err = plan("pull_request", br#"{"action":"opened","installation":{"id":1},"repository":{"id":1},"pull_request":{}}"#).unwrap_err();
+        let err = plan("pull_request", "d-test", br#"{"action":"opened","installation":{"id":1},"repository":{"id":1},"pull_request":{}}"#).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("malformed pull_request payload"),
