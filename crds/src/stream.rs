@@ -1,7 +1,7 @@
 //! Messages on the Redis streams shared by all binaries, and their field encoding.
 //!
-//! `gatehouse:events` carries one entry per accepted webhook delivery (written by the webhook's
-//! `receive` role, read by `ingest`). `gatehouse:results` carries one signed scan result per
+//! `{gatehouse}:events` carries one entry per accepted webhook delivery (written by the webhook's
+//! `receive` role, read by `ingest`). `{gatehouse-results}:results` carries one signed scan result per
 //! scanner Job (written by the agent, read by the operator). This module is pure data: it turns
 //! messages into stream fields and back, and never talks to Redis.
 
@@ -11,14 +11,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::severity::{Severity, SeverityCounts};
 
+// Every key of the events path carries the hash tag `{gatehouse}`, so the store script (dedup key
+// and stream) and the dead-letter transaction (stream, dead stream, retry reasons) touch one
+// Redis Cluster hash slot. Results carry their own tag.
+
 /// Stream of accepted webhook deliveries.
-pub const EVENTS_STREAM: &str = "gatehouse:events";
+pub const EVENTS_STREAM: &str = "{gatehouse}:events";
 /// Deliveries that failed ingest too often, with the reason.
-pub const EVENTS_DEAD_STREAM: &str = "gatehouse:events:dead";
+pub const EVENTS_DEAD_STREAM: &str = "{gatehouse}:events:dead";
+/// Why each entry of [`EVENTS_STREAM`] left pending for a retry last failed (hash: entry id →
+/// reason), so whichever consumer dead-letters it can say why.
+pub const EVENTS_RETRY_REASONS: &str = "{gatehouse}:events:reasons";
 /// Stream of scan results from scanner Jobs.
-pub const RESULTS_STREAM: &str = "gatehouse:results";
+pub const RESULTS_STREAM: &str = "{gatehouse-results}:results";
 /// Results that failed processing too often, with the reason.
-pub const RESULTS_DEAD_STREAM: &str = "gatehouse:results:dead";
+pub const RESULTS_DEAD_STREAM: &str = "{gatehouse-results}:results:dead";
 /// Consumer group of the webhook's ingest role on [`EVENTS_STREAM`].
 pub const INGEST_GROUP: &str = "ingest";
 /// Consumer group of the operator's results consumer on [`RESULTS_STREAM`].
@@ -26,7 +33,7 @@ pub const REPORT_GROUP: &str = "report";
 
 /// Key recording that a delivery id was accepted (`SET NX` with a TTL).
 pub fn delivery_key(delivery_id: &str) -> String {
-    format!("gatehouse:delivery:{delivery_id}")
+    format!("{{gatehouse}}:delivery:{delivery_id}")
 }
 
 /// A stream message could not be read back.
@@ -354,6 +361,6 @@ mod tests {
 
     #[test]
     fn delivery_keys_are_namespaced() {
-        assert_eq!(delivery_key("abc"), "gatehouse:delivery:abc");
+        assert_eq!(delivery_key("abc"), "{gatehouse}:delivery:abc");
     }
 }

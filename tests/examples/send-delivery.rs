@@ -1,5 +1,5 @@
 //! Signs a GitHub payload file with a webhook secret, posts it to a webhook URL on loopback, and
-//! prints the answer and the newest entry of `gatehouse:events`. Used by `scripts/send-delivery`.
+//! prints the answer and the newest entry of `{gatehouse}:events`. Used by `scripts/send-delivery`.
 //!
 //! `send-delivery --url http://127.0.0.1:8080/webhook --secret-file S --redis-url redis://...
 //!  --event pull_request --payload FILE`

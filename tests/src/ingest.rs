@@ -38,6 +38,8 @@ pub struct Harness {
     policy_watch: tokio::task::JoinHandle<()>,
     applier: Applier,
     github_model: std::sync::Mutex<GitHubModel>,
+    /// Retry window of consumers started from now on (long by default).
+    pub retry_window: Duration,
 }
 
 impl Drop for Harness {
@@ -88,6 +90,7 @@ impl Harness {
             policy_watch,
             applier,
             github_model: std::sync::Mutex::default(),
+            retry_window: Duration::from_secs(3600),
         })
     }
 
@@ -108,7 +111,8 @@ impl Harness {
             ConsumerConfig {
                 name: name.to_owned(),
                 claim_idle,
-                max_attempts: 3,
+                max_backoff: claim_idle * 2,
+                retry_window: self.retry_window,
                 batch: 16,
                 block: Duration::from_millis(100),
             },

@@ -23,14 +23,14 @@ async fn each_test_gets_its_own_redis_on_a_free_loopback_port() {
 
     let mut conn_a = connect(&a).await;
     let id = conn_a
-        .xadd("gatehouse:events", "*", &[("delivery", "d-1")])
+        .xadd("{gatehouse}:events", "*", &[("delivery", "d-1")])
         .await
         .unwrap();
     assert!(id.is_some());
-    assert_eq!(conn_a.xlen("gatehouse:events").await.unwrap(), 1);
+    assert_eq!(conn_a.xlen("{gatehouse}:events").await.unwrap(), 1);
 
     let mut conn_b = connect(&b).await;
-    assert_eq!(conn_b.xlen("gatehouse:events").await.unwrap(), 0);
+    assert_eq!(conn_b.xlen("{gatehouse}:events").await.unwrap(), 0);
 }
 
 #[tokio::test]

@@ -41,6 +41,17 @@ async fn failing_creates(times: usize, claim_idle: Duration) -> Harness {
     h
 }
 
+/// A harness whose ScanRequest creations fail `times` times with `failure`.
+async fn failing_creates_with(times: usize, failure: Failure) -> Harness {
+    let mut h = Harness::start(vec![sample_policy()]).await.unwrap();
+    h.k8s
+        .fail_next(Some("POST"), "/scanrequests", times, failure);
+    h.start_consumer("ingest-0", Duration::from_millis(200))
+        .await
+        .unwrap();
+    h
+}
+
 async fn running(policies: Vec<ScanPolicy>) -> Harness {
     let mut h = Harness::start(policies).await.unwrap();
     h.start_consumer("ingest-0", Duration::from_millis(300))
@@ -285,34 +296,176 @@ async fn kubernetes_errors_leave_the_entry_pending_until_it_succeeds() {
     assert!(h.metrics.render(None).contains("result=\"retry\"} 2"));
 }
 
-#[tokio::test]
-async fn entries_failing_too_often_go_to_the_dead_letter_stream_with_the_reason() {
-    let h = failing_creates(100, Duration::from_millis(100)).await;
-    assert_eq!(deliver_opened(&h, "d-doomed").await, 202);
+/// The dead-letter entries' fields, as text.
+async fn dead_letters(h: &Harness) -> Vec<std::collections::HashMap<String, String>> {
     let mut conn = h.redis_conn().await;
-    eventually("dead-lettered", || {
-        let mut conn = conn.clone();
-        async move { conn.xlen(EVENTS_DEAD_STREAM).await.unwrap() == 1 }
+    let dead = conn.xrange_all(EVENTS_DEAD_STREAM).await.unwrap();
+    dead.ids
+        .iter()
+        .map(|entry| {
+            entry
+                .map
+                .iter()
+                .map(|(k, v)| {
+                    let text = match v {
+                        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                        other => format!("{other:?}"),
+                    };
+                    (k.clone(), text)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_outage_longer_than_many_retries_loses_nothing() {
+    // The API server refuses writes for a dozen attempts (a control-plane upgrade, compressed in
+    // time): the entry stays pending, is retried with backoff, and lands once the API is back.
+    let mut h = Harness::start(vec![sample_policy()]).await.unwrap();
+    h.k8s
+        .fail_next(Some("POST"), "/scanrequests", 12, Failure::Unavailable);
+    h.start_consumer("ingest-0", Duration::from_millis(40))
+        .await
+        .unwrap();
+    assert_eq!(deliver_opened(&h, "d-outage").await, 202);
+    eventually("created after the outage", || async {
+        h.scan_requests(NS).await.len() == 1 && h.pending().await == 0
     })
     .await
     .unwrap();
-    let dead = conn.xrange_all(EVENTS_DEAD_STREAM).await.unwrap();
-    let fields = &dead.ids[0].map;
-    let text = |k: &str| match fields.get(k) {
-        Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-        other => panic!("{k}: {other:?}"),
-    };
-    assert_eq!(text("delivery"), "d-doomed");
+    assert!(dead_letters(&h).await.is_empty());
+    let posts = h
+        .k8s
+        .writes()
+        .iter()
+        .filter(|w| w.method == "POST" && w.path.ends_with("/scanrequests"))
+        .count();
+    assert!(posts > 12, "{posts} creates: retried past the outage");
+}
+
+#[tokio::test]
+async fn transient_failures_are_dead_lettered_only_after_the_retry_window_with_the_reason() {
+    let mut h = Harness::start(vec![sample_policy()]).await.unwrap();
+    h.retry_window = Duration::from_millis(1500);
+    h.k8s
+        .fail_next(Some("POST"), "/scanrequests", 1000, Failure::InternalError);
+    assert_eq!(deliver_opened(&h, "d-doomed").await, 202);
+    let started = std::time::Instant::now();
+    h.start_consumer("ingest-0", Duration::from_millis(100))
+        .await
+        .unwrap();
+    eventually("dead-lettered", || async {
+        dead_letters(&h).await.len() == 1
+    })
+    .await
+    .unwrap();
     assert!(
-        text("reason").contains("failed to create ScanRequest"),
-        "{}",
-        text("reason")
+        started.elapsed() >= Duration::from_millis(1500),
+        "not before the window: {:?}",
+        started.elapsed()
     );
-    assert_eq!(text("attempts"), "3");
+    let dead = &dead_letters(&h).await[0];
+    assert_eq!(dead["delivery"], "d-doomed");
+    assert!(
+        dead["reason"].starts_with("retried for "),
+        "{}",
+        dead["reason"]
+    );
+    assert!(
+        dead["reason"].contains("failed to create ScanRequest"),
+        "{}",
+        dead["reason"]
+    );
+    assert!(dead["attempts"].parse::<u64>().unwrap() >= 2);
     eventually("acknowledged", || async { h.pending().await == 0 })
         .await
         .unwrap();
     assert!(h.scan_requests(NS).await.is_empty());
+    // The reason was read from Redis and removed with the entry.
+    let mut conn = h.redis_conn().await;
+    assert_eq!(
+        conn.hlen(gatehouse_crds::stream::EVENTS_RETRY_REASONS)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn an_object_the_api_refuses_is_dead_lettered_at_once() {
+    let h = failing_creates_with(1, Failure::Invalid).await;
+    assert_eq!(deliver_opened(&h, "d-invalid").await, 202);
+    eventually("dead-lettered", || async {
+        dead_letters(&h).await.len() == 1
+    })
+    .await
+    .unwrap();
+    let dead = &dead_letters(&h).await[0];
+    assert_eq!(dead["attempts"], "1");
+    assert!(
+        dead["reason"].contains("422") || dead["reason"].contains("invalid"),
+        "{}",
+        dead["reason"]
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_dead_letter_is_processed_although_its_delivery_id_was_seen() {
+    let h = failing_creates_with(1, Failure::Invalid).await;
+    assert_eq!(deliver_opened(&h, "d-dies").await, 202);
+    eventually("dead-lettered", || async {
+        dead_letters(&h).await.len() == 1
+    })
+    .await
+    .unwrap();
+    // The cause is fixed (the injected refusal was used up); the delivery id is still seen.
+    assert_eq!(deliver_opened(&h, "d-dies").await, 200);
+    let mut conn = h.redis_conn().await;
+    let replayed = gatehouse_webhook::dead_letters::replay_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(replayed.len(), 1);
+    let requests = wait_for_requests(&h, 1).await;
+    assert_eq!(requests[0].spec.trigger.delivery_id, "d-dies");
+    assert!(dead_letters(&h).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_hung_kubernetes_call_does_not_stop_the_consumer() {
+    let h = Harness::start(vec![sample_policy()]).await.unwrap();
+    // The first create never gets an answer until released.
+    let mut hang = h.k8s.pause_next("POST", "/scanrequests");
+    let consumer = h
+        .consumer("ingest-0", Duration::from_millis(1200))
+        .await
+        .unwrap();
+    let ingest = h.ingest().with_entry_deadline(Duration::from_millis(300));
+    let task = tokio::spawn(ingest.run(consumer));
+    assert_eq!(deliver_opened(&h, "d-hangs").await, 202);
+    hang.arrived().await.unwrap();
+    // Another pull request's delivery is handled while the first call hangs.
+    let mut other = fixture("pull_request.opened.octokit.json");
+    other["number"] = json!(3);
+    other["pull_request"]["number"] = json!(3);
+    assert_eq!(deliver(&h, "pull_request", "d-other", &other).await, 202);
+    eventually("the other pull request scanned", || async {
+        h.scan_requests(NS)
+            .await
+            .iter()
+            .any(|r| r.spec.pull_request.number == 3)
+    })
+    .await
+    .unwrap();
+    assert!(h.metrics.render(None).contains("result=\"timeout\"} 1"));
+    // The hung call is let go (its answer is never read); the retry creates the scan.
+    hang.release();
+    eventually("the first pull request scanned on retry", || async {
+        h.scan_requests(NS).await.len() == 2 && h.pending().await == 0
+    })
+    .await
+    .unwrap();
+    task.abort();
 }
 
 #[tokio::test]

@@ -214,3 +214,94 @@ async fn all_roles_process_turns_a_delivery_into_a_scanrequest_in_the_cluster() 
     .await
     .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", process.stderr()));
 }
+
+/// Runs `gatehouse-webhook <args>` against `redis`; returns (exit code, stdout, stderr).
+fn run_command(redis: &RedisServer, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(binary())
+        .args(args)
+        .env_clear()
+        .env("GATEHOUSE_REDIS_URL", redis.url())
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_replayed_by_the_command() {
+    use gatehouse_crds::stream::{EVENTS_DEAD_STREAM, EVENTS_STREAM};
+    use redis::AsyncTypedCommands as _;
+    let redis = RedisServer::start().unwrap();
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Two dead letters as ingest writes them: the entry's fields plus the three it adds.
+    let mut ids = Vec::new();
+    for (delivery, reason) in [("d-1", "line one\nline two"), ("d-2", "gone")] {
+        let entry = gatehouse_webhook::events::encode(delivery, "pull_request", 1, b"{}");
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(EVENTS_DEAD_STREAM).arg("*");
+        for (k, v) in &entry.to_fields() {
+            xadd.arg(*k).arg(v.as_ref());
+        }
+        xadd.arg("source_id")
+            .arg("1-0")
+            .arg("reason")
+            .arg(reason)
+            .arg("attempts")
+            .arg("7");
+        ids.push(xadd.query_async::<String>(&mut conn).await.unwrap());
+    }
+    let (code, stdout, stderr) = run_command(&redis, &["dead-letters", "list"]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "one line each, the newline escaped: {stdout}"
+    );
+    assert_eq!(
+        lines[0],
+        format!(
+            "{}\tdelivery=d-1\tevent=pull_request\tattempts=7\treason=line one\\nline two",
+            ids[0]
+        )
+    );
+    let (code, stdout, _) = run_command(&redis, &["dead-letters", "list", "--count", "1"]);
+    assert_eq!((code, stdout.lines().count()), (0, 1));
+
+    let (code, stdout, stderr) = run_command(&redis, &["dead-letters", "replay", "--id", &ids[0]]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with(&format!("replayed {} as ", ids[0])),
+        "{stdout}"
+    );
+    assert_eq!(conn.xlen(EVENTS_STREAM).await.unwrap(), 1);
+    assert_eq!(conn.xlen(EVENTS_DEAD_STREAM).await.unwrap(), 1);
+    // The replayed entry is the original: it decodes to the same delivery, without the
+    // dead-letter fields.
+    let events = conn.xrange_all(EVENTS_STREAM).await.unwrap();
+    let replayed = gatehouse_webhook::events::entry_from_stream(&events.ids[0]).unwrap();
+    assert_eq!(replayed.delivery_id, "d-1");
+    assert!(!events.ids[0].map.contains_key("reason"));
+    // Replaying it again: nothing there, a clear error, nothing added.
+    let (code, _, stderr) = run_command(&redis, &["dead-letters", "replay", "--id", &ids[0]]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("no dead letter with id {}", ids[0])),
+        "{stderr}"
+    );
+    assert_eq!(conn.xlen(EVENTS_STREAM).await.unwrap(), 1);
+    let (code, stdout, _) = run_command(&redis, &["dead-letters", "replay", "--all"]);
+    assert_eq!((code, stdout.lines().count()), (0, 1));
+    assert_eq!(conn.xlen(EVENTS_DEAD_STREAM).await.unwrap(), 0);
+    assert_eq!(conn.xlen(EVENTS_STREAM).await.unwrap(), 2);
+    // --id or --all is required.
+    let (code, _, stderr) = run_command(&redis, &["dead-letters", "replay"]);
+    assert_eq!(code, 2, "{stderr}");
+}

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Which roles this process runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -57,12 +57,12 @@ pub struct Args {
     pub metrics_listen: Option<SocketAddr>,
 
     /// Redis URL: redis://host:port/db, or rediss:// for TLS. Put no password here; use
-    /// --redis-password-file.
-    #[arg(long, env = "GATEHOUSE_REDIS_URL")]
-    pub redis_url: String,
+    /// --redis-password-file. Required.
+    #[arg(long, env = "GATEHOUSE_REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
 
     /// File holding the Redis password (ACL user: give it in the URL as redis://user@host).
-    #[arg(long, env = "GATEHOUSE_REDIS_PASSWORD_FILE")]
+    #[arg(long, env = "GATEHOUSE_REDIS_PASSWORD_FILE", global = true)]
     pub redis_password_file: Option<PathBuf>,
 
     /// File(s) holding webhook secrets, one per non-empty line; repeat the flag (or separate
@@ -93,13 +93,26 @@ pub struct Args {
     pub consumer_name: Option<String>,
 
     /// Pending entries idle this long (another consumer died, or processing failed) are claimed
-    /// and retried, in seconds.
+    /// and retried, in seconds: the first retry's delay; each later one doubles, up to
+    /// --max-backoff-seconds.
     #[arg(long, env = "GATEHOUSE_CLAIM_IDLE_SECONDS", default_value_t = 60)]
     pub claim_idle_seconds: u64,
 
-    /// After this many failed deliveries an entry moves to gatehouse:events:dead.
-    #[arg(long, env = "GATEHOUSE_MAX_ATTEMPTS", default_value_t = 5)]
-    pub max_attempts: u64,
+    /// The longest delay between two attempts at a failing entry, in seconds.
+    #[arg(long, env = "GATEHOUSE_MAX_BACKOFF_SECONDS", default_value_t = 300)]
+    pub max_backoff_seconds: u64,
+
+    /// An entry failing for a reason that may pass (API server or GitHub unavailable, timeouts,
+    /// 5xx, 429) is retried until it is this many hours old, then moved to
+    /// {gatehouse}:events:dead. Entries that can never succeed move there at once.
+    #[arg(long, env = "GATEHOUSE_RETRY_WINDOW_HOURS", default_value_t = 24)]
+    pub retry_window_hours: u64,
+
+    /// The longest one entry's work may take, in seconds; must be below --claim-idle-seconds so
+    /// no other consumer takes over an entry still being worked on. Default: 30, or half the
+    /// claim idle time when that is shorter.
+    #[arg(long, env = "GATEHOUSE_ENTRY_DEADLINE_SECONDS")]
+    pub entry_deadline_seconds: Option<u64>,
 
     /// Watch ScanPolicies in this namespace only (default: all namespaces).
     #[arg(long, env = "GATEHOUSE_POLICY_NAMESPACE")]
@@ -124,6 +137,42 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "GATEHOUSE_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
+
+    /// A maintenance command instead of running the roles.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Maintenance commands.
+#[derive(Clone, Debug, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Show or replay deliveries ingest gave up on ({gatehouse}:events:dead).
+    DeadLetters {
+        /// What to do.
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
+}
+
+/// What to do with dead letters.
+#[derive(Clone, Debug, PartialEq, Eq, Subcommand)]
+pub enum DeadLetterAction {
+    /// Print dead letters, oldest first, one per line: id, delivery, event, attempts, reason.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+    },
+    /// Put dead letters back on {gatehouse}:events for ingest to process again (their delivery
+    /// ids are not checked against those already seen), removing them from the dead letters.
+    Replay {
+        /// The dead letter's id (as `list` prints it); repeat for several.
+        #[arg(long = "id", required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// The configuration is unusable; the message is the one line printed at start.
@@ -135,6 +184,9 @@ pub enum ConfigError {
     /// The secrets cannot be loaded.
     #[error(transparent)]
     Secrets(#[from] crate::secrets::SecretsError),
+    /// No Redis URL.
+    #[error("--redis-url (GATEHOUSE_REDIS_URL) is required")]
+    NoRedisUrl,
     /// The Redis URL does not parse.
     #[error("invalid --redis-url: {0}")]
     RedisUrl(String),
@@ -149,10 +201,35 @@ pub enum ConfigError {
     /// The dedup TTL is shorter than GitHub's redelivery window.
     #[error("--dedup-ttl-hours must be at least 72 (GitHub redelivers for 3 days), got {0}")]
     DedupTtl(u64),
+    /// A duration too large to compute with.
+    #[error("{name} is too large (at most {max}), got {value}")]
+    TooLarge {
+        /// The flag.
+        name: &'static str,
+        /// Its largest accepted value.
+        max: u64,
+        /// The value given.
+        value: u64,
+    },
+    /// The entry deadline does not leave the entry with its consumer.
+    #[error(
+        "--entry-deadline-seconds ({deadline}) must be below --claim-idle-seconds ({claim_idle})"
+    )]
+    EntryDeadline {
+        /// The deadline.
+        deadline: u64,
+        /// The claim idle time.
+        claim_idle: u64,
+    },
     /// A limit that must be positive is zero.
     #[error("{0} must be positive")]
     Zero(&'static str),
 }
+
+/// Ten years: anything above is a typo, and every product with it stays far from overflow.
+const MAX_HOURS: u64 = 10 * 366 * 24;
+/// Ten years in seconds.
+const MAX_SECONDS: u64 = MAX_HOURS * 3600;
 
 impl Args {
     /// Static checks that need no network.
@@ -167,11 +244,48 @@ impl Args {
             ("--max-backlog", self.max_backlog),
             ("--body-timeout-seconds", self.body_timeout_seconds),
             ("--claim-idle-seconds", self.claim_idle_seconds),
-            ("--max-attempts", self.max_attempts),
+            ("--max-backoff-seconds", self.max_backoff_seconds),
+            ("--retry-window-hours", self.retry_window_hours),
+            (
+                "--entry-deadline-seconds",
+                self.entry_deadline_seconds.unwrap_or(1),
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
             }
+        }
+        for (name, value, max) in [
+            ("--dedup-ttl-hours", self.dedup_ttl_hours, MAX_HOURS),
+            ("--retry-window-hours", self.retry_window_hours, MAX_HOURS),
+            (
+                "--body-timeout-seconds",
+                self.body_timeout_seconds,
+                MAX_SECONDS,
+            ),
+            ("--claim-idle-seconds", self.claim_idle_seconds, MAX_SECONDS),
+            (
+                "--max-backoff-seconds",
+                self.max_backoff_seconds,
+                MAX_SECONDS,
+            ),
+            (
+                "--entry-deadline-seconds",
+                self.entry_deadline_seconds.unwrap_or(0),
+                MAX_SECONDS,
+            ),
+        ] {
+            if value > max {
+                return Err(ConfigError::TooLarge { name, max, value });
+            }
+        }
+        if let Some(deadline) = self.entry_deadline_seconds
+            && deadline >= self.claim_idle_seconds
+        {
+            return Err(ConfigError::EntryDeadline {
+                deadline,
+                claim_idle: self.claim_idle_seconds,
+            });
         }
         Ok(())
     }
@@ -180,7 +294,8 @@ impl Args {
     pub fn redis_client(&self) -> Result<redis::Client, ConfigError> {
         let mut info: redis::ConnectionInfo = self
             .redis_url
-            .as_str()
+            .as_deref()
+            .ok_or(ConfigError::NoRedisUrl)?
             .parse()
             .map_err(|e: redis::RedisError| ConfigError::RedisUrl(e.to_string()))?;
         if let Some(path) = &self.redis_password_file {
@@ -197,7 +312,20 @@ impl Args {
 
     /// Dedup TTL.
     pub fn dedup_ttl(&self) -> Duration {
-        Duration::from_secs(self.dedup_ttl_hours * 3600)
+        Duration::from_secs(self.dedup_ttl_hours.saturating_mul(3600))
+    }
+
+    /// The per-entry deadline: as given, else 30 s or half the claim idle time if shorter.
+    pub fn entry_deadline(&self) -> Duration {
+        self.entry_deadline_seconds.map_or_else(
+            || Duration::from_secs(30).min(Duration::from_secs(self.claim_idle_seconds) / 2),
+            Duration::from_secs,
+        )
+    }
+
+    /// Retry window.
+    pub fn retry_window(&self) -> Duration {
+        Duration::from_secs(self.retry_window_hours.saturating_mul(3600))
     }
 
     /// This process's consumer name in the ingest group.

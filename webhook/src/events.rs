@@ -1,6 +1,6 @@
 //! The `receive` role's side of Redis: one atomic script per delivery that refuses when the
 //! backlog passes its cap, acknowledges a redelivered delivery id without a second entry, and
-//! otherwise appends the entry to `gatehouse:events` and records the id with a TTL. The HTTP
+//! otherwise appends the entry to `{gatehouse}:events` and records the id with a TTL. The HTTP
 //! answer is given only after Redis answered this script.
 
 use std::time::Duration;

@@ -1,8 +1,9 @@
 //! gatehouse-webhook: receives GitHub App webhook deliveries, verifies them and buffers them in
-//! the `gatehouse:events` Redis stream (`receive` role), then turns them into ScanRequests
+//! the `{gatehouse}:events` Redis stream (`receive` role), then turns them into ScanRequests
 //! (`ingest` role). It never talks to GitHub in the request path and never creates Jobs.
 
 pub mod config;
+pub mod dead_letters;
 pub mod events;
 pub mod ingest;
 pub mod metrics;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use config::{Args, LogFormat};
+use config::{Args, DeadLetterAction, LogFormat};
 
 /// Sets up logging: JSON lines or human text, level from `RUST_LOG` (default `info`).
 pub fn init_logging(format: LogFormat) {
@@ -61,6 +62,45 @@ pub async fn connect_redis(client: redis::Client, response_timeout: Duration) ->
             }
         }
     }
+}
+
+/// Runs `dead-letters list | replay`, printing to stdout.
+pub async fn dead_letters_command(
+    client: redis::Client,
+    action: &DeadLetterAction,
+) -> anyhow::Result<()> {
+    let mut conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .context("redis did not answer within 10 s")?
+    .context("failed to connect to redis")?;
+    match action {
+        DeadLetterAction::List { count } => {
+            let letters = dead_letters::list(&mut conn, None, *count).await?;
+            for letter in &letters {
+                println!("{}", letter.line());
+            }
+            eprintln!("{} dead letter(s) shown", letters.len());
+        }
+        DeadLetterAction::Replay { ids, all } => {
+            let replayed = if *all {
+                dead_letters::replay_all(&mut conn).await?
+            } else {
+                let mut replayed = Vec::new();
+                for id in ids {
+                    replayed.push((id.clone(), dead_letters::replay(&mut conn, id).await?));
+                }
+                replayed
+            };
+            for (dead, new) in &replayed {
+                println!("replayed {dead} as {new}");
+            }
+            eprintln!("{} dead letter(s) replayed", replayed.len());
+        }
+    }
+    Ok(())
 }
 
 /// Runs the configured roles until SIGTERM or Ctrl-C.
@@ -146,6 +186,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Timeouts for a Kubernetes client whose every call is awaited by ingest's work on an entry:
+/// connecting, and each read and write on the connection, so one half-open connection fails the
+/// call (and the entry is retried) instead of hanging.
+pub fn with_call_timeouts(mut config: kube::Config) -> kube::Config {
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.read_timeout = Some(Duration::from_secs(15));
+    config.write_timeout = Some(Duration::from_secs(15));
+    config
+}
+
 /// Watches ScanPolicies, connects to GitHub when configured, and returns the consumer loop.
 async fn start_ingest(
     args: &Args,
@@ -153,9 +203,15 @@ async fn start_ingest(
     metrics: Arc<metrics::Metrics>,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> anyhow::Result<impl std::future::Future<Output = ()> + use<>> {
-    let client = kube::Client::try_default()
+    let config = kube::Config::infer()
         .await
         .context("role ingest needs Kubernetes access (in-cluster or a kubeconfig)")?;
+    // The policy watch keeps kube's defaults (its reads idle up to the watch timeout); the
+    // writes ingest waits on get short timeouts.
+    let client =
+        kube::Client::try_from(config.clone()).context("failed to build the Kubernetes client")?;
+    let writer = kube::Client::try_from(with_call_timeouts(config))
+        .context("failed to build the Kubernetes client")?;
     let policies: kube::Api<gatehouse_crds::ScanPolicy> = match &args.policy_namespace {
         Some(ns) => kube::Api::namespaced(client.clone(), ns),
         None => kube::Api::all(client.clone()),
@@ -190,20 +246,23 @@ async fn start_ingest(
         None
     };
     let memory = ingest::state::Memory::new(conn.clone());
-    let applier = ingest::apply::Applier::new(client, store, memory, github);
+    let applier = ingest::apply::Applier::new(writer, store, memory, github);
     let consumer = ingest::consumer::Consumer::new(
         conn,
         ingest::consumer::ConsumerConfig {
             name: args.consumer(),
             claim_idle: Duration::from_secs(args.claim_idle_seconds),
-            max_attempts: args.max_attempts,
+            max_backoff: Duration::from_secs(args.max_backoff_seconds),
+            retry_window: args.retry_window(),
             batch: 32,
             block: INGEST_BLOCK,
         },
     )
     .await?;
-    tracing::info!(consumer = %args.consumer(), "ingesting from gatehouse:events");
-    Ok(ingest::Ingest::new(applier, metrics).run(consumer))
+    tracing::info!(consumer = %args.consumer(), "ingesting from {{gatehouse}}:events");
+    Ok(ingest::Ingest::new(applier, metrics)
+        .with_entry_deadline(args.entry_deadline())
+        .run(consumer))
 }
 
 async fn shutdown_signal() {

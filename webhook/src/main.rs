@@ -3,10 +3,29 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use gatehouse_webhook::config::Args;
+use gatehouse_webhook::config::{Args, Command};
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::DeadLetters { action }) = &args.command {
+        let client = match args.redis_client() {
+            Ok(client) => client,
+            Err(e) => {
+                eprintln!("gatehouse-webhook: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        return match tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(gatehouse_webhook::dead_letters_command(client, action)))
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gatehouse-webhook: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Err(e) = args.validate() {
         eprintln!("gatehouse-webhook: {e}");
         return ExitCode::from(2);

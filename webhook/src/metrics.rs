@@ -131,7 +131,7 @@ impl Metrics {
         if let Some((length, pending)) = backlog {
             let _ = writeln!(
                 out,
-                "# HELP gatehouse_events_stream_length Entries in gatehouse:events.\n\
+                "# HELP gatehouse_events_stream_length Entries in {{gatehouse}}:events.\n\
                  # TYPE gatehouse_events_stream_length gauge\n\
                  gatehouse_events_stream_length {length}\n\
                  # HELP gatehouse_events_pending Entries delivered to ingest and not yet acknowledged.\n\

@@ -1,5 +1,5 @@
 //! The `receive` role: `POST /webhook` verifies a GitHub delivery and stores it in
-//! `gatehouse:events`, answering 202 only once Redis has accepted it. Also `/healthz`, `/readyz`
+//! `{gatehouse}:events`, answering 202 only once Redis has accepted it. Also `/healthz`, `/readyz`
 //! and `/metrics`. It never talks to GitHub or Kubernetes.
 //!
 //! Order of checks, cheapest and least trusting first: required headers, content type, declared

@@ -109,21 +109,129 @@ fn too_short_a_dedup_ttl_is_refused() {
 }
 
 #[test]
-fn help_names_every_flag_and_its_environment_variable() {
+fn durations_too_large_to_compute_with_are_refused_not_wrapped() {
+    // 2^64 / 3600 + 1 hours would wrap to a tiny TTL if multiplied unchecked.
+    assert_one_line_error(
+        &[
+            "--role",
+            "ingest",
+            "--redis-url",
+            "redis://127.0.0.1:1/0",
+            "--dedup-ttl-hours",
+            "5124095576030432",
+        ],
+        "--dedup-ttl-hours is too large",
+    );
+    assert_one_line_error(
+        &[
+            "--role",
+            "ingest",
+            "--redis-url",
+            "redis://127.0.0.1:1/0",
+            "--retry-window-hours",
+            "18446744073709551615",
+        ],
+        "--retry-window-hours is too large",
+    );
+}
+
+#[test]
+fn an_entry_deadline_must_leave_the_entry_with_its_consumer() {
+    assert_one_line_error(
+        &[
+            "--role",
+            "ingest",
+            "--redis-url",
+            "redis://127.0.0.1:1/0",
+            "--claim-idle-seconds",
+            "20",
+            "--entry-deadline-seconds",
+            "20",
+        ],
+        "--entry-deadline-seconds (20) must be below --claim-idle-seconds (20)",
+    );
+}
+
+#[test]
+fn redis_is_required_for_the_roles_and_the_dead_letter_commands() {
+    assert_one_line_error(
+        &["--role", "ingest"],
+        "--redis-url (GATEHOUSE_REDIS_URL) is required",
+    );
+    assert_one_line_error(
+        &["dead-letters", "list"],
+        "--redis-url (GATEHOUSE_REDIS_URL) is required",
+    );
+}
+
+/// Every flag and its environment variable, as docs/webhook.md documents them.
+const FLAGS: [(&str, &str); 19] = [
+    ("--role", "GATEHOUSE_ROLE"),
+    ("--listen", "GATEHOUSE_LISTEN"),
+    ("--metrics-listen", "GATEHOUSE_METRICS_LISTEN"),
+    ("--redis-url", "GATEHOUSE_REDIS_URL"),
+    ("--redis-password-file", "GATEHOUSE_REDIS_PASSWORD_FILE"),
+    ("--webhook-secret-file", "GATEHOUSE_WEBHOOK_SECRET_FILE"),
+    ("--max-backlog", "GATEHOUSE_MAX_BACKLOG"),
+    ("--dedup-ttl-hours", "GATEHOUSE_DEDUP_TTL_HOURS"),
+    ("--body-timeout-seconds", "GATEHOUSE_BODY_TIMEOUT_SECONDS"),
+    ("--consumer-name", "GATEHOUSE_CONSUMER_NAME"),
+    ("--claim-idle-seconds", "GATEHOUSE_CLAIM_IDLE_SECONDS"),
+    ("--max-backoff-seconds", "GATEHOUSE_MAX_BACKOFF_SECONDS"),
+    ("--retry-window-hours", "GATEHOUSE_RETRY_WINDOW_HOURS"),
+    (
+        "--entry-deadline-seconds",
+        "GATEHOUSE_ENTRY_DEADLINE_SECONDS",
+    ),
+    ("--policy-namespace", "GATEHOUSE_POLICY_NAMESPACE"),
+    ("--github-app-id", "GATEHOUSE_GITHUB_APP_ID"),
+    (
+        "--github-private-key-file",
+        "GATEHOUSE_GITHUB_PRIVATE_KEY_FILE",
+    ),
+    ("--github-api-url", "GATEHOUSE_GITHUB_API_URL"),
+    ("--log-format", "GATEHOUSE_LOG_FORMAT"),
+];
+
+#[test]
+fn help_and_the_docs_name_every_flag_and_its_environment_variable() {
     let (code, stdout, _) = webhook(&["--help"]);
     assert_eq!(code, 0);
-    for (flag, env) in [
-        ("--role", "GATEHOUSE_ROLE"),
-        ("--listen", "GATEHOUSE_LISTEN"),
-        ("--redis-url", "GATEHOUSE_REDIS_URL"),
-        ("--webhook-secret-file", "GATEHOUSE_WEBHOOK_SECRET_FILE"),
-        ("--metrics-listen", "GATEHOUSE_METRICS_LISTEN"),
-        ("--max-backlog", "GATEHOUSE_MAX_BACKLOG"),
-        ("--claim-idle-seconds", "GATEHOUSE_CLAIM_IDLE_SECONDS"),
-    ] {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/webhook.md"))
+        .unwrap();
+    for (flag, env) in FLAGS {
+        let line = stdout
+            .lines()
+            .position(|l| l.trim_start().starts_with(&format!("{flag} ")))
+            .unwrap_or_else(|| panic!("{flag} missing from --help:\n{stdout}"));
+        // clap prints the flag, its help, then "[env: ...]", before the next flag.
+        let paragraph: String = std::iter::once(stdout.lines().nth(line).unwrap_or(""))
+            .chain(stdout.lines().skip(line + 1).take_while(|l| {
+                let l = l.trim_start();
+                !(l.starts_with("--") || l.starts_with("-h,") || l.starts_with("-V,"))
+            }))
+            .collect();
         assert!(
-            stdout.contains(flag) && stdout.contains(env),
-            "{flag} / {env} missing from --help"
+            paragraph.contains(&format!("[env: {env}=")),
+            "{flag}: {env} missing: {paragraph}"
+        );
+        assert!(
+            docs.contains(&format!("| `{flag}")) && docs.contains(&format!("`{env}`")),
+            "{flag} / {env} missing from docs/webhook.md"
+        );
+    }
+    // No flag beyond the list (a new flag must be added here and to the docs).
+    let flags = stdout
+        .lines()
+        .filter(|l| {
+            l.trim_start().starts_with("--") && !l.contains("--help") && !l.contains("--version")
+        })
+        .count();
+    assert_eq!(flags, FLAGS.len(), "{stdout}");
+    for command in ["dead-letters list", "dead-letters replay"] {
+        assert!(
+            docs.contains(command),
+            "{command} missing from docs/webhook.md"
         );
     }
 }

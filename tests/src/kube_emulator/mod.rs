@@ -84,6 +84,9 @@ pub enum Failure {
     Conflict,
     /// `503 ServiceUnavailable`.
     Unavailable,
+    /// `422 Invalid`: the API refuses the object (as an admission webhook or a validation rule
+    /// the emulator does not model would).
+    Invalid,
 }
 
 impl Failure {
@@ -114,6 +117,7 @@ impl Failure {
                 "ServiceUnavailable",
                 "the server is currently unable to handle the request",
             ),
+            Failure::Invalid => ApiError::new(422, "Invalid", "injected: the object is invalid"),
         }
     }
 }

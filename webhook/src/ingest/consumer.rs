@@ -1,14 +1,18 @@
-//! The Redis side of ingest: consumer group `ingest` on `gatehouse:events`. New entries are read
+//! The Redis side of ingest: consumer group `ingest` on `{gatehouse}:events`. New entries are read
 //! with XREADGROUP; an entry is acknowledged only once its work is done. Entries left pending
-//! (this consumer failed on them, or another consumer died holding them) are taken over with
-//! XAUTOCLAIM once idle long enough, which also spaces out retries. After `max_attempts`
-//! deliveries an entry is copied to `gatehouse:events:dead` with the reason and acknowledged in
-//! one transaction. Trimming never removes an entry that is pending or not yet delivered.
+//! (this consumer failed on them, or another consumer died holding them) are retried with
+//! exponential backoff: an entry delivered `n` times is claimed again (XCLAIM) once idle for
+//! `claim_idle × 2^(n-1)`, capped at `max_backoff`, so a long outage costs few attempts and loses
+//! nothing. An entry that cannot succeed is copied to `{gatehouse}:events:dead` with the reason
+//! and acknowledged in one transaction at once; one that keeps failing transiently only once it
+//! is older than `retry_window`. Trimming never removes an entry that is pending or not yet
+//! delivered.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use gatehouse_crds::stream::{EVENTS_DEAD_STREAM, EVENTS_STREAM, EventEntry, INGEST_GROUP};
+use gatehouse_crds::stream::{
+    EVENTS_DEAD_STREAM, EVENTS_RETRY_REASONS, EVENTS_STREAM, EventEntry, INGEST_GROUP,
+};
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
 
@@ -54,10 +58,14 @@ pub enum Handled {
 pub struct ConsumerConfig {
     /// Consumer name (the pod name).
     pub name: String,
-    /// Pending entries idle this long are claimed and retried.
+    /// Pending entries idle this long are claimed and retried (the first retry's delay; later
+    /// ones double).
     pub claim_idle: Duration,
-    /// Deliveries after which an entry is dead-lettered.
-    pub max_attempts: u64,
+    /// The longest delay between two attempts at an entry.
+    pub max_backoff: Duration,
+    /// An entry failing transiently is retried until it is this old (by its stream id), then
+    /// dead-lettered.
+    pub retry_window: Duration,
     /// Entries read per call.
     pub batch: usize,
     /// How long a read blocks waiting for new entries.
@@ -76,16 +84,24 @@ fn err(operation: &'static str) -> impl FnOnce(redis::RedisError) -> ConsumerErr
     move |source| ConsumerError { operation, source }
 }
 
+impl ConsumerConfig {
+    /// How long an entry delivered `deliveries` times waits (idle) before its next attempt.
+    pub fn backoff(&self, deliveries: u64) -> Duration {
+        let doublings = u32::try_from(deliveries.saturating_sub(1).min(30)).unwrap_or(30);
+        self.claim_idle
+            .saturating_mul(2u32.saturating_pow(doublings))
+            .min(self.max_backoff.max(self.claim_idle))
+    }
+}
+
 /// One ingest consumer.
 pub struct Consumer {
     conn: ConnectionManager,
     config: ConsumerConfig,
-    /// Why the last attempt at an entry failed, for the dead-letter reason.
-    last_error: HashMap<String, String>,
     last_claim: Option<Instant>,
     last_trim: Option<Instant>,
-    /// Where the next XAUTOCLAIM scan starts: claims walk the pending list in pages, so entries
-    /// behind a page of failing ones are reached too.
+    /// Where the next pending-list scan starts: claims walk the pending list in pages, so
+    /// entries behind a page of waiting ones are reached too.
     claim_cursor: String,
 }
 
@@ -120,10 +136,9 @@ impl Consumer {
         Ok(Consumer {
             conn,
             config,
-            last_error: HashMap::new(),
             last_claim: None,
             last_trim: None,
-            claim_cursor: "0-0".to_owned(),
+            claim_cursor: "-".to_owned(),
         })
     }
 
@@ -164,41 +179,66 @@ impl Consumer {
         Ok(batch)
     }
 
-    /// Takes over entries idle past `claim_idle`; entries delivered too often are dead-lettered
-    /// instead of returned.
+    /// The consumer's settings.
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.config
+    }
+
+    /// Takes over pending entries whose backoff has passed; entries past the retry window are
+    /// dead-lettered instead of returned.
     async fn claim(&mut self) -> Result<Vec<Pending>, ConsumerError> {
         let mut conn = self.conn.clone();
-        let min_idle = usize::try_from(self.config.claim_idle.as_millis()).unwrap_or(usize::MAX);
-        let reply: redis::streams::StreamAutoClaimReply = redis::AsyncCommands::xautoclaim_options(
-            &mut conn,
-            EVENTS_STREAM,
-            INGEST_GROUP,
-            &self.config.name,
-            min_idle,
-            self.claim_cursor.as_str(),
-            redis::streams::StreamAutoClaimOptions::default().count(self.config.batch),
-        )
-        .await
-        .map_err(err("claim idle entries"))?;
-        // "0-0" means the scan reached the end; start from the beginning next time.
-        self.claim_cursor.clone_from(&reply.next_stream_id);
+        let min_idle = millis(self.config.claim_idle);
+        let page = self.config.batch.max(1) * 4;
+        // XPENDING key group IDLE ms start end count: (id, consumer, idle ms, deliveries).
+        let listed: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(EVENTS_STREAM)
+            .arg(INGEST_GROUP)
+            .arg("IDLE")
+            .arg(min_idle)
+            .arg(&self.claim_cursor)
+            .arg("+")
+            .arg(page)
+            .query_async(&mut conn)
+            .await
+            .map_err(err("list pending entries"))?;
+        // The next page starts after the last entry listed; a short page ends the walk.
+        self.claim_cursor = match listed.last() {
+            Some((id, ..)) if listed.len() == page => format!("({id}"),
+            _ => "-".to_owned(),
+        };
+        let now_ms = now_millis();
         let mut out = Vec::new();
-        for id in reply.claimed {
-            let attempts = self.delivery_count(&id.id).await?;
-            if attempts > self.config.max_attempts {
-                let reason = self
-                    .last_error
-                    .remove(&id.id)
-                    .unwrap_or_else(|| format!("not processed after {} deliveries", attempts - 1));
-                self.dead_letter(&id, &reason, attempts - 1).await?;
+        for (id, _, idle_ms, deliveries) in listed {
+            let wait = millis(self.config.backoff(deliveries));
+            if idle_ms < wait {
                 continue;
             }
-            tracing::info!(entry = %id.id, attempt = attempts, "retrying pending entry");
-            out.push(Pending::new(id));
-        }
-        // Entries deleted from the stream while pending: nothing to do but acknowledge.
-        for deleted in reply.deleted_ids {
-            self.ack(&deleted).await?;
+            // Only if still idle that long: another consumer may have claimed it meanwhile.
+            let claimed: redis::streams::StreamClaimReply = redis::cmd("XCLAIM")
+                .arg(EVENTS_STREAM)
+                .arg(INGEST_GROUP)
+                .arg(&self.config.name)
+                .arg(wait)
+                .arg(&id)
+                .query_async(&mut conn)
+                .await
+                .map_err(err("claim entry"))?;
+            let Some(entry) = claimed.ids.into_iter().next() else {
+                continue;
+            };
+            let age_ms = parse_id(&id).map_or(0, |(ms, _)| now_ms.saturating_sub(ms));
+            if age_ms > millis(self.config.retry_window) {
+                let reason = self
+                    .reason(&id)
+                    .await?
+                    .unwrap_or_else(|| format!("not processed after {deliveries} deliveries"));
+                let reason = format!("retried for {}s: {reason}", age_ms / 1000);
+                self.dead_letter(&entry, &reason, deliveries).await?;
+                continue;
+            }
+            tracing::info!(entry = %id, attempt = deliveries + 1, "retrying pending entry");
+            out.push(Pending::new(entry));
         }
         Ok(out)
     }
@@ -215,6 +255,17 @@ impl Consumer {
             .map_or(1, |p| u64::try_from(p.times_delivered).unwrap_or(1)))
     }
 
+    /// Why the entry's last attempt failed, if recorded.
+    async fn reason(&self, id: &str) -> Result<Option<String>, ConsumerError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HGET")
+            .arg(EVENTS_RETRY_REASONS)
+            .arg(id)
+            .query_async(&mut conn)
+            .await
+            .map_err(err("read retry reason"))
+    }
+
     /// Records the result of handling one entry.
     pub async fn settle(
         &mut self,
@@ -223,17 +274,21 @@ impl Consumer {
     ) -> Result<(), ConsumerError> {
         let id = pending.id();
         match handled {
-            Handled::Done => {
-                self.last_error.remove(id);
-                self.ack(id).await
-            }
+            Handled::Done => self.ack(id).await,
             Handled::Retry(reason) => {
-                tracing::warn!(entry = %id, reason = %reason, "entry left pending for a retry");
-                self.last_error.insert(id.to_owned(), reason);
-                Ok(())
+                let deliveries = self.delivery_count(id).await?;
+                let retry_in = self.config.backoff(deliveries);
+                tracing::warn!(entry = %id, reason = %reason, attempt = deliveries, retry_in_s = retry_in.as_secs_f64(), "entry left pending for a retry");
+                let mut conn = self.conn.clone();
+                redis::cmd("HSET")
+                    .arg(EVENTS_RETRY_REASONS)
+                    .arg(id)
+                    .arg(&reason)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(err("record retry reason"))
             }
             Handled::Dead(reason) => {
-                self.last_error.remove(id);
                 let attempts = self.delivery_count(id).await?;
                 self.dead_letter(&pending.raw, &reason, attempts).await
             }
@@ -242,11 +297,17 @@ impl Consumer {
 
     async fn ack(&self, id: &str) -> Result<(), ConsumerError> {
         let mut conn = self.conn.clone();
-        redis::cmd("XACK")
+        let mut pipe = redis::pipe();
+        pipe.cmd("XACK")
             .arg(EVENTS_STREAM)
             .arg(INGEST_GROUP)
             .arg(id)
-            .query_async::<()>(&mut conn)
+            .ignore()
+            .cmd("HDEL")
+            .arg(EVENTS_RETRY_REASONS)
+            .arg(id)
+            .ignore();
+        pipe.query_async::<()>(&mut conn)
             .await
             .map_err(err("acknowledge entry"))
     }
@@ -293,6 +354,10 @@ impl Consumer {
             .cmd("XACK")
             .arg(EVENTS_STREAM)
             .arg(INGEST_GROUP)
+            .arg(&entry.id)
+            .ignore()
+            .cmd("HDEL")
+            .arg(EVENTS_RETRY_REASONS)
             .arg(&entry.id)
             .ignore();
         let mut conn = self.conn.clone();
@@ -350,7 +415,60 @@ impl Consumer {
     }
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn now_millis() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(0)
+}
+
 fn parse_id(id: &str) -> Option<(u64, u64)> {
     let (ms, seq) = id.split_once('-')?;
     Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(claim_idle_ms: u64, max_backoff_ms: u64) -> ConsumerConfig {
+        ConsumerConfig {
+            name: "c".into(),
+            claim_idle: Duration::from_millis(claim_idle_ms),
+            max_backoff: Duration::from_millis(max_backoff_ms),
+            retry_window: Duration::from_secs(86_400),
+            batch: 1,
+            block: Duration::from_millis(1),
+        }
+    }
+
+    #[test]
+    fn the_wait_doubles_per_delivery_up_to_the_cap() {
+        let c = config(60_000, 300_000);
+        let waits: Vec<u64> = (1..=6).map(|n| c.backoff(n).as_secs()).collect();
+        assert_eq!(waits, [60, 120, 240, 300, 300, 300]);
+        // Never below the claim idle time, whatever the cap, and no overflow at any count.
+        assert_eq!(config(60_000, 1_000).backoff(1).as_secs(), 60);
+        assert_eq!(c.backoff(u64::MAX).as_secs(), 300);
+        assert_eq!(c.backoff(0).as_secs(), 60);
+    }
+
+    #[test]
+    fn a_day_of_outage_costs_few_hundred_attempts() {
+        let c = config(60_000, 300_000);
+        let mut elapsed = Duration::ZERO;
+        let mut attempts = 0u64;
+        while elapsed < Duration::from_secs(86_400) {
+            attempts += 1;
+            elapsed += c.backoff(attempts);
+        }
+        assert!((280..=300).contains(&attempts), "{attempts}");
+    }
 }

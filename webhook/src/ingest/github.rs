@@ -88,6 +88,11 @@ impl GitHub {
             .app(AppId(app_id), key)
             .base_uri(api_url)
             .map_err(|e| GitHubError::Setup(format!("api url {api_url:?}: {e}")))?
+            // A half-open connection fails the call (and the entry is retried) instead of
+            // hanging.
+            .set_connect_timeout(Some(Duration::from_secs(5)))
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .set_write_timeout(Some(Duration::from_secs(15)))
             .build()
             .map_err(|e| GitHubError::Setup(e.to_string()))?;
         Ok(GitHub {

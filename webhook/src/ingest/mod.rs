@@ -1,7 +1,7 @@
-//! The `ingest` role: reads `gatehouse:events` as consumer group `ingest` and turns deliveries
+//! The `ingest` role: reads `{gatehouse}:events` as consumer group `ingest` and turns deliveries
 //! into ScanRequests. Entries are acknowledged only after their work is done (or found to be
 //! nothing); failures stay pending and are retried, and after too many attempts an entry moves to
-//! `gatehouse:events:dead` with the reason.
+//! `{gatehouse}:events:dead` with the reason.
 
 pub mod apply;
 pub mod consumer;
@@ -11,7 +11,7 @@ pub mod plan;
 pub mod state;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gatehouse_crds::stream::EventEntry;
 use tracing::Instrument as _;
@@ -48,12 +48,29 @@ pub fn watch_policies(
 pub struct Ingest {
     applier: Applier,
     metrics: Arc<Metrics>,
+    entry_deadline: Duration,
 }
+
+/// The longest one entry's work may take by default (each Kubernetes and GitHub call also has
+/// its own timeouts).
+pub const ENTRY_DEADLINE: Duration = Duration::from_secs(30);
 
 impl Ingest {
     /// An ingest handler.
     pub fn new(applier: Applier, metrics: Arc<Metrics>) -> Ingest {
-        Ingest { applier, metrics }
+        Ingest {
+            applier,
+            metrics,
+            entry_deadline: ENTRY_DEADLINE,
+        }
+    }
+
+    /// The same handler with another per-entry deadline (it is also kept below the claim idle
+    /// time).
+    #[must_use]
+    pub fn with_entry_deadline(mut self, deadline: Duration) -> Ingest {
+        self.entry_deadline = deadline;
+        self
     }
 
     /// Does the work one entry asks for. Every log line carries the delivery id and event.
@@ -117,9 +134,35 @@ impl Ingest {
                     continue;
                 }
             };
+            let read_at = Instant::now();
+            let claim_idle = consumer.config().claim_idle;
             for pending in batch {
+                // Every entry of the batch is pending with this consumer from the read on; once
+                // it has been idle for claim_idle another consumer may take it over. Work on an
+                // entry ends before that (a half-open connection cannot hold it longer), and
+                // what the batch has no time left for stays pending for the next claim.
+                let left = claim_idle
+                    .saturating_sub(read_at.elapsed())
+                    .saturating_sub(claim_idle / 10);
+                if left < claim_idle / 4 {
+                    tracing::info!(entry = %pending.id(), "batch out of time; entry left pending for the next claim");
+                    continue;
+                }
                 let handled = match &pending.entry {
-                    Ok(entry) => self.handle(entry).await,
+                    Ok(entry) => {
+                        let deadline = left.min(self.entry_deadline);
+                        if let Ok(handled) =
+                            tokio::time::timeout(deadline, self.handle(entry)).await
+                        {
+                            handled
+                        } else {
+                            self.metrics.ingested(event_label(&entry.event), "timeout");
+                            Handled::Retry(format!(
+                                "not handled within {:.1}s (a Kubernetes or GitHub call hung)",
+                                deadline.as_secs_f64()
+                            ))
+                        }
+                    }
                     Err(reason) => Handled::Dead(reason.clone()),
                 };
                 if let Err(e) = consumer.settle(&pending, handled).await {
