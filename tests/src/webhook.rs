@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use gatehouse_webhook::events::EventWriter;
 use gatehouse_webhook::metrics::Metrics;
-use gatehouse_webhook::receive::{ReceiveState, router};
+use gatehouse_webhook::receive::{BodyBudget, ReceiveState, Writer, router};
 use gatehouse_webhook::secrets::SharedVerifier;
+use gatehouse_webhook::serve::{Connections, Limits};
 
 use crate::RedisServer;
 
@@ -25,6 +26,12 @@ pub struct ReceiverOptions {
     pub body_timeout: Duration,
     /// Secrets, one file each.
     pub secrets: Vec<String>,
+    /// Body memory budget, bytes.
+    pub body_memory: usize,
+    /// Bodies read at once.
+    pub max_bodies: usize,
+    /// Connection limits.
+    pub limits: Limits,
 }
 
 impl Default for ReceiverOptions {
@@ -33,6 +40,9 @@ impl Default for ReceiverOptions {
             max_backlog: 100_000,
             body_timeout: Duration::from_secs(10),
             secrets: vec![SECRET.to_owned()],
+            body_memory: 128 * 1024 * 1024,
+            max_bodies: 256,
+            limits: Limits::default(),
         }
     }
 }
@@ -71,15 +81,28 @@ impl Receiver {
         let conn = gatehouse_webhook::connect_redis(client, Duration::from_secs(5)).await;
         let state = ReceiveState {
             verifier,
-            writer: EventWriter::new(conn, options.max_backlog, Duration::from_secs(72 * 3600)),
+            writer: Writer::ready(EventWriter::new(
+                conn,
+                options.max_backlog,
+                Duration::from_secs(72 * 3600),
+            )),
             metrics: Arc::new(Metrics::default()),
             body_timeout: options.body_timeout,
+            budget: Arc::new(BodyBudget::new(options.body_memory, options.max_bodies)),
         };
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
         let app = router(state.clone(), true);
+        let limits = options.limits;
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            gatehouse_webhook::serve::serve(
+                listener,
+                app,
+                limits,
+                Arc::new(Connections::default()),
+                std::future::pending(),
+            )
+            .await;
         });
         Ok(Receiver {
             addr,

@@ -88,6 +88,32 @@ pub struct Args {
     #[arg(long, env = "GATEHOUSE_BODY_TIMEOUT_SECONDS", default_value_t = 10)]
     pub body_timeout_seconds: u64,
 
+    /// Seconds a client may take to send a request's headers; also how long an idle keep-alive
+    /// connection stays open.
+    #[arg(long, env = "GATEHOUSE_HEADER_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub header_timeout_seconds: u64,
+
+    /// Connections served at once; more wait to be accepted.
+    #[arg(long, env = "GATEHOUSE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Request body memory held at once, in MiB (bodies are held before they can be verified);
+    /// past it deliveries get 503 with Retry-After.
+    #[arg(long, env = "GATEHOUSE_BODY_MEMORY_MIB", default_value_t = 128)]
+    pub body_memory_mib: usize,
+
+    /// Request bodies read at once; past it deliveries get 503 with Retry-After.
+    #[arg(long, env = "GATEHOUSE_MAX_CONCURRENT_BODIES", default_value_t = 256)]
+    pub max_concurrent_bodies: usize,
+
+    /// Seconds between checks of the secret files for changes (SIGHUP reloads at once).
+    #[arg(long, env = "GATEHOUSE_SECRET_CHECK_SECONDS", default_value_t = 10)]
+    pub secret_check_seconds: u64,
+
+    /// Seconds requests in flight may take to finish after SIGTERM.
+    #[arg(long, env = "GATEHOUSE_DRAIN_SECONDS", default_value_t = 20)]
+    pub drain_seconds: u64,
+
     /// Consumer name in the ingest group; defaults to $POD_NAME, then the host name.
     #[arg(long, env = "GATEHOUSE_CONSUMER_NAME")]
     pub consumer_name: Option<String>,
@@ -243,6 +269,11 @@ impl Args {
         for (name, value) in [
             ("--max-backlog", self.max_backlog),
             ("--body-timeout-seconds", self.body_timeout_seconds),
+            ("--header-timeout-seconds", self.header_timeout_seconds),
+            ("--max-connections", self.max_connections as u64),
+            ("--body-memory-mib", self.body_memory_mib as u64),
+            ("--max-concurrent-bodies", self.max_concurrent_bodies as u64),
+            ("--secret-check-seconds", self.secret_check_seconds),
             ("--claim-idle-seconds", self.claim_idle_seconds),
             ("--max-backoff-seconds", self.max_backoff_seconds),
             ("--retry-window-hours", self.retry_window_hours),
@@ -264,6 +295,19 @@ impl Args {
                 MAX_SECONDS,
             ),
             ("--claim-idle-seconds", self.claim_idle_seconds, MAX_SECONDS),
+            (
+                "--header-timeout-seconds",
+                self.header_timeout_seconds,
+                MAX_SECONDS,
+            ),
+            (
+                "--secret-check-seconds",
+                self.secret_check_seconds,
+                MAX_SECONDS,
+            ),
+            ("--drain-seconds", self.drain_seconds, MAX_SECONDS),
+            // A body can be at most 26 MiB; a budget beyond 64 GiB is a typo.
+            ("--body-memory-mib", self.body_memory_mib as u64, 64 * 1024),
             (
                 "--max-backoff-seconds",
                 self.max_backoff_seconds,
@@ -321,6 +365,11 @@ impl Args {
             || Duration::from_secs(30).min(Duration::from_secs(self.claim_idle_seconds) / 2),
             Duration::from_secs,
         )
+    }
+
+    /// The body memory budget, in bytes.
+    pub fn body_memory_bytes(&self) -> usize {
+        self.body_memory_mib.saturating_mul(1024 * 1024)
     }
 
     /// Retry window.

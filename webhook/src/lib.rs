@@ -9,6 +9,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod receive;
 pub mod secrets;
+pub mod serve;
 pub mod signature;
 
 use std::sync::Arc;
@@ -104,86 +105,189 @@ pub async fn dead_letters_command(
 }
 
 /// Runs the configured roles until SIGTERM or Ctrl-C.
+///
+/// Listeners are bound first, before Redis or Kubernetes answer, so `/healthz` works (and
+/// deliveries get 503) while dependencies are still coming up. SIGTERM during start-up ends the
+/// process cleanly. Once running, any task that ends on its own (a listener error, the policy
+/// watch) is an error: the process exits non-zero so Kubernetes restarts it. On SIGTERM the
+/// listeners stop accepting, requests in flight finish (within `--drain-seconds`), and the
+/// process exits at once.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let redis_client = args.redis_client()?;
     let metrics = Arc::new(metrics::Metrics::default());
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    let mut tasks = tokio::task::JoinSet::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    if args.role.receives() {
-        let conn = connect_redis(redis_client.clone(), Duration::from_secs(5)).await;
-        tracing::info!("redis connected (receive)");
+    let mut running = Running::default();
+    let started = start(&args, redis_client, &metrics, &stop_rx, &mut running);
+    tokio::select! {
+        result = started => result?,
+        () = &mut shutdown => {
+            tracing::info!("stopped during start-up");
+            return Ok(());
+        }
+    }
+    let outcome = tokio::select! {
+        () = &mut shutdown => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+        Some(done) = running.servers.join_next() => Err(ended(done)),
+        Some(done) = running.workers.join_next() => Err(ended(done)),
+    };
+    let _ = stop_tx.send(true);
+    // Listeners drain their requests in flight and end; nothing else needs to finish (ingest
+    // stops where it is: an unacknowledged entry is claimed by another consumer).
+    while running.servers.join_next().await.is_some() {}
+    running.workers.shutdown().await;
+    running.helpers.shutdown().await;
+    outcome
+}
+
+fn ended(done: Result<&'static str, tokio::task::JoinError>) -> anyhow::Error {
+    match done {
+        Ok(name) => anyhow::anyhow!("{name} ended unexpectedly"),
+        Err(e) => anyhow::anyhow!("a task failed: {e}"),
+    }
+}
+
+/// The tasks of a running process.
+#[derive(Default)]
+struct Running {
+    /// Listeners: they end after the stop signal, once drained; earlier is a failure.
+    servers: tokio::task::JoinSet<&'static str>,
+    /// Loops that never end (ingest, watches, reloads); ending is a failure.
+    workers: tokio::task::JoinSet<&'static str>,
+    /// Tasks that end when done (connecting to Redis).
+    helpers: tokio::task::JoinSet<()>,
+}
+
+/// Binds the listeners, then starts the roles.
+async fn start(
+    args: &Args,
+    redis_client: redis::Client,
+    metrics: &Arc<metrics::Metrics>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+    running: &mut Running,
+) -> anyhow::Result<()> {
+    let limits = serve::Limits {
+        header_timeout: Duration::from_secs(args.header_timeout_seconds),
+        max_connections: args.max_connections,
+        drain: Duration::from_secs(args.drain_seconds),
+    };
+    // Ready while progress was made within the longest work on a batch entry plus a read.
+    let health = Arc::new(ingest::Health::new(
+        Duration::from_secs(args.claim_idle_seconds) + INGEST_BLOCK * 3,
+    ));
+    let main_router = if args.role.receives() {
         let verifier = secrets::SharedVerifier::load(args.webhook_secret_files.clone())?;
         tracing::info!(secrets = verifier.get().len(), "webhook secrets loaded");
-        tasks.spawn(verifier.clone().watch(Duration::from_secs(10)));
+        running.workers.spawn({
+            let verifier = verifier.clone();
+            let every = Duration::from_secs(args.secret_check_seconds);
+            async move {
+                verifier.watch(every).await;
+                "secret reloading"
+            }
+        });
+        let writer = receive::Writer::default();
+        running.helpers.spawn({
+            let writer = writer.clone();
+            let client = redis_client.clone();
+            let (backlog, ttl) = (args.max_backlog, args.dedup_ttl());
+            async move {
+                let conn = connect_redis(client, Duration::from_secs(5)).await;
+                warn_unless_noeviction(&conn).await;
+                writer.set(events::EventWriter::new(conn, backlog, ttl));
+                tracing::info!("redis connected (receive)");
+            }
+        });
         let state = receive::ReceiveState {
             verifier,
-            writer: events::EventWriter::new(conn, args.max_backlog, args.dedup_ttl()),
-            metrics: Arc::clone(&metrics),
+            writer,
+            metrics: Arc::clone(metrics),
             body_timeout: Duration::from_secs(args.body_timeout_seconds),
+            budget: Arc::new(receive::BodyBudget::new(
+                args.body_memory_bytes(),
+                args.max_concurrent_bodies,
+            )),
         };
         if let Some(addr) = args.metrics_listen {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("failed to listen on {addr}"))?;
-            let router = receive::metrics_router(state.clone());
-            tasks.spawn(async move {
-                if let Err(e) = axum::serve(listener, router).await {
-                    tracing::error!(error = %e, "metrics listener failed");
-                }
-            });
+            let listener = bind(addr).await?;
+            spawn_server(
+                running,
+                "metrics listener",
+                listener,
+                receive::metrics_router(state.clone()),
+                limits,
+                stop,
+            );
         }
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("failed to listen on {}", args.listen))?;
-        // Answers are small and latency-bound: do not let Nagle hold them back.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         tracing::info!(listen = %args.listen, "receiving webhooks on POST /webhook");
-        let router = receive::router(state, args.metrics_listen.is_none());
-        let mut stopping = stop_rx.clone();
-        tasks.spawn(async move {
-            let graceful = async move {
-                let _ = stopping.changed().await;
-            };
-            // In-flight deliveries finish (and get their answer) before the listener closes.
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(graceful)
-                .await
-            {
-                tracing::error!(error = %e, "webhook listener failed");
-            }
-        });
-    }
+        receive::router(state, args.metrics_listen.is_none())
+    } else {
+        tracing::info!(listen = %args.listen, "serving /healthz, /readyz and /metrics");
+        ingest::health_router(Arc::clone(&health), Arc::clone(metrics))
+    };
+    let listener = bind(args.listen).await?;
+    spawn_server(running, "listener", listener, main_router, limits, stop);
     if args.role.ingests() {
         // Its own connection: its blocking reads must not delay receive's writes.
-        let ingest_conn = connect_redis(redis_client.clone(), INGEST_BLOCK * 3).await;
+        let conn = connect_redis(redis_client, INGEST_BLOCK * 3).await;
+        warn_unless_noeviction(&conn).await;
         tracing::info!("redis connected (ingest)");
-        let ingest = start_ingest(&args, ingest_conn, Arc::clone(&metrics), &mut tasks).await?;
-        tasks.spawn(ingest);
+        start_ingest(args, conn, Arc::clone(metrics), health, running).await?;
     }
-    tokio::select! {
-        () = &mut shutdown => tracing::info!("shutting down"),
-        Some(done) = tasks.join_next() => {
-            if let Err(e) = done {
-                anyhow::bail!("a task failed: {e}");
-            }
-        }
-    }
-    // Let in-flight requests finish, for at most a few seconds; ingest stops where it is (an
-    // unacknowledged entry is claimed by another consumer).
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(done) = tasks.join_next().await {
-            if done.is_err() {
-                break;
-            }
-        }
-    })
-    .await;
     Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("failed to listen on {addr}"))
+}
+
+fn spawn_server(
+    running: &mut Running,
+    name: &'static str,
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    limits: serve::Limits,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) {
+    let mut stopping = stop.clone();
+    let connections = Arc::new(serve::Connections::default());
+    running.servers.spawn(async move {
+        let signal = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
+        serve::serve(listener, router, limits, connections, signal).await;
+        name
+    });
+}
+
+/// Warns when Redis may evict keys: the stream, pending entries and delivery ids must never be
+/// evicted (acknowledged deliveries would be lost, or stored twice). Managed Redis that hides
+/// `INFO` gets no warning.
+async fn warn_unless_noeviction(conn: &ConnectionManager) {
+    let mut conn = conn.clone();
+    let info: Result<String, _> = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await;
+    let Ok(info) = info else {
+        return;
+    };
+    if let Some(policy) = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("maxmemory_policy:"))
+        && policy != "noeviction"
+    {
+        tracing::warn!(
+            maxmemory_policy = policy,
+            "redis may evict keys under memory pressure; set maxmemory-policy noeviction, or deliveries can be lost"
+        );
+    }
 }
 
 /// Timeouts for a Kubernetes client whose every call is awaited by ingest's work on an entry:
@@ -196,13 +300,14 @@ pub fn with_call_timeouts(mut config: kube::Config) -> kube::Config {
     config
 }
 
-/// Watches ScanPolicies, connects to GitHub when configured, and returns the consumer loop.
+/// Watches ScanPolicies, connects to GitHub when configured, and starts the consumer loop.
 async fn start_ingest(
     args: &Args,
     conn: ConnectionManager,
     metrics: Arc<metrics::Metrics>,
-    tasks: &mut tokio::task::JoinSet<()>,
-) -> anyhow::Result<impl std::future::Future<Output = ()> + use<>> {
+    health: Arc<ingest::Health>,
+    running: &mut Running,
+) -> anyhow::Result<()> {
     let config = kube::Config::infer()
         .await
         .context("role ingest needs Kubernetes access (in-cluster or a kubeconfig)")?;
@@ -217,12 +322,16 @@ async fn start_ingest(
         None => kube::Api::all(client.clone()),
     };
     let (store, watch) = ingest::watch_policies(policies);
-    tasks.spawn(watch);
+    running.workers.spawn(async move {
+        watch.await;
+        "ScanPolicy watch"
+    });
     // Acting before the first list completed would mistake every pull request for uncovered.
     store
         .wait_until_ready()
         .await
         .context("the ScanPolicy watch stopped before its first list")?;
+    health.policies_synced();
     tracing::info!(policies = store.state().len(), "ScanPolicies loaded");
 
     let github = if let (Some(app_id), Some(key_file)) =
@@ -234,17 +343,38 @@ async fn start_ingest(
                 key_file.display()
             )
         })?;
-        Some(Arc::new(ingest::github::GitHub::new(
+        let github = Arc::new(ingest::github::GitHub::new(
             *app_id,
             &key,
             &args.github_api_url,
-        )?))
+        )?);
+        running.workers.spawn(reload_github_key_on_hangup(
+            Arc::clone(&github),
+            key_file.clone(),
+        ));
+        Some(github)
     } else {
         tracing::warn!(
             "no GitHub App credentials: /gatehouse comment commands and re-runs of deleted scans are ignored"
         );
         None
     };
+    if !args.role.receives() {
+        // SIGHUP must not end an ingest-only process (its default action); with receive, the
+        // secret reloading handles it.
+        running.workers.spawn(async {
+            let Ok(mut hangup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                std::future::pending::<()>().await;
+                return "SIGHUP handler";
+            };
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP received");
+            }
+            "SIGHUP handler"
+        });
+    }
     let memory = ingest::state::Memory::new(conn.clone());
     let applier = ingest::apply::Applier::new(writer, store, memory, github);
     let consumer = ingest::consumer::Consumer::new(
@@ -260,9 +390,39 @@ async fn start_ingest(
     )
     .await?;
     tracing::info!(consumer = %args.consumer(), "ingesting from {{gatehouse}}:events");
-    Ok(ingest::Ingest::new(applier, metrics)
+    let ingest = ingest::Ingest::new(applier, metrics)
         .with_entry_deadline(args.entry_deadline())
-        .run(consumer))
+        .with_health(health);
+    running.workers.spawn(async move {
+        ingest.run(consumer).await;
+        "ingest"
+    });
+    Ok(())
+}
+
+/// Re-reads the GitHub App private key on SIGHUP (a rotated key); a key that does not load
+/// leaves the old one in use.
+async fn reload_github_key_on_hangup(
+    github: Arc<ingest::github::GitHub>,
+    key_file: std::path::PathBuf,
+) -> &'static str {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        std::future::pending::<()>().await;
+        return "GitHub key reloading";
+    };
+    while hangup.recv().await.is_some() {
+        let reloaded = std::fs::read(&key_file)
+            .map_err(|e| e.to_string())
+            .and_then(|key| github.reload_key(&key).map_err(|e| e.to_string()));
+        match reloaded {
+            Ok(()) => tracing::info!(file = %key_file.display(), "GitHub App private key reloaded"),
+            Err(e) => {
+                tracing::error!(file = %key_file.display(), error = %e, "GitHub App private key not reloaded; keeping the previous one")
+            }
+        }
+    }
+    "GitHub key reloading"
 }
 
 async fn shutdown_signal() {

@@ -44,6 +44,7 @@ pub struct Metrics {
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
+    gauges: Mutex<BTreeMap<&'static str, (&'static str, f64)>>,
 }
 
 impl Metrics {
@@ -69,6 +70,14 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// Sets a gauge (name and help are fixed strings of the code, never request data).
+    pub fn set_gauge(&self, name: &'static str, help: &'static str, value: f64) {
+        self.gauges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name, (help, value));
+    }
+
     /// Records how long one webhook request took.
     pub fn observe(&self, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
@@ -82,8 +91,9 @@ impl Metrics {
         self.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
-    /// The exposition text; `backlog` is (stream length, pending entries) when Redis answered.
-    pub fn render(&self, backlog: Option<(u64, u64)>) -> String {
+    /// The process's own metrics, without the Redis-derived ones (for the ingest-only role,
+    /// which has no view of the stream's backlog).
+    pub fn render_own(&self) -> String {
         let mut out = String::new();
         let counters =
             |out: &mut String,
@@ -128,6 +138,23 @@ impl Metrics {
         #[allow(clippy::cast_precision_loss)] // metrics: microsecond sums stay far below 2^52
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+        for (name, (help, value)) in self
+            .gauges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        out
+    }
+
+    /// The exposition text; `backlog` is (stream length, pending entries) when Redis answered.
+    pub fn render(&self, backlog: Option<(u64, u64)>) -> String {
+        let mut out = self.render_own();
         if let Some((length, pending)) = backlog {
             let _ = writeln!(
                 out,

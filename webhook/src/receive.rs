@@ -3,7 +3,14 @@
 //! and `/metrics`. It never talks to GitHub or Kubernetes.
 //!
 //! Order of checks, cheapest and least trusting first: required headers, content type, declared
-//! size, body (size cap and read timeout), signature, then (only for signed bodies) JSON.
+//! size, the memory budget, body (size cap and read timeout), signature, then (only for signed
+//! bodies) JSON.
+//!
+//! **Memory budget.** Bodies are read before they can be verified, so unsigned uploads cost
+//! memory too. A [`BodyBudget`] caps the body bytes held at once (a body with `Content-Length`
+//! reserves it all before reading; a chunked body reserves each chunk as it arrives) and the
+//! bodies read at once; past either, the answer is 503 with `Retry-After`. A body is read once
+//! into a buffer of its declared size and never copied on the signed path.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,12 +36,85 @@ pub const MAX_BODY_BYTES: usize = 26 * 1024 * 1024;
 pub struct ReceiveState {
     /// Verifies signatures with the current secrets.
     pub verifier: SharedVerifier,
-    /// Stores deliveries.
-    pub writer: EventWriter,
+    /// Stores deliveries; `None` until Redis first answered.
+    pub writer: Writer,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// How long a client may take to send the body.
     pub body_timeout: Duration,
+    /// Body memory held at once.
+    pub budget: Arc<BodyBudget>,
+}
+
+/// The event writer, once Redis has answered: the listener is up before that, answering 503.
+#[derive(Clone, Debug, Default)]
+pub struct Writer(Arc<std::sync::OnceLock<EventWriter>>);
+
+impl Writer {
+    /// A writer that is ready now.
+    pub fn ready(writer: EventWriter) -> Writer {
+        let cell = std::sync::OnceLock::new();
+        let _ = cell.set(writer);
+        Writer(Arc::new(cell))
+    }
+
+    /// Makes the writer available (the first call wins).
+    pub fn set(&self, writer: EventWriter) {
+        let _ = self.0.set(writer);
+    }
+
+    /// The writer, if Redis has answered yet.
+    pub fn get(&self) -> Option<&EventWriter> {
+        self.0.get()
+    }
+}
+
+/// Caps the request body memory held at once: bytes and bodies.
+#[derive(Debug)]
+pub struct BodyBudget {
+    bytes: tokio::sync::Semaphore,
+    bodies: tokio::sync::Semaphore,
+    max_bytes: usize,
+}
+
+impl BodyBudget {
+    /// At most `max_bytes` of bodies and `max_bodies` bodies at once.
+    pub fn new(max_bytes: usize, max_bodies: usize) -> BodyBudget {
+        let max_bytes = max_bytes.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        BodyBudget {
+            bytes: tokio::sync::Semaphore::new(max_bytes),
+            bodies: tokio::sync::Semaphore::new(max_bodies.max(1)),
+            max_bytes,
+        }
+    }
+
+    /// Body bytes held now.
+    pub fn bytes_in_use(&self) -> usize {
+        self.max_bytes - self.bytes.available_permits()
+    }
+
+    fn body(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.bodies.try_acquire().ok()
+    }
+
+    fn reserve(&self, bytes: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let bytes = u32::try_from(bytes).ok()?;
+        if bytes == 0 {
+            return self.bytes.try_acquire_many(0).ok();
+        }
+        self.bytes.try_acquire_many(bytes).ok()
+    }
+}
+
+fn overloaded() -> Refusal {
+    Refusal {
+        retry_after: Some(5),
+        ..Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many request bodies in flight, retry later",
+        )
+    }
 }
 
 /// Routes of the receive role; `/metrics` is added only when `with_metrics`.
@@ -60,17 +140,29 @@ pub fn metrics_router(state: ReceiveState) -> Router {
 }
 
 async fn readyz(State(state): State<ReceiveState>) -> Response {
-    match tokio::time::timeout(Duration::from_secs(2), state.writer.ping()).await {
+    let Some(writer) = state.writer.get() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "redis not connected yet").into_response();
+    };
+    match tokio::time::timeout(Duration::from_secs(2), writer.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ok").into_response(),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable").into_response(),
     }
 }
 
 async fn metrics(State(state): State<ReceiveState>) -> Response {
-    let backlog = tokio::time::timeout(Duration::from_secs(2), state.writer.backlog())
-        .await
-        .ok()
-        .and_then(Result::ok);
+    let backlog = match state.writer.get() {
+        Some(writer) => tokio::time::timeout(Duration::from_secs(2), writer.backlog())
+            .await
+            .ok()
+            .and_then(Result::ok),
+        None => None,
+    };
+    #[allow(clippy::cast_precision_loss)] // gauges: far below 2^52
+    state.metrics.set_gauge(
+        "gatehouse_webhook_body_bytes_in_flight",
+        "Request body bytes held by the receive role now.",
+        state.budget.bytes_in_use() as f64,
+    );
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(backlog),
@@ -116,7 +208,12 @@ async fn webhook(State(state): State<ReceiveState>, request: Request) -> Respons
     let delivery = header_str(&parts.headers, "x-github-delivery")
         .unwrap_or("")
         .to_owned();
-    let span = tracing::info_span!("delivery", delivery = %delivery, event = %event);
+    // Logged before they are validated: only a bounded, escaped prefix.
+    let span = tracing::info_span!(
+        "delivery",
+        delivery = %loggable(&delivery),
+        event = %loggable(&event)
+    );
     let response = async {
         match handle(&state, &parts.headers, body, &event, &delivery).await {
             Ok((status, outcome, body)) => {
@@ -152,6 +249,23 @@ async fn webhook(State(state): State<ReceiveState>, request: Request) -> Respons
     response
 }
 
+/// A header value as it may appear in a log line: at most [`LOGGED_HEADER_CHARS`] characters,
+/// control characters escaped, a cut marked with `…`.
+pub fn loggable(value: &str) -> String {
+    let mut out: String = value
+        .chars()
+        .take(LOGGED_HEADER_CHARS)
+        .flat_map(char::escape_default)
+        .collect();
+    if value.chars().count() > LOGGED_HEADER_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+/// Longest header value prefix written to logs (a delivery id is 36).
+pub const LOGGED_HEADER_CHARS: usize = 64;
+
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get(name)
@@ -176,8 +290,13 @@ async fn handle(
     event: &str,
     delivery: &str,
 ) -> Handled {
-    let (signature, form) = check_headers(headers, event, delivery)?;
-    let raw = read_body(body, state.body_timeout).await?;
+    let (signature, form, declared) = check_headers(headers, event, delivery)?;
+    let Some(_body_slot) = state.budget.body() else {
+        return Err(overloaded());
+    };
+    // The reservation is held until the request is answered: verifying and storing hold the
+    // body too.
+    let (raw, _reserved) = read_body(body, declared, &state.budget, state.body_timeout).await?;
     if state.verifier.get().verify(signature, &raw).is_err() {
         return Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
@@ -187,15 +306,15 @@ async fn handle(
     }
     // Only signed bytes are looked at from here on.
     let payload = if form {
-        form_payload(&raw).ok_or_else(|| {
+        bytes::Bytes::from(form_payload(&raw).ok_or_else(|| {
             Refusal::new(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 "form body has no payload field",
             )
-        })?
+        })?)
     } else {
-        raw.to_vec()
+        raw
     };
     if let Some(ignored) = ignored(event, &payload)? {
         return Ok(ignored);
@@ -203,12 +322,13 @@ async fn handle(
     store(state, event, delivery, &payload).await
 }
 
-/// The required headers; returns the signature and whether the body is form-encoded.
+/// The required headers; returns the signature, whether the body is form-encoded, and its
+/// declared length.
 fn check_headers<'h>(
     headers: &'h HeaderMap,
     event: &str,
     delivery: &str,
-) -> Result<(&'h str, bool), Refusal> {
+) -> Result<(&'h str, bool, Option<usize>), Refusal> {
     let bad = |reason| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", reason);
     if event.is_empty() {
         return Err(bad("missing X-GitHub-Event header"));
@@ -248,7 +368,7 @@ fn check_headers<'h>(
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
         return Err(too_large());
     }
-    Ok((signature, form))
+    Ok((signature, form, declared))
 }
 
 fn too_large() -> Refusal {
@@ -259,22 +379,60 @@ fn too_large() -> Refusal {
     )
 }
 
-/// Reads the body within the size cap and the time limit.
-async fn read_body(body: Body, timeout: Duration) -> Result<bytes::Bytes, Refusal> {
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
-        Err(_) => Err(Refusal::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "timeout",
-            "request body not received in time",
-        )),
-        Ok(Err(e)) if is_length_limit(&e) => Err(too_large()),
-        Ok(Err(_)) => Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "request body could not be read",
-        )),
-        Ok(Ok(raw)) => Ok(raw),
-    }
+/// Reads the body within the size cap, the memory budget and the time limit, into one buffer.
+async fn read_body(
+    body: Body,
+    declared: Option<usize>,
+    budget: &BodyBudget,
+    timeout: Duration,
+) -> Result<(bytes::Bytes, Option<tokio::sync::SemaphorePermit<'_>>), Refusal> {
+    // A declared length is reserved whole before a byte is read (hyper refuses a body longer
+    // than it declares); a chunked body reserves as it arrives.
+    let mut held = match declared {
+        Some(length) => Some(budget.reserve(length).ok_or_else(overloaded)?),
+        None => None,
+    };
+    let read = async {
+        use http_body_util::BodyExt as _;
+        let held = &mut held;
+        let mut body = body;
+        let mut buffer = bytes::BytesMut::with_capacity(declared.unwrap_or(0));
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "request body could not be read",
+                )
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if buffer.len() + data.len() > MAX_BODY_BYTES {
+                return Err(too_large());
+            }
+            if declared.is_none() {
+                let more = budget.reserve(data.len()).ok_or_else(overloaded)?;
+                match held.as_mut() {
+                    Some(permit) => permit.merge(more),
+                    None => *held = Some(more),
+                }
+            }
+            buffer.extend_from_slice(&data);
+        }
+        Ok(buffer.freeze())
+    };
+    let raw = match tokio::time::timeout(timeout, read).await {
+        Err(_) => {
+            return Err(Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "request body not received in time",
+            ));
+        }
+        Ok(result) => result?,
+    };
+    Ok((raw, held))
 }
 
 /// The answer for a signed delivery Gatehouse does not act on, or `None` to store it.
@@ -312,6 +470,17 @@ fn ignored(
 
 /// Stores the delivery; the answer reflects what Redis did.
 async fn store(state: &ReceiveState, event: &str, delivery: &str, payload: &[u8]) -> Handled {
+    let Some(writer) = state.writer.get() else {
+        tracing::warn!("delivery not stored: redis not connected yet");
+        return Err(Refusal {
+            retry_after: Some(10),
+            ..Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "event store unavailable, retry later",
+            )
+        });
+    };
     let received_at_ms = i64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -319,8 +488,7 @@ async fn store(state: &ReceiveState, event: &str, delivery: &str, payload: &[u8]
             .as_millis(),
     )
     .unwrap_or(i64::MAX);
-    match state
-        .writer
+    match writer
         .enqueue(delivery, event, received_at_ms, payload)
         .await
     {
@@ -388,17 +556,6 @@ fn form_payload(raw: &[u8]) -> Option<Vec<u8>> {
     form_urlencoded::parse(raw)
         .find(|(k, _)| k == "payload")
         .map(|(_, v)| v.into_owned().into_bytes())
-}
-
-fn is_length_limit(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
 }
 
 #[cfg(test)]

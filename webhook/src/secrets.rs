@@ -1,9 +1,12 @@
 //! Webhook secrets from files (a mounted Kubernetes Secret). Each file holds one secret per
 //! non-empty line; several files (or lines) are accepted at once so a secret can be rotated
-//! without dropping deliveries. Files are reloaded when they change and on SIGHUP; a reload that
-//! fails keeps the secrets in use and logs why. Secret values are never logged.
+//! without dropping deliveries. Files are reloaded when they change and on SIGHUP. A file that
+//! is gone at a reload (a key removed from the Secret) revokes its secrets, as long as another
+//! file still holds one; a reload that fails otherwise keeps the secrets in use, logs why, and is
+//! tried again at every check until it succeeds. Secret values are never logged.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -28,14 +31,31 @@ pub enum SecretsError {
     },
 }
 
-/// Reads every secret in `paths`: one per non-empty line, surrounding whitespace trimmed.
+/// Reads every secret in `paths`: one per non-empty line, surrounding whitespace trimmed. Every
+/// file must exist (at start, a missing file is a mistake).
 pub fn load(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>, SecretsError> {
+    load_with(paths, false)
+}
+
+/// Like [`load`], but a file that no longer exists contributes no secret (it was removed from
+/// the mounted Secret: its secrets are revoked).
+pub fn reload_from(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>, SecretsError> {
+    load_with(paths, true)
+}
+
+fn load_with(paths: &[PathBuf], skip_missing: bool) -> Result<Vec<Vec<u8>>, SecretsError> {
     let mut secrets = Vec::new();
     for path in paths {
-        let text = std::fs::read(path).map_err(|source| SecretsError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let text = match std::fs::read(path) {
+            Ok(text) => text,
+            Err(e) if skip_missing && e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(SecretsError::Read {
+                    path: path.clone(),
+                    source,
+                });
+            }
+        };
         for line in text.split(|b| *b == b'\n') {
             let line = line.trim_ascii();
             if !line.is_empty() {
@@ -56,6 +76,13 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>, SecretsError> {
 pub struct SharedVerifier {
     current: Arc<RwLock<Arc<Verifier>>>,
     paths: Arc<Vec<PathBuf>>,
+    loaded_at: Arc<AtomicU64>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl SharedVerifier {
@@ -65,7 +92,13 @@ impl SharedVerifier {
         Ok(SharedVerifier {
             current: Arc::new(RwLock::new(Arc::new(verifier))),
             paths: Arc::new(paths),
+            loaded_at: Arc::new(AtomicU64::new(unix_now())),
         })
+    }
+
+    /// When the secrets in use were loaded (Unix seconds).
+    pub fn loaded_at(&self) -> u64 {
+        self.loaded_at.load(Ordering::Relaxed)
     }
 
     /// The verifier to use for one request.
@@ -78,21 +111,24 @@ impl SharedVerifier {
         )
     }
 
-    /// Re-reads the files; on failure keeps the old secrets.
+    /// Re-reads the files (a removed file revokes its secrets); on failure keeps the old secrets.
     pub fn reload(&self) -> Result<usize, SecretsError> {
-        let verifier = Verifier::new(&load(&self.paths)?);
+        let verifier = Verifier::new(&reload_from(&self.paths)?);
         let count = verifier.len();
         *self
             .current
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(verifier);
+        self.loaded_at.store(unix_now(), Ordering::Relaxed);
         Ok(count)
     }
 
-    /// Reloads when a file's modification time changes (checked every `interval`) or on SIGHUP.
-    /// Runs until the task is dropped.
+    /// Reloads when a file's modification time changes (checked every `interval`), on SIGHUP,
+    /// and at every check after a failed reload until one succeeds. Runs until the task is
+    /// dropped.
     pub async fn watch(self, interval: Duration) {
         let mut last = modification_times(&self.paths);
+        let mut failing = false;
         let mut hangup =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
@@ -107,18 +143,19 @@ impl SharedVerifier {
                 true = signalled => Some("SIGHUP"),
             };
             let now = modification_times(&self.paths);
-            if reason.is_none() && now == last {
+            if reason.is_none() && now == last && !failing {
                 continue;
             }
-            last = now;
             match self.reload() {
-                Ok(count) => tracing::info!(
-                    secrets = count,
-                    trigger = reason.unwrap_or("file change"),
-                    "webhook secrets reloaded"
-                ),
+                Ok(count) => {
+                    let trigger = reason.unwrap_or(if failing { "retry" } else { "file change" });
+                    last = now;
+                    failing = false;
+                    tracing::info!(secrets = count, trigger, "webhook secrets reloaded");
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, "webhook secrets not reloaded; keeping the previous ones");
+                    failing = true;
+                    tracing::error!(error = %e, retry_in_s = interval.as_secs(), "webhook secrets not reloaded; keeping the previous ones");
                 }
             }
         }
@@ -169,6 +206,27 @@ mod tests {
         assert!(matches!(shared.reload(), Err(SecretsError::Empty { .. })));
         assert!(shared.get().verify(&sign(b"rotated", b"x"), b"x").is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_removed_from_the_secret_revokes_its_secrets_at_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let current = dir.path().join("current");
+        let previous = dir.path().join("previous");
+        std::fs::write(&current, "new\n").unwrap();
+        std::fs::write(&previous, "old\n").unwrap();
+        let shared = SharedVerifier::load(vec![current.clone(), previous.clone()]).unwrap();
+        assert!(shared.get().verify(&sign(b"old", b"x"), b"x").is_ok());
+        std::fs::remove_file(&previous).unwrap();
+        assert_eq!(shared.reload().unwrap(), 1);
+        assert!(shared.get().verify(&sign(b"old", b"x"), b"x").is_err());
+        assert!(shared.get().verify(&sign(b"new", b"x"), b"x").is_ok());
+        // With every file gone nothing would verify: keep what is in use.
+        std::fs::remove_file(&current).unwrap();
+        assert!(matches!(shared.reload(), Err(SecretsError::Empty { .. })));
+        assert!(shared.get().verify(&sign(b"new", b"x"), b"x").is_ok());
+        // At start a missing file is a mistake, not a revocation.
+        assert!(matches!(load(&[current]), Err(SecretsError::Read { .. })));
     }
 
     #[test]

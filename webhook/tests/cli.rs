@@ -165,7 +165,7 @@ fn redis_is_required_for_the_roles_and_the_dead_letter_commands() {
 }
 
 /// Every flag and its environment variable, as docs/webhook.md documents them.
-const FLAGS: [(&str, &str); 19] = [
+const FLAGS: [(&str, &str); 25] = [
     ("--role", "GATEHOUSE_ROLE"),
     ("--listen", "GATEHOUSE_LISTEN"),
     ("--metrics-listen", "GATEHOUSE_METRICS_LISTEN"),
@@ -175,6 +175,15 @@ const FLAGS: [(&str, &str); 19] = [
     ("--max-backlog", "GATEHOUSE_MAX_BACKLOG"),
     ("--dedup-ttl-hours", "GATEHOUSE_DEDUP_TTL_HOURS"),
     ("--body-timeout-seconds", "GATEHOUSE_BODY_TIMEOUT_SECONDS"),
+    (
+        "--header-timeout-seconds",
+        "GATEHOUSE_HEADER_TIMEOUT_SECONDS",
+    ),
+    ("--max-connections", "GATEHOUSE_MAX_CONNECTIONS"),
+    ("--body-memory-mib", "GATEHOUSE_BODY_MEMORY_MIB"),
+    ("--max-concurrent-bodies", "GATEHOUSE_MAX_CONCURRENT_BODIES"),
+    ("--secret-check-seconds", "GATEHOUSE_SECRET_CHECK_SECONDS"),
+    ("--drain-seconds", "GATEHOUSE_DRAIN_SECONDS"),
     ("--consumer-name", "GATEHOUSE_CONSUMER_NAME"),
     ("--claim-idle-seconds", "GATEHOUSE_CLAIM_IDLE_SECONDS"),
     ("--max-backoff-seconds", "GATEHOUSE_MAX_BACKOFF_SECONDS"),

@@ -40,6 +40,11 @@ impl Pending {
     pub fn id(&self) -> &str {
         &self.raw.id
     }
+
+    /// The delivery id, for log lines (empty when the entry does not decode).
+    pub fn delivery(&self) -> &str {
+        self.entry.as_ref().map_or("", |e| e.delivery_id.as_str())
+    }
 }
 
 /// What became of one entry.
@@ -237,8 +242,9 @@ impl Consumer {
                 self.dead_letter(&entry, &reason, deliveries).await?;
                 continue;
             }
-            tracing::info!(entry = %id, attempt = deliveries + 1, "retrying pending entry");
-            out.push(Pending::new(entry));
+            let pending = Pending::new(entry);
+            tracing::info!(entry = %id, delivery = pending.delivery(), attempt = deliveries + 1, "retrying pending entry");
+            out.push(pending);
         }
         Ok(out)
     }
@@ -278,7 +284,7 @@ impl Consumer {
             Handled::Retry(reason) => {
                 let deliveries = self.delivery_count(id).await?;
                 let retry_in = self.config.backoff(deliveries);
-                tracing::warn!(entry = %id, reason = %reason, attempt = deliveries, retry_in_s = retry_in.as_secs_f64(), "entry left pending for a retry");
+                tracing::warn!(entry = %id, delivery = pending.delivery(), reason = %reason, attempt = deliveries, retry_in_s = retry_in.as_secs_f64(), "entry left pending for a retry");
                 let mut conn = self.conn.clone();
                 redis::cmd("HSET")
                     .arg(EVENTS_RETRY_REASONS)
@@ -319,7 +325,11 @@ impl Consumer {
         reason: &str,
         attempts: u64,
     ) -> Result<(), ConsumerError> {
-        tracing::error!(entry = %entry.id, reason = %reason, attempts, "entry moved to the dead-letter stream");
+        let delivery = match entry.map.get("delivery") {
+            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        };
+        tracing::error!(entry = %entry.id, delivery = %crate::receive::loggable(&delivery), reason = %reason, attempts, "entry moved to the dead-letter stream");
         let mut fields: Vec<(String, redis::Value)> = entry
             .map
             .iter()

@@ -68,7 +68,9 @@ type PermissionKey = (i64, String, String);
 
 /// GitHub App client.
 pub struct GitHub {
-    app: Octocrab,
+    app: std::sync::RwLock<Octocrab>,
+    app_id: u64,
+    api_url: String,
     installations: Mutex<HashMap<i64, Octocrab>>,
     permissions: Mutex<HashMap<PermissionKey, (Permission, Instant)>>,
 }
@@ -79,27 +81,46 @@ impl std::fmt::Debug for GitHub {
     }
 }
 
+fn app_client(app_id: u64, private_key_pem: &[u8], api_url: &str) -> Result<Octocrab, GitHubError> {
+    let key = octocrab::auth::EncodingKey::from_rsa_pem(private_key_pem)
+        .map_err(|e| GitHubError::Setup(format!("private key: {e}")))?;
+    Octocrab::builder()
+        .app(AppId(app_id), key)
+        .base_uri(api_url)
+        .map_err(|e| GitHubError::Setup(format!("api url {api_url:?}: {e}")))?
+        // A half-open connection fails the call (and the entry is retried) instead of hanging.
+        .set_connect_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .set_write_timeout(Some(Duration::from_secs(15)))
+        .build()
+        .map_err(|e| GitHubError::Setup(e.to_string()))
+}
+
 impl GitHub {
     /// An App client from the App id and its private key (PEM), against `api_url`.
     pub fn new(app_id: u64, private_key_pem: &[u8], api_url: &str) -> Result<GitHub, GitHubError> {
-        let key = octocrab::auth::EncodingKey::from_rsa_pem(private_key_pem)
-            .map_err(|e| GitHubError::Setup(format!("private key: {e}")))?;
-        let app = Octocrab::builder()
-            .app(AppId(app_id), key)
-            .base_uri(api_url)
-            .map_err(|e| GitHubError::Setup(format!("api url {api_url:?}: {e}")))?
-            // A half-open connection fails the call (and the entry is retried) instead of
-            // hanging.
-            .set_connect_timeout(Some(Duration::from_secs(5)))
-            .set_read_timeout(Some(Duration::from_secs(15)))
-            .set_write_timeout(Some(Duration::from_secs(15)))
-            .build()
-            .map_err(|e| GitHubError::Setup(e.to_string()))?;
         Ok(GitHub {
-            app,
+            app: std::sync::RwLock::new(app_client(app_id, private_key_pem, api_url)?),
+            app_id,
+            api_url: api_url.to_owned(),
             installations: Mutex::new(HashMap::new()),
             permissions: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Replaces the App's private key (a rotated key file); installation tokens made with the
+    /// old key are dropped. On error the old key stays in use.
+    pub fn reload_key(&self, private_key_pem: &[u8]) -> Result<(), GitHubError> {
+        let app = app_client(self.app_id, private_key_pem, &self.api_url)?;
+        *self
+            .app
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = app;
+        self.installations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        Ok(())
     }
 
     fn installation(&self, id: i64) -> Result<Octocrab, GitHubError> {
@@ -114,6 +135,8 @@ impl GitHub {
             .map_err(|_| GitHubError::Setup(format!("invalid installation id {id}")))?;
         let client = self
             .app
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .installation(InstallationId(installation))
             .map_err(|e| GitHubError::Setup(e.to_string()))?;
         cache.insert(id, client.clone());

@@ -11,6 +11,7 @@ pub mod plan;
 pub mod state;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use gatehouse_crds::stream::EventEntry;
@@ -43,12 +44,110 @@ pub fn watch_policies(
     (store, task)
 }
 
+/// What the ingest role's `/readyz` reports: the ScanPolicy cache has synced, and the consumer
+/// loop made progress (read the stream, or finished an entry) recently.
+#[derive(Debug)]
+pub struct Health {
+    synced: AtomicBool,
+    last_progress_ms: AtomicU64,
+    stale_after: Duration,
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health::new(Duration::from_secs(90))
+    }
+}
+
+impl Health {
+    /// Not ready until synced, nor when no progress was made for `stale_after` (it must exceed
+    /// the longest work on one entry plus a blocking read).
+    pub fn new(stale_after: Duration) -> Health {
+        Health {
+            synced: AtomicBool::new(false),
+            last_progress_ms: AtomicU64::new(0),
+            stale_after,
+        }
+    }
+
+    /// The ScanPolicy cache has listed every policy.
+    pub fn policies_synced(&self) {
+        self.synced.store(true, Ordering::Relaxed);
+    }
+
+    /// The consumer loop made progress now.
+    pub fn progress(&self) {
+        self.last_progress_ms
+            .store(unix_millis(), Ordering::Relaxed);
+    }
+
+    /// Ready, or why not.
+    pub fn ready(&self) -> Result<(), &'static str> {
+        if !self.synced.load(Ordering::Relaxed) {
+            return Err("ScanPolicy cache not synced yet");
+        }
+        let last = self.last_progress_ms.load(Ordering::Relaxed);
+        if last == 0 {
+            return Err("the stream has not been read yet");
+        }
+        let stale = u64::try_from(self.stale_after.as_millis()).unwrap_or(u64::MAX);
+        if unix_millis().saturating_sub(last) > stale {
+            return Err("no progress reading the stream recently");
+        }
+        Ok(())
+    }
+}
+
+fn unix_millis() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
+}
+
+/// `/healthz`, `/readyz` and `/metrics` of the ingest-only role.
+pub fn health_router(health: Arc<Health>, metrics: Arc<Metrics>) -> axum::Router {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse as _;
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let health = Arc::clone(&health);
+                async move {
+                    match health.ready() {
+                        Ok(()) => (StatusCode::OK, "ok").into_response(),
+                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = Arc::clone(&metrics);
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        metrics.render_own(),
+                    )
+                }
+            }),
+        )
+}
+
 /// Handles decoded entries.
 #[derive(Debug, Clone)]
 pub struct Ingest {
     applier: Applier,
     metrics: Arc<Metrics>,
     entry_deadline: Duration,
+    health: Arc<Health>,
 }
 
 /// The longest one entry's work may take by default (each Kubernetes and GitHub call also has
@@ -62,7 +161,15 @@ impl Ingest {
             applier,
             metrics,
             entry_deadline: ENTRY_DEADLINE,
+            health: Arc::default(),
         }
+    }
+
+    /// The same handler reporting its progress to `health`.
+    #[must_use]
+    pub fn with_health(mut self, health: Arc<Health>) -> Ingest {
+        self.health = health;
+        self
     }
 
     /// The same handler with another per-entry deadline (it is also kept below the claim idle
@@ -125,6 +232,7 @@ impl Ingest {
             let batch = match consumer.next_batch().await {
                 Ok(batch) => {
                     backoff = Duration::from_millis(200);
+                    self.health.progress();
                     batch
                 }
                 Err(e) => {
@@ -145,7 +253,7 @@ impl Ingest {
                     .saturating_sub(read_at.elapsed())
                     .saturating_sub(claim_idle / 10);
                 if left < claim_idle / 4 {
-                    tracing::info!(entry = %pending.id(), "batch out of time; entry left pending for the next claim");
+                    tracing::info!(entry = %pending.id(), delivery = pending.delivery(), "batch out of time; entry left pending for the next claim");
                     continue;
                 }
                 let handled = match &pending.entry {
@@ -167,8 +275,9 @@ impl Ingest {
                 };
                 if let Err(e) = consumer.settle(&pending, handled).await {
                     // Not acknowledged: it stays pending and is claimed again later.
-                    tracing::warn!(entry = %pending.id(), error = %e, "entry not settled; it will be retried");
+                    tracing::warn!(entry = %pending.id(), delivery = pending.delivery(), error = %e, "entry not settled; it will be retried");
                 }
+                self.health.progress();
             }
         }
     }
