@@ -186,20 +186,39 @@ impl<'a> Scan<'a> {
     }
 }
 
-/// An approval of `sha` recorded on any ScanRequest of the pull request (stopped or not): what
-/// a re-run of an approved commit carries over, so it needs no second approval.
-pub fn approval_for<'a>(scans: &[Scan<'a>], sha: &str) -> Option<&'a Approval> {
+/// An approval of `sha` recorded on a ScanRequest of the pull request (stopped or not) under the
+/// same policy (`namespace`/`policy`): what a re-run of an approved commit carries over, so it
+/// needs no second approval. An approval under another policy met another policy's bar, so it is
+/// not carried over.
+pub fn approval_for<'a>(
+    scans: &[Scan<'a>],
+    sha: &str,
+    namespace: &str,
+    policy: &str,
+) -> Option<&'a Approval> {
     scans
         .iter()
-        .filter(|s| s.spec.pull_request.head_sha == sha && approval_covers(s.spec))
+        .filter(|s| {
+            s.spec.pull_request.head_sha == sha
+                && s.reference.namespace == namespace
+                && s.spec.policy_ref.name == policy
+                && approval_covers(s.spec)
+        })
         .find_map(|s| s.spec.approval.as_ref())
 }
 
 /// The scan that already covers a new trigger, if any: not stopped, same lane, commit and base,
-/// and approved when the new one is. Explicit requests (re-runs, rescans) are never covered:
-/// someone asked for a new scan.
-pub fn covering<'s>(new: &ScanRequestSpec, scans: &'s [Scan<'_>]) -> Option<&'s ScanRef> {
-    if explicit(new) {
+/// running every scanner the new one would, approved when the new one is, and triggered after
+/// the pull request's last close (`last_closed`; a scan from before it is the close's to stop).
+/// Explicit requests (re-runs, rescans) are never covered: someone asked for a new scan. Nor is
+/// a reopen: a close processed after it (late, or in the same second) stops the scans from
+/// before the close, so the reopen needs a scan of its own.
+pub fn covering<'s>(
+    new: &ScanRequestSpec,
+    scans: &'s [Scan<'_>],
+    last_closed: Option<&str>,
+) -> Option<&'s ScanRef> {
+    if explicit(new) || new.trigger.action.as_deref() == Some("reopened") {
         return None;
     }
     scans
@@ -209,7 +228,15 @@ pub fn covering<'s>(new: &ScanRequestSpec, scans: &'s [Scan<'_>]) -> Option<&'s 
                 && lane(s.spec) == lane(new)
                 && s.spec.pull_request.head_sha == new.pull_request.head_sha
                 && s.spec.pull_request.base_ref == new.pull_request.base_ref
+                && runs_all_of(s.spec, new)
                 && (!approval_covers(new) || approval_covers(s.spec))
+                && last_closed.is_none_or(|closed| {
+                    s.spec
+                        .pull_request
+                        .updated_at
+                        .as_deref()
+                        .is_some_and(|at| at > closed)
+                })
         })
         .map(|s| &s.reference)
 }
@@ -234,13 +261,18 @@ pub fn order(a: &ScanRequestSpec, b: &ScanRequestSpec) -> Order {
     }
 }
 
-/// The pull request's current head as GitHub reports it.
+/// The pull request's current head, as known from outside the scans' own times.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Head {
     /// Head commit SHA.
     pub sha: String,
     /// Base branch.
     pub base_ref: String,
+    /// Known for certain (the latest trigger ingest recorded): every other scan stops even when
+    /// the head has no scan (its trigger was skipped: a draft, a base no policy covers). Not
+    /// certain (GitHub's answer, which may lag behind the deliveries): a head no live scan is for
+    /// stops nothing.
+    pub certain: bool,
 }
 
 /// [`settle`] cannot order the scans from their triggers: ask GitHub for the head and call
@@ -273,7 +305,9 @@ pub fn settle(
         (_, None) => Some(newest_target(&live).ok_or(NeedHead)?),
     };
     let (head_sha, head_base) = head_target.unwrap_or_default();
-    if !targets.contains(&(head_sha.as_str(), head_base.as_str())) {
+    if !head.is_some_and(|h| h.certain)
+        && !targets.contains(&(head_sha.as_str(), head_base.as_str()))
+    {
         // GitHub names a head no live scan is for yet: its own trigger settles the pull request
         // when it comes (GitHub's answer may also lag behind the deliveries). Stop nothing.
         return Ok(Vec::new());
@@ -349,12 +383,25 @@ fn governing_key<'s>(scan: &'s Scan<'_>) -> (bool, bool, &'s str, &'s str) {
     )
 }
 
-/// The stop requests for a closed pull request: every unstopped, unfinished scan of its own
-/// commits (merge queue scans are the queue's).
-pub fn cancel(scans: &[Scan<'_>], message: &str) -> Vec<(ScanRef, StopRequest)> {
+/// The stop requests for a pull request closed at `closed_at`: every unstopped, unfinished scan
+/// of its own commits (merge queue scans are the queue's) triggered before the close. A scan
+/// triggered in the very second of the close counts as before it, unless `reopened_same_second`
+/// (ingest recorded a reopen in that second: those scans are the reopen's). A scan without a
+/// time is stopped; so is every scan when the close has no time.
+pub fn cancel(
+    scans: &[Scan<'_>],
+    message: &str,
+    closed_at: Option<&str>,
+    reopened_same_second: bool,
+) -> Vec<(ScanRef, StopRequest)> {
+    let before_close = |s: &Scan<'_>| match (s.spec.pull_request.updated_at.as_deref(), closed_at) {
+        (Some(at), Some(closed)) => at < closed || (at == closed && !reopened_same_second),
+        _ => true,
+    };
     scans
         .iter()
         .filter(|s| !s.stopped && !s.finished && lane(s.spec) == Lane::PullRequest)
+        .filter(|s| before_close(s))
         .map(|s| {
             (
                 s.reference.clone(),

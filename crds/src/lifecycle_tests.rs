@@ -75,14 +75,39 @@ fn stopped(mut request: ScanRequest) -> ScanRequest {
     request
 }
 
+/// The request with an approval of `sha` (its trigger unchanged: approval and explicitness are
+/// ranked apart).
 fn approved(mut request: ScanRequest, sha: &str) -> ScanRequest {
     request.spec.approval = Some(Approval {
         approver: "maintainer".into(),
         sha: sha.into(),
         comment_id: Some(99),
     });
-    request.spec.trigger.event = "issue_comment".into();
     request
+}
+
+fn created(mut request: ScanRequest, second: u32) -> ScanRequest {
+    request.metadata.creation_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            format!("2026-11-23T11:00:{second:02}Z").parse().unwrap(),
+        ));
+    request
+}
+
+fn certain(sha: &str) -> Head {
+    Head {
+        sha: sha.into(),
+        base_ref: "main".into(),
+        certain: true,
+    }
+}
+
+fn from_github(sha: &str) -> Head {
+    Head {
+        sha: sha.into(),
+        base_ref: "main".into(),
+        certain: false,
+    }
 }
 
 fn names(stops: &[(ScanRef, StopRequest)]) -> Vec<&str> {
@@ -142,19 +167,34 @@ fn triggers_in_the_same_second_or_without_a_time_need_githubs_head() {
     assert_eq!(settle(&scans(&tied), None), Err(NeedHead));
     let untimed = [request("a", A, None), request("b", B, at(5))];
     assert_eq!(settle(&scans(&untimed), None), Err(NeedHead));
-    // GitHub says B is the head.
-    let head = Head {
-        sha: B.into(),
-        base_ref: "main".into(),
-    };
-    assert_eq!(names(&settle(&scans(&tied), Some(&head)).unwrap()), ["a"]);
+    // GitHub says A (the first listed, created and named) or B: its answer decides.
+    assert_eq!(
+        names(&settle(&scans(&tied), Some(&from_github(B))).unwrap()),
+        ["a"]
+    );
+    assert_eq!(
+        names(&settle(&scans(&tied), Some(&from_github(A))).unwrap()),
+        ["b"]
+    );
     // GitHub says neither (a newer head not delivered yet, or GitHub's answer lags): nothing
     // stops until that head's own trigger settles the pull request.
-    let head = Head {
-        sha: C.into(),
-        base_ref: "main".into(),
-    };
-    assert_eq!(settle(&scans(&tied), Some(&head)), Ok(Vec::new()));
+    assert_eq!(settle(&scans(&tied), Some(&from_github(C))), Ok(Vec::new()));
+}
+
+#[test]
+fn the_recorded_latest_trigger_decides_over_the_scans_times() {
+    // A at 1, B at 2, then A again at 3, covered by the first A's scan (no new scan): B's times
+    // say B, the recorded trigger says A.
+    let requests = [request("a", A, at(1)), request("b", B, at(2))];
+    assert_eq!(
+        names(&settle(&scans(&requests), Some(&certain(A))).unwrap()),
+        ["b"]
+    );
+    // A recorded head with no scan (its trigger was skipped: a draft, a base no policy covers)
+    // stops every other scan.
+    let stops = settle(&scans(&requests), Some(&certain(C))).unwrap();
+    assert_eq!(names(&stops), ["a", "b"]);
+    assert!(matches!(&stops[0].1, StopRequest::Superseded { head_sha, by: None } if head_sha == C));
 }
 
 #[test]
@@ -172,18 +212,26 @@ fn one_commit_scanned_under_a_new_base_supersedes_the_scan_under_the_old_base() 
 
 #[test]
 fn of_several_scans_of_the_head_the_approved_one_governs_then_an_explicit_then_the_latest() {
-    let waiting = request("a-waiting", A, at(1));
-    let approval = approved(request("a-approved", A, at(1)), A);
-    let requests = [waiting, approval];
-    assert_eq!(
-        names(&settle(&scans(&requests), None).unwrap()),
-        ["a-waiting"]
-    );
+    // Each pair is built so every later key would pick the other one: the approved scan is
+    // neither explicit, nor the latest created, nor last by name.
+    let approval = created(approved(request("a-1", A, at(1)), A), 1);
+    let mut explicit_later = created(request("a-9", A, at(1)), 9);
+    explicit_later.spec.trigger.event = "check_run".into();
+    let requests = [approval, explicit_later];
+    assert_eq!(names(&settle(&scans(&requests), None).unwrap()), ["a-9"]);
 
-    let mut rerun = request("a-rerun", A, at(1));
+    // An explicit request governs over a later-created, later-named change trigger.
+    let mut rerun = created(request("a-1", A, at(1)), 1);
     rerun.spec.trigger.event = "check_run".into();
-    let requests = [request("a", A, at(1)), rerun];
-    assert_eq!(names(&settle(&scans(&requests), None).unwrap()), ["a"]);
+    let requests = [rerun, created(request("a-9", A, at(1)), 9)];
+    assert_eq!(names(&settle(&scans(&requests), None).unwrap()), ["a-9"]);
+
+    // The latest created governs over a later name.
+    let requests = [
+        created(request("a-1", A, at(1)), 5),
+        created(request("a-9", A, at(1)), 1),
+    ];
+    assert_eq!(names(&settle(&scans(&requests), None).unwrap()), ["a-9"]);
 
     // Two scans of one trigger made by two consumers at once: one governs, the same for both.
     let mut first = request("a-1", A, at(1));
@@ -223,19 +271,28 @@ fn merge_queue_scans_neither_stop_nor_are_stopped_by_the_pull_requests_scans() {
     queued.spec.trigger.event = "merge_group".into();
     let requests = [request("a", A, at(1)), queued, request("b", B, at(2))];
     assert_eq!(names(&settle(&scans(&requests), None).unwrap()), ["a"]);
-    assert_eq!(names(&cancel(&scans(&requests), "closed")), ["a", "b"]);
+    assert_eq!(
+        names(&cancel(&scans(&requests), "closed", None, false)),
+        ["a", "b"]
+    );
 }
 
 #[test]
-fn closing_cancels_every_unstopped_unfinished_scan() {
+fn closing_cancels_every_unstopped_unfinished_scan_from_before_the_close() {
     let requests = [
         request("a", A, at(1)),
         stopped(request("b", B, at(2))),
         with_phase(request("c", C, at(3)), ScanPhase::Succeeded),
+        request("a-same-second", A, at(5)),
+        request("a-reopened", A, at(6)),
+        request("a-untimed", A, None),
     ];
-    let stops = cancel(&scans(&requests), "pull request closed");
-    assert_eq!(names(&stops), ["a"]);
+    let stops = cancel(&scans(&requests), "pull request closed", at(5), false);
+    assert_eq!(names(&stops), ["a", "a-same-second", "a-untimed"]);
     assert_eq!(stops[0].1.phase(), ScanPhase::Cancelled);
+    // A reopen recorded in the close's second: the scans of that second are the reopen's.
+    let stops = cancel(&scans(&requests), "pull request closed", at(5), true);
+    assert_eq!(names(&stops), ["a", "a-untimed"]);
 }
 
 #[test]
@@ -244,20 +301,39 @@ fn a_new_trigger_is_covered_by_an_unstopped_scan_of_its_commit_and_base_unless_e
     let listed = scans(&requests);
     let again = request("a-ready", A, at(2));
     assert_eq!(
-        covering(&again.spec, &listed).map(|r| r.name.as_str()),
+        covering(&again.spec, &listed, None).map(|r| r.name.as_str()),
         Some("a")
     );
     let mut rerun = request("a-rerun", A, at(2));
     rerun.spec.trigger.event = "check_suite".into();
-    assert_eq!(covering(&rerun.spec, &listed), None);
+    assert_eq!(covering(&rerun.spec, &listed, None), None);
     // An approval is not covered by a scan without one: it takes over.
-    let approval = approved(request("a-ok", A, at(2)), A);
-    let mut ok = approval.spec.clone();
-    ok.trigger.event = "pull_request".into();
-    assert_eq!(covering(&ok, &listed), None);
+    let ok = approved(request("a-ok", A, at(2)), A);
+    assert_eq!(covering(&ok.spec, &listed, None), None);
+    // A reopen gets a scan of its own.
+    let mut reopen = request("a-reopen", A, at(2));
+    reopen.spec.trigger.action = Some("reopened".into());
+    assert_eq!(covering(&reopen.spec, &listed, None), None);
     // A stopped scan covers nothing: the force-push back creates a new one.
     let requests = [stopped(request("a", A, at(1)))];
-    assert_eq!(covering(&again.spec, &scans(&requests)), None);
+    assert_eq!(covering(&again.spec, &scans(&requests), None), None);
+}
+
+#[test]
+fn a_scan_covers_only_its_lane_its_scanners_and_triggers_after_the_last_close() {
+    let again = request("a-ready", A, at(4));
+    // A merge queue scan of the same commit and base is the queue's.
+    let mut queued = request("mq", A, None);
+    queued.spec.trigger.event = "merge_group".into();
+    assert_eq!(covering(&again.spec, &scans(&[queued]), None), None);
+    // A scan of one scanner does not cover a trigger for all of them.
+    let mut kics = request("a-kics", A, at(1));
+    kics.spec.scanners = Some(vec!["kics".into()]);
+    assert_eq!(covering(&again.spec, &scans(&[kics]), None), None);
+    // A scan from before the last close is the close's to stop (it may be stopping it now).
+    let requests = [request("a", A, at(1))];
+    assert_eq!(covering(&again.spec, &scans(&requests), at(2)), None);
+    assert!(covering(&again.spec, &scans(&[request("a", A, at(3))]), at(2)).is_some());
 }
 
 #[test]
@@ -281,10 +357,13 @@ fn a_rerun_finds_the_approval_of_its_commit_among_the_pull_requests_scans() {
     ];
     let listed = scans(&requests);
     assert_eq!(
-        approval_for(&listed, A).map(|a| a.approver.as_str()),
+        approval_for(&listed, A, "scans", "acme").map(|a| a.approver.as_str()),
         Some("maintainer")
     );
-    assert!(approval_for(&listed, B).is_none());
+    assert!(approval_for(&listed, B, "scans", "acme").is_none());
+    // Another policy's approval met another bar: not carried over.
+    assert!(approval_for(&listed, A, "release-scans", "acme").is_none());
+    assert!(approval_for(&listed, A, "scans", "strict").is_none());
 }
 
 #[test]

@@ -72,12 +72,15 @@ impl Harness {
         let (store, watch) = watch_policies(Api::all(k8s.client()));
         let policy_watch = tokio::spawn(watch);
         tokio::time::timeout(Duration::from_secs(10), store.wait_until_ready()).await??;
+        // The fixtures are from 2019: accept triggers of any age (a test of the default limit
+        // builds its own memory).
         let memory = Memory::new(
             gatehouse_webhook::connect_redis(
                 redis::Client::open(redis.url())?,
                 Duration::from_secs(5),
             )
             .await,
+            Duration::from_secs(100 * 366 * 86_400),
         );
         let applier = Applier::new(k8s.client(), store, memory, Some(github));
         Ok(Harness {
@@ -236,10 +239,11 @@ impl Harness {
             model.clone()
         };
         self.github.reset().await;
+        // Any installation: payloads of other installations (the check_suite fixture's) work too.
         Mock::given(method("POST"))
-            .and(path(format!(
-                "/app/installations/{INSTALLATION_ID}/access_tokens"
-            )))
+            .and(wiremock::matchers::path_regex(
+                r"^/app/installations/[0-9]+/access_tokens$",
+            ))
             .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
                 "token": "ghs_test_installation_token",
                 "expires_at": "2099-01-01T00:00:00Z",
@@ -366,11 +370,14 @@ pub fn comment(body: &str, comment_id: i64, login: &str) -> serde_json::Value {
     payload
 }
 
-/// ScanRequests without a stop request: the ones the operator will run.
+/// ScanRequests neither stopped nor finished: the ones the operator runs.
 pub fn live(requests: &[ScanRequest]) -> Vec<&ScanRequest> {
     requests
         .iter()
-        .filter(|r| gatehouse_crds::lifecycle::StopRequest::of(&r.metadata).is_none())
+        .filter(|r| {
+            let scan = gatehouse_crds::lifecycle::Scan::of(r);
+            !scan.stopped && !scan.finished
+        })
         .collect()
 }
 

@@ -207,6 +207,14 @@ async fn check_run_and_check_suite_rerequests_rerun_the_commit() {
     assert_eq!(deliver_opened(&h, "d-open").await, 202);
     let original = wait_for_requests(&h, 1).await.remove(0);
     let original_name = original.metadata.name.clone().unwrap();
+    // Ingest asks GitHub whether the pull request is still open.
+    h.mock_pull_request(
+        "Codertocat",
+        "Hello-World",
+        2,
+        fixture("pull_request.opened.octokit.json")["pull_request"].clone(),
+    )
+    .await;
     // Derived: a re-run of our own check run, as a fork's (no pull_requests list) would come.
     let mut run = fixture("check_run.rerequested.octokit.json");
     let opened = fixture("pull_request.opened.octokit.json");

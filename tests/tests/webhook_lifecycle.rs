@@ -14,7 +14,8 @@ use gatehouse_crds::scanpolicy::Permission;
 use gatehouse_crds::stream::EventEntry;
 use gatehouse_crds::{ScanPolicy, ScanRequest};
 use gatehouse_tests::ingest::{
-    Harness, NS, SHA, comment, fixture, fork_of, live, pull_request_event, sample_policy, stop_of,
+    Harness, NS, SHA, comment, eventually, fixture, fork_of, live, pull_request_event,
+    sample_policy, stop_of,
 };
 use gatehouse_webhook::ingest::consumer::Handled;
 use serde_json::json;
@@ -272,12 +273,13 @@ async fn the_real_head_wins_over_late_replayed_and_same_second_deliveries() {
         0,
         "times ordered everything so far"
     );
-    // C pushed in the same second as B: the times cannot tell; GitHub says C is the head.
+    // C pushed in the same second as B: the times cannot tell. GitHub says B, the one delivered
+    // (and created) first: its answer decides, not the processing order.
     h.mock_pull_request(
         "Codertocat",
         "Hello-World",
         2,
-        api_pull_request(C, &at(5), false),
+        api_pull_request(B, &at(5), false),
     )
     .await;
     send_and_settle(
@@ -288,13 +290,215 @@ async fn the_real_head_wins_over_late_replayed_and_same_second_deliveries() {
     )
     .await;
     let requests = h.scan_requests(NS).await;
-    let head = only_live(&requests);
-    assert_eq!(head.spec.pull_request.head_sha, C);
+    assert_eq!(only_live(&requests).spec.pull_request.head_sha, B);
+    assert!(superseded_by(of_sha(&requests, C)[0], only_live(&requests)));
     assert_eq!(
         h.github_requests("/repos/Codertocat/Hello-World/pulls/2")
             .await,
         1
     );
+}
+
+/// GitHub's answer lagging behind the deliveries is not trusted: the entry is retried until
+/// GitHub has caught up.
+#[tokio::test]
+async fn a_stale_answer_from_github_is_retried_not_acted_on() {
+    let h = running(vec![sample_policy()]).await;
+    send_and_settle(
+        &h,
+        "pull_request",
+        "d-b",
+        &pull_request_event("synchronize", B, &at(5)),
+    )
+    .await;
+    // GitHub still reports the pull request as of before both pushes.
+    h.mock_pull_request(
+        "Codertocat",
+        "Hello-World",
+        2,
+        api_pull_request(B, &at(1), false),
+    )
+    .await;
+    send(
+        &h,
+        "pull_request",
+        "d-c",
+        &pull_request_event("synchronize", C, &at(5)),
+    )
+    .await;
+    eventually("GitHub asked", || async {
+        h.github_requests("/repos/Codertocat/Hello-World/pulls/2")
+            .await
+            >= 1
+    })
+    .await
+    .unwrap();
+    assert!(h.pending().await >= 1, "left pending for a retry");
+    assert_eq!(live(&h.scan_requests(NS).await).len(), 2, "nothing stopped");
+    // GitHub catches up: C is the head.
+    h.mock_pull_request(
+        "Codertocat",
+        "Hello-World",
+        2,
+        api_pull_request(C, &at(5), false),
+    )
+    .await;
+    h.wait_until_drained().await.unwrap();
+    assert_eq!(
+        only_live(&h.scan_requests(NS).await)
+            .spec
+            .pull_request
+            .head_sha,
+        C
+    );
+}
+
+/// A force-push back whose trigger a live scan covers still decides the head: a push processed
+/// after it (retried, or delivered late) is older and stops itself.
+#[tokio::test]
+async fn a_covered_force_push_back_still_decides_the_head() {
+    let h = running(vec![sample_policy()]).await;
+    send_and_settle(
+        &h,
+        "pull_request",
+        "d-a",
+        &pull_request_event("synchronize", SHA, &at(1)),
+    )
+    .await;
+    // A again at 3 (B's push at 2 is delayed): the first A scan still runs and covers it.
+    send_and_settle(
+        &h,
+        "pull_request",
+        "d-a-again",
+        &pull_request_event("synchronize", SHA, &at(3)),
+    )
+    .await;
+    assert_eq!(h.scan_requests(NS).await.len(), 1);
+    send_and_settle(
+        &h,
+        "pull_request",
+        "d-b-late",
+        &pull_request_event("synchronize", B, &at(2)),
+    )
+    .await;
+    let requests = h.scan_requests(NS).await;
+    assert_eq!(only_live(&requests).spec.pull_request.head_sha, SHA);
+    assert!(stop_of(of_sha(&requests, B)[0]).is_some());
+}
+
+/// A close handled again after a reopen (a retry, or a replayed signed payload) stops only
+/// the scans from before the close.
+#[tokio::test]
+async fn a_close_handled_after_the_reopen_leaves_the_reopened_scan_running() {
+    let h = running(vec![sample_policy()]).await;
+    send_and_settle(
+        &h,
+        "pull_request",
+        "d-open",
+        &pull_request_event("opened", SHA, &at(1)),
+    )
+    .await;
+    let close = pull_request_event("closed", SHA, &at(5));
+    send_and_settle(&h, "pull_request", "d-close", &close).await;
+    send_and_settle(
+        &h,
+        "pull_request",
+        "d-reopen",
+        &pull_request_event("reopened", SHA, &at(6)),
+    )
+    .await;
+    let reopened = only_live(&h.scan_requests(NS).await).clone();
+    send_and_settle(&h, "pull_request", "d-close-replayed", &close).await;
+    let requests = h.scan_requests(NS).await;
+    assert_eq!(reference(only_live(&requests)), reference(&reopened));
+}
+
+/// A close and a reopen in the same second, the reopen processed first: open wins the second,
+/// and the close stops only what came before it.
+#[tokio::test]
+async fn a_reopen_in_the_closes_second_keeps_its_scan() {
+    let h = running(vec![sample_policy()]).await;
+    send_and_settle(
+        &h,
+        "pull_request",
+        "d-open",
+        &pull_request_event("opened", SHA, &at(1)),
+    )
+    .await;
+    send_and_settle(
+        &h,
+        "pull_request",
+        "d-push",
+        &pull_request_event("synchronize", B, &at(3)),
+    )
+    .await;
+    send_and_settle(
+        &h,
+        "pull_request",
+        "d-reopen",
+        &pull_request_event("reopened", B, &at(5)),
+    )
+    .await;
+    send_and_settle(
+        &h,
+        "pull_request",
+        "d-close",
+        &pull_request_event("closed", B, &at(5)),
+    )
+    .await;
+    let requests = h.scan_requests(NS).await;
+    let head = only_live(&requests);
+    assert_eq!(
+        (
+            head.spec.trigger.action.as_deref(),
+            head.spec.pull_request.updated_at.as_deref()
+        ),
+        (Some("reopened"), Some(at(5).as_str())),
+        "the reopen's own scan runs; the push's, from before the close, stopped"
+    );
+}
+
+/// A Re-run of a check from before a close and reopen carries the original's time: it is
+/// admitted because the reopen was recorded.
+#[tokio::test]
+async fn a_rerun_after_a_reopen_is_admitted() {
+    let h = running(vec![sample_policy()]).await;
+    h.mock_pull_request(
+        "Codertocat",
+        "Hello-World",
+        2,
+        api_pull_request(SHA, &at(6), false),
+    )
+    .await;
+    send_and_settle(
+        &h,
+        "pull_request",
+        "d-open",
+        &pull_request_event("opened", SHA, &at(1)),
+    )
+    .await;
+    let original = h.scan_requests(NS).await.remove(0);
+    send_and_settle(
+        &h,
+        "pull_request",
+        "d-close",
+        &pull_request_event("closed", SHA, &at(5)),
+    )
+    .await;
+    send_and_settle(
+        &h,
+        "pull_request",
+        "d-reopen",
+        &pull_request_event("reopened", SHA, &at(6)),
+    )
+    .await;
+    send_and_settle(&h, "check_run", "d-rerun", &rerun_of(&original, "kics")).await;
+    let requests = h.scan_requests(NS).await;
+    let rerun = requests
+        .iter()
+        .find(|r| r.spec.trigger.event == "check_run")
+        .expect("the re-run was created");
+    assert_eq!(stop_of(rerun), None);
 }
 
 /// Scenario 5a: a push retried after the close was handled starts no scan; a reopen does.
@@ -391,6 +595,238 @@ async fn a_close_handled_during_a_concurrent_create_still_stops_that_scan() {
         stop_of(&requests[0]),
         Some(StopRequest::Cancelled { .. })
     ));
+}
+
+/// Scenario 5c: the close records itself before it lists. Its list is answered late (read
+/// before the push, heard of after it): the push must already see the close and create nothing.
+#[tokio::test]
+async fn a_close_records_itself_before_it_lists_the_scans() {
+    let h = Harness::start(vec![sample_policy()]).await.unwrap();
+    send(
+        &h,
+        "pull_request",
+        "d-push",
+        &pull_request_event("synchronize", B, &at(1)),
+    )
+    .await;
+    send(
+        &h,
+        "pull_request",
+        "d-close",
+        &pull_request_event("closed", B, &at(2)),
+    )
+    .await;
+    let entries = read_entries(&h, 2).await;
+    let mut slow_list = h.k8s.pause_next_answer("GET", "/scanrequests");
+    let ingest = h.ingest();
+    let close = entries[1].clone();
+    let closing = tokio::spawn(async move { ingest.handle(&close).await });
+    slow_list.arrived().await.unwrap();
+    assert!(matches!(
+        h.ingest().handle(&entries[0]).await,
+        Handled::Done
+    ));
+    slow_list.release();
+    assert!(matches!(closing.await.unwrap(), Handled::Done));
+    assert!(
+        live(&h.scan_requests(NS).await).is_empty(),
+        "no live scan of the closed pull request"
+    );
+}
+
+/// A ScanRequest in a namespace without the policy it names (planted by someone able to create
+/// ScanRequests there) steers nothing: here it claims a far-future trigger of another commit.
+#[tokio::test]
+async fn scan_requests_outside_the_policies_namespaces_are_ignored() {
+    let h = running(vec![sample_policy()]).await;
+    let mut planted: ScanRequest = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/samples/scanrequest.yaml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    planted.metadata.namespace = Some("elsewhere".into());
+    planted.spec.pull_request.head_sha = C.into();
+    planted.spec.pull_request.updated_at = Some("2099-01-01T00:00:00Z".into());
+    planted.metadata.labels = Some(gatehouse_crds::labels::scan_request_labels(&planted.spec));
+    kube::api::Api::<ScanRequest>::namespaced(h.k8s.client(), "elsewhere")
+        .create(&kube::api::PostParams::default(), &planted)
+        .await
+        .unwrap();
+    send_and_settle(
+        &h,
+        "pull_request",
+        "d-b",
+        &pull_request_event("synchronize", B, &at(1)),
+    )
+    .await;
+    assert_eq!(
+        only_live(&h.scan_requests(NS).await)
+            .spec
+            .pull_request
+            .head_sha,
+        B
+    );
+}
+
+/// A captured Re-run replayed under fresh delivery ids names the same scan: it does not
+/// restart the head's scan again and again.
+#[tokio::test]
+async fn a_replayed_rerun_does_not_restart_the_scan() {
+    let h = running(vec![sample_policy()]).await;
+    h.mock_pull_request(
+        "Codertocat",
+        "Hello-World",
+        2,
+        api_pull_request(SHA, OPENED_AT, false),
+    )
+    .await;
+    send_and_settle(
+        &h,
+        "pull_request",
+        "d-open",
+        &fixture("pull_request.opened.octokit.json"),
+    )
+    .await;
+    let suite = fixture("check_suite.rerequested.octokit.json");
+    send_and_settle(&h, "check_suite", "d-suite", &suite).await;
+    let rerun = only_live(&h.scan_requests(NS).await).clone();
+    assert_eq!(rerun.spec.trigger.event, "check_suite");
+    for replay in ["d-suite-2", "d-suite-3"] {
+        send_and_settle(&h, "check_suite", replay, &suite).await;
+    }
+    let requests = h.scan_requests(NS).await;
+    assert_eq!(requests.len(), 2, "the original and one re-run");
+    assert_eq!(reference(only_live(&requests)), reference(&rerun));
+}
+
+/// The author became trusted after the scan started waiting: the waiting scan (judged by its
+/// own spec) still needs the approval, which is accepted.
+#[tokio::test]
+async fn ok_to_scan_approves_a_waiting_scan_whose_author_became_trusted_since() {
+    let h = running(vec![sample_policy()]).await;
+    let mut now_trusted = api_pull_request(SHA, OPENED_AT, true);
+    now_trusted["author_association"] = json!("COLLABORATOR");
+    h.mock_pull_request("Codertocat", "Hello-World", 2, now_trusted)
+        .await;
+    h.mock_permission("Codertocat", "Hello-World", "maintainer", "write", "write")
+        .await;
+    send_and_settle(
+        &h,
+        "pull_request",
+        "d-fork",
+        &fork_of(fixture("pull_request.opened.octokit.json")),
+    )
+    .await;
+    send_and_settle(
+        &h,
+        "issue_comment",
+        "d-approve",
+        &comment(&format!("/gatehouse ok-to-scan {SHA}"), 501, "maintainer"),
+    )
+    .await;
+    let requests = h.scan_requests(NS).await;
+    assert!(only_live(&requests).spec.approval.is_some());
+}
+
+/// A command finds the pull request closed on GitHub (its close delivery was lost): the close
+/// is carried out then.
+#[tokio::test]
+async fn a_command_on_a_pull_request_closed_on_github_stops_its_scans() {
+    let h = running(vec![sample_policy()]).await;
+    h.mock_permission("Codertocat", "Hello-World", "maintainer", "write", "write")
+        .await;
+    send_and_settle(
+        &h,
+        "pull_request",
+        "d-open",
+        &fixture("pull_request.opened.octokit.json"),
+    )
+    .await;
+    h.mock_pull_request(
+        "Codertocat",
+        "Hello-World",
+        2,
+        fixture("pull_request.closed.octokit.json")["pull_request"].clone(),
+    )
+    .await;
+    send_and_settle(
+        &h,
+        "issue_comment",
+        "d-rescan",
+        &comment("/gatehouse rescan", 601, "maintainer"),
+    )
+    .await;
+    let requests = h.scan_requests(NS).await;
+    assert_eq!(requests.len(), 1);
+    assert!(live(&requests).is_empty());
+    assert!(counted(&h, "pull_request_closed"));
+}
+
+/// The base moves to a branch no policy covers: nothing is scanned, and the scan under the old
+/// base stops (its commit is not the head's any more).
+#[tokio::test]
+async fn a_base_moved_out_of_every_policy_stops_the_old_scan() {
+    let mut policy = sample_policy();
+    policy.spec.base_branches = vec!["master".into()];
+    let h = running(vec![policy]).await;
+    send_and_settle(
+        &h,
+        "pull_request",
+        "d-open",
+        &fixture("pull_request.opened.octokit.json"),
+    )
+    .await;
+    let mut edited = pull_request_event("edited", SHA, &at(1));
+    edited["pull_request"]["base"]["ref"] = json!("experiments");
+    edited["changes"] = json!({"base": {"ref": {"from": "master"}}});
+    send_and_settle(&h, "pull_request", "d-edited", &edited).await;
+    let requests = h.scan_requests(NS).await;
+    assert_eq!(requests.len(), 1);
+    assert!(live(&requests).is_empty());
+    assert!(counted(&h, "no_policy"));
+}
+
+/// A scan that finishes between being listed and being stopped keeps its result: the stop
+/// request is conditional on what was read, and a finished scan is never stopped.
+#[tokio::test]
+async fn a_scan_that_finishes_while_being_superseded_keeps_its_result() {
+    let h = running(vec![sample_policy()]).await;
+    send_and_settle(
+        &h,
+        "pull_request",
+        "d-a",
+        &fixture("pull_request.opened.octokit.json"),
+    )
+    .await;
+    let a = h.scan_requests(NS).await.remove(0);
+    let a_name = a.metadata.name.clone().unwrap();
+    let mut stopping = h
+        .k8s
+        .pause_next("PATCH", &format!("/scanrequests/{a_name}"));
+    send(
+        &h,
+        "pull_request",
+        "d-b",
+        &pull_request_event("synchronize", B, &at(1)),
+    )
+    .await;
+    stopping.arrived().await.unwrap();
+    // The operator finishes the scan meanwhile.
+    h.k8s
+        .set_status::<ScanRequest>(NS, &a_name, json!({"phase": "Succeeded"}))
+        .unwrap();
+    stopping.release();
+    h.wait_until_drained().await.unwrap();
+    let requests = h.scan_requests(NS).await;
+    let a = requests
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some(a_name.as_str()))
+        .unwrap();
+    assert_eq!(stop_of(a), None, "a finished scan is history");
+    assert_eq!(only_live(&requests).spec.pull_request.head_sha, B);
 }
 
 fn merge_group(head_sha: &str) -> serde_json::Value {

@@ -63,6 +63,8 @@ impl Process {
             .env("GATEHOUSE_WEBHOOK_SECRET_FILE", dir.path().join("secret"))
             .env("GATEHOUSE_CONSUMER_NAME", "process-test")
             .env("GATEHOUSE_CLAIM_IDLE_SECONDS", "1")
+            // The fixture payloads are from 2019.
+            .env("GATEHOUSE_MAX_TRIGGER_AGE_DAYS", "36500")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::from(

@@ -140,6 +140,13 @@ pub struct Args {
     #[arg(long, env = "GATEHOUSE_ENTRY_DEADLINE_SECONDS")]
     pub entry_deadline_seconds: Option<u64>,
 
+    /// Pull request triggers older than this many days (by the pull request's updated_at) are
+    /// refused, and what ingest remembers of a pull request (open or closed, latest trigger) is
+    /// kept this long: a replayed old delivery cannot start a scan of a pull request closed
+    /// since.
+    #[arg(long, env = "GATEHOUSE_MAX_TRIGGER_AGE_DAYS", default_value_t = 30)]
+    pub max_trigger_age_days: u64,
+
     /// Watch ScanPolicies in this namespace only (default: all namespaces).
     #[arg(long, env = "GATEHOUSE_POLICY_NAMESPACE")]
     pub policy_namespace: Option<String>,
@@ -277,6 +284,7 @@ impl Args {
             ("--claim-idle-seconds", self.claim_idle_seconds),
             ("--max-backoff-seconds", self.max_backoff_seconds),
             ("--retry-window-hours", self.retry_window_hours),
+            ("--max-trigger-age-days", self.max_trigger_age_days),
             (
                 "--entry-deadline-seconds",
                 self.entry_deadline_seconds.unwrap_or(1),
@@ -289,6 +297,11 @@ impl Args {
         for (name, value, max) in [
             ("--dedup-ttl-hours", self.dedup_ttl_hours, MAX_HOURS),
             ("--retry-window-hours", self.retry_window_hours, MAX_HOURS),
+            (
+                "--max-trigger-age-days",
+                self.max_trigger_age_days,
+                100 * 366,
+            ),
             (
                 "--body-timeout-seconds",
                 self.body_timeout_seconds,
@@ -370,6 +383,11 @@ impl Args {
     /// The body memory budget, in bytes.
     pub fn body_memory_bytes(&self) -> usize {
         self.body_memory_mib.saturating_mul(1024 * 1024)
+    }
+
+    /// The oldest pull request trigger accepted, and how long pull request records are kept.
+    pub fn max_trigger_age(&self) -> Duration {
+        Duration::from_secs(self.max_trigger_age_days.saturating_mul(86_400))
     }
 
     /// Retry window.

@@ -375,7 +375,7 @@ async fn start_ingest(
             "SIGHUP handler"
         });
     }
-    let memory = ingest::state::Memory::new(conn.clone());
+    let memory = ingest::state::Memory::new(conn.clone(), args.max_trigger_age());
     let applier = ingest::apply::Applier::new(writer, store, memory, github);
     let consumer = ingest::consumer::Consumer::new(
         conn,
@@ -415,11 +415,10 @@ async fn reload_github_key_on_hangup(
         let reloaded = std::fs::read(&key_file)
             .map_err(|e| e.to_string())
             .and_then(|key| github.reload_key(&key).map_err(|e| e.to_string()));
-        match reloaded {
-            Ok(()) => tracing::info!(file = %key_file.display(), "GitHub App private key reloaded"),
-            Err(e) => {
-                tracing::error!(file = %key_file.display(), error = %e, "GitHub App private key not reloaded; keeping the previous one")
-            }
+        if let Err(e) = reloaded {
+            tracing::error!(file = %key_file.display(), error = %e, "GitHub App private key not reloaded; keeping the previous one");
+        } else {
+            tracing::info!(file = %key_file.display(), "GitHub App private key reloaded");
         }
     }
     "GitHub key reloading"

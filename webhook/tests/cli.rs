@@ -165,7 +165,7 @@ fn redis_is_required_for_the_roles_and_the_dead_letter_commands() {
 }
 
 /// Every flag and its environment variable, as docs/webhook.md documents them.
-const FLAGS: [(&str, &str); 25] = [
+const FLAGS: [(&str, &str); 26] = [
     ("--role", "GATEHOUSE_ROLE"),
     ("--listen", "GATEHOUSE_LISTEN"),
     ("--metrics-listen", "GATEHOUSE_METRICS_LISTEN"),
@@ -192,6 +192,7 @@ const FLAGS: [(&str, &str); 25] = [
         "--entry-deadline-seconds",
         "GATEHOUSE_ENTRY_DEADLINE_SECONDS",
     ),
+    ("--max-trigger-age-days", "GATEHOUSE_MAX_TRIGGER_AGE_DAYS"),
     ("--policy-namespace", "GATEHOUSE_POLICY_NAMESPACE"),
     ("--github-app-id", "GATEHOUSE_GITHUB_APP_ID"),
     (

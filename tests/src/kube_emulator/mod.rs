@@ -165,6 +165,8 @@ pub(crate) struct Shared {
 struct PauseRule {
     method: String,
     path_contains: String,
+    /// Serve the request first and hold only its answer.
+    after: bool,
     arrived: tokio::sync::oneshot::Sender<()>,
     release: tokio::sync::oneshot::Receiver<()>,
 }
@@ -189,17 +191,19 @@ impl Shared {
     }
 
     /// The release signal of a pause rule matching this request, taken (each pauses one).
-    fn take_pause(&self, method: &str, path: &str) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    /// The signals of a pause rule matching this request, taken (each pauses one): tell the
+    /// test it arrived, then wait for the release.
+    fn take_pause(&self, method: &str, path: &str, after: bool) -> Option<PauseRule> {
         let mut pauses = self
             .pauses
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let at = pauses.iter().position(|r| {
-            r.method.eq_ignore_ascii_case(method) && path.contains(&r.path_contains)
+            r.after == after
+                && r.method.eq_ignore_ascii_case(method)
+                && path.contains(&r.path_contains)
         })?;
-        let rule = pauses.remove(at);
-        let _ = rule.arrived.send(());
-        Some(rule.release)
+        Some(pauses.remove(at))
     }
 
     fn take_failure(&self, method: &str, path: &str) -> Option<ApiError> {
@@ -295,11 +299,19 @@ impl KubeEmulatorBuilder {
             move |method: axum::http::Method, uri: axum::http::Uri, headers, body: bytes::Bytes| {
                 let shared = Arc::clone(&app_state);
                 async move {
-                    if let Some(release) = shared.take_pause(method.as_str(), uri.path()) {
+                    if let Some(rule) = shared.take_pause(method.as_str(), uri.path(), false) {
+                        let _ = rule.arrived.send(());
                         // Released or dropped: either way the request goes on.
-                        let _ = release.await;
+                        let _ = rule.release.await;
                     }
-                    http::handle(&shared, &method, &uri, &headers, &body)
+                    let held = shared.take_pause(method.as_str(), uri.path(), true);
+                    let response = http::handle(&shared, &method, &uri, &headers, &body);
+                    if let Some(rule) = held {
+                        // Served: its effect is in the store before the test hears of it.
+                        let _ = rule.arrived.send(());
+                        let _ = rule.release.await;
+                    }
+                    response
                 }
             },
         );
@@ -512,6 +524,17 @@ impl KubeEmulator {
     /// until the returned [`Pause`] is released or dropped: to put another client's requests in
     /// between a client's steps.
     pub fn pause_next(&self, method: &str, path_contains: &str) -> Pause {
+        self.pause(method, path_contains, false)
+    }
+
+    /// Serves the next `method` request whose path contains `path_contains` at once (its effect
+    /// and what it read are fixed then) but holds its answer until the returned [`Pause`] is
+    /// released or dropped: a client that is slow to hear back.
+    pub fn pause_next_answer(&self, method: &str, path_contains: &str) -> Pause {
+        self.pause(method, path_contains, true)
+    }
+
+    fn pause(&self, method: &str, path_contains: &str, after: bool) -> Pause {
         let (arrived_tx, arrived) = tokio::sync::oneshot::channel();
         let (release, release_rx) = tokio::sync::oneshot::channel();
         self.shared
@@ -521,6 +544,7 @@ impl KubeEmulator {
             .push(PauseRule {
                 method: method.to_owned(),
                 path_contains: path_contains.to_owned(),
+                after,
                 arrived: arrived_tx,
                 release: release_rx,
             });

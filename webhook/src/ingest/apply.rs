@@ -5,18 +5,25 @@
 //!
 //! Every step is idempotent, so a retried or redelivered entry changes nothing twice:
 //!
-//! 1. a trigger already covered by a live scan of its commit and base creates nothing;
-//! 2. a pull request closed after the trigger admits no scan, checked before the create and again
+//! 1. a pull request trigger records itself as the latest trigger if it is (Redis, by
+//!    `updated_at`): the head as the deliveries tell it, whatever order they are processed in;
+//! 2. a trigger already covered by a live scan of its commit and base creates nothing;
+//! 3. a pull request closed after the trigger admits no scan, checked before the create and again
 //!    after it (the close handler records the close before it lists, so one of the two sees the
-//!    other);
-//! 3. after a create, the pull request is settled: one scan governs its head, the rest stop.
+//!    other); a path that finds the pull request closed stops its scans from before the close;
+//! 4. after a create (or when a scan covered the trigger), the pull request is settled: one scan
+//!    governs its head, the rest stop.
+//!
+//! Only ScanRequests in namespaces whose ScanPolicy they name are considered, so a ScanRequest
+//! planted elsewhere with a pull request's labels steers nothing.
 
 use std::sync::Arc;
 
 use gatehouse_crds::external_id::ExternalId;
 use gatehouse_crds::labels::{self, pull_request_selector};
 use gatehouse_crds::lifecycle::{
-    self, Head, Lane, PullRequestState, Scan, ScanRef, StopRequest, approval_for, is_full_sha,
+    self, Head, Lane, PullRequestState, Scan, ScanRef, StopRequest, approval_covers, approval_for,
+    is_full_sha, is_github_time,
 };
 use gatehouse_crds::naming::scan_request_name;
 use gatehouse_crds::scanrequest::{Approval, PolicyRef, Repository, Trigger};
@@ -27,8 +34,9 @@ use kube::runtime::reflector::Store;
 use serde_json::json;
 
 use super::github::{GitHub, GitHubError};
+use super::payload::PullRequest as ApiPullRequest;
 use super::plan::{Command, Intent, Key, ScanFacts, facts_from_api};
-use super::state::Memory;
+use super::state::{Memory, PullRequestRecord};
 
 /// The field manager of everything ingest writes.
 pub const FIELD_MANAGER: &str = "gatehouse-webhook";
@@ -86,6 +94,18 @@ pub enum ApplyError {
     /// Another writer kept changing a ScanRequest between our read and our write.
     #[error("ScanRequest {0} kept changing while a stop request was written")]
     Contended(ScanRef),
+    /// GitHub's answer is older than the deliveries already processed (its replicas lag).
+    #[error(
+        "GitHub reports pull request #{number} as of {github}, older than a delivery of {newest}; retrying"
+    )]
+    StaleGitHub {
+        /// Pull request number.
+        number: i64,
+        /// GitHub's `updated_at`.
+        github: String,
+        /// The newest trigger time known.
+        newest: String,
+    },
 }
 
 impl ApplyError {
@@ -96,7 +116,9 @@ impl ApplyError {
                 !matches!(source.as_ref(), kube::Error::Api(s) if s.code == 400 || s.code == 422)
             }
             ApplyError::GitHub(e) => e.is_transient(),
-            ApplyError::Redis { .. } | ApplyError::Contended(_) => true,
+            ApplyError::Redis { .. }
+            | ApplyError::Contended(_)
+            | ApplyError::StaleGitHub { .. } => true,
         }
     }
 }
@@ -147,7 +169,18 @@ struct NewScan {
     action: Option<String>,
     key: Key,
     scanners: Option<Vec<String>>,
-    approval: Option<Approval>,
+    approval: ApprovalSource,
+}
+
+/// Where a new scan's approval comes from.
+#[derive(Debug)]
+enum ApprovalSource {
+    /// None: the policy decides whether it waits.
+    None,
+    /// The approval of its commit under the same policy, if there is one (re-runs, rescans).
+    Inherit,
+    /// This approval (`/gatehouse ok-to-scan`).
+    Given(Approval),
 }
 
 /// A `/gatehouse` command and where it was made.
@@ -170,6 +203,7 @@ struct RerunTarget {
     number: Option<i64>,
     original: Option<ExternalId>,
     scanner: Option<String>,
+    key: Key,
 }
 
 impl Applier {
@@ -245,7 +279,7 @@ impl Applier {
                     action,
                     key,
                     scanners: None,
-                    approval: None,
+                    approval: ApprovalSource::None,
                 };
                 self.scan(new, delivery).await
             }
@@ -261,6 +295,7 @@ impl Applier {
                 number,
                 original,
                 scanner,
+                key,
             } => {
                 let target = RerunTarget {
                     repository,
@@ -269,6 +304,7 @@ impl Applier {
                     number,
                     original,
                     scanner,
+                    key,
                 };
                 self.rerun(target, delivery).await
             }
@@ -295,35 +331,78 @@ impl Applier {
 
     /// Creates the ScanRequest for a trigger if its policy wants it and nothing covers it, then
     /// settles the pull request.
+    #[allow(clippy::too_many_lines)] // one sequence of steps, each commented; split, it reads worse
     async fn scan(&self, new: NewScan, delivery: &Delivery) -> Result<Outcome, ApplyError> {
         let facts = &new.facts;
-        let full_name = facts.repository.full_name();
-        let Some(selection) =
-            self.index()
-                .select(&pr_facts(facts, &full_name, new.action.as_deref()))
-        else {
-            tracing::debug!(repo = %full_name, pr = facts.pull_request.number, "no ScanPolicy covers this pull request");
-            return Ok(Outcome::Skipped("no_policy"));
-        };
-        if let Verdict::Skip(reason) = selection.verdict {
-            return Ok(Outcome::Skipped(reason.as_str()));
+        let (repository_id, number) = (facts.repository.id, facts.pull_request.number);
+        let pull_request_lane = new.key != Key::MergeQueue;
+        let at = facts.pull_request.updated_at.as_deref();
+        if pull_request_lane {
+            if matches!(new.key, Key::Change(_))
+                && at.is_some_and(|at| is_stale(at, self.memory.remember()))
+            {
+                tracing::info!(
+                    pr = number,
+                    updated_at = at.unwrap_or(""),
+                    "trigger older than ingest remembers pull requests; refused"
+                );
+                return Ok(Outcome::Skipped("stale_trigger"));
+            }
+            if matches!(new.key, Key::Change(_) | Key::Comment(_))
+                && let Some(at) = at
+            {
+                self.memory
+                    .record_head(
+                        repository_id,
+                        number,
+                        &facts.pull_request.head_sha,
+                        &facts.pull_request.base_ref,
+                        at,
+                    )
+                    .await
+                    .map_err(redis_err("record the latest trigger"))?;
+            }
         }
+        let full_name = facts.repository.full_name();
+        let selection = self
+            .index()
+            .select(&pr_facts(facts, &full_name, new.action.as_deref()));
+        let skipped = match &selection {
+            None => Some("no_policy"),
+            Some(s) => match s.verdict {
+                Verdict::Skip(reason) => Some(reason.as_str()),
+                _ => None,
+            },
+        };
+        let Some(selection) = selection.filter(|_| skipped.is_none()) else {
+            tracing::debug!(repo = %full_name, pr = number, reason = skipped.unwrap_or(""), "no scan for this trigger");
+            // The head moved to something not scanned (a draft, a base no policy covers): what
+            // scans the pull request has are not the head's any more.
+            if pull_request_lane {
+                let record = self.record_of(repository_id, number).await?;
+                if record.scanned {
+                    self.settle(&facts.repository, facts.installation_id, number, record)
+                        .await?;
+                }
+            }
+            return Ok(Outcome::Skipped(skipped.unwrap_or("no_policy")));
+        };
         let policy = &selection.policy;
         let namespace = policy.metadata.namespace.clone().unwrap_or_default();
-        let spec = ScanRequestSpec {
+        let policy_name = policy.metadata.name.clone().unwrap_or_default();
+        let mut spec = ScanRequestSpec {
             repository: facts.repository.clone(),
             installation_id: facts.installation_id,
             pull_request: facts.pull_request.clone(),
             trigger: delivery.trigger.clone(),
             policy_ref: PolicyRef {
-                name: policy.metadata.name.clone().unwrap_or_default(),
+                name: policy_name.clone(),
             },
             scanners: new.scanners,
-            approval: new.approval,
+            approval: None,
         };
-        let lane = lifecycle::lane(&spec);
         let reference = ScanRef {
-            namespace,
+            namespace: namespace.clone(),
             name: scan_request_name(
                 &spec.repository.name,
                 spec.repository.id,
@@ -332,60 +411,81 @@ impl Applier {
                 new.key.as_trigger(),
             ),
         };
-        if lane == Lane::PullRequest && !self.admitted(&spec).await? {
-            // A retry after a crash between the create and the second check below finds its
-            // ScanRequest here: stop it (nothing happens when there is none).
-            return self.refuse_closed(&reference).await;
+        let record = self.record_of(repository_id, number).await?;
+        if pull_request_lane && !lifecycle::admits(record.state.as_ref(), at) {
+            return self.refuse_closed(&spec.repository, number, &record).await;
         }
-        let existing = self
-            .list(spec.repository.id, spec.pull_request.number)
-            .await?;
+        let existing = self.list(repository_id, number).await?;
         let scans: Vec<Scan<'_>> = existing.iter().map(Scan::of).collect();
-        let outcome = match lifecycle::covering(&spec, &scans) {
+        spec.approval = match new.approval {
+            ApprovalSource::None => None,
+            ApprovalSource::Given(approval) => Some(approval),
+            ApprovalSource::Inherit => approval_for(
+                &scans,
+                &spec.pull_request.head_sha,
+                &namespace,
+                &policy_name,
+            )
+            .cloned(),
+        };
+        let outcome = match lifecycle::covering(&spec, &scans, record.closed_at.as_deref()) {
             Some(covering) => Outcome::Exists(covering.clone()),
             None => self.create(&reference, spec.clone()).await?,
         };
-        if lane == Lane::MergeQueue {
+        if pull_request_lane && matches!(outcome, Outcome::Created(_)) {
+            self.memory
+                .mark_scanned(repository_id, number)
+                .await
+                .map_err(redis_err("mark the pull request scanned"))?;
+        }
+        if !pull_request_lane {
             return Ok(outcome);
         }
         // The close may have been handled between the first check and the create, after its
         // list missed this ScanRequest: then this check sees it.
-        if !self.admitted(&spec).await? {
-            return self.refuse_closed(&reference).await;
+        let record = self.record_of(repository_id, number).await?;
+        if !lifecycle::admits(record.state.as_ref(), at) {
+            return self.refuse_closed(&spec.repository, number, &record).await;
         }
         // Settled even when the scan existed: a retry after a failure between the create and
         // the settling must finish the settling.
-        self.settle(
-            &spec.repository,
-            spec.installation_id,
-            spec.pull_request.number,
-        )
-        .await?;
+        self.settle(&spec.repository, spec.installation_id, number, record)
+            .await?;
         Ok(outcome)
     }
 
-    /// A trigger from before the pull request's close: its ScanRequest, if one was created, is
-    /// stopped.
-    async fn refuse_closed(&self, reference: &ScanRef) -> Result<Outcome, ApplyError> {
-        tracing::info!(scanrequest = %reference, "trigger precedes the pull request's close; not scanned");
-        let stop = StopRequest::Cancelled {
-            message: CLOSED.to_owned(),
-        };
-        self.stop(reference, &stop, None).await?;
-        Ok(Outcome::Skipped("pull_request_closed"))
+    async fn record_of(
+        &self,
+        repository_id: i64,
+        number: i64,
+    ) -> Result<PullRequestRecord, ApplyError> {
+        self.memory
+            .record_of(repository_id, number)
+            .await
+            .map_err(redis_err("read the pull request's record"))
     }
 
-    /// Whether the pull request's recorded state admits a scan triggered at the spec's time.
-    async fn admitted(&self, spec: &ScanRequestSpec) -> Result<bool, ApplyError> {
-        let state = self
-            .memory
-            .state(spec.repository.id, spec.pull_request.number)
-            .await
-            .map_err(redis_err("read the pull request's state"))?;
-        Ok(lifecycle::admits(
-            state.as_ref(),
-            spec.pull_request.updated_at.as_deref(),
-        ))
+    /// A trigger from before the pull request's recorded close: no scan, and the close's work is
+    /// done again (a scan this trigger created before a crash, or that a concurrent close missed,
+    /// is stopped).
+    async fn refuse_closed(
+        &self,
+        repository: &Repository,
+        number: i64,
+        record: &PullRequestRecord,
+    ) -> Result<Outcome, ApplyError> {
+        tracing::info!(
+            pr = number,
+            "trigger precedes the pull request's close; not scanned"
+        );
+        let closed_at = record
+            .state
+            .as_ref()
+            .filter(|s| !s.open)
+            .map(|s| s.at.clone());
+        self.cancel(repository.id, number, closed_at.as_deref(), false)
+            .await?;
+        Ok(Outcome::Skipped("pull_request_closed"))
     }
 
     /// Creates a ScanRequest; one already there under the name is this trigger's own (the name
@@ -417,33 +517,62 @@ impl Applier {
         }
     }
 
-    /// Leaves one scan governing the pull request's head and stops the others. Where the
-    /// triggers' times cannot order the scans, GitHub is asked for the head; without GitHub,
-    /// nothing is stopped (two scans run rather than the head going unscanned).
+    /// Leaves one scan governing the pull request's head and stops the others. The head is the
+    /// recorded latest trigger when it is not tied and not older than any scan; else the scans'
+    /// own times; where those do not order the scans, GitHub is asked. Without GitHub nothing is
+    /// stopped then: two scans run rather than the head going unscanned.
     async fn settle(
         &self,
         repository: &Repository,
         installation_id: i64,
         number: i64,
+        record: PullRequestRecord,
     ) -> Result<(), ApplyError> {
         let existing = self.list(repository.id, number).await?;
         let scans: Vec<Scan<'_>> = existing.iter().map(Scan::of).collect();
-        let stops = if let Ok(stops) = lifecycle::settle(&scans, None) {
+        let newest = scans
+            .iter()
+            .filter(|s| !s.stopped && lifecycle::lane(s.spec) == Lane::PullRequest)
+            .filter_map(|s| s.spec.pull_request.updated_at.as_deref())
+            .max()
+            .map(str::to_owned);
+        let recorded = record
+            .head
+            .filter(|h| !h.tied && newest.as_deref().is_none_or(|n| h.at.as_str() >= n))
+            .map(|h| Head {
+                sha: h.sha,
+                base_ref: h.base_ref,
+                certain: true,
+            });
+        let stops = if let Ok(stops) = lifecycle::settle(&scans, recorded.as_ref()) {
             stops
         } else {
-            let Some(github) = &self.github else {
-                tracing::warn!(pr = number, repo = %repository.full_name(), "scans of several commits and no order known without GitHub access; none superseded");
-                return Ok(());
-            };
-            let pr = github
-                .pull_request(installation_id, &repository.owner, &repository.name, number)
-                .await?;
-            let head = Head {
-                sha: pr.head.sha.to_ascii_lowercase(),
-                base_ref: pr.base.ref_.clone(),
-            };
-            tracing::debug!(pr = number, head = %head.sha, "ordered the pull request's scans by GitHub's head");
-            lifecycle::settle(&scans, Some(&head)).unwrap_or_default()
+            {
+                let Some(github) = &self.github else {
+                    tracing::warn!(pr = number, repo = %repository.full_name(), "scans of several commits and no order known without GitHub access; none superseded");
+                    return Ok(());
+                };
+                let pr = github
+                    .pull_request(installation_id, &repository.owner, &repository.name, number)
+                    .await?;
+                let github_at = pr.updated_at.clone().filter(|t| is_github_time(t));
+                if let Some(newest) = &newest
+                    && github_at.as_ref().is_none_or(|at| at < newest)
+                {
+                    return Err(ApplyError::StaleGitHub {
+                        number,
+                        github: github_at.unwrap_or_default(),
+                        newest: newest.clone(),
+                    });
+                }
+                let head = Head {
+                    sha: pr.head.sha.to_ascii_lowercase(),
+                    base_ref: pr.base.ref_.clone(),
+                    certain: false,
+                };
+                tracing::debug!(pr = number, head = %head.sha, "ordered the pull request's scans by GitHub's head");
+                lifecycle::settle(&scans, Some(&head)).unwrap_or_default()
+            }
         };
         for (reference, stop) in &stops {
             let listed = existing.iter().find(|r| {
@@ -456,7 +585,7 @@ impl Applier {
         Ok(())
     }
 
-    /// Records the close, then stops the pull request's unfinished scans.
+    /// Records the close, then stops the pull request's unfinished scans from before it.
     async fn close(
         &self,
         repository: &Repository,
@@ -465,84 +594,122 @@ impl Applier {
     ) -> Result<Outcome, ApplyError> {
         // First the record, then the list: a scan created concurrently is either listed here or
         // sees the record in its own second check.
-        if let Some(at) = updated_at {
-            let state = PullRequestState { open: false, at };
-            self.memory
+        let mut reopened_same_second = false;
+        if let Some(at) = &updated_at {
+            let state = PullRequestState {
+                open: false,
+                at: at.clone(),
+            };
+            let now = self
+                .memory
                 .record(repository.id, number, &state)
                 .await
                 .map_err(redis_err("record the pull request as closed"))?;
+            reopened_same_second = now.open && now.at == *at;
         } else {
             tracing::warn!(
                 pr = number,
                 "closed event without updated_at; its close is not recorded against late scans"
             );
         }
-        let existing = self.list(repository.id, number).await?;
+        let count = self
+            .cancel(
+                repository.id,
+                number,
+                updated_at.as_deref(),
+                reopened_same_second,
+            )
+            .await?;
+        Ok(Outcome::Cancelled(count))
+    }
+
+    /// Stops the pull request's unfinished scans from before `closed_at`; returns how many.
+    async fn cancel(
+        &self,
+        repository_id: i64,
+        number: i64,
+        closed_at: Option<&str>,
+        reopened_same_second: bool,
+    ) -> Result<usize, ApplyError> {
+        let existing = self.list(repository_id, number).await?;
         let scans: Vec<Scan<'_>> = existing.iter().map(Scan::of).collect();
-        let stops = lifecycle::cancel(&scans, CLOSED);
+        let stops = lifecycle::cancel(&scans, CLOSED, closed_at, reopened_same_second);
         for (reference, stop) in &stops {
             self.stop(reference, stop, None).await?;
         }
-        Ok(Outcome::Cancelled(stops.len()))
+        Ok(stops.len())
+    }
+
+    /// GitHub says the pull request is closed: record that and stop its scans.
+    async fn closed_on_github(
+        &self,
+        repository: &Repository,
+        number: i64,
+        pr: &ApiPullRequest,
+    ) -> Result<Outcome, ApplyError> {
+        let at = pr.updated_at.clone().filter(|t| is_github_time(t));
+        self.close(repository, number, at).await?;
+        Ok(Outcome::Skipped("pull_request_closed"))
     }
 
     /// Re-runs the scan of a commit (Re-run buttons): the original's facts, including its
-    /// trigger time and its approval, under a new name.
+    /// trigger time, and its commit's approval under the same policy, under a new name.
     async fn rerun(&self, target: RerunTarget, delivery: &Delivery) -> Result<Outcome, ApplyError> {
         let found = self.find_original(&target).await?;
+        if let Some(original) = &found
+            && lifecycle::lane(&original.spec) == Lane::MergeQueue
+        {
+            // A re-run would leave the queue's lane; the queue builds a new group instead.
+            return Ok(Outcome::Skipped("rerun_of_merge_queue_check"));
+        }
+        let number = found
+            .as_ref()
+            .map(|o| o.spec.pull_request.number)
+            .or(target.number);
+        // Whether the pull request is still open is GitHub's to say (a Re-run button works on
+        // a closed pull request's checks too).
+        let current = match (&self.github, number) {
+            (Some(github), Some(number)) => Some(
+                github
+                    .pull_request(
+                        target.installation_id,
+                        &target.repository.owner,
+                        &target.repository.name,
+                        number,
+                    )
+                    .await?,
+            ),
+            _ => None,
+        };
+        if let (Some(pr), Some(number)) = (&current, number)
+            && pr.state.as_deref() == Some("closed")
+        {
+            return self.closed_on_github(&target.repository, number, pr).await;
+        }
         let facts = if let Some(original) = found {
-            if lifecycle::lane(&original.spec) == Lane::MergeQueue {
-                // A re-run would leave the queue's lane; the queue builds a new group instead.
-                return Ok(Outcome::Skipped("rerun_of_merge_queue_check"));
-            }
             ScanFacts {
                 repository: original.spec.repository,
                 installation_id: original.spec.installation_id,
                 pull_request: original.spec.pull_request,
             }
         } else {
-            let Some(number) = target.number else {
+            let Some(pr) = &current else {
                 return Ok(Outcome::Skipped("rerun_without_original"));
             };
-            let Some(github) = &self.github else {
-                return Ok(Outcome::Skipped("rerun_without_original"));
-            };
-            let pr = github
-                .pull_request(
-                    target.installation_id,
-                    &target.repository.owner,
-                    &target.repository.name,
-                    number,
-                )
-                .await?;
-            if pr.state.as_deref() == Some("closed") {
-                return Ok(Outcome::Skipped("pull_request_closed"));
-            }
-            let facts = facts_from_api(target.repository.clone(), target.installation_id, &pr);
+            let facts = facts_from_api(target.repository.clone(), target.installation_id, pr);
             if facts.pull_request.head_sha != target.head_sha {
                 return Ok(Outcome::Skipped("rerun_of_old_commit"));
             }
             facts
         };
-        let approval = self.inherited_approval(&facts).await?;
         let new = NewScan {
             facts,
             action: None,
-            key: Key::Rerun(delivery.id.clone()),
+            key: target.key,
             scanners: target.scanner.map(|s| vec![s]),
-            approval,
+            approval: ApprovalSource::Inherit,
         };
         self.scan(new, delivery).await
-    }
-
-    /// The approval of the facts' commit recorded on any scan of the pull request: a re-run of
-    /// an approved commit needs no second approval.
-    async fn inherited_approval(&self, facts: &ScanFacts) -> Result<Option<Approval>, ApplyError> {
-        let existing = self
-            .list(facts.repository.id, facts.pull_request.number)
-            .await?;
-        let scans: Vec<Scan<'_>> = existing.iter().map(Scan::of).collect();
-        Ok(approval_for(&scans, &facts.pull_request.head_sha).cloned())
     }
 
     /// A `/gatehouse` command from a pull request comment. Each comment is carried out at most
@@ -592,7 +759,7 @@ impl Applier {
             )
             .await?;
         if pr.state.as_deref() == Some("closed") {
-            return Ok(Outcome::Skipped("pull_request_closed"));
+            return self.closed_on_github(repository, request.number, &pr).await;
         }
         let facts = facts_from_api(repository.clone(), request.installation_id, &pr);
         let full_name = repository.full_name();
@@ -610,13 +777,12 @@ impl Applier {
                 {
                     return Ok(Outcome::Skipped("unknown_scanner"));
                 }
-                let approval = self.inherited_approval(&facts).await?;
                 let new = NewScan {
                     facts,
                     action: None,
                     key,
                     scanners: scanner.map(|s| vec![s]),
-                    approval,
+                    approval: ApprovalSource::Inherit,
                 };
                 self.scan(new, delivery).await
             }
@@ -629,7 +795,7 @@ impl Applier {
                     tracing::info!(commenter = %request.commenter, sha = %sha, head = %facts.pull_request.head_sha, "ok-to-scan refused: not the pull request's head");
                     return Ok(Outcome::Skipped("approval_of_old_commit"));
                 }
-                if selection.verdict != Verdict::AwaitApproval {
+                if !self.awaits_approval(&facts, &selection).await? {
                     return Ok(Outcome::Skipped("approval_not_needed"));
                 }
                 let approval = Approval {
@@ -642,11 +808,49 @@ impl Applier {
                     action: None,
                     key,
                     scanners: None,
-                    approval: Some(approval),
+                    approval: ApprovalSource::Given(approval),
                 };
                 self.scan(new, delivery).await
             }
         }
+    }
+
+    /// Whether the head commit waits for an approval: a live scan of it waits (judged by its own
+    /// spec, which the operator judges too), or, with none, the policy would make a new one wait.
+    async fn awaits_approval(
+        &self,
+        facts: &ScanFacts,
+        selection: &Selection,
+    ) -> Result<bool, ApplyError> {
+        let existing = self
+            .list(facts.repository.id, facts.pull_request.number)
+            .await?;
+        let index = self.index();
+        let full_name = facts.repository.full_name();
+        let live_of_head: Vec<&ScanRequest> = existing
+            .iter()
+            .filter(|r| {
+                let scan = Scan::of(r);
+                !scan.stopped
+                    && !scan.finished
+                    && lifecycle::lane(&r.spec) == Lane::PullRequest
+                    && r.spec.pull_request.head_sha == facts.pull_request.head_sha
+            })
+            .collect();
+        if live_of_head.is_empty() {
+            return Ok(selection.verdict == Verdict::AwaitApproval);
+        }
+        Ok(live_of_head.iter().any(|r| {
+            let spec_facts = ScanFacts {
+                repository: r.spec.repository.clone(),
+                installation_id: r.spec.installation_id,
+                pull_request: r.spec.pull_request.clone(),
+            };
+            !approval_covers(&r.spec)
+                && index
+                    .select(&pr_facts(&spec_facts, &full_name, None))
+                    .is_some_and(|s| s.verdict == Verdict::AwaitApproval)
+        }))
     }
 
     /// Whether the commenter's permission on the repository is at least the policy's minimum.
@@ -672,19 +876,31 @@ impl Applier {
         Ok(true)
     }
 
-    /// The ScanRequests of one pull request, in every namespace.
+    /// The ScanRequests of one pull request, in every namespace that holds the ScanPolicy each
+    /// names: a ScanRequest elsewhere is not Gatehouse's to act on.
     async fn list(&self, repository_id: i64, number: i64) -> Result<Vec<ScanRequest>, ApplyError> {
         let all: Api<ScanRequest> = Api::all(self.client.clone());
         let list = all
             .list(&ListParams::default().labels(&pull_request_selector(repository_id, number)))
             .await
             .map_err(kube_err("list ScanRequests of the pull request"))?;
-        Ok(list.items)
+        let policies = self.policies.state();
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|r| {
+                policies.iter().any(|p| {
+                    p.metadata.namespace == r.metadata.namespace
+                        && p.metadata.name.as_deref() == Some(r.spec.policy_ref.name.as_str())
+                })
+            })
+            .collect())
     }
 
-    /// Writes a stop request unless the ScanRequest has one: the first writer wins, and a stop
-    /// request is never replaced or removed. The write is conditional on the resourceVersion
-    /// read, so two writers cannot both believe theirs landed.
+    /// Writes a stop request unless the ScanRequest has one or has finished: the first writer
+    /// wins, and a stop request is never replaced or removed. The write is conditional on the
+    /// resourceVersion read, so two writers cannot both believe theirs landed, and a scan that
+    /// finished meanwhile keeps its result.
     async fn stop(
         &self,
         reference: &ScanRef,
@@ -707,7 +923,8 @@ impl Applier {
                 else {
                     return Ok(());
                 };
-                if StopRequest::of(&current.metadata).is_some() {
+                let scan = Scan::of(&current);
+                if scan.stopped || scan.finished {
                     return Ok(());
                 }
                 current.metadata.resource_version.unwrap_or_default()
@@ -774,6 +991,18 @@ impl Applier {
                     .cmp(&b.metadata.creation_timestamp)
             }))
     }
+}
+
+/// Whether a trigger time is older than ingest remembers pull requests: its close may be
+/// forgotten, so it is not trusted to start a scan.
+fn is_stale(updated_at: &str, remember: std::time::Duration) -> bool {
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    let horizon = Timestamp::now()
+        .checked_sub(SignedDuration::from_secs(
+            i64::try_from(remember.as_secs()).unwrap_or(i64::MAX),
+        ))
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    updated_at < horizon.strftime("%Y-%m-%dT%H:%M:%SZ").to_string().as_str()
 }
 
 fn pr_facts<'a>(

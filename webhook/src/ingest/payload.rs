@@ -143,6 +143,9 @@ pub struct CheckRunEvent {
 /// A check run.
 #[derive(Clone, Debug, Deserialize)]
 pub struct CheckRun {
+    /// Id (a new check run gets a new id: a re-run of our re-run is a new request).
+    #[serde(default)]
+    pub id: i64,
     /// Check name (`gatehouse/<scanner>`).
     #[serde(default)]
     pub name: String,
@@ -167,6 +170,12 @@ pub struct CheckSuiteEvent {
 /// A check suite.
 #[derive(Clone, Debug, Deserialize)]
 pub struct CheckSuite {
+    /// Id (one suite per commit and App, reused across re-runs).
+    #[serde(default)]
+    pub id: i64,
+    /// Last update (changes when its check runs change).
+    #[serde(default)]
+    pub updated_at: Option<String>,
     /// Commit.
     #[serde(default)]
     pub head_sha: String,

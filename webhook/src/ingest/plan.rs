@@ -30,7 +30,8 @@ pub struct ScanFacts {
 pub enum Key {
     /// A change of the pull request: its `updated_at`, or the delivery id when it has none.
     Change(String),
-    /// A Re-run button: the delivery id.
+    /// A Re-run button: the signed payload's own identity (the check run's id; the check
+    /// suite's id and update time), so a replay under a fresh delivery id names the same scan.
     Rerun(String),
     /// A comment command: the comment id.
     Comment(i64),
@@ -94,6 +95,8 @@ pub enum Intent {
         original: Option<ExternalId>,
         /// The one scanner to re-run (`check_run`), or all (`check_suite`).
         scanner: Option<String>,
+        /// What names the re-run's scan.
+        key: Key,
     },
     /// A `/gatehouse` command in a pull request comment.
     Command {
@@ -198,18 +201,27 @@ pub fn plan(event: &str, delivery_id: &str, body: &[u8]) -> Result<(Common, Inte
                 }
             }
         }
-        ("check_run", "rerequested") => {
-            check_run(repo, installation_id, parse::<CheckRunEvent>(event, body)?)
-        }
+        ("check_run", "rerequested") => check_run(
+            repo,
+            installation_id,
+            parse::<CheckRunEvent>(event, body)?,
+            delivery_id,
+        ),
         ("check_suite", "rerequested") => {
             let payload: CheckSuiteEvent = parse(event, body)?;
+            let suite = payload.check_suite;
+            let key = match (suite.id, suite.updated_at.as_deref()) {
+                (id, Some(at)) if id > 0 => Key::Rerun(format!("suite:{id}:{at}")),
+                _ => Key::Rerun(format!("delivery:{delivery_id}")),
+            };
             Intent::Rerun {
                 repository: repo,
                 installation_id,
-                head_sha: payload.check_suite.head_sha,
-                number: payload.check_suite.pull_requests.first().map(|p| p.number),
+                head_sha: suite.head_sha.to_ascii_lowercase(),
+                number: suite.pull_requests.first().map(|p| p.number),
                 original: None,
                 scanner: None,
+                key,
             }
         }
         ("issue_comment", "created") => comment(
@@ -226,7 +238,12 @@ pub fn plan(event: &str, delivery_id: &str, body: &[u8]) -> Result<(Common, Inte
     Ok((common, intent))
 }
 
-fn check_run(repository: Repository, installation_id: i64, payload: CheckRunEvent) -> Intent {
+fn check_run(
+    repository: Repository,
+    installation_id: i64,
+    payload: CheckRunEvent,
+    delivery_id: &str,
+) -> Intent {
     let run = payload.check_run;
     let original = run.external_id.as_deref().and_then(ExternalId::parse);
     let number = run
@@ -244,10 +261,15 @@ fn check_run(repository: Repository, installation_id: i64, payload: CheckRunEven
     Intent::Rerun {
         repository,
         installation_id,
-        head_sha: run.head_sha,
+        head_sha: run.head_sha.to_ascii_lowercase(),
         number,
         original,
         scanner,
+        key: Key::Rerun(if run.id > 0 {
+            format!("run:{}", run.id)
+        } else {
+            format!("delivery:{delivery_id}")
+        }),
     }
 }
 
