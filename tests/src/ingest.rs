@@ -54,7 +54,10 @@ impl Drop for Harness {
 impl Harness {
     /// Starts everything but the consumers; `policies` are created before policy watching starts.
     pub async fn start(policies: Vec<ScanPolicy>) -> anyhow::Result<Harness> {
-        let redis = RedisServer::start_with(crate::RedisOptions { append_only: true })?;
+        let redis = RedisServer::start_with(crate::RedisOptions {
+            append_only: true,
+            ..Default::default()
+        })?;
         let k8s = KubeEmulator::start().await?;
         for policy in policies {
             let ns = policy.metadata.namespace.clone().unwrap_or_default();

@@ -49,6 +49,8 @@ pub struct RedisOptions {
     /// Turn on the append-only file with `appendfsync always`, as production runs it; needed by
     /// tests that restart Redis and expect data to survive.
     pub append_only: bool,
+    /// `maxmemory-policy`, when not Redis's default (`noeviction`).
+    pub maxmemory_policy: Option<&'static str>,
 }
 
 /// A running private `redis-server`.
@@ -155,6 +157,9 @@ impl RedisServer {
             .arg("--logfile")
             .arg(self.log_path())
             .args(["--save", "", "--daemonize", "no"]);
+        if let Some(policy) = self.options.maxmemory_policy {
+            command.args(["--maxmemory-policy", policy]);
+        }
         if self.options.append_only {
             command.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {

@@ -47,7 +47,11 @@ async fn dropping_the_handle_stops_the_server() {
 
 #[tokio::test]
 async fn append_only_data_survives_a_crash_and_restart() {
-    let mut server = RedisServer::start_with(RedisOptions { append_only: true }).unwrap();
+    let mut server = RedisServer::start_with(RedisOptions {
+        append_only: true,
+        ..Default::default()
+    })
+    .unwrap();
     {
         let mut conn = connect(&server).await;
         conn.set("kept", "yes").await.unwrap();

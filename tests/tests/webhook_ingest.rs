@@ -500,44 +500,67 @@ async fn malformed_payloads_are_dead_lettered_at_once() {
 }
 
 #[tokio::test]
-async fn trimming_keeps_every_unacknowledged_entry() {
+async fn trimming_removes_old_acknowledged_entries_and_keeps_every_unacknowledged_one() {
     let h = Harness::start(vec![sample_policy()]).await.unwrap();
-    for i in 0..5 {
-        assert_eq!(
-            deliver(
-                &h,
-                "pull_request",
-                &format!("d-trim-{i}"),
-                &fixture("pull_request.opened.octokit.json")
-            )
-            .await,
-            202
-        );
-    }
-    // Read two (pending, unacknowledged); three are undelivered.
     let consumer = h
         .consumer("ingest-reader", Duration::from_secs(3600))
         .await
         .unwrap();
     let mut conn = h.redis_conn().await;
+    // 300 entries from 20 minutes ago (older than the 15 minutes kept for debugging), with ids
+    // as receive would have given them then; Redis trims whole nodes of 100 entries.
+    let now_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let old_ms = now_ms - 20 * 60 * 1000;
+    let entry = gatehouse_webhook::events::encode("d-old", "pull_request", 1, b"{}");
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(EVENTS_STREAM).arg(format!("{old_ms}-{i}"));
+        for (k, v) in &entry.to_fields() {
+            xadd.arg(*k).arg(v.as_ref());
+        }
+        ids.push(xadd.query_async::<String>(&mut conn).await.unwrap());
+    }
+    // Ingest read the first 250 and acknowledged the first 200; 50 are pending, 50 undelivered.
     let _: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg(INGEST_GROUP)
         .arg("ingest-reader")
         .arg("COUNT")
-        .arg(2)
+        .arg(250)
         .arg("STREAMS")
         .arg(EVENTS_STREAM)
         .arg(">")
         .query_async(&mut conn)
         .await
         .unwrap();
+    let _: u64 = redis::cmd("XACK")
+        .arg(EVENTS_STREAM)
+        .arg(INGEST_GROUP)
+        .arg(&ids[..200])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     consumer.trim().await.unwrap();
-    assert_eq!(
-        conn.xlen(EVENTS_STREAM).await.unwrap(),
-        5,
-        "nothing unprocessed may be trimmed"
+    let left = conn.xrange_all(EVENTS_STREAM).await.unwrap();
+    let left: Vec<&str> = left.ids.iter().map(|e| e.id.as_str()).collect();
+    assert!(
+        left.len() <= 200,
+        "old acknowledged entries were removed: {} left",
+        left.len()
     );
+    for id in &ids[200..] {
+        assert!(
+            left.contains(&id.as_str()),
+            "{id} (unacknowledged) was trimmed"
+        );
+    }
 }
 
 #[tokio::test]

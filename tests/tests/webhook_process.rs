@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use gatehouse_crds::ScanPolicy;
 use gatehouse_tests::http::request;
 use gatehouse_tests::ingest::eventually;
-use gatehouse_tests::{KubeEmulator, RedisServer};
+use gatehouse_tests::{KubeEmulator, RedisOptions, RedisServer};
 use kube::api::{Api, PostParams};
 
 /// The binary cargo built next to this test (`cargo test --workspace` builds every binary).
@@ -51,6 +51,16 @@ impl Drop for Process {
 
 impl Process {
     fn start(redis: &RedisServer, role: &str, kubeconfig: Option<&str>) -> Process {
+        Process::start_with(&redis.url(), role, kubeconfig, &[])
+    }
+
+    /// Starts the binary; `env` adds to (or overrides) the test's environment.
+    fn start_with(
+        redis_url: &str,
+        role: &str,
+        kubeconfig: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Process {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("secret"), "first-secret\n").unwrap();
         let addr = free_addr();
@@ -59,12 +69,14 @@ impl Process {
             .env_clear()
             .env("GATEHOUSE_ROLE", role)
             .env("GATEHOUSE_LISTEN", addr.to_string())
-            .env("GATEHOUSE_REDIS_URL", redis.url())
+            .env("GATEHOUSE_REDIS_URL", redis_url)
             .env("GATEHOUSE_WEBHOOK_SECRET_FILE", dir.path().join("secret"))
             .env("GATEHOUSE_CONSUMER_NAME", "process-test")
             .env("GATEHOUSE_CLAIM_IDLE_SECONDS", "1")
             // The fixture payloads are from 2019.
             .env("GATEHOUSE_MAX_TRIGGER_AGE_DAYS", "36500")
+            // Secret files are reloaded on SIGHUP only, so a test sees what the signal did.
+            .env("GATEHOUSE_SECRET_CHECK_SECONDS", "3600")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::from(
@@ -73,6 +85,9 @@ impl Process {
         if let Some(config) = kubeconfig {
             std::fs::write(dir.path().join("kubeconfig"), config).unwrap();
             command.env("KUBECONFIG", dir.path().join("kubeconfig"));
+        }
+        for (name, value) in env {
+            command.env(name, value);
         }
         Process {
             child: command.spawn().unwrap(),
@@ -161,10 +176,11 @@ async fn receive_process_verifies_reloads_secrets_on_sighup_logs_json_and_stops_
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
         .collect();
+    // The file check runs hourly here: the signal did the reload.
     assert!(
         lines
             .iter()
-            .any(|l| l["message"] == "webhook secrets reloaded"),
+            .any(|l| l["message"] == "webhook secrets reloaded" && l["trigger"] == "SIGHUP"),
         "{logs}"
     );
     // The refusal of the old secret is logged with its delivery id.
@@ -215,6 +231,31 @@ async fn all_roles_process_turns_a_delivery_into_a_scanrequest_in_the_cluster() 
     })
     .await
     .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", process.stderr()));
+    // Every ingest log line about a delivery says which: in its span, or as a field.
+    let logs = process.stderr();
+    let ingest_lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| {
+            l["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("gatehouse_webhook::ingest"))
+                && (l.get("entry").is_some() || l["span"]["name"] == "ingest")
+        })
+        .collect();
+    assert!(
+        ingest_lines
+            .iter()
+            .any(|l| l["message"] == "ScanRequest created"),
+        "{logs}"
+    );
+    for line in &ingest_lines {
+        let delivery = line["span"]["delivery"]
+            .as_str()
+            .or_else(|| line["delivery"].as_str())
+            .unwrap_or("");
+        assert_eq!(delivery, "proc-all-1", "{line}");
+    }
 }
 
 /// Runs `gatehouse-webhook <args>` against `redis`; returns (exit code, stdout, stderr).
@@ -306,4 +347,153 @@ async fn dead_letters_are_listed_and_replayed_by_the_command() {
     // --id or --all is required.
     let (code, _, stderr) = run_command(&redis, &["dead-letters", "replay"]);
     assert_eq!(code, 2, "{stderr}");
+}
+
+/// Waits for the process to exit; returns its status and how long it took.
+async fn wait_exit(process: Process) -> (std::process::ExitStatus, std::time::Duration, Process) {
+    let started = std::time::Instant::now();
+    tokio::task::spawn_blocking(move || {
+        let mut process = process;
+        let status = process.child.wait().unwrap();
+        (status, started.elapsed(), process)
+    })
+    .await
+    .unwrap()
+}
+
+async fn get(addr: SocketAddr, path: &str) -> u16 {
+    request(addr, "GET", path, &[], b"")
+        .await
+        .map_or(0, |r| r.status)
+}
+
+/// A loopback address nothing listens on.
+fn dead_redis_url() -> String {
+    format!("redis://{}/0", free_addr())
+}
+
+#[tokio::test]
+async fn an_idle_process_exits_at_once_on_sigterm() {
+    let redis = RedisServer::start().unwrap();
+    let process = Process::start(&redis, "receive", None);
+    process.wait_ready().await;
+    process.signal("TERM");
+    let (status, took, process) = wait_exit(process).await;
+    assert!(status.success(), "{status}: {}", process.stderr());
+    // Nothing is in flight: no waiting for the 20 s drain, nor for background tasks.
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_request_in_flight_finish_before_the_process_exits() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let redis = RedisServer::start().unwrap();
+    let process = Process::start(&redis, "receive", None);
+    process.wait_ready().await;
+    let body = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/github/pull_request.opened.octokit.json"
+    ))
+    .unwrap();
+    let signature = gatehouse_webhook::signature::sign(b"first-secret", &body);
+    let mut stream = tokio::net::TcpStream::connect(process.addr).await.unwrap();
+    let head = format!(
+        "POST /webhook HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-GitHub-Event: pull_request\r\n\
+         X-GitHub-Delivery: in-flight-1\r\nX-Hub-Signature-256: {signature}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..100]).await.unwrap();
+    // Let the server start reading the body, then ask it to stop.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    process.signal("TERM");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stream.write_all(&body[100..]).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let (status, _, process) = wait_exit(process).await;
+    assert!(status.success(), "{status}: {}", process.stderr());
+    // New connections are refused once it stopped.
+    assert_eq!(get(process.addr, "/healthz").await, 0);
+}
+
+#[tokio::test]
+async fn without_redis_at_start_health_is_served_and_deliveries_get_503() {
+    let process = Process::start_with(&dead_redis_url(), "receive", None, &[]);
+    let addr = process.addr;
+    eventually("listening before redis answers", || async move {
+        get(addr, "/healthz").await == 200
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", process.stderr()));
+    assert_eq!(get(addr, "/readyz").await, 503);
+    assert_eq!(process.deliver("no-redis-1", "first-secret").await, 503);
+    process.signal("TERM");
+    let (status, _, process) = wait_exit(process).await;
+    assert!(status.success(), "{status}: {}", process.stderr());
+}
+
+#[tokio::test]
+async fn sigterm_during_start_up_exits_cleanly() {
+    // The ingest role waits for Redis at start, forever: SIGTERM must still end it.
+    let process = Process::start_with(&dead_redis_url(), "ingest", None, &[]);
+    let addr = process.addr;
+    eventually("health listener up", || async move {
+        get(addr, "/healthz").await == 200
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", process.stderr()));
+    assert_eq!(get(addr, "/readyz").await, 503, "not ready while starting");
+    process.signal("TERM");
+    let (status, took, process) = wait_exit(process).await;
+    assert!(status.success(), "{status}: {}", process.stderr());
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    assert!(process.stderr().contains("stopped during start-up"));
+}
+
+#[tokio::test]
+async fn the_ingest_role_alone_serves_health_readiness_and_metrics_and_survives_sighup() {
+    let redis = RedisServer::start_with(RedisOptions {
+        maxmemory_policy: Some("allkeys-lru"),
+        ..RedisOptions::default()
+    })
+    .unwrap();
+    let k8s = KubeEmulator::start().await.unwrap();
+    let process = Process::start(&redis, "ingest", Some(&k8s.kubeconfig()));
+    let addr = process.addr;
+    eventually("ingest ready", || async move {
+        get(addr, "/readyz").await == 200
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", process.stderr()));
+    assert_eq!(get(addr, "/healthz").await, 200);
+    let metrics = request(addr, "GET", "/metrics", &[], b"").await.unwrap();
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .text()
+            .contains("# TYPE gatehouse_ingest_entries_total counter"),
+        "{}",
+        metrics.text()
+    );
+    assert!(
+        !metrics.text().contains("gatehouse_redis_up"),
+        "no stream view here"
+    );
+    // SIGHUP's default action would end the process: it must not.
+    process.signal("HUP");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(get(addr, "/healthz").await, 200, "{}", process.stderr());
+    process.signal("TERM");
+    let (status, _, process) = wait_exit(process).await;
+    assert!(status.success(), "{status}: {}", process.stderr());
+    // Redis may evict keys here: the operator is told.
+    assert!(
+        process.stderr().contains("set maxmemory-policy noeviction"),
+        "{}",
+        process.stderr()
+    );
 }

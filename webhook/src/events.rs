@@ -12,15 +12,19 @@ use redis::aio::ConnectionManager;
 /// about fivefold, which is what lets Redis take far more deliveries per second).
 const COMPRESS_FROM: usize = 1024;
 
-/// Checks the backlog, the delivery id, then appends; atomic, so a delivery is either stored and
-/// recorded, or neither. The id is recorded after XADD: if XADD fails nothing was recorded and
-/// GitHub's redelivery is accepted.
+/// Checks the delivery id, the backlog, then appends; atomic, so a delivery is either stored and
+/// recorded, or neither. A redelivery is answered as a duplicate even while the backlog is full
+/// (it was stored; a 503 would make GitHub show a failure for a delivery that is safe). The id is
+/// recorded after XADD: if XADD fails nothing was recorded and GitHub's redelivery is accepted.
 ///
 /// The backlog is what ingest has not finished: for each consumer group its pending entries plus
 /// its lag (entries not yet delivered), the worst group counting. Acknowledged entries still in
 /// the stream (kept a while for debugging, or not yet trimmed) do not count. Before any group
 /// exists, or when Redis cannot tell a group's lag, the stream length is used.
 const ENQUEUE: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return {'duplicate', redis.call('GET', KEYS[2])}
+end
 local backlog = redis.call('XLEN', KEYS[1])
 local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
 if ok and #groups > 0 then
@@ -41,9 +45,6 @@ if ok and #groups > 0 then
 end
 if backlog >= tonumber(ARGV[1]) then
   return {'backlog', tostring(backlog)}
-end
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  return {'duplicate', redis.call('GET', KEYS[2])}
 end
 local id = redis.call('XADD', KEYS[1], '*',
   'delivery', ARGV[3], 'event', ARGV[4], 'received_at', ARGV[5],

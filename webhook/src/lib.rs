@@ -127,15 +127,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             return Ok(());
         }
     }
+    supervise(running, shutdown, &stop_tx).await
+}
+
+/// Runs until `shutdown` (Ok) or until any task ends on its own (an error: nothing of a running
+/// process ends by itself); then signals `stop`, lets the listeners drain and end, and stops the
+/// rest.
+async fn supervise(
+    mut running: Running,
+    shutdown: impl std::future::Future<Output = ()>,
+    stop: &tokio::sync::watch::Sender<bool>,
+) -> anyhow::Result<()> {
     let outcome = tokio::select! {
-        () = &mut shutdown => {
+        () = shutdown => {
             tracing::info!("shutting down");
             Ok(())
         }
         Some(done) = running.servers.join_next() => Err(ended(done)),
         Some(done) = running.workers.join_next() => Err(ended(done)),
     };
-    let _ = stop_tx.send(true);
+    let _ = stop.send(true);
     // Listeners drain their requests in flight and end; nothing else needs to finish (ingest
     // stops where it is: an unacknowledged entry is claimed by another consumer).
     while running.servers.join_next().await.is_some() {}
@@ -436,5 +447,42 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_ends_on_its_own_fails_the_process() {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let mut running = Running::default();
+        running.workers.spawn(async { "ScanPolicy watch" });
+        running.servers.spawn(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+            "listener"
+        });
+        let outcome = supervise(running, std::future::pending(), &stop).await;
+        assert_eq!(
+            outcome.unwrap_err().to_string(),
+            "ScanPolicy watch ended unexpectedly"
+        );
+        assert!(*stop.borrow(), "the listeners were told to stop");
+    }
+
+    #[tokio::test]
+    async fn shutdown_drains_the_listeners_and_stops_the_rest() {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let mut running = Running::default();
+        running.workers.spawn(async {
+            std::future::pending::<()>().await;
+            "ingest"
+        });
+        running.servers.spawn(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+            "listener"
+        });
+        supervise(running, async {}, &stop).await.unwrap();
     }
 }

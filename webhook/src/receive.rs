@@ -75,22 +75,30 @@ pub struct BodyBudget {
     bytes: tokio::sync::Semaphore,
     bodies: tokio::sync::Semaphore,
     max_bytes: usize,
+    max_bodies: usize,
 }
 
 impl BodyBudget {
     /// At most `max_bytes` of bodies and `max_bodies` bodies at once.
     pub fn new(max_bytes: usize, max_bodies: usize) -> BodyBudget {
         let max_bytes = max_bytes.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        let max_bodies = max_bodies.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         BodyBudget {
             bytes: tokio::sync::Semaphore::new(max_bytes),
-            bodies: tokio::sync::Semaphore::new(max_bodies.max(1)),
+            bodies: tokio::sync::Semaphore::new(max_bodies),
             max_bytes,
+            max_bodies,
         }
     }
 
     /// Body bytes held now.
     pub fn bytes_in_use(&self) -> usize {
         self.max_bytes - self.bytes.available_permits()
+    }
+
+    /// Bodies being read or handled now.
+    pub fn bodies_in_use(&self) -> usize {
+        self.max_bodies - self.bodies.available_permits()
     }
 
     fn body(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
@@ -158,11 +166,23 @@ async fn metrics(State(state): State<ReceiveState>) -> Response {
         None => None,
     };
     #[allow(clippy::cast_precision_loss)] // gauges: far below 2^52
-    state.metrics.set_gauge(
-        "gatehouse_webhook_body_bytes_in_flight",
-        "Request body bytes held by the receive role now.",
-        state.budget.bytes_in_use() as f64,
-    );
+    {
+        state.metrics.set_gauge(
+            "gatehouse_webhook_body_bytes_in_flight",
+            "Request body bytes held by the receive role now.",
+            state.budget.bytes_in_use() as f64,
+        );
+        state.metrics.set_gauge(
+            "gatehouse_webhook_secrets_loaded_timestamp_seconds",
+            "When the webhook secrets in use were loaded (Unix time).",
+            state.verifier.loaded_at() as f64,
+        );
+        state.metrics.set_gauge(
+            "gatehouse_webhook_secrets",
+            "Webhook secrets in use.",
+            state.verifier.get().len() as f64,
+        );
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(backlog),
@@ -561,6 +581,16 @@ fn form_payload(raw: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_values_in_logs_are_bounded_and_escaped() {
+        assert_eq!(loggable("pull_request"), "pull_request");
+        let long = "x".repeat(10_000);
+        let logged = loggable(&long);
+        assert_eq!(logged.chars().count(), LOGGED_HEADER_CHARS + 1);
+        assert!(logged.ends_with('…'));
+        assert_eq!(loggable("a\nb\u{1b}[31m"), "a\\nb\\u{1b}[31m");
+    }
 
     #[test]
     fn delivery_ids_are_guids_not_arbitrary_keys() {

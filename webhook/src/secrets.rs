@@ -229,6 +229,50 @@ mod tests {
         assert!(matches!(load(&[current]), Err(SecretsError::Read { .. })));
     }
 
+    #[tokio::test]
+    async fn a_failed_reload_is_retried_until_it_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "first\n").unwrap();
+        let shared = SharedVerifier::load(vec![file.clone()]).unwrap();
+        let first_at = std::fs::metadata(&file).unwrap().modified().unwrap();
+        let watching = tokio::spawn(shared.clone().watch(Duration::from_millis(50)));
+        // Let the watch note the first file's time.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // A broken write (no secret), with a time that surely differs: the reload fails and the
+        // old secret stays.
+        std::fs::write(&file, "\n").unwrap();
+        let broken_at = first_at + Duration::from_secs(2);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(broken_at)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(shared.get().verify(&sign(b"first", b"x"), b"x").is_ok());
+        // Fixed with the same modification time (a clock that did not tick, or a restore that
+        // keeps times): only a retry of the failed reload finds it.
+        std::fs::write(&file, "second\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(broken_at)
+            .unwrap();
+        let mut reloaded = false;
+        for _ in 0..100 {
+            if shared.get().verify(&sign(b"second", b"x"), b"x").is_ok() {
+                reloaded = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        watching.abort();
+        assert!(reloaded, "the failed reload was retried");
+        assert!(shared.loaded_at() > 0);
+    }
+
     #[test]
     fn a_missing_file_names_the_path() {
         let err = load(&[PathBuf::from("/nonexistent/gatehouse/secret")]).unwrap_err();
