@@ -9,6 +9,7 @@
 //!
 //! `cargo run --release -p gatehouse-tests --example load -- --addr 127.0.0.1:8080
 //!  --secret-file S --payload tests/fixtures/github/pull_request.opened.octokit.json`
+//! `--ok-status 200` counts 200 as stored (for a peer that answers so).
 //! Targets loopback only; stops by itself after `--seconds`.
 
 // Statistics over counts and microseconds far below 2^52: the casts lose nothing that matters.
@@ -35,6 +36,8 @@ struct Options {
     secret: Vec<u8>,
     payload: Vec<u8>,
     event: String,
+    /// The status that means "stored" (202 for Gatehouse; 200 for the FastAPI peer).
+    ok_status: u16,
 }
 
 fn parse() -> anyhow::Result<Options> {
@@ -43,12 +46,14 @@ fn parse() -> anyhow::Result<Options> {
     let (mut connections, mut seconds, mut rate) = (32, 15, None);
     let (mut secret_file, mut payload_file) = (None, None);
     let mut event = "pull_request".to_owned();
+    let mut ok_status = 202;
     while let Some(flag) = args.next() {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--addr" => addr = value()?,
             "--connections" => connections = value()?.parse()?,
             "--seconds" => seconds = value()?.parse()?,
+            "--ok-status" => ok_status = value()?.parse()?,
             "--rate" => rate = Some(value()?.parse()?),
             "--secret-file" => secret_file = Some(value()?),
             "--payload" => payload_file = Some(value()?),
@@ -77,6 +82,7 @@ fn parse() -> anyhow::Result<Options> {
         secret,
         payload,
         event,
+        ok_status,
     })
 }
 
@@ -188,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
                     .await
                 {
                     tally.latencies_us.push(due.elapsed().as_micros() as u64);
-                    if status == 202 {
+                    if status == options.ok_status {
                         tally.accepted += 1;
                     } else {
                         tally.other += 1;
@@ -215,7 +221,7 @@ async fn main() -> anyhow::Result<()> {
     all.lags_us.sort_unstable();
     let pct = |p: f64| pct_of(&all.latencies_us, p);
     println!(
-        "mode={} connections={} seconds={:.1} payload_bytes={} requests={} accepted_202={} other_status={} errors={}",
+        "mode={} connections={} seconds={:.1} payload_bytes={} requests={} accepted={} other_status={} errors={}",
         options
             .rate
             .map_or("closed-loop".to_owned(), |r| format!("fixed-rate-{r}/s")),

@@ -179,10 +179,10 @@ async fn githubs_signature_test_vector_is_accepted_and_then_json_is_checked() {
     };
     // The signature passes; as a ping nothing more is needed.
     assert_eq!(send("ping").await.status, 200);
-    // As an event we act on, the (signed) body must be JSON.
+    // As an event we act on, the (signed) body must be a JSON object.
     let response = send("pull_request").await;
     assert_eq!(response.status, 400);
-    assert_eq!(response.json()["error"], "payload is not valid JSON");
+    assert_eq!(response.json()["error"], "payload is not a JSON object");
     assert_eq!(key_count(&redis).await, 0);
 }
 
@@ -263,7 +263,8 @@ impl Case {
 #[tokio::test]
 async fn bad_requests_get_their_status_and_write_nothing() {
     let (redis, receiver) = started().await;
-    let broken = br#"{"action": "opened", "number": "#.to_vec();
+    // Signed, but an array: it has no top-level action to read.
+    let broken = br#"["action", "opened"]"#.to_vec();
     let cases = vec![
         Case {
             event: None,
@@ -304,9 +305,9 @@ async fn bad_requests_get_their_status_and_write_nothing() {
             )),
             body: broken.clone(),
             ..Case::valid(
-                "signed but malformed JSON",
+                "signed but not a JSON object",
                 400,
-                "payload is not valid JSON",
+                "payload is not a JSON object",
             )
         },
     ];

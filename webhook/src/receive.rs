@@ -468,15 +468,13 @@ fn ignored(
         let body = json!({"status": "ignored", "reason": "event not handled"});
         return Ok(Some((StatusCode::OK, "ignored", body)));
     };
-    let action = serde_json::from_slice::<ActionOnly>(payload)
-        .map_err(|_| {
-            Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "payload is not valid JSON",
-            )
-        })?
-        .action;
+    let action = top_level_action(payload).map_err(|()| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "payload is not a JSON object",
+        )
+    })?;
     if action.as_deref().is_some_and(|a| wanted.contains(&a)) {
         return Ok(None);
     }
@@ -548,10 +546,50 @@ async fn store(state: &ReceiveState, event: &str, delivery: &str, payload: &[u8]
     }
 }
 
-#[derive(serde::Deserialize)]
-struct ActionOnly {
-    #[serde(default)]
-    action: Option<String>,
+/// The top-level `action` of a JSON object, read up to that key only: GitHub writes `action`
+/// first, so a 28 KB payload costs a few bytes of parsing instead of all of it. A body that is
+/// not a JSON object is an error; one that is malformed after `action` is stored as GitHub signed
+/// it, and ingest dead-letters it as malformed (only the secret's holder can sign a body).
+/// Without an `action` key the whole object is read (and so checked).
+pub fn top_level_action(payload: &[u8]) -> Result<Option<String>, ()> {
+    use serde::de::{Deserializer as _, Error as _, IgnoredAny, MapAccess, Visitor};
+    use std::cell::RefCell;
+
+    /// Sentinel message of the error that stops reading once `action` is found.
+    const FOUND: &str = "gatehouse: action found";
+
+    struct FirstAction<'c>(&'c RefCell<Option<Option<String>>>);
+
+    impl<'de> Visitor<'de> for FirstAction<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "action" {
+                    let action: Option<String> = map.next_value()?;
+                    *self.0.borrow_mut() = Some(action);
+                    // Stop here: the rest of the object is not read.
+                    return Err(A::Error::custom(FOUND));
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+
+    let found = RefCell::new(None);
+    let mut deserializer = serde_json::Deserializer::from_slice(payload);
+    let read = deserializer.deserialize_map(FirstAction(&found));
+    if let Some(action) = found.into_inner() {
+        return Ok(action);
+    }
+    read.map_err(drop)?;
+    deserializer.end().map_err(drop)?;
+    Ok(None)
 }
 
 /// Actions of an event that Gatehouse acts on; `None` for events it ignores entirely.
@@ -581,6 +619,40 @@ fn form_payload(raw: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_action_is_read_from_the_top_level_object_only() {
+        assert_eq!(
+            top_level_action(br#"{"action":"opened","pull_request":{"action":"x"}}"#),
+            Ok(Some("opened".to_owned()))
+        );
+        // Not first: found after skipping what comes before, nested ones ignored.
+        assert_eq!(
+            top_level_action(br#"{"zen":"a","hook":{"action":"no"},"action":"closed"}"#),
+            Ok(Some("closed".to_owned()))
+        );
+        assert_eq!(top_level_action(br#"{"zen":"hi"}"#), Ok(None));
+        assert_eq!(top_level_action(br#"{"action":null}"#), Ok(None));
+        for bad in [
+            &b"Hello, World!"[..],
+            b"[1,2]",
+            b"",
+            b"{\"zen\":",
+            b"{} trailing",
+        ] {
+            assert_eq!(
+                top_level_action(bad),
+                Err(()),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // Read up to the action only: what follows is ingest's to judge.
+        assert_eq!(
+            top_level_action(br#"{"action":"opened","rest":"#),
+            Ok(Some("opened".to_owned()))
+        );
+    }
 
     #[test]
     fn header_values_in_logs_are_bounded_and_escaped() {
