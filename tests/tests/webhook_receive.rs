@@ -941,3 +941,110 @@ async fn connections_past_the_limit_wait_until_one_closes() {
         .unwrap();
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
 }
+
+/// Headers of a delivery signed with `SECRET`, sent chunked (no length).
+fn signed_chunked_headers(delivery: &str, payload: &[u8]) -> Vec<(&'static str, String)> {
+    vec![
+        ("X-GitHub-Event", "pull_request".to_owned()),
+        ("X-GitHub-Delivery", delivery.to_owned()),
+        (
+            "X-Hub-Signature-256",
+            gatehouse_webhook::signature::sign(SECRET.as_bytes(), payload),
+        ),
+        ("Content-Type", "application/json".to_owned()),
+        ("Transfer-Encoding", "chunked".to_owned()),
+    ]
+}
+
+/// `payload` in chunked transfer encoding, `size` bytes per chunk.
+fn chunked(payload: &[u8], size: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    for chunk in payload.chunks(size) {
+        body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        body.extend_from_slice(chunk);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    body
+}
+
+/// The pull_request.opened payload followed by whitespace up to `size` bytes (still the same
+/// JSON document).
+fn padded_payload(size: usize) -> Vec<u8> {
+    let mut payload = pr_opened();
+    payload.resize(size, b' ');
+    payload
+}
+
+#[tokio::test]
+async fn a_chunked_body_is_charged_for_the_memory_it_takes_growth_included() {
+    let redis = RedisServer::start().unwrap();
+    let receiver = Receiver::start(
+        &redis,
+        ReceiverOptions {
+            body_memory: 1024 * 1024,
+            ..ReceiverOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let payload = padded_payload(700 * 1024);
+    // Declared, 700 KiB is allocated once and fits in 1 MiB.
+    let response = receiver
+        .deliver("pull_request", "declared-700k", &payload, SECRET)
+        .await
+        .unwrap();
+    assert_eq!(response.status, 202, "{}", response.text());
+    // Chunked, the buffer doubles: growing from 512 KiB to 1 MiB holds both allocations at
+    // once, 1.5 MiB, past the budget, although the data is only 700 KiB.
+    let headers = signed_chunked_headers("chunked-700k", &payload);
+    let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let response = request(
+        receiver.addr,
+        "POST",
+        "/webhook",
+        &refs,
+        &chunked(&payload, 100 * 1024),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status, 503, "{}", response.text());
+    assert_eq!(receiver.state.budget.bytes_in_use(), 0);
+    assert_eq!(entries(&redis).await.len(), 1);
+}
+
+#[tokio::test]
+async fn large_bodies_declared_or_chunked_are_stored_byte_for_byte() {
+    let (redis, receiver) = started().await;
+    // Above 1 MiB a body lives in its own memory mapping; chunked ones grow from the heap into
+    // one and from one mapping into a larger one.
+    let payload = padded_payload(3 * 1024 * 1024 + 17);
+    let response = receiver
+        .deliver("pull_request", "large-declared", &payload, SECRET)
+        .await
+        .unwrap();
+    assert_eq!(response.status, 202, "{}", response.text());
+    let headers = signed_chunked_headers("large-chunked", &payload);
+    let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let response = request(
+        receiver.addr,
+        "POST",
+        "/webhook",
+        &refs,
+        &chunked(&payload, 300 * 1024),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status, 202, "{}", response.text());
+    let stored = entries(&redis).await;
+    assert_eq!(stored.len(), 2);
+    for entry in &stored {
+        assert_eq!(
+            gatehouse_webhook::events::payload(entry).unwrap(),
+            payload,
+            "{}",
+            entry.delivery_id
+        );
+    }
+    assert_eq!(receiver.state.budget.bytes_in_use(), 0);
+}

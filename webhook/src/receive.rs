@@ -399,6 +399,95 @@ fn too_large() -> Refusal {
     )
 }
 
+/// Bodies above this size live in their own anonymous memory mapping, returned to the system
+/// when the request ends. From the heap, glibc would keep them: after the first large free it
+/// raises its mmap threshold, later bodies come from per-thread arenas that are not given back,
+/// and alternating floods of large uploads grew the resident size to twice the body budget.
+const MAPPED_FROM: usize = 1024 * 1024;
+
+/// A request body being read: on the heap when small, in an anonymous mapping when large.
+enum BodyBuffer {
+    Heap(Vec<u8>),
+    Mapped { map: memmap2::MmapMut, len: usize },
+}
+
+impl BodyBuffer {
+    fn with_capacity(capacity: usize) -> std::io::Result<BodyBuffer> {
+        if capacity > MAPPED_FROM {
+            Ok(BodyBuffer::Mapped {
+                map: memmap2::MmapMut::map_anon(capacity)?,
+                len: 0,
+            })
+        } else {
+            Ok(BodyBuffer::Heap(Vec::with_capacity(capacity)))
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            BodyBuffer::Heap(vec) => vec.len(),
+            BodyBuffer::Mapped { len, .. } => *len,
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        match self {
+            BodyBuffer::Heap(vec) => vec.capacity(),
+            BodyBuffer::Mapped { map, .. } => map.len(),
+        }
+    }
+
+    /// Grows to exactly `capacity` (more than now), keeping the contents.
+    fn grow(&mut self, capacity: usize) -> std::io::Result<()> {
+        match self {
+            BodyBuffer::Heap(vec) if capacity <= MAPPED_FROM => {
+                vec.reserve_exact(capacity - vec.len());
+            }
+            _ => {
+                let mut bigger = BodyBuffer::with_capacity(capacity)?;
+                bigger.extend_from_slice(self.as_slice());
+                *self = bigger;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends within the capacity (the caller grew it first).
+    fn extend_from_slice(&mut self, data: &[u8]) {
+        match self {
+            BodyBuffer::Heap(vec) => vec.extend_from_slice(data),
+            BodyBuffer::Mapped { map, len } => {
+                map[*len..*len + data.len()].copy_from_slice(data);
+                *len += data.len();
+            }
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            BodyBuffer::Heap(vec) => vec,
+            BodyBuffer::Mapped { map, len } => &map[..*len],
+        }
+    }
+
+    fn freeze(self) -> bytes::Bytes {
+        /// A mapping seen as its first `len` bytes.
+        struct Filled(memmap2::MmapMut, usize);
+        impl AsRef<[u8]> for Filled {
+            fn as_ref(&self) -> &[u8] {
+                &self.0[..self.1]
+            }
+        }
+        match self {
+            BodyBuffer::Heap(vec) => bytes::Bytes::from(vec),
+            BodyBuffer::Mapped { map, len } => bytes::Bytes::from_owner(Filled(map, len)),
+        }
+    }
+}
+
+/// The first allocation for a body of unknown length (chunked): most deliveries fit in it.
+const CHUNKED_FIRST_CAPACITY: usize = 64 * 1024;
+
 /// Reads the body within the size cap, the memory budget and the time limit, into one buffer.
 async fn read_body(
     body: Body,
@@ -416,7 +505,11 @@ async fn read_body(
         use http_body_util::BodyExt as _;
         let held = &mut held;
         let mut body = body;
-        let mut buffer = bytes::BytesMut::with_capacity(declared.unwrap_or(0));
+        // A declared body gets its exact size at once. A chunked one grows by doubling, and the
+        // budget is charged for the capacity before each growth (not only for the bytes in it):
+        // the allocation is what takes memory.
+        let mut buffer =
+            BodyBuffer::with_capacity(declared.unwrap_or(0)).map_err(|_| overloaded())?;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|_| {
                 Refusal::new(
@@ -428,14 +521,31 @@ async fn read_body(
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            if buffer.len() + data.len() > MAX_BODY_BYTES {
+            let needed = buffer.len() + data.len();
+            if needed > MAX_BODY_BYTES {
                 return Err(too_large());
             }
-            if declared.is_none() {
-                let more = budget.reserve(data.len()).ok_or_else(overloaded)?;
-                match held.as_mut() {
-                    Some(permit) => permit.merge(more),
-                    None => *held = Some(more),
+            if needed > buffer.capacity() {
+                let target = needed
+                    .max(buffer.capacity().saturating_mul(2))
+                    .max(CHUNKED_FIRST_CAPACITY)
+                    .min(MAX_BODY_BYTES);
+                // While growing, the old and the new allocation both exist: both are charged,
+                // then the old one's share goes back.
+                let peak = buffer.capacity() + target;
+                let charged = held.as_ref().map_or(0, |permit| permit.num_permits());
+                if peak > charged {
+                    let more = budget.reserve(peak - charged).ok_or_else(overloaded)?;
+                    match held.as_mut() {
+                        Some(permit) => permit.merge(more),
+                        None => *held = Some(more),
+                    }
+                }
+                buffer.grow(target).map_err(|_| overloaded())?;
+                if let Some(permit) = held.as_mut()
+                    && permit.num_permits() > buffer.capacity()
+                {
+                    drop(permit.split(permit.num_permits() - buffer.capacity()));
                 }
             }
             buffer.extend_from_slice(&data);

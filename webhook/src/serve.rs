@@ -50,6 +50,9 @@ impl Connections {
     }
 }
 
+/// The most a connection's read buffer holds (headers must fit in it).
+const READ_BUFFER_MAX: usize = 64 * 1024;
+
 /// Serves `router` on `listener` until `shutdown` completes, then drains. Returns when every
 /// connection is closed (or `drain` passed).
 pub async fn serve(
@@ -64,6 +67,10 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        // Each connection's read buffer may grow to this (hyper's default is about 400 KB):
+        // bounded so that hundreds of connections streaming bodies hold little beyond the
+        // bodies themselves, which the body budget counts.
+        .max_buf_size(READ_BUFFER_MAX)
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {
