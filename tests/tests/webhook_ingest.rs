@@ -386,6 +386,14 @@ async fn transient_failures_are_dead_lettered_only_after_the_retry_window_with_t
         dead["reason"]
     );
     assert!(dead["attempts"].parse::<u64>().unwrap() >= 2);
+    // Given up on: counted, so an alert can see it.
+    let counted =
+        "gatehouse_ingest_entries_total{event=\"pull_request\",result=\"dead_lettered\"} 1";
+    eventually("dead letter counted", || async {
+        h.metrics.render(None).contains(counted)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {}", h.metrics.render(None)));
     eventually("acknowledged", || async { h.pending().await == 0 })
         .await
         .unwrap();

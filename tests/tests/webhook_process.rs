@@ -386,10 +386,38 @@ async fn an_idle_process_exits_at_once_on_sigterm() {
 
 #[tokio::test]
 async fn sigterm_lets_a_request_in_flight_finish_before_the_process_exits() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let redis = RedisServer::start().unwrap();
     let process = Process::start(&redis, "receive", None);
     process.wait_ready().await;
+    a_request_in_flight_finishes_after_sigterm(process).await;
+}
+
+#[tokio::test]
+async fn sigterm_while_ingest_still_starts_lets_a_delivery_in_flight_finish() {
+    // Role all: receive is up (Redis answers), ingest waits for a Kubernetes API that is not
+    // there. A stop now is still a stop with a drain, not a reset of the open requests.
+    let redis = RedisServer::start().unwrap();
+    let dead_api = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster:\n    server: http://{}\n\
+         contexts:\n- name: gone\n  context:\n    cluster: gone\n    user: nobody\n\
+         current-context: gone\nusers:\n- name: nobody\n  user: {{}}\n",
+        free_addr()
+    );
+    let process = Process::start(&redis, "all", Some(&dead_api));
+    process.wait_ready().await;
+    assert_eq!(process.deliver("starting-1", "first-secret").await, 202);
+    assert!(
+        !process.stderr().contains("ScanPolicies loaded"),
+        "ingest must still be starting: {}",
+        process.stderr()
+    );
+    a_request_in_flight_finishes_after_sigterm(process).await;
+}
+
+/// Sends half a delivery, SIGTERM, then the rest: the answer is 202 and the process exits 0,
+/// after which nothing is accepted.
+async fn a_request_in_flight_finishes_after_sigterm(process: Process) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let body = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/fixtures/github/pull_request.opened.octokit.json"
@@ -452,6 +480,24 @@ async fn sigterm_during_start_up_exits_cleanly() {
     assert!(status.success(), "{status}: {}", process.stderr());
     assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
     assert!(process.stderr().contains("stopped during start-up"));
+}
+
+#[tokio::test]
+async fn sighup_during_start_up_does_not_end_the_process() {
+    // Ingest-only, waiting for Redis: a reload signal now (a rotated key) must not kill it.
+    let process = Process::start_with(&dead_redis_url(), "ingest", None, &[]);
+    let addr = process.addr;
+    eventually("health listener up", || async move {
+        get(addr, "/healthz").await == 200
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", process.stderr()));
+    process.signal("HUP");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(get(addr, "/healthz").await, 200, "{}", process.stderr());
+    process.signal("TERM");
+    let (status, _, process) = wait_exit(process).await;
+    assert!(status.success(), "{status}: {}", process.stderr());
 }
 
 #[tokio::test]

@@ -321,6 +321,13 @@ impl Args {
             ("--drain-seconds", self.drain_seconds, MAX_SECONDS),
             // A body can be at most 26 MiB; a budget beyond 64 GiB is a typo.
             ("--body-memory-mib", self.body_memory_mib as u64, 64 * 1024),
+            // Each is a semaphore permit (at most 2^61 - 1); a million is far past any pod.
+            ("--max-connections", self.max_connections as u64, 1_000_000),
+            (
+                "--max-concurrent-bodies",
+                self.max_concurrent_bodies as u64,
+                1_000_000,
+            ),
             (
                 "--max-backoff-seconds",
                 self.max_backoff_seconds,

@@ -113,21 +113,46 @@ pub async fn dead_letters_command(
 /// listeners stop accepting, requests in flight finish (within `--drain-seconds`), and the
 /// process exits at once.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    // SIGHUP's default action ends the process: take it over before anything can wait (Redis,
+    // the Kubernetes API), so a reload signal during start-up is harmless. Tokio keeps the
+    // handler for the life of the process; the roles listen for the signal themselves.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("failed to install the SIGHUP handler")?;
+    drop(hangup);
     let redis_client = args.redis_client()?;
     let metrics = Arc::new(metrics::Metrics::default());
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut running = Running::default();
-    let started = start(&args, redis_client, &metrics, &stop_rx, &mut running);
-    tokio::select! {
-        result = started => result?,
-        () = &mut shutdown => {
-            tracing::info!("stopped during start-up");
-            return Ok(());
+    let stopped_during_start = {
+        let started = start(&args, redis_client, &metrics, &stop_rx, &mut running);
+        tokio::select! {
+            result = started => {
+                result?;
+                false
+            }
+            () = &mut shutdown => true,
         }
+    };
+    if stopped_during_start {
+        // The listener may already take deliveries (receive is up while ingest still waits for
+        // the Kubernetes API): let them finish like any other stop.
+        tracing::info!("stopped during start-up");
+        stop(running, &stop_tx).await;
+        return Ok(());
     }
     supervise(running, shutdown, &stop_tx).await
+}
+
+/// Signals `stop`, lets the listeners drain their requests in flight and end, and stops the
+/// rest: nothing else needs to finish (ingest stops where it is: an unacknowledged entry is
+/// claimed by another consumer).
+async fn stop(mut running: Running, stop: &tokio::sync::watch::Sender<bool>) {
+    let _ = stop.send(true);
+    while running.servers.join_next().await.is_some() {}
+    running.workers.shutdown().await;
+    running.helpers.shutdown().await;
 }
 
 /// Runs until `shutdown` (Ok) or until any task ends on its own (an error: nothing of a running
@@ -146,12 +171,7 @@ async fn supervise(
         Some(done) = running.servers.join_next() => Err(ended(done)),
         Some(done) = running.workers.join_next() => Err(ended(done)),
     };
-    let _ = stop.send(true);
-    // Listeners drain their requests in flight and end; nothing else needs to finish (ingest
-    // stops where it is: an unacknowledged entry is claimed by another consumer).
-    while running.servers.join_next().await.is_some() {}
-    running.workers.shutdown().await;
-    running.helpers.shutdown().await;
+    self::stop(running, stop).await;
     outcome
 }
 

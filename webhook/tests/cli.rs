@@ -133,6 +133,20 @@ fn durations_too_large_to_compute_with_are_refused_not_wrapped() {
         ],
         "--retry-window-hours is too large",
     );
+    // A semaphore of this many permits panics when built: refused at start instead.
+    for flag in ["--max-connections", "--max-concurrent-bodies"] {
+        assert_one_line_error(
+            &[
+                "--role",
+                "ingest",
+                "--redis-url",
+                "redis://127.0.0.1:1/0",
+                flag,
+                "18446744073709551615",
+            ],
+            &format!("{flag} is too large"),
+        );
+    }
 }
 
 #[test]

@@ -105,6 +105,12 @@ pub struct Consumer {
     config: ConsumerConfig,
     last_claim: Option<Instant>,
     last_trim: Option<Instant>,
+    /// When the entries of the last batch became pending with this consumer (their idle
+    /// clocks started).
+    read_at: Instant,
+    /// Events of the entries dead-lettered while claiming (past the retry window), not yet
+    /// counted in the metrics.
+    expired: Vec<String>,
     /// Where the next pending-list scan starts: claims walk the pending list in pages, so
     /// entries behind a page of waiting ones are reached too.
     claim_cursor: String,
@@ -143,6 +149,8 @@ impl Consumer {
             config,
             last_claim: None,
             last_trim: None,
+            read_at: Instant::now(),
+            expired: Vec::new(),
             claim_cursor: "-".to_owned(),
         })
     }
@@ -150,12 +158,26 @@ impl Consumer {
     /// Reads new entries (blocking up to the configured time), then claimed ones when due.
     /// Returns the entries to handle; each must be settled with [`Consumer::settle`].
     pub async fn next_batch(&mut self) -> Result<Vec<Pending>, ConsumerError> {
+        // Trimming comes first: after the read, the entries' idle clocks run, and time spent
+        // here would be taken from the work on them (another consumer may claim them once
+        // they have been idle for claim_idle).
+        if self
+            .last_trim
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(30))
+        {
+            self.last_trim = Some(Instant::now());
+            if let Err(e) = self.trim().await {
+                tracing::warn!(error = %e, "stream not trimmed this time");
+            }
+        }
         let mut batch = Vec::new();
         let claim_due = self
             .last_claim
             .is_none_or(|at| at.elapsed() >= self.config.claim_idle / 2);
         if claim_due {
-            self.last_claim = Some(Instant::now());
+            // Claimed entries' clocks restart during the claim: count from before it.
+            self.read_at = Instant::now();
+            self.last_claim = Some(self.read_at);
             batch.extend(self.claim().await?);
         }
         if batch.is_empty() {
@@ -168,20 +190,25 @@ impl Consumer {
                 redis::AsyncCommands::xread_options(&mut conn, &[EVENTS_STREAM], &[">"], &options)
                     .await
                     .map_err(err("read new entries"))?;
+            // New entries are delivered when the (blocking) read returns.
+            self.read_at = Instant::now();
             for key in reply.map(|r| r.keys).unwrap_or_default() {
                 batch.extend(key.ids.into_iter().map(Pending::new));
             }
         }
-        if self
-            .last_trim
-            .is_none_or(|at| at.elapsed() >= Duration::from_secs(30))
-        {
-            self.last_trim = Some(Instant::now());
-            if let Err(e) = self.trim().await {
-                tracing::warn!(error = %e, "stream not trimmed this time");
-            }
-        }
         Ok(batch)
+    }
+
+    /// The events of entries dead-lettered since the last call because their retry window
+    /// passed (for the metrics).
+    pub fn take_expired(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.expired)
+    }
+
+    /// When the entries of the last batch became pending with this consumer: the time left for
+    /// work on them counts from here.
+    pub fn read_at(&self) -> Instant {
+        self.read_at
     }
 
     /// The consumer's settings.
@@ -240,6 +267,10 @@ impl Consumer {
                     .unwrap_or_else(|| format!("not processed after {deliveries} deliveries"));
                 let reason = format!("retried for {}s: {reason}", age_ms / 1000);
                 self.dead_letter(&entry, &reason, deliveries).await?;
+                let pending = Pending::new(entry);
+                tracing::warn!(entry = %id, delivery = pending.delivery(), %reason, "dead-lettered: retry window passed");
+                self.expired
+                    .push(pending.entry.map(|entry| entry.event).unwrap_or_default());
                 continue;
             }
             let pending = Pending::new(entry);

@@ -12,7 +12,7 @@ pub mod state;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gatehouse_crds::stream::EventEntry;
 use tracing::Instrument as _;
@@ -242,7 +242,10 @@ impl Ingest {
                     continue;
                 }
             };
-            let read_at = Instant::now();
+            for event in consumer.take_expired() {
+                self.metrics.ingested(event_label(&event), "dead_lettered");
+            }
+            let read_at = consumer.read_at();
             let claim_idle = consumer.config().claim_idle;
             for pending in batch {
                 // Every entry of the batch is pending with this consumer from the read on; once
@@ -271,7 +274,10 @@ impl Ingest {
                             ))
                         }
                     }
-                    Err(reason) => Handled::Dead(reason.clone()),
+                    Err(reason) => {
+                        self.metrics.ingested("other", "malformed");
+                        Handled::Dead(reason.clone())
+                    }
                 };
                 if let Err(e) = consumer.settle(&pending, handled).await {
                     // Not acknowledged: it stays pending and is claimed again later.
