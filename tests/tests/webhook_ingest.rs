@@ -285,6 +285,30 @@ async fn a_consumer_killed_before_xack_loses_nothing_and_duplicates_nothing() {
 }
 
 #[tokio::test]
+async fn a_consumer_killed_right_after_reading_loses_nothing() {
+    let mut h = Harness::start(vec![sample_policy()]).await.unwrap();
+    assert_eq!(deliver_opened(&h, "d-read-only").await, 202);
+    // Consumer A reads the entry and dies before doing anything with it.
+    let mut doomed = h
+        .consumer("ingest-doomed", Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(doomed.next_batch().await.unwrap().len(), 1);
+    drop(doomed);
+    assert!(h.scan_requests(NS).await.is_empty());
+    // Consumer B takes it over and does the work A never did.
+    h.start_consumer("ingest-survivor", Duration::from_millis(300))
+        .await
+        .unwrap();
+    eventually("claimed and acknowledged", || async {
+        h.pending().await == 0
+    })
+    .await
+    .unwrap();
+    assert_eq!(h.scan_requests(NS).await.len(), 1, "the work was done");
+}
+
+#[tokio::test]
 async fn kubernetes_errors_leave_the_entry_pending_until_it_succeeds() {
     let h = failing_creates(2, Duration::from_millis(200)).await;
     assert_eq!(deliver_opened(&h, "d-retry").await, 202);
@@ -595,4 +619,32 @@ async fn a_policy_applied_later_governs_the_next_delivery() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn a_kubernetes_call_on_a_connection_that_never_answers_times_out() {
+    // An API server that accepts connections and then says nothing (half-open, or hung).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            open.push(stream);
+        }
+    });
+    let url: http::Uri = format!("http://{addr}").parse().unwrap();
+    let config = gatehouse_webhook::with_call_timeouts(kube::Config::new(url));
+    let client = kube::Client::try_from(config).unwrap();
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client, "default");
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(40), api.get("anything")).await;
+    let took = started.elapsed();
+    let Ok(outcome) = result else {
+        panic!("the call hung for {took:?}: no read timeout");
+    };
+    assert!(outcome.is_err(), "no answer cannot be a success");
+    // The read timeout (15 s) ended it, not something sooner.
+    assert!(took >= Duration::from_secs(14), "ended after {took:?}");
+    held.abort();
 }

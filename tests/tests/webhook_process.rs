@@ -483,6 +483,42 @@ async fn sigterm_during_start_up_exits_cleanly() {
 }
 
 #[tokio::test]
+async fn huge_header_values_reach_the_log_only_as_a_bounded_prefix() {
+    let redis = RedisServer::start().unwrap();
+    let process = Process::start(&redis, "receive", None);
+    process.wait_ready().await;
+    let (event, delivery) = ("e".repeat(10_000), "d".repeat(10_000));
+    let response = request(
+        process.addr,
+        "POST",
+        "/webhook",
+        &[
+            ("X-GitHub-Event", event.as_str()),
+            ("X-GitHub-Delivery", delivery.as_str()),
+            ("X-Hub-Signature-256", "sha256=00"),
+            ("Content-Type", "application/json"),
+        ],
+        b"{}",
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status, 400, "{}", response.text());
+    process.signal("TERM");
+    let (status, _, process) = wait_exit(process).await;
+    assert!(status.success(), "{status}");
+    let log = process.stderr();
+    // The refusal was logged, with the values cut short.
+    assert!(log.contains("malformed X-GitHub-Delivery header"), "{log}");
+    assert!(log.contains(&"d".repeat(64)), "a prefix is kept: {log}");
+    for long in ["e".repeat(100), "d".repeat(100)] {
+        assert!(
+            !log.contains(&long),
+            "a header value at full length in the log"
+        );
+    }
+}
+
+#[tokio::test]
 async fn sighup_during_start_up_does_not_end_the_process() {
     // Ingest-only, waiting for Redis: a reload signal now (a rotated key) must not kill it.
     let process = Process::start_with(&dead_redis_url(), "ingest", None, &[]);
