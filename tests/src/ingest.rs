@@ -40,6 +40,9 @@ pub struct Harness {
     github_model: std::sync::Mutex<GitHubModel>,
     /// Retry window of consumers started from now on (long by default).
     pub retry_window: Duration,
+    /// The longest wait between attempts of consumers started from now on (default: twice
+    /// their claim idle time).
+    pub max_backoff: Option<Duration>,
 }
 
 impl Drop for Harness {
@@ -97,6 +100,7 @@ impl Harness {
             applier,
             github_model: std::sync::Mutex::default(),
             retry_window: Duration::from_secs(3600),
+            max_backoff: None,
         })
     }
 
@@ -117,7 +121,7 @@ impl Harness {
             ConsumerConfig {
                 name: name.to_owned(),
                 claim_idle,
-                max_backoff: claim_idle * 2,
+                max_backoff: self.max_backoff.unwrap_or(claim_idle * 2),
                 retry_window: self.retry_window,
                 batch: 16,
                 block: Duration::from_millis(100),

@@ -528,12 +528,13 @@ async fn read_body(
             if needed > buffer.capacity() {
                 let target = needed
                     .max(buffer.capacity().saturating_mul(2))
-                    .max(CHUNKED_FIRST_CAPACITY)
-                    .min(MAX_BODY_BYTES);
+                    .clamp(CHUNKED_FIRST_CAPACITY, MAX_BODY_BYTES);
                 // While growing, the old and the new allocation both exist: both are charged,
                 // then the old one's share goes back.
                 let peak = buffer.capacity() + target;
-                let charged = held.as_ref().map_or(0, |permit| permit.num_permits());
+                let charged = held
+                    .as_ref()
+                    .map_or(0, tokio::sync::SemaphorePermit::num_permits);
                 if peak > charged {
                     let more = budget.reserve(peak - charged).ok_or_else(overloaded)?;
                     match held.as_mut() {
@@ -578,7 +579,7 @@ fn ignored(
         let body = json!({"status": "ignored", "reason": "event not handled"});
         return Ok(Some((StatusCode::OK, "ignored", body)));
     };
-    let action = top_level_action(payload).map_err(|()| {
+    let action = top_level_action(payload).map_err(|NotAnObject| {
         Refusal::new(
             StatusCode::BAD_REQUEST,
             "bad_request",
@@ -656,19 +657,26 @@ async fn store(state: &ReceiveState, event: &str, delivery: &str, payload: &[u8]
     }
 }
 
+/// A signed body that is not a JSON object (or not one up to its `action`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct NotAnObject;
+
 /// The top-level `action` of a JSON object, read up to that key only: GitHub writes `action`
 /// first, so a 28 KB payload costs a few bytes of parsing instead of all of it. A body that is
 /// not a JSON object is an error; one that is malformed after `action` is stored as GitHub signed
 /// it, and ingest dead-letters it as malformed (only the secret's holder can sign a body).
 /// Without an `action` key the whole object is read (and so checked).
-pub fn top_level_action(payload: &[u8]) -> Result<Option<String>, ()> {
+pub fn top_level_action(payload: &[u8]) -> Result<Option<String>, NotAnObject> {
     use serde::de::{Deserializer as _, Error as _, IgnoredAny, MapAccess, Visitor};
     use std::cell::RefCell;
 
     /// Sentinel message of the error that stops reading once `action` is found.
     const FOUND: &str = "gatehouse: action found";
 
-    struct FirstAction<'c>(&'c RefCell<Option<Option<String>>>);
+    /// The value of the `action` key (which may be `null`).
+    struct Found(Option<String>);
+
+    struct FirstAction<'c>(&'c RefCell<Option<Found>>);
 
     impl<'de> Visitor<'de> for FirstAction<'_> {
         type Value = ();
@@ -681,7 +689,7 @@ pub fn top_level_action(payload: &[u8]) -> Result<Option<String>, ()> {
             while let Some(key) = map.next_key::<String>()? {
                 if key == "action" {
                     let action: Option<String> = map.next_value()?;
-                    *self.0.borrow_mut() = Some(action);
+                    *self.0.borrow_mut() = Some(Found(action));
                     // Stop here: the rest of the object is not read.
                     return Err(A::Error::custom(FOUND));
                 }
@@ -694,11 +702,11 @@ pub fn top_level_action(payload: &[u8]) -> Result<Option<String>, ()> {
     let found = RefCell::new(None);
     let mut deserializer = serde_json::Deserializer::from_slice(payload);
     let read = deserializer.deserialize_map(FirstAction(&found));
-    if let Some(action) = found.into_inner() {
+    if let Some(Found(action)) = found.into_inner() {
         return Ok(action);
     }
-    read.map_err(drop)?;
-    deserializer.end().map_err(drop)?;
+    read.map_err(|_| NotAnObject)?;
+    deserializer.end().map_err(|_| NotAnObject)?;
     Ok(None)
 }
 
@@ -752,7 +760,7 @@ mod tests {
         ] {
             assert_eq!(
                 top_level_action(bad),
-                Err(()),
+                Err(NotAnObject),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
