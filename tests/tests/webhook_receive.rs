@@ -628,7 +628,17 @@ async fn redis_down_means_503_then_accepted_again_when_it_is_back() {
 
 #[tokio::test]
 async fn metrics_count_deliveries_by_event_and_outcome() {
-    let (_redis, receiver) = started().await;
+    let (redis, receiver) = started().await;
+    // A dead letter left by ingest shows in the gauge.
+    let mut conn = redis_conn(&redis).await;
+    let _: String = redis::cmd("XADD")
+        .arg(gatehouse_crds::stream::EVENTS_DEAD_STREAM)
+        .arg("*")
+        .arg("reason")
+        .arg("test")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let body = pr_opened();
     receiver
         .deliver("pull_request", "m-1", &body, SECRET)
@@ -652,6 +662,7 @@ async fn metrics_count_deliveries_by_event_and_outcome() {
         "gatehouse_webhook_deliveries_total{event=\"pull_request\",outcome=\"bad_signature\"} 1",
         "gatehouse_webhook_request_duration_seconds_count 3",
         "gatehouse_events_stream_length 1",
+        "gatehouse_events_dead_letters 1",
         "gatehouse_redis_up 1",
     ] {
         assert!(text.contains(line), "missing {line} in\n{text}");

@@ -144,11 +144,15 @@ impl EventWriter {
         redis::cmd("PING").query_async::<()>(&mut conn).await
     }
 
-    /// Entries in the stream and entries delivered to the ingest group but not acknowledged.
-    pub async fn backlog(&self) -> Result<(u64, u64), redis::RedisError> {
+    /// Entries in the stream, entries delivered to the ingest group but not acknowledged, and
+    /// dead letters.
+    pub async fn backlog(&self) -> Result<(u64, u64, u64), redis::RedisError> {
         let mut conn = self.conn.clone();
-        let length: u64 = redis::cmd("XLEN")
+        let (length, dead): (u64, u64) = redis::pipe()
+            .cmd("XLEN")
             .arg(EVENTS_STREAM)
+            .cmd("XLEN")
+            .arg(gatehouse_crds::stream::EVENTS_DEAD_STREAM)
             .query_async(&mut conn)
             .await?;
         let pending: redis::Value = redis::cmd("XPENDING")
@@ -164,7 +168,7 @@ impl EventWriter {
             },
             _ => 0,
         };
-        Ok((length, pending))
+        Ok((length, pending, dead))
     }
 }
 

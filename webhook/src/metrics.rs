@@ -152,10 +152,11 @@ impl Metrics {
         out
     }
 
-    /// The exposition text; `backlog` is (stream length, pending entries) when Redis answered.
-    pub fn render(&self, backlog: Option<(u64, u64)>) -> String {
+    /// The exposition text; `backlog` is (stream length, pending entries, dead letters) when
+    /// Redis answered.
+    pub fn render(&self, backlog: Option<(u64, u64, u64)>) -> String {
         let mut out = self.render_own();
-        if let Some((length, pending)) = backlog {
+        if let Some((length, pending, dead)) = backlog {
             let _ = writeln!(
                 out,
                 "# HELP gatehouse_events_stream_length Entries in {{gatehouse}}:events.\n\
@@ -163,7 +164,10 @@ impl Metrics {
                  gatehouse_events_stream_length {length}\n\
                  # HELP gatehouse_events_pending Entries delivered to ingest and not yet acknowledged.\n\
                  # TYPE gatehouse_events_pending gauge\n\
-                 gatehouse_events_pending {pending}"
+                 gatehouse_events_pending {pending}\n\
+                 # HELP gatehouse_events_dead_letters Entries in {{gatehouse}}:events:dead (given up on; see dead-letters list).\n\
+                 # TYPE gatehouse_events_dead_letters gauge\n\
+                 gatehouse_events_dead_letters {dead}"
             );
         }
         let up = u8::from(backlog.is_some());
@@ -192,7 +196,7 @@ mod tests {
         metrics.delivery("pull_request", "queued");
         metrics.delivery("pull_request", "queued");
         metrics.observe(Duration::from_micros(700));
-        let text = metrics.render(Some((12, 3)));
+        let text = metrics.render(Some((12, 3, 1)));
         assert!(text.contains(
             "gatehouse_webhook_deliveries_total{event=\"pull_request\",outcome=\"queued\"} 2"
         ));
