@@ -903,12 +903,12 @@ async fn slow_headers_and_idle_keep_alive_connections_are_closed() {
     .await
     .unwrap();
     // A client trickling its headers and never finishing them is cut off.
+    let started = std::time::Instant::now();
     let mut slow = tokio::net::TcpStream::connect(receiver.addr).await.unwrap();
     slow.write_all(b"POST /webhook HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
     let mut rest = Vec::new();
-    let started = std::time::Instant::now();
     // Well below the 10 s default: the configured 1 s is what cuts it off.
     tokio::time::timeout(Duration::from_secs(4), slow.read_to_end(&mut rest))
         .await

@@ -286,7 +286,7 @@ mod tests {
     #[test]
     fn the_scratch_buffer_gives_the_same_bytes_as_the_allocating_encoder() {
         // Shrinking after a larger body: the kept buffer's stale tail must not leak in.
-        for size in [300_000, 40_000, 2_000, 28_011, 1_024] {
+        for size in [250_000, 300_000, 40_000, 2_000, 28_011, 1_024] {
             let payload: Vec<u8> = (0..size)
                 .map(|i| b"{\"a\": [1, 2], \"b\": \"x\"}"[i % 23])
                 .collect();
