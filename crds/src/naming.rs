@@ -81,6 +81,27 @@ pub fn scan_request_name(
     format!("{slug}{suffix}")
 }
 
+/// Name of the Job that runs `scanner` for the ScanRequest `scan_request`.
+///
+/// `<scanrequest>-<scanner>` when that is a valid label of at most 63 characters (the Job name
+/// becomes the `job-name` label of its pods). Otherwise the readable part is shortened and an
+/// 8-hex-digit hash of the full pair keeps names of different pairs apart:
+/// `<prefix>-<hash>`. Deterministic, so a restarted operator finds the Jobs it created.
+pub fn job_name(scan_request: &str, scanner: &str) -> String {
+    let plain = format!("{scan_request}-{scanner}");
+    if is_dns1123_label(&plain) {
+        return plain;
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(scan_request.as_bytes());
+    hasher.update([0]);
+    hasher.update(scanner.as_bytes());
+    let digest = hex::encode(hasher.finalize());
+    let hash = &digest[..HASH_LEN];
+    let prefix = slug(&plain, MAX_NAME_LEN - HASH_LEN - 1);
+    format!("{prefix}-{hash}")
+}
+
 /// The first seven characters of a commit SHA, as shown to people.
 pub fn short_sha(sha: &str) -> &str {
     sha.get(..7).unwrap_or(sha)
@@ -126,6 +147,41 @@ pub fn is_dns1123_label(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_names_are_the_pair_when_it_fits_and_a_hashed_prefix_when_not() {
+        assert_eq!(
+            job_name("widgets-pr42-9f1c2ab-1a2b3c4d", "kics"),
+            "widgets-pr42-9f1c2ab-1a2b3c4d-kics"
+        );
+        // 63 characters exactly: kept.
+        let sr = "a".repeat(58);
+        assert_eq!(job_name(&sr, "kics").len(), 63);
+        assert_eq!(job_name(&sr, "kics"), format!("{sr}-kics"));
+        // One more: shortened, hashed, still a label, different from its neighbours.
+        let long = scan_request_name(
+            "a-repository-with-a-rather-long-name-indeed",
+            7,
+            42,
+            SHA,
+            TriggerKey::Change("2026-11-23T10:00:00Z"),
+        );
+        assert_eq!(long.len(), 63);
+        let kics = job_name(&long, "kics");
+        let blackduck = job_name(&long, "blackduck");
+        for name in [&kics, &blackduck] {
+            assert!(is_dns1123_label(name), "{name}");
+            assert_eq!(name.len(), 63, "{name}");
+            assert!(name.starts_with("a-repository-with"), "{name}");
+        }
+        assert_ne!(kics, blackduck);
+        // Deterministic.
+        assert_eq!(job_name(&long, "kics"), kics);
+        // A prefix cut at a dash does not leave a double dash or a trailing one.
+        let dashed = format!("{}-x", "b".repeat(53));
+        let name = job_name(&dashed, "blackduck");
+        assert!(is_dns1123_label(&name) && !name.contains("--"), "{name}");
+    }
 
     const SHA: &str = "9f1c2ab3d4e5f60718293a4b5c6d7e8f90a1b2c3";
     const AT: TriggerKey<'static> = TriggerKey::Change("2011-01-26T19:01:12Z");
