@@ -682,3 +682,41 @@ async fn a_kubernetes_call_on_a_connection_that_never_answers_times_out() {
     assert!(took >= Duration::from_secs(14), "ended after {took:?}");
     held.abort();
 }
+
+#[tokio::test]
+async fn a_github_call_on_a_connection_that_never_answers_times_out() {
+    // GitHub (or a proxy in front of it) accepts the connection and then says nothing.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            open.push(stream);
+        }
+    });
+    let key = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/github-app/test-app-key.pem"
+    ))
+    .unwrap();
+    let github = gatehouse_webhook::ingest::github::GitHub::new(
+        gatehouse_tests::ingest::APP_ID,
+        &key,
+        &format!("http://{addr}"),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(
+        Duration::from_secs(40),
+        github.pull_request(1, "octo", "widgets", 42),
+    )
+    .await;
+    let took = started.elapsed();
+    let Ok(outcome) = result else {
+        panic!("the call hung for {took:?}: no read timeout");
+    };
+    let error = outcome.expect_err("no answer cannot be a success");
+    assert!(error.is_transient(), "retried, not dead-lettered: {error}");
+    assert!(took >= Duration::from_secs(14), "ended after {took:?}");
+    held.abort();
+}

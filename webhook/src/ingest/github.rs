@@ -89,6 +89,10 @@ fn app_client(app_id: u64, private_key_pem: &[u8], api_url: &str) -> Result<Octo
         .base_uri(api_url)
         .map_err(|e| GitHubError::Setup(format!("api url {api_url:?}: {e}")))?
         // A half-open connection fails the call (and the entry is retried) instead of hanging.
+        // No retries inside the client: octocrab's default retries a timed-out call three more
+        // times (a minute for one hung call, past the entry's deadline), and retrying is
+        // ingest's job, with backoff and the entry kept pending.
+        .add_retry_config(octocrab::service::middleware::retry::RetryConfig::None)
         .set_connect_timeout(Some(Duration::from_secs(5)))
         .set_read_timeout(Some(Duration::from_secs(15)))
         .set_write_timeout(Some(Duration::from_secs(15)))
