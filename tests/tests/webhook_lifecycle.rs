@@ -33,6 +33,11 @@ fn at(n: u32) -> String {
     format!("2019-05-15T16:00:{n:02}Z")
 }
 
+/// A pull_request event with `action` for `sha`, updated at second `n` (see [`at`]).
+fn event_at(action: &str, sha: &str, n: u32) -> serde_json::Value {
+    pull_request_event(action, sha, &at(n))
+}
+
 async fn running(policies: Vec<ScanPolicy>) -> Harness {
     let mut h = Harness::start(policies).await.unwrap();
     h.start_consumer("ingest-0", Duration::from_millis(300))
@@ -115,18 +120,12 @@ async fn a_force_push_back_scans_the_earlier_commit_again() {
         &fixture("pull_request.opened.octokit.json"),
     )
     .await;
-    send_and_settle(
-        &h,
-        "pull_request",
-        "d-b",
-        &pull_request_event("synchronize", B, &at(1)),
-    )
-    .await;
+    send_and_settle(&h, "pull_request", "d-b", &event_at("synchronize", B, 1)).await;
     send_and_settle(
         &h,
         "pull_request",
         "d-a-again",
-        &pull_request_event("synchronize", SHA, &at(2)),
+        &event_at("synchronize", SHA, 2),
     )
     .await;
     let requests = h.scan_requests(NS).await;
@@ -176,7 +175,7 @@ async fn closing_stops_the_scan_and_reopening_scans_the_head_again() {
         &h,
         "pull_request",
         "d-reopen",
-        &pull_request_event("reopened", SHA, &at(1)),
+        &event_at("reopened", SHA, 1),
     )
     .await;
     let requests = h.scan_requests(NS).await;
@@ -214,7 +213,7 @@ async fn a_changed_base_branch_is_scanned_under_the_new_bases_policy() {
         &fixture("pull_request.opened.octokit.json"),
     )
     .await;
-    let mut edited = pull_request_event("edited", SHA, &at(1));
+    let mut edited = event_at("edited", SHA, 1);
     edited["pull_request"]["base"]["ref"] = json!("release");
     edited["changes"] = json!({"base": {"ref": {"from": "master"}, "sha": {"from": SHA}}});
     send_and_settle(&h, "pull_request", "d-edited", &edited).await;
@@ -240,13 +239,7 @@ async fn a_changed_base_branch_is_scanned_under_the_new_bases_policy() {
 async fn the_real_head_wins_over_late_replayed_and_same_second_deliveries() {
     let h = running(vec![sample_policy()]).await;
     // B's push is processed before the older opened event.
-    send_and_settle(
-        &h,
-        "pull_request",
-        "d-b",
-        &pull_request_event("synchronize", B, &at(5)),
-    )
-    .await;
+    send_and_settle(&h, "pull_request", "d-b", &event_at("synchronize", B, 5)).await;
     send_and_settle(
         &h,
         "pull_request",
@@ -263,7 +256,7 @@ async fn the_real_head_wins_over_late_replayed_and_same_second_deliveries() {
         &h,
         "pull_request",
         "d-a-redelivered",
-        &pull_request_event("synchronize", SHA, &at(1)),
+        &event_at("synchronize", SHA, 1),
     )
     .await;
     let requests = h.scan_requests(NS).await;
@@ -282,13 +275,7 @@ async fn the_real_head_wins_over_late_replayed_and_same_second_deliveries() {
         api_pull_request(B, &at(5), false),
     )
     .await;
-    send_and_settle(
-        &h,
-        "pull_request",
-        "d-c",
-        &pull_request_event("synchronize", C, &at(5)),
-    )
-    .await;
+    send_and_settle(&h, "pull_request", "d-c", &event_at("synchronize", C, 5)).await;
     let requests = h.scan_requests(NS).await;
     assert_eq!(only_live(&requests).spec.pull_request.head_sha, B);
     assert!(superseded_by(of_sha(&requests, C)[0], only_live(&requests)));
@@ -304,13 +291,7 @@ async fn the_real_head_wins_over_late_replayed_and_same_second_deliveries() {
 #[tokio::test]
 async fn a_stale_answer_from_github_is_retried_not_acted_on() {
     let h = running(vec![sample_policy()]).await;
-    send_and_settle(
-        &h,
-        "pull_request",
-        "d-b",
-        &pull_request_event("synchronize", B, &at(5)),
-    )
-    .await;
+    send_and_settle(&h, "pull_request", "d-b", &event_at("synchronize", B, 5)).await;
     // GitHub still reports the pull request as of before both pushes.
     h.mock_pull_request(
         "Codertocat",
@@ -319,13 +300,7 @@ async fn a_stale_answer_from_github_is_retried_not_acted_on() {
         api_pull_request(B, &at(1), false),
     )
     .await;
-    send(
-        &h,
-        "pull_request",
-        "d-c",
-        &pull_request_event("synchronize", C, &at(5)),
-    )
-    .await;
+    send(&h, "pull_request", "d-c", &event_at("synchronize", C, 5)).await;
     eventually("GitHub asked", || async {
         h.github_requests("/repos/Codertocat/Hello-World/pulls/2")
             .await
@@ -358,19 +333,13 @@ async fn a_stale_answer_from_github_is_retried_not_acted_on() {
 #[tokio::test]
 async fn a_covered_force_push_back_still_decides_the_head() {
     let h = running(vec![sample_policy()]).await;
-    send_and_settle(
-        &h,
-        "pull_request",
-        "d-a",
-        &pull_request_event("synchronize", SHA, &at(1)),
-    )
-    .await;
+    send_and_settle(&h, "pull_request", "d-a", &event_at("synchronize", SHA, 1)).await;
     // A again at 3 (B's push at 2 is delayed): the first A scan still runs and covers it.
     send_and_settle(
         &h,
         "pull_request",
         "d-a-again",
-        &pull_request_event("synchronize", SHA, &at(3)),
+        &event_at("synchronize", SHA, 3),
     )
     .await;
     assert_eq!(h.scan_requests(NS).await.len(), 1);
@@ -378,7 +347,7 @@ async fn a_covered_force_push_back_still_decides_the_head() {
         &h,
         "pull_request",
         "d-b-late",
-        &pull_request_event("synchronize", B, &at(2)),
+        &event_at("synchronize", B, 2),
     )
     .await;
     let requests = h.scan_requests(NS).await;
@@ -391,20 +360,14 @@ async fn a_covered_force_push_back_still_decides_the_head() {
 #[tokio::test]
 async fn a_close_handled_after_the_reopen_leaves_the_reopened_scan_running() {
     let h = running(vec![sample_policy()]).await;
-    send_and_settle(
-        &h,
-        "pull_request",
-        "d-open",
-        &pull_request_event("opened", SHA, &at(1)),
-    )
-    .await;
-    let close = pull_request_event("closed", SHA, &at(5));
+    send_and_settle(&h, "pull_request", "d-open", &event_at("opened", SHA, 1)).await;
+    let close = event_at("closed", SHA, 5);
     send_and_settle(&h, "pull_request", "d-close", &close).await;
     send_and_settle(
         &h,
         "pull_request",
         "d-reopen",
-        &pull_request_event("reopened", SHA, &at(6)),
+        &event_at("reopened", SHA, 6),
     )
     .await;
     let reopened = only_live(&h.scan_requests(NS).await).clone();
@@ -418,34 +381,10 @@ async fn a_close_handled_after_the_reopen_leaves_the_reopened_scan_running() {
 #[tokio::test]
 async fn a_reopen_in_the_closes_second_keeps_its_scan() {
     let h = running(vec![sample_policy()]).await;
-    send_and_settle(
-        &h,
-        "pull_request",
-        "d-open",
-        &pull_request_event("opened", SHA, &at(1)),
-    )
-    .await;
-    send_and_settle(
-        &h,
-        "pull_request",
-        "d-push",
-        &pull_request_event("synchronize", B, &at(3)),
-    )
-    .await;
-    send_and_settle(
-        &h,
-        "pull_request",
-        "d-reopen",
-        &pull_request_event("reopened", B, &at(5)),
-    )
-    .await;
-    send_and_settle(
-        &h,
-        "pull_request",
-        "d-close",
-        &pull_request_event("closed", B, &at(5)),
-    )
-    .await;
+    send_and_settle(&h, "pull_request", "d-open", &event_at("opened", SHA, 1)).await;
+    send_and_settle(&h, "pull_request", "d-push", &event_at("synchronize", B, 3)).await;
+    send_and_settle(&h, "pull_request", "d-reopen", &event_at("reopened", B, 5)).await;
+    send_and_settle(&h, "pull_request", "d-close", &event_at("closed", B, 5)).await;
     let requests = h.scan_requests(NS).await;
     let head = only_live(&requests);
     assert_eq!(
@@ -470,26 +409,14 @@ async fn a_rerun_after_a_reopen_is_admitted() {
         api_pull_request(SHA, &at(6), false),
     )
     .await;
-    send_and_settle(
-        &h,
-        "pull_request",
-        "d-open",
-        &pull_request_event("opened", SHA, &at(1)),
-    )
-    .await;
+    send_and_settle(&h, "pull_request", "d-open", &event_at("opened", SHA, 1)).await;
     let original = h.scan_requests(NS).await.remove(0);
-    send_and_settle(
-        &h,
-        "pull_request",
-        "d-close",
-        &pull_request_event("closed", SHA, &at(5)),
-    )
-    .await;
+    send_and_settle(&h, "pull_request", "d-close", &event_at("closed", SHA, 5)).await;
     send_and_settle(
         &h,
         "pull_request",
         "d-reopen",
-        &pull_request_event("reopened", SHA, &at(6)),
+        &event_at("reopened", SHA, 6),
     )
     .await;
     send_and_settle(&h, "check_run", "d-rerun", &rerun_of(&original, "kics")).await;
@@ -530,13 +457,7 @@ async fn a_trigger_from_before_the_close_starts_no_scan_after_it() {
     )
     .await;
     assert!(h.scan_requests(NS).await.is_empty());
-    send_and_settle(
-        &h,
-        "pull_request",
-        "d-reopen",
-        &pull_request_event("reopened", B, &at(1)),
-    )
-    .await;
+    send_and_settle(&h, "pull_request", "d-reopen", &event_at("reopened", B, 1)).await;
     assert_eq!(
         only_live(&h.scan_requests(NS).await)
             .spec
@@ -562,20 +483,8 @@ async fn read_entries(h: &Harness, count: usize) -> Vec<EventEntry> {
 #[tokio::test]
 async fn a_close_handled_during_a_concurrent_create_still_stops_that_scan() {
     let h = Harness::start(vec![sample_policy()]).await.unwrap();
-    send(
-        &h,
-        "pull_request",
-        "d-push",
-        &pull_request_event("synchronize", B, &at(1)),
-    )
-    .await;
-    send(
-        &h,
-        "pull_request",
-        "d-close",
-        &pull_request_event("closed", B, &at(2)),
-    )
-    .await;
+    send(&h, "pull_request", "d-push", &event_at("synchronize", B, 1)).await;
+    send(&h, "pull_request", "d-close", &event_at("closed", B, 2)).await;
     let entries = read_entries(&h, 2).await;
     let mut pause = h.k8s.pause_next("POST", "/scanrequests");
     let ingest = h.ingest();
@@ -602,20 +511,8 @@ async fn a_close_handled_during_a_concurrent_create_still_stops_that_scan() {
 #[tokio::test]
 async fn a_close_records_itself_before_it_lists_the_scans() {
     let h = Harness::start(vec![sample_policy()]).await.unwrap();
-    send(
-        &h,
-        "pull_request",
-        "d-push",
-        &pull_request_event("synchronize", B, &at(1)),
-    )
-    .await;
-    send(
-        &h,
-        "pull_request",
-        "d-close",
-        &pull_request_event("closed", B, &at(2)),
-    )
-    .await;
+    send(&h, "pull_request", "d-push", &event_at("synchronize", B, 1)).await;
+    send(&h, "pull_request", "d-close", &event_at("closed", B, 2)).await;
     let entries = read_entries(&h, 2).await;
     let mut slow_list = h.k8s.pause_next_answer("GET", "/scanrequests");
     let ingest = h.ingest();
@@ -655,13 +552,7 @@ async fn scan_requests_outside_the_policies_namespaces_are_ignored() {
         .create(&kube::api::PostParams::default(), &planted)
         .await
         .unwrap();
-    send_and_settle(
-        &h,
-        "pull_request",
-        "d-b",
-        &pull_request_event("synchronize", B, &at(1)),
-    )
-    .await;
+    send_and_settle(&h, "pull_request", "d-b", &event_at("synchronize", B, 1)).await;
     assert_eq!(
         only_live(&h.scan_requests(NS).await)
             .spec
@@ -779,7 +670,7 @@ async fn a_base_moved_out_of_every_policy_stops_the_old_scan() {
         &fixture("pull_request.opened.octokit.json"),
     )
     .await;
-    let mut edited = pull_request_event("edited", SHA, &at(1));
+    let mut edited = event_at("edited", SHA, 1);
     edited["pull_request"]["base"]["ref"] = json!("experiments");
     edited["changes"] = json!({"base": {"ref": {"from": "master"}}});
     send_and_settle(&h, "pull_request", "d-edited", &edited).await;
@@ -806,13 +697,7 @@ async fn a_scan_that_finishes_while_being_superseded_keeps_its_result() {
     let mut stopping = h
         .k8s
         .pause_next("PATCH", &format!("/scanrequests/{a_name}"));
-    send(
-        &h,
-        "pull_request",
-        "d-b",
-        &pull_request_event("synchronize", B, &at(1)),
-    )
-    .await;
+    send(&h, "pull_request", "d-b", &event_at("synchronize", B, 1)).await;
     stopping.arrived().await.unwrap();
     // The operator finishes the scan meanwhile.
     h.k8s
@@ -858,13 +743,7 @@ async fn merge_queue_scans_and_pull_request_scans_never_stop_each_other() {
     .await;
     send_and_settle(&h, "merge_group", "d-mq", &merge_group(QUEUE_SHA)).await;
     send_and_settle(&h, "merge_group", "d-mq-again", &merge_group(QUEUE_SHA)).await;
-    send_and_settle(
-        &h,
-        "pull_request",
-        "d-push",
-        &pull_request_event("synchronize", B, &at(1)),
-    )
-    .await;
+    send_and_settle(&h, "pull_request", "d-push", &event_at("synchronize", B, 1)).await;
     let requests = h.scan_requests(NS).await;
     assert_eq!(requests.len(), 3, "one merge queue scan per queue commit");
     let queued = of_sha(&requests, QUEUE_SHA)[0];
@@ -970,7 +849,7 @@ async fn reruns_of_an_approved_fork_commit_need_no_second_approval() {
         &h,
         "pull_request",
         "d-push",
-        &fork_of(pull_request_event("synchronize", B, &at(1))),
+        &fork_of(event_at("synchronize", B, 1)),
     )
     .await;
     send_and_settle(
@@ -1011,13 +890,7 @@ async fn replayed_deliveries_and_comments_create_nothing() {
     send_and_settle(&h, "issue_comment", "d-comment", &rescan).await;
     assert_eq!(h.scan_requests(NS).await.len(), 2);
     // The head moves on; the captured comment replayed would rescan the new head.
-    send_and_settle(
-        &h,
-        "pull_request",
-        "d-push",
-        &pull_request_event("synchronize", B, &at(1)),
-    )
-    .await;
+    send_and_settle(&h, "pull_request", "d-push", &event_at("synchronize", B, 1)).await;
     h.mock_pull_request(
         "Codertocat",
         "Hello-World",

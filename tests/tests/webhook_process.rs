@@ -131,6 +131,14 @@ impl Process {
         .map_or(0, |r| r.status)
     }
 
+    /// Waits until `/healthz` answers (the listener is up; dependencies may not be).
+    async fn wait_healthy(&self, what: &str) {
+        let addr = self.addr;
+        eventually(what, || async move { get(addr, "/healthz").await == 200 })
+            .await
+            .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", self.stderr()));
+    }
+
     async fn wait_ready(&self) {
         let addr = self.addr;
         eventually("webhook ready", || async move {
@@ -452,11 +460,7 @@ async fn a_request_in_flight_finishes_after_sigterm(process: Process) {
 async fn without_redis_at_start_health_is_served_and_deliveries_get_503() {
     let process = Process::start_with(&dead_redis_url(), "receive", None, &[]);
     let addr = process.addr;
-    eventually("listening before redis answers", || async move {
-        get(addr, "/healthz").await == 200
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", process.stderr()));
+    process.wait_healthy("listening before redis answers").await;
     assert_eq!(get(addr, "/readyz").await, 503);
     assert_eq!(process.deliver("no-redis-1", "first-secret").await, 503);
     process.signal("TERM");
@@ -469,11 +473,7 @@ async fn sigterm_during_start_up_exits_cleanly() {
     // The ingest role waits for Redis at start, forever: SIGTERM must still end it.
     let process = Process::start_with(&dead_redis_url(), "ingest", None, &[]);
     let addr = process.addr;
-    eventually("health listener up", || async move {
-        get(addr, "/healthz").await == 200
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", process.stderr()));
+    process.wait_healthy("health listener up").await;
     assert_eq!(get(addr, "/readyz").await, 503, "not ready while starting");
     process.signal("TERM");
     let (status, took, process) = wait_exit(process).await;
@@ -523,11 +523,7 @@ async fn sighup_during_start_up_does_not_end_the_process() {
     // Ingest-only, waiting for Redis: a reload signal now (a rotated key) must not kill it.
     let process = Process::start_with(&dead_redis_url(), "ingest", None, &[]);
     let addr = process.addr;
-    eventually("health listener up", || async move {
-        get(addr, "/healthz").await == 200
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", process.stderr()));
+    process.wait_healthy("health listener up").await;
     process.signal("HUP");
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(get(addr, "/healthz").await, 200, "{}", process.stderr());

@@ -371,14 +371,7 @@ async fn a_chunked_body_without_a_length_is_cut_off_at_the_limit() {
     let (redis, receiver) = started().await;
     // 32 MiB in two 16 MiB chunks: no Content-Length to refuse early, so the limit applies while
     // reading.
-    let chunk = vec![b' '; 16 * 1024 * 1024];
-    let mut body = Vec::new();
-    for _ in 0..2 {
-        body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-        body.extend_from_slice(&chunk);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(b"0\r\n\r\n");
+    let body = chunked(&vec![b' '; 32 * 1024 * 1024], 16 * 1024 * 1024);
     let response = request(
         receiver.addr,
         "POST",
@@ -816,14 +809,7 @@ async fn bodies_past_the_memory_budget_get_503_with_retry_after_and_the_budget_c
         Some("5")
     );
     // A chunked body is charged as it arrives: the second 768 KiB chunk does not fit.
-    let chunk = vec![b' '; 768 * 1024];
-    let mut body = Vec::new();
-    for _ in 0..2 {
-        body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-        body.extend_from_slice(&chunk);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(b"0\r\n\r\n");
+    let body = chunked(&vec![b' '; 2 * 768 * 1024], 768 * 1024);
     let mut headers = unsigned_headers("budget-2");
     headers.push(("Transfer-Encoding", "chunked".to_owned()));
     let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -968,18 +954,31 @@ async fn connections_past_the_limit_wait_until_one_closes() {
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
 }
 
-/// Headers of a delivery signed with `SECRET`, sent chunked (no length).
-fn signed_chunked_headers(delivery: &str, payload: &[u8]) -> Vec<(&'static str, String)> {
-    vec![
-        ("X-GitHub-Event", "pull_request".to_owned()),
-        ("X-GitHub-Delivery", delivery.to_owned()),
-        (
-            "X-Hub-Signature-256",
-            gatehouse_webhook::signature::sign(SECRET.as_bytes(), payload),
-        ),
-        ("Content-Type", "application/json".to_owned()),
-        ("Transfer-Encoding", "chunked".to_owned()),
-    ]
+/// Delivers `payload` signed with `SECRET`, in chunked transfer encoding (no length), `size`
+/// bytes per chunk.
+async fn deliver_chunked(
+    receiver: &Receiver,
+    delivery: &str,
+    payload: &[u8],
+    size: usize,
+) -> gatehouse_tests::http::HttpResponse {
+    let signature = gatehouse_webhook::signature::sign(SECRET.as_bytes(), payload);
+    let headers = [
+        ("X-GitHub-Event", "pull_request"),
+        ("X-GitHub-Delivery", delivery),
+        ("X-Hub-Signature-256", signature.as_str()),
+        ("Content-Type", "application/json"),
+        ("Transfer-Encoding", "chunked"),
+    ];
+    request(
+        receiver.addr,
+        "POST",
+        "/webhook",
+        &headers,
+        &chunked(payload, size),
+    )
+    .await
+    .unwrap()
 }
 
 /// `payload` in chunked transfer encoding, `size` bytes per chunk.
@@ -1023,17 +1022,7 @@ async fn a_chunked_body_is_charged_for_the_memory_it_takes_growth_included() {
     assert_eq!(response.status, 202, "{}", response.text());
     // Chunked, the buffer doubles: growing from 512 KiB to 1 MiB holds both allocations at
     // once, 1.5 MiB, past the budget, although the data is only 700 KiB.
-    let headers = signed_chunked_headers("chunked-700k", &payload);
-    let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let response = request(
-        receiver.addr,
-        "POST",
-        "/webhook",
-        &refs,
-        &chunked(&payload, 100 * 1024),
-    )
-    .await
-    .unwrap();
+    let response = deliver_chunked(&receiver, "chunked-700k", &payload, 100 * 1024).await;
     assert_eq!(response.status, 503, "{}", response.text());
     assert_eq!(receiver.state.budget.bytes_in_use(), 0);
     assert_eq!(entries(&redis).await.len(), 1);
@@ -1050,17 +1039,7 @@ async fn large_bodies_declared_or_chunked_are_stored_byte_for_byte() {
         .await
         .unwrap();
     assert_eq!(response.status, 202, "{}", response.text());
-    let headers = signed_chunked_headers("large-chunked", &payload);
-    let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let response = request(
-        receiver.addr,
-        "POST",
-        "/webhook",
-        &refs,
-        &chunked(&payload, 300 * 1024),
-    )
-    .await
-    .unwrap();
+    let response = deliver_chunked(&receiver, "large-chunked", &payload, 300 * 1024).await;
     assert_eq!(response.status, 202, "{}", response.text());
     let stored = entries(&redis).await;
     assert_eq!(stored.len(), 2);

@@ -19,7 +19,6 @@
 
 use std::sync::Arc;
 
-use gatehouse_crds::external_id::ExternalId;
 use gatehouse_crds::labels::{self, pull_request_selector};
 use gatehouse_crds::lifecycle::{
     self, Head, Lane, PullRequestState, Scan, ScanRef, StopRequest, approval_covers, approval_for,
@@ -35,7 +34,7 @@ use serde_json::json;
 
 use super::github::{GitHub, GitHubError};
 use super::payload::PullRequest as ApiPullRequest;
-use super::plan::{Command, Intent, Key, ScanFacts, facts_from_api};
+use super::plan::{Command, CommentCommand, Intent, Key, Rerun, ScanFacts, facts_from_api};
 use super::state::{Memory, PullRequestRecord};
 
 /// The field manager of everything ingest writes.
@@ -183,29 +182,6 @@ enum ApprovalSource {
     Given(Approval),
 }
 
-/// A `/gatehouse` command and where it was made.
-#[derive(Debug)]
-struct CommandRequest {
-    repository: Repository,
-    installation_id: i64,
-    number: i64,
-    command: Command,
-    commenter: String,
-    comment_id: i64,
-}
-
-/// Which commit a re-run is for, and what is known of its original scan.
-#[derive(Debug)]
-struct RerunTarget {
-    repository: Repository,
-    installation_id: i64,
-    head_sha: String,
-    number: Option<i64>,
-    original: Option<ExternalId>,
-    scanner: Option<String>,
-    key: Key,
-}
-
 impl Applier {
     /// An applier over a client, a policy store fed by a reflector, ingest's Redis memory, and
     /// optionally GitHub.
@@ -288,44 +264,8 @@ impl Applier {
                 number,
                 updated_at,
             } => self.close(&repository, number, updated_at).await,
-            Intent::Rerun {
-                repository,
-                installation_id,
-                head_sha,
-                number,
-                original,
-                scanner,
-                key,
-            } => {
-                let target = RerunTarget {
-                    repository,
-                    installation_id,
-                    head_sha,
-                    number,
-                    original,
-                    scanner,
-                    key,
-                };
-                self.rerun(target, delivery).await
-            }
-            Intent::Command {
-                repository,
-                installation_id,
-                number,
-                command,
-                commenter,
-                comment_id,
-            } => {
-                let request = CommandRequest {
-                    repository,
-                    installation_id,
-                    number,
-                    command,
-                    commenter,
-                    comment_id,
-                };
-                self.command(request, delivery).await
-            }
+            Intent::Rerun(target) => self.rerun(target, delivery).await,
+            Intent::Command(request) => self.command(request, delivery).await,
         }
     }
 
@@ -654,7 +594,7 @@ impl Applier {
 
     /// Re-runs the scan of a commit (Re-run buttons): the original's facts, including its
     /// trigger time, and its commit's approval under the same policy, under a new name.
-    async fn rerun(&self, target: RerunTarget, delivery: &Delivery) -> Result<Outcome, ApplyError> {
+    async fn rerun(&self, target: Rerun, delivery: &Delivery) -> Result<Outcome, ApplyError> {
         let found = self.find_original(&target).await?;
         if let Some(original) = &found
             && lifecycle::lane(&original.spec) == Lane::MergeQueue
@@ -716,7 +656,7 @@ impl Applier {
     /// once, whatever delivery id it arrives under.
     async fn command(
         &self,
-        request: CommandRequest,
+        request: CommentCommand,
         delivery: &Delivery,
     ) -> Result<Outcome, ApplyError> {
         let repository_id = request.repository.id;
@@ -743,7 +683,7 @@ impl Applier {
 
     async fn command_once(
         &self,
-        request: CommandRequest,
+        request: CommentCommand,
         delivery: &Delivery,
     ) -> Result<Outcome, ApplyError> {
         let Some(github) = &self.github else {
@@ -857,7 +797,7 @@ impl Applier {
     async fn may_command(
         &self,
         github: &GitHub,
-        request: &CommandRequest,
+        request: &CommentCommand,
         selection: &Selection,
     ) -> Result<bool, ApplyError> {
         let required = selection.policy.spec.commands.minimum_permission;
@@ -950,7 +890,7 @@ impl Applier {
         Err(ApplyError::Contended(reference.clone()))
     }
 
-    async fn find_original(&self, target: &RerunTarget) -> Result<Option<ScanRequest>, ApplyError> {
+    async fn find_original(&self, target: &Rerun) -> Result<Option<ScanRequest>, ApplyError> {
         if let Some(id) = &target.original {
             let api: Api<ScanRequest> = Api::namespaced(self.client.clone(), &id.namespace);
             let found = api

@@ -60,6 +60,42 @@ pub enum Command {
     OkToScan(String),
 }
 
+/// Which commit a re-run is for, and what is known of its original scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rerun {
+    /// Base repository.
+    pub repository: Repository,
+    /// App installation.
+    pub installation_id: i64,
+    /// The commit.
+    pub head_sha: String,
+    /// Pull request number, when the payload or external id has it.
+    pub number: Option<i64>,
+    /// The ScanRequest the check run belonged to, when it is ours.
+    pub original: Option<ExternalId>,
+    /// The one scanner to re-run (`check_run`), or all (`check_suite`).
+    pub scanner: Option<String>,
+    /// What names the re-run's scan.
+    pub key: Key,
+}
+
+/// A `/gatehouse` command and where it was made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommentCommand {
+    /// Base repository.
+    pub repository: Repository,
+    /// App installation.
+    pub installation_id: i64,
+    /// Pull request number.
+    pub number: i64,
+    /// The command.
+    pub command: Command,
+    /// Who commented.
+    pub commenter: String,
+    /// The comment's id.
+    pub comment_id: i64,
+}
+
 /// What a delivery asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Intent {
@@ -82,37 +118,9 @@ pub enum Intent {
         updated_at: Option<String>,
     },
     /// Re-run the scan of a commit (Re-run buttons).
-    Rerun {
-        /// Base repository.
-        repository: Repository,
-        /// App installation.
-        installation_id: i64,
-        /// The commit.
-        head_sha: String,
-        /// Pull request number, when the payload or external id has it.
-        number: Option<i64>,
-        /// The ScanRequest the check run belonged to, when it is ours.
-        original: Option<ExternalId>,
-        /// The one scanner to re-run (`check_run`), or all (`check_suite`).
-        scanner: Option<String>,
-        /// What names the re-run's scan.
-        key: Key,
-    },
+    Rerun(Rerun),
     /// A `/gatehouse` command in a pull request comment.
-    Command {
-        /// Base repository.
-        repository: Repository,
-        /// App installation.
-        installation_id: i64,
-        /// Pull request number.
-        number: i64,
-        /// The command.
-        command: Command,
-        /// Who commented.
-        commenter: String,
-        /// The comment's id.
-        comment_id: i64,
-    },
+    Command(CommentCommand),
     /// Nothing to do, and why (a fixed metric label).
     Ignore(&'static str),
 }
@@ -214,7 +222,7 @@ pub fn plan(event: &str, delivery_id: &str, body: &[u8]) -> Result<(Common, Inte
                 (id, Some(at)) if id > 0 => Key::Rerun(format!("suite:{id}:{at}")),
                 _ => Key::Rerun(format!("delivery:{delivery_id}")),
             };
-            Intent::Rerun {
+            Intent::Rerun(Rerun {
                 repository: repo,
                 installation_id,
                 head_sha: suite.head_sha.to_ascii_lowercase(),
@@ -222,7 +230,7 @@ pub fn plan(event: &str, delivery_id: &str, body: &[u8]) -> Result<(Common, Inte
                 original: None,
                 scanner: None,
                 key,
-            }
+            })
         }
         ("issue_comment", "created") => comment(
             repo,
@@ -258,7 +266,7 @@ fn check_run(
     if scanner.is_none() {
         return Intent::Ignore("not_our_check_run");
     }
-    Intent::Rerun {
+    Intent::Rerun(Rerun {
         repository,
         installation_id,
         head_sha: run.head_sha.to_ascii_lowercase(),
@@ -270,7 +278,7 @@ fn check_run(
         } else {
             format!("delivery:{delivery_id}")
         }),
-    }
+    })
 }
 
 fn comment(repository: Repository, installation_id: i64, payload: IssueCommentEvent) -> Intent {
@@ -280,14 +288,14 @@ fn comment(repository: Repository, installation_id: i64, payload: IssueCommentEv
     let Some(command) = parse_command(payload.comment.body.as_deref().unwrap_or("")) else {
         return Intent::Ignore("no_command");
     };
-    Intent::Command {
+    Intent::Command(CommentCommand {
         repository,
         installation_id,
         number: payload.issue.number,
         command,
         commenter: payload.comment.user.map(|u| u.login).unwrap_or_default(),
         comment_id: payload.comment.id,
-    }
+    })
 }
 
 fn scan_facts(repository: Repository, installation_id: i64, pr: &PayloadPullRequest) -> ScanFacts {
@@ -530,12 +538,12 @@ mod tests {
             &fixture("check_suite.rerequested.octokit.json"),
         )
         .unwrap();
-        let Intent::Rerun {
+        let Intent::Rerun(Rerun {
             number,
             scanner,
             head_sha,
             ..
-        } = intent
+        }) = intent
         else {
             panic!("{intent:?}")
         };
@@ -564,12 +572,12 @@ mod tests {
             &serde_json::to_vec(&payload).unwrap(),
         )
         .unwrap();
-        let Intent::Rerun {
+        let Intent::Rerun(Rerun {
             number,
             scanner,
             original,
             ..
-        } = intent
+        }) = intent
         else {
             panic!("{intent:?}")
         };
@@ -597,12 +605,12 @@ mod tests {
             &serde_json::to_vec(&payload).unwrap(),
         )
         .unwrap();
-        let Intent::Command {
+        let Intent::Command(CommentCommand {
             command,
             number,
             comment_id,
             ..
-        } = intent
+        }) = intent
         else {
             panic!("{intent:?}")
         };
