@@ -62,7 +62,7 @@ impl StopRequest {
     /// The stop request of an object, if it has one. An annotation that does not parse (written
     /// by hand) still stops the scan: a stop request is never ignored.
     pub fn of(meta: &ObjectMeta) -> Option<StopRequest> {
-        let text = meta.annotations.as_ref()?.get(STOP)?;
+        let text = crate::labels::annotation(meta, STOP)?;
         Some(
             serde_json::from_str(text).unwrap_or_else(|_| StopRequest::Cancelled {
                 message: format!("unreadable stop request {text:?}"),
@@ -165,7 +165,7 @@ impl<'a> Scan<'a> {
                 name: request.metadata.name.clone().unwrap_or_default(),
             },
             spec: &request.spec,
-            stopped: StopRequest::of(&request.metadata).is_some()
+            stopped: crate::labels::annotation(&request.metadata, STOP).is_some()
                 || matches!(phase, Some(ScanPhase::Cancelled | ScanPhase::Superseded))
                 || request.metadata.deletion_timestamp.is_some(),
             finished: matches!(phase, Some(ScanPhase::Succeeded | ScanPhase::Failed)),
@@ -239,26 +239,6 @@ pub fn covering<'s>(
                 })
         })
         .map(|s| &s.reference)
-}
-
-/// How one scan's trigger stands against another's in their pull request's history.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Order {
-    /// Later.
-    Newer,
-    /// Earlier.
-    Older,
-    /// Not known from the triggers (the same second, or a trigger without a time).
-    Unknown,
-}
-
-/// How `a`'s trigger stands against `b`'s, by the pull request's `updatedAt`.
-pub fn order(a: &ScanRequestSpec, b: &ScanRequestSpec) -> Order {
-    match (&a.pull_request.updated_at, &b.pull_request.updated_at) {
-        (Some(x), Some(y)) if x > y => Order::Newer,
-        (Some(x), Some(y)) if x < y => Order::Older,
-        _ => Order::Unknown,
-    }
 }
 
 /// The pull request's current head, as known from outside the scans' own times.

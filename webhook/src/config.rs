@@ -382,7 +382,7 @@ impl Args {
     /// The per-entry deadline: as given, else 30 s or half the claim idle time if shorter.
     pub fn entry_deadline(&self) -> Duration {
         self.entry_deadline_seconds.map_or_else(
-            || Duration::from_secs(30).min(Duration::from_secs(self.claim_idle_seconds) / 2),
+            || crate::ingest::ENTRY_DEADLINE.min(Duration::from_secs(self.claim_idle_seconds) / 2),
             Duration::from_secs,
         )
     }

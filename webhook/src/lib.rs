@@ -390,22 +390,6 @@ async fn start_ingest(
         );
         None
     };
-    if !args.role.receives() {
-        // SIGHUP must not end an ingest-only process (its default action); with receive, the
-        // secret reloading handles it.
-        running.workers.spawn(async {
-            let Ok(mut hangup) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            else {
-                std::future::pending::<()>().await;
-                return "SIGHUP handler";
-            };
-            while hangup.recv().await.is_some() {
-                tracing::info!("SIGHUP received");
-            }
-            "SIGHUP handler"
-        });
-    }
     let memory = ingest::state::Memory::new(conn.clone(), args.max_trigger_age());
     let applier = ingest::apply::Applier::new(writer, store, memory, github);
     let consumer = ingest::consumer::Consumer::new(

@@ -107,10 +107,19 @@ impl BodyBudget {
 
     fn reserve(&self, bytes: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
         let bytes = u32::try_from(bytes).ok()?;
-        if bytes == 0 {
-            return self.bytes.try_acquire_many(0).ok();
-        }
         self.bytes.try_acquire_many(bytes).ok()
+    }
+}
+
+/// Redis is not connected yet or refused the write: nothing was stored.
+fn unavailable() -> Refusal {
+    Refusal {
+        retry_after: Some(10),
+        ..Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "event store unavailable, retry later",
+        )
     }
 }
 
@@ -601,14 +610,7 @@ fn ignored(
 async fn store(state: &ReceiveState, event: &str, delivery: &str, payload: &[u8]) -> Handled {
     let Some(writer) = state.writer.get() else {
         tracing::warn!("delivery not stored: redis not connected yet");
-        return Err(Refusal {
-            retry_after: Some(10),
-            ..Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "event store unavailable, retry later",
-            )
-        });
+        return Err(unavailable());
     };
     let received_at_ms = i64::try_from(
         std::time::SystemTime::now()
@@ -645,14 +647,7 @@ async fn store(state: &ReceiveState, event: &str, delivery: &str, payload: &[u8]
         }
         Err(e) => {
             tracing::warn!(error = %e, "delivery not stored");
-            Err(Refusal {
-                retry_after: Some(10),
-                ..Refusal::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "event store unavailable, retry later",
-                )
-            })
+            Err(unavailable())
         }
     }
 }

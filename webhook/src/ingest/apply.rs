@@ -22,7 +22,7 @@ use std::sync::Arc;
 use gatehouse_crds::labels::{self, pull_request_selector};
 use gatehouse_crds::lifecycle::{
     self, Head, Lane, PullRequestState, Scan, ScanRef, StopRequest, approval_covers, approval_for,
-    is_full_sha, is_github_time,
+    is_full_sha,
 };
 use gatehouse_crds::naming::scan_request_name;
 use gatehouse_crds::scanrequest::{Approval, PolicyRef, Repository, Trigger};
@@ -34,7 +34,9 @@ use serde_json::json;
 
 use super::github::{GitHub, GitHubError};
 use super::payload::PullRequest as ApiPullRequest;
-use super::plan::{Command, CommentCommand, Intent, Key, Rerun, ScanFacts, facts_from_api};
+use super::plan::{
+    Command, CommentCommand, Intent, Key, Rerun, ScanFacts, github_time, scan_facts,
+};
 use super::state::{Memory, PullRequestRecord};
 
 /// The field manager of everything ingest writes.
@@ -180,6 +182,18 @@ enum ApprovalSource {
     Inherit,
     /// This approval (`/gatehouse ok-to-scan`).
     Given(Approval),
+}
+
+/// The resourceVersion a scan had when it was listed: a stop request is written conditionally on
+/// it (a stale one gets a 409, and the scan is read again).
+fn listed_version(existing: &[ScanRequest], reference: &ScanRef) -> Option<String> {
+    existing
+        .iter()
+        .find(|r| {
+            r.metadata.name.as_deref() == Some(reference.name.as_str())
+                && r.metadata.namespace.as_deref() == Some(reference.namespace.as_str())
+        })
+        .and_then(|r| r.metadata.resource_version.clone())
 }
 
 impl Applier {
@@ -495,7 +509,7 @@ impl Applier {
                 let pr = github
                     .pull_request(installation_id, &repository.owner, &repository.name, number)
                     .await?;
-                let github_at = pr.updated_at.clone().filter(|t| is_github_time(t));
+                let github_at = github_time(pr.updated_at.as_deref());
                 if let Some(newest) = &newest
                     && github_at.as_ref().is_none_or(|at| at < newest)
                 {
@@ -515,12 +529,8 @@ impl Applier {
             }
         };
         for (reference, stop) in &stops {
-            let listed = existing.iter().find(|r| {
-                r.metadata.name.as_deref() == Some(reference.name.as_str())
-                    && r.metadata.namespace.as_deref() == Some(reference.namespace.as_str())
-            });
-            let version = listed.and_then(|r| r.metadata.resource_version.clone());
-            self.stop(reference, stop, version).await?;
+            self.stop(reference, stop, listed_version(&existing, reference))
+                .await?;
         }
         Ok(())
     }
@@ -575,7 +585,8 @@ impl Applier {
         let scans: Vec<Scan<'_>> = existing.iter().map(Scan::of).collect();
         let stops = lifecycle::cancel(&scans, CLOSED, closed_at, reopened_same_second);
         for (reference, stop) in &stops {
-            self.stop(reference, stop, None).await?;
+            self.stop(reference, stop, listed_version(&existing, reference))
+                .await?;
         }
         Ok(stops.len())
     }
@@ -587,7 +598,7 @@ impl Applier {
         number: i64,
         pr: &ApiPullRequest,
     ) -> Result<Outcome, ApplyError> {
-        let at = pr.updated_at.clone().filter(|t| is_github_time(t));
+        let at = github_time(pr.updated_at.as_deref());
         self.close(repository, number, at).await?;
         Ok(Outcome::Skipped("pull_request_closed"))
     }
@@ -636,7 +647,7 @@ impl Applier {
             let Some(pr) = &current else {
                 return Ok(Outcome::Skipped("rerun_without_original"));
             };
-            let facts = facts_from_api(target.repository.clone(), target.installation_id, pr);
+            let facts = scan_facts(target.repository.clone(), target.installation_id, pr);
             if facts.pull_request.head_sha != target.head_sha {
                 return Ok(Outcome::Skipped("rerun_of_old_commit"));
             }
@@ -701,7 +712,7 @@ impl Applier {
         if pr.state.as_deref() == Some("closed") {
             return self.closed_on_github(repository, request.number, &pr).await;
         }
-        let facts = facts_from_api(repository.clone(), request.installation_id, &pr);
+        let facts = scan_facts(repository.clone(), request.installation_id, &pr);
         let full_name = repository.full_name();
         let Some(selection) = self.index().select(&pr_facts(&facts, &full_name, None)) else {
             return Ok(Outcome::Skipped("no_policy"));

@@ -28,12 +28,18 @@ pub struct Pending {
     pub raw: StreamId,
     /// The decoded entry, or why it does not decode.
     pub entry: Result<EventEntry, String>,
+    /// How many times the group has delivered it, this delivery included.
+    pub deliveries: u64,
 }
 
 impl Pending {
-    fn new(raw: StreamId) -> Pending {
+    fn new(raw: StreamId, deliveries: u64) -> Pending {
         let entry = entry_from_stream(&raw).map_err(|e| e.to_string());
-        Pending { raw, entry }
+        Pending {
+            raw,
+            entry,
+            deliveries,
+        }
     }
 
     /// The stream entry id.
@@ -193,7 +199,7 @@ impl Consumer {
             // New entries are delivered when the (blocking) read returns.
             self.read_at = Instant::now();
             for key in reply.map(|r| r.keys).unwrap_or_default() {
-                batch.extend(key.ids.into_iter().map(Pending::new));
+                batch.extend(key.ids.into_iter().map(|raw| Pending::new(raw, 1)));
             }
         }
         Ok(batch)
@@ -267,29 +273,18 @@ impl Consumer {
                     .unwrap_or_else(|| format!("not processed after {deliveries} deliveries"));
                 let reason = format!("retried for {}s: {reason}", age_ms / 1000);
                 self.dead_letter(&entry, &reason, deliveries).await?;
-                let pending = Pending::new(entry);
+                let pending = Pending::new(entry, deliveries);
                 tracing::warn!(entry = %id, delivery = pending.delivery(), %reason, "dead-lettered: retry window passed");
                 self.expired
                     .push(pending.entry.map(|entry| entry.event).unwrap_or_default());
                 continue;
             }
-            let pending = Pending::new(entry);
-            tracing::info!(entry = %id, delivery = pending.delivery(), attempt = deliveries + 1, "retrying pending entry");
+            // XCLAIM counted this delivery.
+            let pending = Pending::new(entry, deliveries + 1);
+            tracing::info!(entry = %id, delivery = pending.delivery(), attempt = pending.deliveries, "retrying pending entry");
             out.push(pending);
         }
         Ok(out)
-    }
-
-    async fn delivery_count(&self, id: &str) -> Result<u64, ConsumerError> {
-        let mut conn = self.conn.clone();
-        let reply: redis::streams::StreamPendingCountReply =
-            redis::AsyncCommands::xpending_count(&mut conn, EVENTS_STREAM, INGEST_GROUP, id, id, 1)
-                .await
-                .map_err(err("read delivery count"))?;
-        Ok(reply
-            .ids
-            .first()
-            .map_or(1, |p| u64::try_from(p.times_delivered).unwrap_or(1)))
     }
 
     /// Why the entry's last attempt failed, if recorded.
@@ -313,7 +308,7 @@ impl Consumer {
         match handled {
             Handled::Done => self.ack(id).await,
             Handled::Retry(reason) => {
-                let deliveries = self.delivery_count(id).await?;
+                let deliveries = pending.deliveries;
                 let retry_in = self.config.backoff(deliveries);
                 tracing::warn!(entry = %id, delivery = pending.delivery(), reason = %reason, attempt = deliveries, retry_in_s = retry_in.as_secs_f64(), "entry left pending for a retry");
                 let mut conn = self.conn.clone();
@@ -326,8 +321,8 @@ impl Consumer {
                     .map_err(err("record retry reason"))
             }
             Handled::Dead(reason) => {
-                let attempts = self.delivery_count(id).await?;
-                self.dead_letter(&pending.raw, &reason, attempts).await
+                self.dead_letter(&pending.raw, &reason, pending.deliveries)
+                    .await
             }
         }
     }

@@ -298,7 +298,12 @@ fn comment(repository: Repository, installation_id: i64, payload: IssueCommentEv
     })
 }
 
-fn scan_facts(repository: Repository, installation_id: i64, pr: &PayloadPullRequest) -> ScanFacts {
+/// Facts of a pull request, from a webhook payload or the REST API (the same shape).
+pub fn scan_facts(
+    repository: Repository,
+    installation_id: i64,
+    pr: &PayloadPullRequest,
+) -> ScanFacts {
     ScanFacts {
         repository,
         installation_id,
@@ -324,17 +329,8 @@ fn scan_facts(repository: Repository, installation_id: i64, pr: &PayloadPullRequ
 }
 
 /// A time GitHub wrote, kept only in GitHub's own form (the only one that orders by text).
-fn github_time(text: Option<&str>) -> Option<String> {
+pub fn github_time(text: Option<&str>) -> Option<String> {
     text.filter(|t| is_github_time(t)).map(str::to_owned)
-}
-
-/// Facts of a pull request fetched from the REST API (same shape as in webhooks).
-pub fn facts_from_api(
-    repository: Repository,
-    installation_id: i64,
-    pr: &PayloadPullRequest,
-) -> ScanFacts {
-    scan_facts(repository, installation_id, pr)
 }
 
 fn merge_group(

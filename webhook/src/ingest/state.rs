@@ -21,10 +21,6 @@ use std::time::Duration;
 use gatehouse_crds::lifecycle::PullRequestState;
 use redis::aio::ConnectionManager;
 
-/// How long a pull request's record and a carried-out command are remembered by default: far
-/// beyond the dead-letter window; triggers older than this are refused (see `apply`).
-pub const REMEMBER: Duration = Duration::from_secs(30 * 24 * 3600);
-
 /// Records a state unless a later one is recorded; at the same second, open wins (a pull
 /// request closed and reopened within one second is open; the cost of the other reading is a
 /// needless scan, not a missing one). A close also raises `closed_at`. Returns the state now
