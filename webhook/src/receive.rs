@@ -612,13 +612,7 @@ async fn store(state: &ReceiveState, event: &str, delivery: &str, payload: &[u8]
         tracing::warn!("delivery not stored: redis not connected yet");
         return Err(unavailable());
     };
-    let received_at_ms = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(i64::MAX);
+    let received_at_ms = i64::try_from(crate::unix_millis()).unwrap_or(i64::MAX);
     match writer
         .enqueue(delivery, event, received_at_ms, payload)
         .await

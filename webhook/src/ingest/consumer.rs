@@ -245,7 +245,7 @@ impl Consumer {
             Some((id, ..)) if listed.len() == page => format!("({id}"),
             _ => "-".to_owned(),
         };
-        let now_ms = now_millis();
+        let now_ms = crate::unix_millis();
         let mut out = Vec::new();
         for (id, _, idle_ms, deliveries) in listed {
             let wait = millis(self.config.backoff(deliveries));
@@ -429,14 +429,7 @@ impl Consumer {
         let Some(floor) = floor else {
             return Ok(None);
         };
-        let keep_from = u64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .saturating_sub(KEEP_ACKNOWLEDGED)
-                .as_millis(),
-        )
-        .unwrap_or(0);
+        let keep_from = crate::unix_millis().saturating_sub(millis(KEEP_ACKNOWLEDGED));
         let min_id = floor.min((keep_from, 0));
         let min_id = format!("{}-{}", min_id.0, min_id.1);
         redis::cmd("XTRIM")
@@ -453,16 +446,6 @@ impl Consumer {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn now_millis() -> u64 {
-    u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(0)
 }
 
 fn parse_id(id: &str) -> Option<(u64, u64)> {

@@ -78,7 +78,7 @@ impl Health {
     /// The consumer loop made progress now.
     pub fn progress(&self) {
         self.last_progress_ms
-            .store(unix_millis(), Ordering::Relaxed);
+            .store(crate::unix_millis(), Ordering::Relaxed);
     }
 
     /// Ready, or why not.
@@ -91,21 +91,11 @@ impl Health {
             return Err("the stream has not been read yet");
         }
         let stale = u64::try_from(self.stale_after.as_millis()).unwrap_or(u64::MAX);
-        if unix_millis().saturating_sub(last) > stale {
+        if crate::unix_millis().saturating_sub(last) > stale {
             return Err("no progress reading the stream recently");
         }
         Ok(())
     }
-}
-
-fn unix_millis() -> u64 {
-    u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX)
 }
 
 /// `/healthz`, `/readyz` and `/metrics` of the ingest-only role.
