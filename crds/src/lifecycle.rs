@@ -241,6 +241,22 @@ pub fn covering<'s>(
         .map(|s| &s.reference)
 }
 
+/// The latest trigger time among the live scans of the pull request's own lane.
+pub fn newest_trigger<'s>(scans: &[Scan<'s>]) -> Option<&'s str> {
+    scans
+        .iter()
+        .filter(|s| !s.stopped && lane(s.spec) == Lane::PullRequest)
+        .filter_map(|s| s.spec.pull_request.updated_at.as_deref())
+        .max()
+}
+
+/// Whether a head known as of `at` (a recorded trigger, or GitHub's `updated_at`) may order
+/// these scans: not older than the newest live trigger, which it would otherwise undo. Without
+/// live triggers with a time, any head may.
+pub fn is_current(at: Option<&str>, scans: &[Scan<'_>]) -> bool {
+    newest_trigger(scans).is_none_or(|newest| at.is_some_and(|at| at >= newest))
+}
+
 /// The pull request's current head, as known from outside the scans' own times.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Head {

@@ -419,3 +419,25 @@ fn only_githubs_own_time_format_orders_triggers() {
         assert!(!is_github_time(text), "{text}");
     }
 }
+
+#[test]
+fn a_head_older_than_the_newest_live_trigger_may_not_order_the_scans() {
+    let requests = [
+        request("a", "aaa", at(1)),
+        request("b", "bbb", at(5)),
+        // Stopped scans do not count, however new.
+        stopped(request("c", "ccc", at(9))),
+    ];
+    let scans = scans(&requests);
+    assert_eq!(newest_trigger(&scans), at(5));
+    assert!(is_current(at(5), &scans));
+    assert!(is_current(at(6), &scans));
+    assert!(!is_current(at(4), &scans));
+    assert!(
+        !is_current(None, &scans),
+        "a head without a time is not known to be current"
+    );
+    // Without live triggers with a time, any head may order the scans.
+    let untimed = [request("d", "ddd", None)];
+    assert!(is_current(None, &self::scans(&untimed)));
+}

@@ -484,15 +484,9 @@ impl Applier {
     ) -> Result<(), ApplyError> {
         let existing = self.list(repository.id, number).await?;
         let scans: Vec<Scan<'_>> = existing.iter().map(Scan::of).collect();
-        let newest = scans
-            .iter()
-            .filter(|s| !s.stopped && lifecycle::lane(s.spec) == Lane::PullRequest)
-            .filter_map(|s| s.spec.pull_request.updated_at.as_deref())
-            .max()
-            .map(str::to_owned);
         let recorded = record
             .head
-            .filter(|h| !h.tied && newest.as_deref().is_none_or(|n| h.at.as_str() >= n))
+            .filter(|h| !h.tied && lifecycle::is_current(Some(&h.at), &scans))
             .map(|h| Head {
                 sha: h.sha,
                 base_ref: h.base_ref,
@@ -501,32 +495,30 @@ impl Applier {
         let stops = if let Ok(stops) = lifecycle::settle(&scans, recorded.as_ref()) {
             stops
         } else {
-            {
-                let Some(github) = &self.github else {
-                    tracing::warn!(pr = number, repo = %repository.full_name(), "scans of several commits and no order known without GitHub access; none superseded");
-                    return Ok(());
-                };
-                let pr = github
-                    .pull_request(installation_id, &repository.owner, &repository.name, number)
-                    .await?;
-                let github_at = github_time(pr.updated_at.as_deref());
-                if let Some(newest) = &newest
-                    && github_at.as_ref().is_none_or(|at| at < newest)
-                {
-                    return Err(ApplyError::StaleGitHub {
-                        number,
-                        github: github_at.unwrap_or_default(),
-                        newest: newest.clone(),
-                    });
-                }
-                let head = Head {
-                    sha: pr.head.sha.to_ascii_lowercase(),
-                    base_ref: pr.base.ref_.clone(),
-                    certain: false,
-                };
-                tracing::debug!(pr = number, head = %head.sha, "ordered the pull request's scans by GitHub's head");
-                lifecycle::settle(&scans, Some(&head)).unwrap_or_default()
+            let Some(github) = &self.github else {
+                tracing::warn!(pr = number, repo = %repository.full_name(), "scans of several commits and no order known without GitHub access; none superseded");
+                return Ok(());
+            };
+            let pr = github
+                .pull_request(installation_id, &repository.owner, &repository.name, number)
+                .await?;
+            let github_at = github_time(pr.updated_at.as_deref());
+            if !lifecycle::is_current(github_at.as_deref(), &scans) {
+                return Err(ApplyError::StaleGitHub {
+                    number,
+                    github: github_at.unwrap_or_default(),
+                    newest: lifecycle::newest_trigger(&scans)
+                        .unwrap_or_default()
+                        .to_owned(),
+                });
             }
+            let head = Head {
+                sha: pr.head.sha.to_ascii_lowercase(),
+                base_ref: pr.base.ref_.clone(),
+                certain: false,
+            };
+            tracing::debug!(pr = number, head = %head.sha, "ordered the pull request's scans by GitHub's head");
+            lifecycle::settle(&scans, Some(&head)).unwrap_or_default()
         };
         for (reference, stop) in &stops {
             self.stop(reference, stop, listed_version(&existing, reference))
