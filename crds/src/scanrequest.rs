@@ -7,6 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::scanpolicy::{Reporting, ScannerSpec};
 use crate::severity::SeverityCounts;
 
 /// Specification of a ScanRequest: which commit of which pull request to scan, why, and under
@@ -206,6 +207,26 @@ pub struct ScanRequestStatus {
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The governing policy as the operator first read it for this request: what runs and what
+    /// fails it. A policy edited later does not change a scan already decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicySnapshot>,
+}
+
+/// What a ScanRequest takes from its ScanPolicy, copied once into its status.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicySnapshot {
+    /// Name of the ScanPolicy.
+    pub name: String,
+    /// The policy's metadata.generation when it was copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// The scanners this request runs (the policy's, or the subset the request names).
+    pub scanners: Vec<ScannerSpec>,
+    /// How results are reported.
+    #[serde(default)]
+    pub reporting: Reporting,
 }
 
 /// Life-cycle phase of a ScanRequest.
@@ -305,6 +326,10 @@ pub struct ScannerStatus {
     /// Human-readable detail: why it failed, was skipped or is waiting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// What GitHub was last told about this scanner's check run (status and conclusion), so
+    /// each change is reported once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported: Option<String>,
 }
 
 /// Life-cycle phase of one scanner within a ScanRequest.

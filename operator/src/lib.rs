@@ -1,10 +1,20 @@
-//! gatehouse-operator: reconciles ScanRequests into one Kubernetes Job per scanner, consumes
-//! signed results from the `{gatehouse-results}:results` stream and reports them as GitHub Check Runs.
-//! It accepts no HTTP from outside the cluster (metrics and health only).
+//! gatehouse-operator: reconciles ScanRequests into one hardened Kubernetes Job per scanner and
+//! drives one GitHub Check Run per scanner through its life. It accepts no HTTP from outside the
+//! cluster (metrics and health only).
 //!
-//! Not implemented yet: the controller, Jobs and check runs (issue 9). What exists: the pure
-//! building blocks it is made of, each unit-tested.
+//! Pure steps ([`decide`], [`jobs`], [`checks`], [`admission`], [`scanners`]) hold the logic and
+//! are unit-tested; [`controller`] is the thin async driver that talks to the API and GitHub.
+//! Not here yet: the results consumer that concludes check runs from findings (issue 10).
 
 pub mod admission;
+pub mod checks;
+pub mod controller;
+pub mod decide;
+pub mod github;
+pub mod jobs;
 pub mod keys;
+pub mod metrics;
+pub mod run;
 pub mod scanners;
+#[cfg(test)]
+mod test_support;

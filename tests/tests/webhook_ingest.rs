@@ -720,3 +720,47 @@ async fn a_github_call_on_a_connection_that_never_answers_times_out() {
     assert!(took >= Duration::from_secs(14), "ended after {took:?}");
     held.abort();
 }
+
+/// Two calls for one installation mint one installation token: the cached client is shared, not
+/// cloned (a clone copies its cached token and would mint a new one for every call).
+#[tokio::test]
+async fn two_github_calls_of_one_installation_mint_one_token() {
+    use wiremock::matchers::{method, path, path_regex};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"^/app/installations/7/access_tokens$"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
+            "token": "ghs_once", "expires_at": "2099-01-01T00:00:00Z",
+            "permissions": {}, "repository_selection": "all"})))
+        .mount(&server)
+        .await;
+    for login in ["alice", "bob"] {
+        Mock::given(method("GET"))
+            .and(path(format!("/repos/o/r/collaborators/{login}/permission")))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(
+                    serde_json::json!({"permission": "write", "role_name": "write"}),
+                ),
+            )
+            .mount(&server)
+            .await;
+    }
+    let key = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/github-app/test-app-key.pem"
+    ))
+    .unwrap();
+    let github = gatehouse_webhook::ingest::github::GitHub::new(4242, &key, &server.uri()).unwrap();
+    for login in ["alice", "bob"] {
+        github.permission(7, "o", "r", login).await.unwrap();
+    }
+    let mints = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path().ends_with("/access_tokens"))
+        .count();
+    assert_eq!(mints, 1);
+}

@@ -8,7 +8,7 @@
 
 use gatehouse_crds::scanpolicy::KicsSettings;
 
-use super::{OUTPUT_DIR, SOURCE_DIR};
+use super::{OUTPUT_DIR, SOURCE_DIR, ScanContainer, env};
 
 /// Our own configuration file, mounted read-only; its presence on the command line turns off the
 /// repository's `kics.config`.
@@ -23,6 +23,27 @@ pub const OUTPUT_NAME: &str = "results";
 pub const EXIT_COMPLETED: i32 = 0;
 /// Engine error: bad arguments, path not found, a report that could not be written.
 pub const EXIT_ENGINE_ERROR: i32 = 126;
+
+/// The KICS container: our arguments, the repository root as working directory (report paths
+/// come out relative to it), a read-only checkout, and `HOME` in the writable `/tmp`.
+pub fn container(settings: Option<&KicsSettings>) -> ScanContainer {
+    ScanContainer {
+        args: scan_args(settings),
+        env: vec![env("HOME", "/tmp")],
+        working_dir: SOURCE_DIR.to_owned(),
+        source_mount: SOURCE_DIR,
+        source_writable: false,
+        output_mount: OUTPUT_DIR,
+        // `--config` already turns auto-loading off; removing the file as well means a future
+        // KICS that changes that rule still cannot read it.
+        remove_from_checkout: vec!["kics.config"],
+        kics_config: true,
+    }
+}
+
+/// The contents of Gatehouse's own KICS configuration file: every setting is on the command
+/// line, so the file only has to exist and parse.
+pub const CONFIG_CONTENTS: &str = "{}\n";
 
 /// The arguments of the `kics` entrypoint for a scan with `settings`; run with the working
 /// directory at [`SOURCE_DIR`] so report paths are relative to the repository root (KICS makes

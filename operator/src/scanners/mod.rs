@@ -1,10 +1,56 @@
-//! One module per scanner: how its container runs (arguments, files) and, later, how its report
-//! is read. Adding a scanner is adding a module.
+//! One module per scanner: how its container runs (image arguments, environment, where it sees
+//! the repository and writes its report) and, later, how its report is read. Adding a scanner is
+//! adding a module and one arm in [`scan_container`]. Nothing here talks to the API.
 
+pub mod blackduck;
 pub mod kics;
+
+use gatehouse_crds::ScanRequest;
+use gatehouse_crds::scanpolicy::{ScannerKind, ScannerSpec};
+use k8s_openapi::api::core::v1::EnvVar;
 
 /// Where the scan pod's `checkout` step unpacks the repository (the scanner's working directory).
 pub const SOURCE_DIR: &str = "/workspace/src";
 
 /// Where the scanner writes its reports, read by the `report` step.
 pub const OUTPUT_DIR: &str = "/workspace/out";
+
+/// What the Job builder needs to know about one scanner's container.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScanContainer {
+    /// Arguments after the image's entrypoint.
+    pub args: Vec<String>,
+    /// Environment (never secrets in plain values: those come from `secretKeyRef`s).
+    pub env: Vec<EnvVar>,
+    /// Working directory.
+    pub working_dir: String,
+    /// Where the container sees the checked-out repository.
+    pub source_mount: &'static str,
+    /// Whether the scanner may write into the checkout (build tools run by detectors do).
+    pub source_writable: bool,
+    /// Where the container sees the report directory shared with `report`.
+    pub output_mount: &'static str,
+    /// Files the repository may carry that would reconfigure the scanner, removed from the
+    /// checkout before the scanner runs (paths relative to the repository root).
+    pub remove_from_checkout: Vec<&'static str>,
+    /// Whether the container needs Gatehouse's own KICS configuration file mounted at
+    /// [`kics::CONFIG_PATH`].
+    pub kics_config: bool,
+}
+
+/// The container of `scanner` for `request`.
+pub fn scan_container(request: &ScanRequest, scanner: &ScannerSpec) -> ScanContainer {
+    match scanner.kind {
+        ScannerKind::Kics => kics::container(scanner.kics.as_ref()),
+        ScannerKind::Blackduck => blackduck::container(request, scanner),
+    }
+}
+
+/// A plain environment variable.
+pub(crate) fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        value_from: None,
+    }
+}

@@ -71,7 +71,9 @@ pub struct GitHub {
     app: std::sync::RwLock<Octocrab>,
     app_id: u64,
     api_url: String,
-    installations: Mutex<HashMap<i64, Octocrab>>,
+    // Shared, not cloned: a cloned octocrab client copies its cached installation token instead
+    // of sharing it, so every call through a fresh clone would mint a new token.
+    installations: Mutex<HashMap<i64, std::sync::Arc<Octocrab>>>,
     permissions: Mutex<HashMap<PermissionKey, (Permission, Instant)>>,
 }
 
@@ -127,7 +129,7 @@ impl GitHub {
         Ok(())
     }
 
-    fn installation(&self, id: i64) -> Result<Octocrab, GitHubError> {
+    fn installation(&self, id: i64) -> Result<std::sync::Arc<Octocrab>, GitHubError> {
         let mut cache = self
             .installations
             .lock()
@@ -137,12 +139,13 @@ impl GitHub {
         }
         let installation = u64::try_from(id)
             .map_err(|_| GitHubError::Setup(format!("invalid installation id {id}")))?;
-        let client = self
-            .app
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .installation(InstallationId(installation))
-            .map_err(|e| GitHubError::Setup(e.to_string()))?;
+        let client = std::sync::Arc::new(
+            self.app
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .installation(InstallationId(installation))
+                .map_err(|e| GitHubError::Setup(e.to_string()))?,
+        );
         cache.insert(id, client.clone());
         Ok(client)
     }

@@ -1,0 +1,962 @@
+//! The ScanRequest controller: a thin async driver over the pure steps in [`crate::decide`],
+//! [`crate::jobs`] and [`crate::checks`]. Per reconcile: fetch (the policy once, the Jobs and the
+//! pods of failed ones), decide, build, apply (Secret by server-side apply, Jobs by create, never
+//! re-applied: a Job's pod template is immutable), report check runs, write status (server-side
+//! apply under one field manager; the operator is the only status writer).
+//!
+//! Idempotent under at-least-once: Job names are deterministic (`AlreadyExists` is success), a
+//! check run missing from status is looked up by its `external_id` before one is created, and a
+//! POST to GitHub is never retried blindly.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gatehouse_crds::lifecycle::StopRequest;
+use gatehouse_crds::scanpolicy::ScanPolicy;
+use gatehouse_crds::scanrequest::{ScanPhase, ScannerPhase};
+use gatehouse_crds::{ScanRequest, ScanRequestStatus, labels};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+
+use crate::admission::{self, PolicyLimits, Running, Waiting};
+use crate::checks::{self, State};
+use crate::decide::{self, ChangedFiles};
+use crate::github::{
+    CheckConclusion, CheckOutput, CheckRunUpdate, CheckStatus, GitHub, GitHubError, NewCheckRun,
+};
+use crate::jobs::{self, BuildSettings, FIELD_MANAGER};
+use crate::keys::MasterKey;
+use crate::metrics::Metrics;
+
+/// Finalizer on every ScanRequest: deleting one stops its Jobs and concludes its open check runs.
+pub const FINALIZER: &str = "gatehouse.dev/cleanup";
+
+/// A reconcile step failed; the request is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("failed to {operation}: {source}")]
+    Kube {
+        /// What was being done.
+        operation: String,
+        /// Why it failed.
+        source: Box<kube::Error>,
+    },
+    /// A GitHub call failed.
+    #[error("failed to {operation}: {source}")]
+    GitHub {
+        /// What was being done.
+        operation: String,
+        /// Why it failed.
+        source: Box<GitHubError>,
+    },
+    /// The object lacks what every stored object has.
+    #[error("ScanRequest without {0}")]
+    Incomplete(&'static str),
+    /// A Job of the expected name belongs to another object.
+    #[error("Job {0} exists but is not owned by this ScanRequest")]
+    ForeignJob(String),
+    /// The finalizer helper failed.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    /// The fixed label of this error for the reconcile metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "kubernetes",
+            Error::GitHub { .. } => "github",
+            Error::Incomplete(_) | Error::ForeignJob(_) => "invalid",
+            Error::Finalizer(_) => "finalizer",
+        }
+    }
+
+    /// When GitHub said when to come back.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::GitHub { source, .. } => source.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+fn kube_error(operation: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let operation = operation.into();
+    move |source| Error::Kube {
+        operation,
+        source: Box::new(source),
+    }
+}
+
+fn github_error(operation: impl Into<String>) -> impl FnOnce(GitHubError) -> Error {
+    let operation = operation.into();
+    move |source| Error::GitHub {
+        operation,
+        source: Box::new(source),
+    }
+}
+
+/// Settings of the controller.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How Jobs are built.
+    pub build: BuildSettings,
+    /// Most ScanRequests running at once, across every policy.
+    pub max_running: usize,
+    /// Base of the check runs' `details_url`; `<base>/<namespace>/<name>` when set.
+    pub details_url: Option<String>,
+    /// How often a queued request looks for a free slot again.
+    pub queue_poll: Duration,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: kube::Client,
+    /// GitHub App client.
+    pub github: Arc<GitHub>,
+    /// Master key the per-scan signing keys are derived from.
+    pub master_key: MasterKey,
+    /// Settings.
+    pub settings: Settings,
+    /// Every watched ScanRequest (one store per watched namespace, or one for all).
+    pub requests: Vec<Store<ScanRequest>>,
+    /// Every watched ScanPolicy.
+    pub policies: Vec<Store<ScanPolicy>>,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Requests admitted whose Running status the stores may not show yet, by namespace/name.
+    admitted: Mutex<HashMap<String, Instant>>,
+    /// Consecutive failures per request, for backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: kube::Client,
+        github: Arc<GitHub>,
+        master_key: MasterKey,
+        settings: Settings,
+        requests: Vec<Store<ScanRequest>>,
+        policies: Vec<Store<ScanPolicy>>,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+    ) -> Context {
+        Context {
+            client,
+            github,
+            master_key,
+            settings,
+            requests,
+            policies,
+            recorder,
+            metrics,
+            admitted: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn policy_limits(&self, namespace: &str, name: &str) -> PolicyLimits {
+        let key = ObjectRef::<ScanPolicy>::new(name).within(namespace);
+        let concurrency = self
+            .policies
+            .iter()
+            .find_map(|s| s.get(&key))
+            .map(|p| p.spec.concurrency.clone())
+            .unwrap_or_default();
+        PolicyLimits {
+            max_running: usize::try_from(concurrency.max_running).unwrap_or(1).max(1),
+            max_running_per_repository: usize::try_from(concurrency.max_running_per_repository)
+                .unwrap_or(1)
+                .max(1),
+        }
+    }
+
+    /// Whether `request` may start now: admission over every watched request, with requests
+    /// admitted by this process but not yet seen as Running counted as running.
+    // One pass over the caches and one decision under one lock: split, the lock would span calls.
+    #[allow(clippy::too_many_lines)]
+    fn try_admit(&self, request: &ScanRequest) -> bool {
+        let me = format!(
+            "{}/{}",
+            request.namespace().unwrap_or_default(),
+            request.name_any()
+        );
+        let mut admitted = self
+            .admitted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut waiting = Vec::new();
+        let mut running = Vec::new();
+        let mut seen_running = Vec::new();
+        for store in &self.requests {
+            for other in store.state() {
+                let key = format!(
+                    "{}/{}",
+                    other.namespace().unwrap_or_default(),
+                    other.name_any()
+                );
+                let Some(status) = other.status.as_ref() else {
+                    continue;
+                };
+                let Some(policy) = status.policy.as_ref().map(|p| p.name.clone()) else {
+                    continue;
+                };
+                let stopped = StopRequest::of(&other.metadata).is_some()
+                    || other.metadata.deletion_timestamp.is_some();
+                match status.phase {
+                    Some(ScanPhase::Running) => {
+                        seen_running.push(key.clone());
+                        if status.scanners.iter().any(|s| {
+                            decide::active(s)
+                                || (s.phase == ScannerPhase::Pending && !decide::concluded(s))
+                        }) && !stopped
+                        {
+                            running.push(Running {
+                                namespace: other.namespace().unwrap_or_default(),
+                                policy,
+                                repository: other.spec.repository.id,
+                            });
+                        }
+                    }
+                    Some(ScanPhase::Queued)
+                        if !stopped && key != me && !admitted.contains_key(&key) =>
+                    {
+                        waiting.push(Waiting {
+                            namespace: other.namespace().unwrap_or_default(),
+                            name: other.name_any(),
+                            policy,
+                            repository: other.spec.repository.id,
+                            created: created_seconds(&other),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Admitted here, not yet Running in the stores: they hold their slot.
+        admitted.retain(|key, at| {
+            !seen_running.contains(key) && at.elapsed() < Duration::from_secs(120)
+        });
+        for key in admitted.keys() {
+            if let Some((namespace, name)) = key.split_once('/') {
+                let found = self
+                    .requests
+                    .iter()
+                    .find_map(|s| s.get(&ObjectRef::<ScanRequest>::new(name).within(namespace)));
+                if let Some(other) = found
+                    && let Some(policy) = other.status.as_ref().and_then(|s| s.policy.as_ref())
+                {
+                    running.push(Running {
+                        namespace: namespace.to_owned(),
+                        policy: policy.name.clone(),
+                        repository: other.spec.repository.id,
+                    });
+                }
+            }
+        }
+        let Some(policy) = request
+            .status
+            .as_ref()
+            .and_then(|s| s.policy.as_ref())
+            .map(|p| p.name.clone())
+        else {
+            return false;
+        };
+        waiting.push(Waiting {
+            namespace: request.namespace().unwrap_or_default(),
+            name: request.name_any(),
+            policy,
+            repository: request.spec.repository.id,
+            created: created_seconds(request),
+        });
+        let order = admission::admit(&waiting, &running, self.settings.max_running, |ns, p| {
+            self.policy_limits(ns, p)
+        });
+        let admit = order.iter().any(|w| {
+            w.name == request.name_any()
+                && Some(w.namespace.as_str()) == request.namespace().as_deref()
+        });
+        if admit {
+            admitted.insert(me, Instant::now());
+        }
+        admit
+    }
+
+    fn release(&self, request: &ScanRequest) {
+        let me = format!(
+            "{}/{}",
+            request.namespace().unwrap_or_default(),
+            request.name_any()
+        );
+        self.admitted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&me);
+    }
+}
+
+fn created_seconds(request: &ScanRequest) -> i64 {
+    request
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(i64::MAX, |t| t.0.as_second())
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+fn github_now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Reconciles one ScanRequest.
+pub async fn reconcile(request: Arc<ScanRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let namespace = request
+        .namespace()
+        .ok_or(Error::Incomplete("metadata.namespace"))?;
+    let api: Api<ScanRequest> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, request, |event| async {
+        match event {
+            finalizer::Event::Apply(request) => apply(&request, &ctx).await,
+            finalizer::Event::Cleanup(request) => cleanup(&request, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    ctx.metrics.reconciled(
+        result.as_ref().err().map_or("ok", Error::label),
+        started.elapsed(),
+    );
+    result
+}
+
+/// Requeue policy on errors: GitHub's `retry-after` when it gave one, else exponential backoff
+/// per request (1 s doubling, at most 5 minutes).
+// The signature is kube's `Controller::run` error policy.
+#[allow(clippy::needless_pass_by_value)]
+pub fn error_policy(request: Arc<ScanRequest>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!(
+        "{}/{}",
+        request.namespace().unwrap_or_default(),
+        request.name_any()
+    );
+    let failures = {
+        let mut map = ctx
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(key.clone()).or_default();
+        *n = n.saturating_add(1);
+        *n
+    };
+    let backoff = Duration::from_secs(1u64 << failures.min(9).saturating_sub(1))
+        .min(Duration::from_secs(300));
+    let wait = error.retry_after().unwrap_or(backoff);
+    tracing::warn!(scanrequest = %key, error = %error, retry_in_s = wait.as_secs(), "reconcile failed");
+    Action::requeue(wait)
+}
+
+fn succeeded(ctx: &Context, request: &ScanRequest) {
+    let key = format!(
+        "{}/{}",
+        request.namespace().unwrap_or_default(),
+        request.name_any()
+    );
+    ctx.failures
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&key);
+}
+
+async fn apply(request: &ScanRequest, ctx: &Context) -> Result<Action, Error> {
+    let namespace = request
+        .namespace()
+        .ok_or(Error::Incomplete("metadata.namespace"))?;
+    let name = request.name_any();
+    let time = now();
+    let before = request.status.clone().unwrap_or_default();
+    let stop = StopRequest::of(&request.metadata);
+    let mut status = before.clone();
+
+    if status.policy.is_none() && stop.is_none() {
+        match first_status(request, ctx, &namespace, &time).await? {
+            Ok(first) => status = first,
+            Err((reason, message)) => {
+                decide::set_condition(
+                    &mut status.conditions,
+                    decide::conditions::READY,
+                    false,
+                    reason,
+                    &message,
+                    &time,
+                );
+                status.phase = Some(status.phase.unwrap_or(ScanPhase::Pending));
+                status.message = Some(message.clone());
+                status.observed_generation = request.metadata.generation;
+                write_status(ctx, request, &before, &status).await?;
+                if before.message.as_deref() != Some(message.as_str()) {
+                    event(ctx, request, EventType::Warning, reason, &message).await;
+                }
+                succeeded(ctx, request);
+                return Ok(Action::requeue(Duration::from_secs(60)));
+            }
+        }
+    }
+
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+    if let Some(stop) = &stop {
+        if !status.phase.is_some_and(ScanPhase::is_terminal)
+            || !before.scanners.iter().all(decide::concluded)
+        {
+            status = decide::stop(status, request, stop, &time);
+        }
+        delete_jobs(&jobs_api, &name).await?;
+        ctx.release(request);
+    } else if !status.phase.is_some_and(ScanPhase::is_terminal) {
+        let jobs = observed_jobs(ctx, &namespace, &name).await?;
+        status = decide::observe(status, request, &jobs, &time);
+        if status.phase == Some(ScanPhase::Queued) && ctx.try_admit(&with_status(request, &status))
+        {
+            status = decide::admitted(status, request, &time);
+        }
+        let to_create = decide::jobs_to_create(&status);
+        if !to_create.is_empty() {
+            apply_secret(ctx, request, &namespace).await?;
+            for (scanner, attempt) in to_create {
+                let Some(spec) = status
+                    .policy
+                    .as_ref()
+                    .and_then(|p| p.scanners.iter().find(|s| s.name == scanner))
+                    .cloned()
+                else {
+                    continue;
+                };
+                let job = jobs::desired_job(request, &spec, attempt, &ctx.settings.build);
+                let job_name = job.metadata.name.clone().unwrap_or_default();
+                create_job(&jobs_api, request, &job).await?;
+                decide::job_created(&mut status, &scanner, attempt, &job_name);
+                event(
+                    ctx,
+                    request,
+                    EventType::Normal,
+                    "JobCreated",
+                    &format!("created Job {job_name} for scanner {scanner} (attempt {attempt})"),
+                )
+                .await;
+            }
+        }
+    }
+    if status.phase.is_some_and(ScanPhase::is_terminal) {
+        ctx.release(request);
+    }
+
+    // Check runs: report what changed, recording progress even when a call fails midway.
+    let reported = sync_check_runs(ctx, request, &mut status).await;
+    write_status(ctx, request, &before, &status).await?;
+    transition_events(ctx, request, &before, &status).await;
+    reported?;
+    succeeded(ctx, request);
+    Ok(match status.phase {
+        Some(ScanPhase::Queued) => Action::requeue(ctx.settings.queue_poll),
+        Some(phase) if phase.is_terminal() => Action::await_change(),
+        _ => Action::requeue(Duration::from_secs(300)),
+    })
+}
+
+/// The first status, or why there is none yet (condition reason and message).
+async fn first_status(
+    request: &ScanRequest,
+    ctx: &Context,
+    namespace: &str,
+    time: &Time,
+) -> Result<Result<ScanRequestStatus, (&'static str, String)>, Error> {
+    let policy_name = &request.spec.policy_ref.name;
+    let policies: Api<ScanPolicy> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(policy) = policies
+        .get_opt(policy_name)
+        .await
+        .map_err(kube_error(format!(
+            "get ScanPolicy {namespace}/{policy_name}"
+        )))?
+    else {
+        return Ok(Err((
+            "PolicyNotFound",
+            format!("ScanPolicy {policy_name:?} does not exist in namespace {namespace:?}"),
+        )));
+    };
+    let snapshot = match decide::snapshot(request, &policy) {
+        Ok(snapshot) => snapshot,
+        Err(invalid) => return Ok(Err((invalid.reason(), invalid.to_string()))),
+    };
+    let changed = if decide::needs_changed_files(&snapshot) {
+        let spec = &request.spec;
+        let files = ctx
+            .github
+            .changed_files(
+                spec.installation_id,
+                &spec.repository.owner,
+                &spec.repository.name,
+                spec.pull_request.number,
+            )
+            .await
+            .map_err(github_error("list the pull request's changed files"))?;
+        Some(ChangedFiles {
+            paths: files.paths,
+            complete: files.complete,
+        })
+    } else {
+        None
+    };
+    Ok(
+        decide::first_status(request, &policy, snapshot, changed.as_ref(), time)
+            .map_err(|invalid| (invalid.reason(), invalid.to_string())),
+    )
+}
+
+fn with_status(request: &ScanRequest, status: &ScanRequestStatus) -> ScanRequest {
+    let mut copy = request.clone();
+    copy.status = Some(status.clone());
+    copy
+}
+
+async fn observed_jobs(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<(Job, Vec<Pod>)>, Error> {
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!(
+        "{}={name},{}={}",
+        labels::SCAN_REQUEST,
+        labels::MANAGED_BY,
+        jobs::MANAGED_BY
+    );
+    let jobs = jobs_api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_error(format!("list the Jobs of {namespace}/{name}")))?;
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut out = Vec::with_capacity(jobs.items.len());
+    for job in jobs.items {
+        let failed = job
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| {
+                c.iter().any(|c| {
+                    (c.type_ == "Failed" || c.type_ == "FailureTarget") && c.status == "True"
+                })
+            });
+        let pods = if failed {
+            let job_name = job.name_any();
+            pods_api
+                .list(&ListParams::default().labels(&format!("job-name={job_name}")))
+                .await
+                .map_err(kube_error(format!(
+                    "list the pods of Job {namespace}/{job_name}"
+                )))?
+                .items
+        } else {
+            Vec::new()
+        };
+        out.push((job, pods));
+    }
+    Ok(out)
+}
+
+async fn create_job(api: &Api<Job>, request: &ScanRequest, job: &Job) -> Result<(), Error> {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let params = PostParams {
+        dry_run: false,
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+    };
+    match api.create(&params, job).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            // Created before a crash or by a concurrent reconcile: ours if it names us as owner.
+            let existing = api
+                .get(&name)
+                .await
+                .map_err(kube_error(format!("get Job {name}")))?;
+            let ours = existing
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| Some(&o.uid) == request.metadata.uid.as_ref());
+            if ours {
+                Ok(())
+            } else {
+                Err(Error::ForeignJob(name))
+            }
+        }
+        Err(e) => Err(kube_error(format!("create Job {name}"))(e)),
+    }
+}
+
+async fn apply_secret(ctx: &Context, request: &ScanRequest, namespace: &str) -> Result<(), Error> {
+    let spec = &request.spec;
+    let uid = request
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or(Error::Incomplete("metadata.uid"))?;
+    let token = ctx
+        .github
+        .scan_token(spec.installation_id, spec.repository.id)
+        .await
+        .map_err(github_error("mint the per-scan repository token"))?;
+    let key = ctx.master_key.scan_key(uid);
+    let secret = jobs::desired_secret(request, &token.token, &key.to_hex());
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&secret),
+    )
+    .await
+    .map_err(kube_error(format!(
+        "apply the per-scan Secret {namespace}/{name}"
+    )))?;
+    Ok(())
+}
+
+async fn delete_jobs(api: &Api<Job>, name: &str) -> Result<(), Error> {
+    let selector = format!(
+        "{}={name},{}={}",
+        labels::SCAN_REQUEST,
+        labels::MANAGED_BY,
+        jobs::MANAGED_BY
+    );
+    let jobs = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_error(format!("list the Jobs of {name}")))?;
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    for job in jobs.items {
+        let finished = job
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+            });
+        if finished || job.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let job_name = job.name_any();
+        match api.delete(&job_name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(kube_error(format!("delete Job {job_name}"))(e)),
+        }
+    }
+    Ok(())
+}
+
+fn details_url(ctx: &Context, request: &ScanRequest) -> Option<String> {
+    ctx.settings.details_url.as_ref().map(|base| {
+        format!(
+            "{}/{}/{}",
+            base.trim_end_matches('/'),
+            request.namespace().unwrap_or_default(),
+            request.name_any()
+        )
+    })
+}
+
+/// Tells GitHub what changed for each scanner's check run, recording ids and reported states in
+/// `status` as it goes.
+// One sequence per scanner: find or create, then update, recording each step.
+#[allow(clippy::too_many_lines)]
+async fn sync_check_runs(
+    ctx: &Context,
+    request: &ScanRequest,
+    status: &mut ScanRequestStatus,
+) -> Result<(), Error> {
+    let view = with_status(request, status);
+    let spec = &request.spec;
+    let (owner, repo) = (&spec.repository.owner, &spec.repository.name);
+    let now = github_now();
+    for index in 0..status.scanners.len() {
+        let scanner = status.scanners[index].clone();
+        let Some(desired) = checks::desired(&view, &scanner, &now) else {
+            continue;
+        };
+        let key = desired.key();
+        if scanner.reported.as_deref() == Some(key.as_str()) {
+            continue;
+        }
+        let output = CheckOutput::new(desired.title.clone(), desired.summary.clone());
+        let (check_status, started_at, conclusion, completed_at) = match &desired.state {
+            State::Queued => (CheckStatus::Queued, None, None, None),
+            State::InProgress { started_at } => (
+                CheckStatus::InProgress,
+                Some(started_at.clone()),
+                None,
+                None,
+            ),
+            State::Completed {
+                conclusion,
+                completed_at,
+            } => (
+                CheckStatus::Completed,
+                scanner
+                    .started_at
+                    .as_ref()
+                    .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                Some(CheckConclusion::from(*conclusion)),
+                Some(completed_at.clone()),
+            ),
+        };
+        let name = gatehouse_crds::external_id::check_run_name(&scanner.name);
+        let external_id = checks::external_id(request, &scanner.name);
+        let mut id = scanner.check_run_id;
+        if id.is_none() {
+            // Created before a crash that lost the status write? Find it, never POST twice.
+            id = ctx
+                .github
+                .find_check_run(
+                    spec.installation_id,
+                    owner,
+                    repo,
+                    &spec.pull_request.head_sha,
+                    &name,
+                    &external_id,
+                )
+                .await
+                .map_err(github_error(format!("look up check run {name}")))?
+                .map(|r| r.id);
+        }
+        if let Some(id) = id {
+            ctx.github
+                .update_check_run(
+                    spec.installation_id,
+                    owner,
+                    repo,
+                    id,
+                    &CheckRunUpdate {
+                        status: Some(check_status),
+                        started_at,
+                        conclusion,
+                        completed_at,
+                        details_url: details_url(ctx, request),
+                        output: Some(output),
+                    },
+                )
+                .await
+                .map_err(github_error(format!("update check run {name} ({id})")))?;
+            status.scanners[index].check_run_id = Some(id);
+        } else {
+            let created = ctx
+                .github
+                .create_check_run(
+                    spec.installation_id,
+                    owner,
+                    repo,
+                    &NewCheckRun {
+                        name: name.clone(),
+                        head_sha: spec.pull_request.head_sha.clone(),
+                        external_id,
+                        details_url: details_url(ctx, request),
+                        status: check_status,
+                        started_at,
+                        conclusion,
+                        completed_at,
+                        output: Some(output),
+                    },
+                )
+                .await
+                .map_err(github_error(format!("create check run {name}")))?;
+            status.scanners[index].check_run_id = Some(created.id);
+        }
+        status.scanners[index].reported = Some(key);
+    }
+    Ok(())
+}
+
+async fn write_status(
+    ctx: &Context,
+    request: &ScanRequest,
+    before: &ScanRequestStatus,
+    status: &ScanRequestStatus,
+) -> Result<(), Error> {
+    if before == status && request.status.is_some() {
+        return Ok(());
+    }
+    let namespace = request.namespace().unwrap_or_default();
+    let name = request.name_any();
+    let api: Api<ScanRequest> = Api::namespaced(ctx.client.clone(), &namespace);
+    let body = serde_json::json!({
+        "apiVersion": "gatehouse.dev/v1alpha1",
+        "kind": "ScanRequest",
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(kube_error(format!(
+        "write the status of ScanRequest {namespace}/{name}"
+    )))?;
+    Ok(())
+}
+
+async fn event(ctx: &Context, request: &ScanRequest, kind: EventType, reason: &str, note: &str) {
+    let note: String = note.chars().take(1000).collect();
+    let result = ctx
+        .recorder
+        .publish(
+            &Event {
+                type_: kind,
+                reason: reason.to_owned(),
+                note: Some(note),
+                action: "Reconcile".to_owned(),
+                secondary: None,
+            },
+            &request.object_ref(&()),
+        )
+        .await;
+    if let Err(error) = result {
+        tracing::debug!(scanrequest = %request.name_any(), %error, "could not record an event");
+    }
+}
+
+async fn transition_events(
+    ctx: &Context,
+    request: &ScanRequest,
+    before: &ScanRequestStatus,
+    after: &ScanRequestStatus,
+) {
+    if before.phase != after.phase
+        && let Some(phase) = after.phase
+    {
+        let kind = if matches!(phase, ScanPhase::Failed) {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        let reason = match phase {
+            ScanPhase::Running => "Admitted",
+            other => phase_name(other),
+        };
+        event(
+            ctx,
+            request,
+            kind,
+            reason,
+            after.message.as_deref().unwrap_or_default(),
+        )
+        .await;
+        ctx.metrics.phase_changed(before.phase, phase);
+    }
+    for scanner in &after.scanners {
+        let old = before.scanners.iter().find(|s| s.name == scanner.name);
+        if old.and_then(|o| o.conclusion) != scanner.conclusion
+            && let Some(conclusion) = scanner.conclusion
+        {
+            let kind = if matches!(
+                conclusion,
+                gatehouse_crds::scanrequest::Conclusion::Failure
+                    | gatehouse_crds::scanrequest::Conclusion::TimedOut
+            ) {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            event(
+                ctx,
+                request,
+                kind,
+                "ScannerConcluded",
+                &format!(
+                    "{}: {} ({})",
+                    scanner.name,
+                    conclusion.as_github(),
+                    scanner
+                        .message
+                        .as_deref()
+                        .unwrap_or_default()
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                ),
+            )
+            .await;
+        }
+    }
+}
+
+fn phase_name(phase: ScanPhase) -> &'static str {
+    match phase {
+        ScanPhase::Pending => "Pending",
+        ScanPhase::AwaitingApproval => "AwaitingApproval",
+        ScanPhase::Queued => "Queued",
+        ScanPhase::Running => "Running",
+        ScanPhase::Succeeded => "Succeeded",
+        ScanPhase::Failed => "Failed",
+        ScanPhase::Cancelled => "Cancelled",
+        ScanPhase::Superseded => "Superseded",
+    }
+}
+
+/// Deletion: stop the Jobs and conclude every open check run `cancelled`.
+async fn cleanup(request: &ScanRequest, ctx: &Context) -> Result<Action, Error> {
+    let namespace = request
+        .namespace()
+        .ok_or(Error::Incomplete("metadata.namespace"))?;
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+    delete_jobs(&jobs_api, &request.name_any()).await?;
+    ctx.release(request);
+    let before = request.status.clone().unwrap_or_default();
+    if before.scanners.iter().all(decide::concluded) {
+        return Ok(Action::await_change());
+    }
+    let time = now();
+    let status = decide::stop(
+        before,
+        request,
+        &StopRequest::Cancelled {
+            message: "the ScanRequest was deleted".to_owned(),
+        },
+        &time,
+    );
+    let mut status = status;
+    sync_check_runs(ctx, request, &mut status).await?;
+    Ok(Action::await_change())
+}

@@ -1,0 +1,723 @@
+//! The objects a ScanRequest runs as, built from data alone: one hardened Job per scanner and the
+//! per-scan Secret. No client, no async: [`desired_job`] and [`desired_secret`] are what the
+//! controller applies and what `gatehouse-operator preview` prints.
+//!
+//! A scan pod runs three steps over shared `emptyDir`s: init container `checkout`
+//! (gatehouse-agent: the head commit's tarball, with the per-scan token), init container `scan`
+//! (the scanner image with Gatehouse's arguments), main container `report` (gatehouse-agent: reads
+//! the report, signs it with the per-scan key, publishes it). Scanned code is hostile: no
+//! service-account token, non-root, read-only root filesystems, no capabilities, seccomp
+//! `RuntimeDefault`, a deadline, limits, and each credential only in the step that needs it.
+
+use std::collections::BTreeMap;
+
+use gatehouse_crds::scanpolicy::{ScannerKind, ScannerSpec};
+use gatehouse_crds::{ScanRequest, labels, naming};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, KeyToPath, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+
+use crate::scanners::{self, OUTPUT_DIR, SOURCE_DIR, ScanContainer};
+
+/// The field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "gatehouse-operator";
+
+/// `app.kubernetes.io/managed-by` value on everything the operator creates.
+pub const MANAGED_BY: &str = "gatehouse-operator";
+
+/// Label on scan pods (and their Jobs) that NetworkPolicies select: `scan`.
+pub const COMPONENT: &str = "app.kubernetes.io/component";
+
+/// The user and group every container runs as (scanner images may declare root, or no user).
+pub const RUN_AS: i64 = 65_532;
+
+/// Keys of the per-scan Secret.
+pub mod secret_keys {
+    /// Read-only installation token for the one repository (contents: read).
+    pub const TOKEN: &str = "token";
+    /// Hex HMAC key the `report` step signs the result with.
+    pub const SIGNING_KEY: &str = "signing-key";
+    /// Gatehouse's own KICS configuration file.
+    pub const KICS_CONFIG: &str = "kics.config";
+}
+
+/// Where the per-scan credentials are mounted in the containers that need them.
+pub const SECRET_DIR: &str = "/var/run/gatehouse";
+
+/// Settings of the operator installation the builder needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BuildSettings {
+    /// Image of gatehouse-agent (checkout and report), pinned.
+    pub agent_image: String,
+    /// Seconds a finished Job (and its pod, with its logs) is kept.
+    pub ttl_seconds_after_finished: i32,
+    /// Redis URL the `report` step publishes results to (no password in it).
+    pub results_redis_url: String,
+}
+
+/// Name of the per-scan Secret of a ScanRequest.
+pub fn secret_name(scan_request: &str) -> String {
+    naming::job_name(scan_request, "scan")
+}
+
+/// Name of the Job of `scanner`, attempt `attempt` (1 for the first; retries after an
+/// infrastructure failure get names of their own, so a failed Job is kept for people to see).
+pub fn job_name(scan_request: &str, scanner: &str, attempt: i32) -> String {
+    if attempt <= 1 {
+        naming::job_name(scan_request, scanner)
+    } else {
+        naming::job_name(scan_request, &format!("{scanner}-retry{attempt}"))
+    }
+}
+
+fn owner(request: &ScanRequest) -> Option<OwnerReference> {
+    request.controller_owner_ref(&())
+}
+
+/// Labels of a scan Job and its pod.
+pub fn job_labels(request: &ScanRequest, scanner: &str) -> BTreeMap<String, String> {
+    let mut labels = labels::scan_request_labels(&request.spec);
+    labels.insert(labels::MANAGED_BY.to_owned(), MANAGED_BY.to_owned());
+    labels.insert(COMPONENT.to_owned(), "scan".to_owned());
+    labels.insert(
+        labels::SCAN_REQUEST.to_owned(),
+        request.metadata.name.clone().unwrap_or_default(),
+    );
+    labels.insert(labels::SCANNER.to_owned(), scanner.to_owned());
+    labels
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    }
+}
+
+fn empty_dir(name: &str, limit: Option<&str>) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: None,
+            size_limit: limit.map(|l| Quantity(l.to_owned())),
+        }),
+        ..Volume::default()
+    }
+}
+
+fn secret_volume(name: &str, secret: &str, key: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_owned()),
+            items: Some(vec![KeyToPath {
+                key: key.to_owned(),
+                path: key.to_owned(),
+                mode: None,
+            }]),
+            default_mode: Some(0o440),
+            optional: Some(false),
+        }),
+        ..Volume::default()
+    }
+}
+
+fn hardened() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            add: None,
+            drop: Some(vec!["ALL".to_owned()]),
+        }),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        ..SecurityContext::default()
+    }
+}
+
+fn resources(requests: &[(&str, &str)], limits: &[(&str, &str)]) -> ResourceRequirements {
+    let map = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned())))
+            .collect::<BTreeMap<_, _>>()
+    };
+    ResourceRequirements {
+        requests: Some(map(requests)),
+        limits: Some(map(limits)),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// Resources of the scanner container when the policy sets none: what a medium repository needs.
+pub fn default_scanner_resources(kind: ScannerKind) -> ResourceRequirements {
+    match kind {
+        ScannerKind::Kics => resources(
+            &[("cpu", "500m"), ("memory", "1Gi")],
+            &[("cpu", "2"), ("memory", "2Gi")],
+        ),
+        ScannerKind::Blackduck => resources(
+            &[("cpu", "500m"), ("memory", "2Gi")],
+            &[("cpu", "2"), ("memory", "4Gi")],
+        ),
+    }
+}
+
+fn agent_resources() -> ResourceRequirements {
+    resources(
+        &[("cpu", "50m"), ("memory", "64Mi")],
+        &[("cpu", "1"), ("memory", "256Mi")],
+    )
+}
+
+fn checkout_container(
+    request: &ScanRequest,
+    scan: &ScanContainer,
+    settings: &BuildSettings,
+) -> Container {
+    let spec = &request.spec;
+    let mut checkout_args = vec![
+        "checkout".to_owned(),
+        "--repository".to_owned(),
+        spec.repository.full_name(),
+        "--sha".to_owned(),
+        spec.pull_request.head_sha.clone(),
+        "--into".to_owned(),
+        SOURCE_DIR.to_owned(),
+        "--token-file".to_owned(),
+        format!("{SECRET_DIR}/{}", secret_keys::TOKEN),
+    ];
+    for file in &scan.remove_from_checkout {
+        checkout_args.push("--remove".to_owned());
+        checkout_args.push((*file).to_owned());
+    }
+    Container {
+        name: "checkout".to_owned(),
+        image: Some(settings.agent_image.clone()),
+        args: Some(checkout_args),
+        volume_mounts: Some(vec![
+            mount("source", SOURCE_DIR, false),
+            mount("checkout-tmp", "/tmp", false),
+            mount("token", SECRET_DIR, true),
+        ]),
+        resources: Some(agent_resources()),
+        security_context: Some(hardened()),
+        ..Container::default()
+    }
+}
+
+fn scanner_container(scanner: &ScannerSpec, scan: ScanContainer) -> Container {
+    let mut scan_mounts = vec![
+        mount("source", scan.source_mount, !scan.source_writable),
+        mount("output", scan.output_mount, false),
+        mount("scan-tmp", "/tmp", false),
+    ];
+    if scan.kics_config {
+        scan_mounts.push(mount(
+            "kics-config",
+            scanners::kics::CONFIG_PATH
+                .rsplit_once('/')
+                .map_or("/", |(dir, _)| dir),
+            true,
+        ));
+    }
+    Container {
+        name: "scan".to_owned(),
+        image: Some(scanner.image.clone()),
+        args: Some(scan.args),
+        env: Some(scan.env),
+        working_dir: Some(scan.working_dir),
+        volume_mounts: Some(scan_mounts),
+        resources: Some(
+            scanner
+                .resources
+                .clone()
+                .unwrap_or_else(|| default_scanner_resources(scanner.kind)),
+        ),
+        security_context: Some(hardened()),
+        // A scanner that fails stops the pod before `report` runs: the operator reads its exit
+        // code and last log lines from the pod status instead.
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    }
+}
+
+fn report_container(
+    request: &ScanRequest,
+    scanner: &ScannerSpec,
+    attempt: i32,
+    settings: &BuildSettings,
+) -> Container {
+    let name = request.metadata.name.clone().unwrap_or_default();
+    Container {
+        name: "report".to_owned(),
+        image: Some(settings.agent_image.clone()),
+        args: Some(vec![
+            "report".to_owned(),
+            "--scanner".to_owned(),
+            match scanner.kind {
+                ScannerKind::Kics => "kics",
+                ScannerKind::Blackduck => "blackduck",
+            }
+            .to_owned(),
+            "--scanner-name".to_owned(),
+            scanner.name.clone(),
+            "--scan-request".to_owned(),
+            format!(
+                "{}/{}",
+                request.metadata.namespace.as_deref().unwrap_or_default(),
+                name
+            ),
+            "--uid".to_owned(),
+            request.metadata.uid.clone().unwrap_or_default(),
+            "--attempt".to_owned(),
+            attempt.to_string(),
+            "--output-dir".to_owned(),
+            OUTPUT_DIR.to_owned(),
+            "--key-file".to_owned(),
+            format!("{SECRET_DIR}/{}", secret_keys::SIGNING_KEY),
+            "--redis-url".to_owned(),
+            settings.results_redis_url.clone(),
+        ]),
+        volume_mounts: Some(vec![
+            mount("output", OUTPUT_DIR, true),
+            mount("report-tmp", "/tmp", false),
+            mount("signing-key", SECRET_DIR, true),
+        ]),
+        resources: Some(agent_resources()),
+        security_context: Some(hardened()),
+        ..Container::default()
+    }
+}
+
+/// The Job that runs `scanner` for `request` (attempt `attempt`, from 1).
+pub fn desired_job(
+    request: &ScanRequest,
+    scanner: &ScannerSpec,
+    attempt: i32,
+    settings: &BuildSettings,
+) -> Job {
+    let name = request.metadata.name.clone().unwrap_or_default();
+    let scan: ScanContainer = scanners::scan_container(request, scanner);
+    let kics_config = scan.kics_config;
+    let checkout = checkout_container(request, &scan, settings);
+    let report = report_container(request, scanner, attempt, settings);
+    let scanner_container = scanner_container(scanner, scan);
+    let secret = secret_name(&name);
+    let labels = job_labels(request, &scanner.name);
+
+    let mut volumes = vec![
+        empty_dir("source", Some("4Gi")),
+        empty_dir("output", Some("1Gi")),
+        empty_dir("checkout-tmp", Some("1Gi")),
+        empty_dir("scan-tmp", Some("2Gi")),
+        empty_dir("report-tmp", Some("64Mi")),
+        secret_volume("token", &secret, secret_keys::TOKEN),
+        secret_volume("signing-key", &secret, secret_keys::SIGNING_KEY),
+    ];
+    if kics_config {
+        volumes.push(secret_volume(
+            "kics-config",
+            &secret,
+            secret_keys::KICS_CONFIG,
+        ));
+    }
+
+    Job {
+        metadata: ObjectMeta {
+            name: Some(job_name(&name, &scanner.name, attempt)),
+            namespace: request.metadata.namespace.clone(),
+            labels: Some(labels.clone()),
+            owner_references: owner(request).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            active_deadline_seconds: Some(scanner.timeout_seconds),
+            // Retries are the operator's: bounded, and only for infrastructure failures.
+            backoff_limit: Some(0),
+            ttl_seconds_after_finished: Some(settings.ttl_seconds_after_finished),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".to_owned()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS),
+                        run_as_group: Some(RUN_AS),
+                        fs_group: Some(RUN_AS),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_owned(),
+                            localhost_profile: None,
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    init_containers: Some(vec![checkout, scanner_container]),
+                    containers: vec![report],
+                    volumes: Some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The per-scan Secret: the repository-scoped read-only token, the result-signing key, and
+/// Gatehouse's KICS configuration. Owned by the ScanRequest, so it goes with it; written with
+/// server-side apply and never read back.
+pub fn desired_secret(request: &ScanRequest, token: &str, signing_key_hex: &str) -> Secret {
+    let name = request.metadata.name.clone().unwrap_or_default();
+    let mut labels = labels::scan_request_labels(&request.spec);
+    labels.insert(labels::MANAGED_BY.to_owned(), MANAGED_BY.to_owned());
+    labels.insert(labels::SCAN_REQUEST.to_owned(), name.clone());
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name(&name)),
+            namespace: request.metadata.namespace.clone(),
+            labels: Some(labels),
+            owner_references: owner(request).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([
+            (
+                secret_keys::TOKEN.to_owned(),
+                ByteString(token.as_bytes().to_vec()),
+            ),
+            (
+                secret_keys::SIGNING_KEY.to_owned(),
+                ByteString(signing_key_hex.as_bytes().to_vec()),
+            ),
+            (
+                secret_keys::KICS_CONFIG.to_owned(),
+                ByteString(scanners::kics::CONFIG_CONTENTS.as_bytes().to_vec()),
+            ),
+        ])),
+        ..Secret::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::test_support;
+
+    fn settings() -> BuildSettings {
+        BuildSettings {
+            agent_image: "ghcr.io/gatehouse-dev/gatehouse@sha256:1111111111111111111111111111111111111111111111111111111111111111".to_owned(),
+            ttl_seconds_after_finished: 3600,
+            results_redis_url: "redis://gatehouse-redis:6379".to_owned(),
+        }
+    }
+
+    fn container<'a>(job: &'a Job, name: &str) -> &'a Container {
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        pod.init_containers
+            .iter()
+            .flatten()
+            .chain(pod.containers.iter())
+            .find(|c| c.name == name)
+            .unwrap()
+    }
+
+    fn mounts(c: &Container) -> Vec<(String, String, bool)> {
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    m.mount_path.clone(),
+                    m.read_only.unwrap_or(false),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_kics_job_is_hardened_bounded_owned_and_runs_the_three_steps_in_order() {
+        let request = test_support::request();
+        let policy = test_support::kics_policy();
+        let job = desired_job(&request, &policy.spec.scanners[0], 1, &settings());
+        assert_eq!(
+            job.metadata.name.as_deref(),
+            Some("hello-world-pr2-ec26c3e-016643a9-kics")
+        );
+        let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+            (
+                "ScanRequest",
+                "hello-world-pr2-ec26c3e-016643a9",
+                Some(true)
+            )
+        );
+        assert_eq!(owner.uid, "5f0c7a4e-1b2d-4c3e-8f9a-0b1c2d3e4f50");
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.active_deadline_seconds, Some(900));
+        assert_eq!(spec.backoff_limit, Some(0));
+        assert_eq!(spec.ttl_seconds_after_finished, Some(3600));
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        let order: Vec<&str> = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(order, ["checkout", "scan"]);
+        assert_eq!(
+            pod.containers
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
+            ["report"]
+        );
+        for name in ["checkout", "scan", "report"] {
+            let sc = container(&job, name).security_context.as_ref().unwrap();
+            assert_eq!(sc.read_only_root_filesystem, Some(true), "{name}");
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{name}");
+            assert_eq!(sc.run_as_non_root, Some(true), "{name}");
+            assert_eq!(
+                sc.capabilities.as_ref().unwrap().drop.as_deref(),
+                Some(&["ALL".to_owned()][..]),
+                "{name}"
+            );
+            assert!(
+                container(&job, name)
+                    .resources
+                    .as_ref()
+                    .unwrap()
+                    .limits
+                    .is_some(),
+                "{name}"
+            );
+            assert!(
+                mounts(container(&job, name))
+                    .iter()
+                    .any(|(_, path, ro)| path == "/tmp" && !ro),
+                "{name} has a writable /tmp"
+            );
+        }
+        let scan = container(&job, "scan");
+        assert_eq!(
+            scan.image.as_deref(),
+            Some(policy.spec.scanners[0].image.as_str())
+        );
+        assert_eq!(scan.working_dir.as_deref(), Some(SOURCE_DIR));
+        assert_eq!(
+            scan.args.as_ref().unwrap(),
+            &scanners::kics::scan_args(None)
+        );
+        assert_eq!(
+            scan.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
+        assert_eq!(
+            mounts(scan),
+            [
+                ("source".to_owned(), SOURCE_DIR.to_owned(), true),
+                ("output".to_owned(), OUTPUT_DIR.to_owned(), false),
+                ("scan-tmp".to_owned(), "/tmp".to_owned(), false),
+                (
+                    "kics-config".to_owned(),
+                    "/etc/gatehouse/kics".to_owned(),
+                    true
+                ),
+            ]
+        );
+        // Credentials only where needed: the token in checkout, the signing key in report,
+        // neither in the scanner.
+        assert!(
+            mounts(container(&job, "checkout"))
+                .iter()
+                .any(|(n, _, _)| n == "token")
+        );
+        assert!(
+            !mounts(container(&job, "checkout"))
+                .iter()
+                .any(|(n, _, _)| n == "signing-key")
+        );
+        assert!(
+            mounts(container(&job, "report"))
+                .iter()
+                .any(|(n, _, _)| n == "signing-key")
+        );
+        assert!(
+            !mounts(container(&job, "report"))
+                .iter()
+                .any(|(n, _, _)| n == "token")
+        );
+        assert!(
+            !mounts(scan)
+                .iter()
+                .any(|(n, _, _)| n == "token" || n == "signing-key")
+        );
+        let volumes = pod.volumes.as_ref().unwrap();
+        let items = |name: &str| {
+            volumes
+                .iter()
+                .find(|v| v.name == name)
+                .unwrap()
+                .secret
+                .as_ref()
+                .unwrap()
+                .items
+                .clone()
+                .unwrap()
+        };
+        assert_eq!(items("token")[0].key, "token");
+        assert_eq!(items("signing-key")[0].key, "signing-key");
+        assert_eq!(items("kics-config")[0].key, "kics.config");
+        let checkout = container(&job, "checkout").args.as_ref().unwrap().join(" ");
+        assert_eq!(
+            checkout,
+            "checkout --repository Codertocat/Hello-World --sha ec26c3e57ca3a959ca5aad62de7213c562f8c821 \
+             --into /workspace/src --token-file /var/run/gatehouse/token --remove kics.config"
+        );
+        let labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            labels
+                .get("app.kubernetes.io/component")
+                .map(String::as_str),
+            Some("scan")
+        );
+        assert_eq!(
+            labels.get("gatehouse.dev/scanner").map(String::as_str),
+            Some("kics")
+        );
+        assert_eq!(
+            labels.get("gatehouse.dev/scanrequest").map(String::as_str),
+            Some("hello-world-pr2-ec26c3e-016643a9")
+        );
+    }
+
+    #[test]
+    fn a_black_duck_job_reads_the_repository_where_detect_looks_and_never_from_its_working_directory()
+     {
+        let request = test_support::request();
+        let policy = test_support::payments_policy();
+        let scanner = policy.spec.scanner("blackduck").unwrap();
+        let job = desired_job(&request, scanner, 1, &settings());
+        let scan = container(&job, "scan");
+        assert_eq!(
+            scan.working_dir.as_deref(),
+            Some("/tmp"),
+            "not the checkout: Spring Boot reads application.yml from it"
+        );
+        assert_eq!(
+            mounts(scan)[..2],
+            [
+                ("source".to_owned(), "/source".to_owned(), false),
+                ("output".to_owned(), "/output".to_owned(), false),
+            ]
+        );
+        let args = scan.args.as_ref().unwrap();
+        for expected in [
+            "--detect.blackduck.scan.mode=RAPID",
+            "--detect.project.name=Codertocat/Hello-World",
+            "--detect.project.version.name=pr-2",
+            "--detect.cleanup=false",
+            "--detect.scan.output.path=/output/scan",
+            "--detect.stateless.policy.check.fail.on.severities=NONE",
+            "--detect.timeout=1800",
+        ] {
+            assert!(args.iter().any(|a| a == expected), "{expected} in {args:?}");
+        }
+        assert!(
+            !args.iter().any(|a| a.contains("token")),
+            "no credential on the command line"
+        );
+        let env = scan.env.as_ref().unwrap();
+        let token = env
+            .iter()
+            .find(|e| e.name == "BLACKDUCK_API_TOKEN")
+            .unwrap();
+        assert_eq!(token.value, None);
+        let selector = token
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (selector.name.as_str(), selector.key.as_str()),
+            ("blackduck-api-token", "token")
+        );
+        assert!(!mounts(scan).iter().any(|(n, _, _)| n == "kics-config"));
+        assert_eq!(scan.resources, scanner.resources, "the policy's resources");
+        let checkout = container(&job, "checkout").args.as_ref().unwrap().join(" ");
+        assert!(
+            checkout.ends_with("--remove .bd-rapid-scan.yaml"),
+            "{checkout}"
+        );
+    }
+
+    #[test]
+    fn job_names_fit_a_label_for_every_attempt_and_differ_between_attempts() {
+        let long = "a-very-long-repository-name-for-testing-pr12345-0123456-89abcdef";
+        let first = job_name(long, "dependency-scanner-long", 1);
+        let second = job_name(long, "dependency-scanner-long", 2);
+        assert!(first.len() <= 63 && second.len() <= 63);
+        assert_ne!(first, second);
+        assert!(gatehouse_crds::naming::is_dns1123_label(&second));
+        assert_eq!(job_name("sr", "kics", 1), "sr-kics");
+        assert_eq!(job_name("sr", "kics", 3), "sr-kics-retry3");
+    }
+
+    #[test]
+    fn the_per_scan_secret_holds_the_token_the_key_and_the_kics_configuration_and_is_owned() {
+        let request = test_support::request();
+        let secret = desired_secret(&request, "ghs_token", "00ff");
+        let data = secret.data.as_ref().unwrap();
+        assert_eq!(
+            data.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["kics.config", "signing-key", "token"]
+        );
+        assert_eq!(data["token"].0, b"ghs_token");
+        assert_eq!(data["signing-key"].0, b"00ff");
+        assert_eq!(
+            secret.metadata.owner_references.as_ref().unwrap()[0].name,
+            "hello-world-pr2-ec26c3e-016643a9"
+        );
+        assert_eq!(
+            secret.metadata.name.as_deref(),
+            Some("hello-world-pr2-ec26c3e-016643a9-scan")
+        );
+    }
+}

@@ -1,0 +1,200 @@
+//! Prometheus metrics of the operator, in the text exposition format. Label values come from
+//! fixed sets (results, phases, conclusions) or from the policies' scanner names (bounded by the
+//! policies people write), never from pull request data.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use gatehouse_crds::ScanRequest;
+use gatehouse_crds::scanrequest::{ScanPhase, ScannerPhase};
+use kube::runtime::reflector::Store;
+
+/// Upper bounds of the reconcile duration histogram, in seconds.
+const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// Every phase, in order, so each has a series even at zero.
+const PHASES: [ScanPhase; 8] = [
+    ScanPhase::Pending,
+    ScanPhase::AwaitingApproval,
+    ScanPhase::Queued,
+    ScanPhase::Running,
+    ScanPhase::Succeeded,
+    ScanPhase::Failed,
+    ScanPhase::Cancelled,
+    ScanPhase::Superseded,
+];
+
+/// The operator's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    reconciles: Mutex<BTreeMap<&'static str, u64>>,
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+    transitions: Mutex<BTreeMap<(String, String), u64>>,
+    leader: AtomicI64,
+}
+
+impl Metrics {
+    /// Counts one reconcile by result (`ok` or an error label) and its duration.
+    pub fn reconciled(&self, result: &'static str, took: Duration) {
+        *self
+            .reconciles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(result)
+            .or_default() += 1;
+        let seconds = took.as_secs_f64();
+        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Counts a phase transition.
+    pub fn phase_changed(&self, from: Option<ScanPhase>, to: ScanPhase) {
+        let from = from.map_or_else(|| "None".to_owned(), |p| format!("{p:?}"));
+        *self
+            .transitions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry((from, format!("{to:?}")))
+            .or_default() += 1;
+    }
+
+    /// Records whether this replica leads.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.store(i64::from(leader), Ordering::Relaxed);
+    }
+
+    /// The exposition text, with gauges computed from the watched ScanRequests.
+    // The exposition is one linear list of metric families.
+    #[allow(clippy::too_many_lines)]
+    pub fn render(
+        &self,
+        requests: &[Store<ScanRequest>],
+        rate_limit_remaining: Option<u64>,
+    ) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# HELP gatehouse_operator_reconciles_total Reconciles of ScanRequests by result.\n",
+        );
+        out.push_str("# TYPE gatehouse_operator_reconciles_total counter\n");
+        for (result, n) in self
+            .reconciles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "gatehouse_operator_reconciles_total{{result=\"{result}\"}} {n}"
+            );
+        }
+        out.push_str(
+            "# HELP gatehouse_operator_reconcile_duration_seconds Time one reconcile took.\n",
+        );
+        out.push_str("# TYPE gatehouse_operator_reconcile_duration_seconds histogram\n");
+        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
+            let _ = writeln!(
+                out,
+                "gatehouse_operator_reconcile_duration_seconds_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "gatehouse_operator_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        #[allow(clippy::cast_precision_loss)]
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "gatehouse_operator_reconcile_duration_seconds_sum {sum}"
+        );
+        let _ = writeln!(
+            out,
+            "gatehouse_operator_reconcile_duration_seconds_count {count}"
+        );
+
+        out.push_str("# HELP gatehouse_operator_phase_transitions_total ScanRequest phase changes written by this replica.\n");
+        out.push_str("# TYPE gatehouse_operator_phase_transitions_total counter\n");
+        for ((from, to), n) in self
+            .transitions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "gatehouse_operator_phase_transitions_total{{from=\"{from}\",to=\"{to}\"}} {n}"
+            );
+        }
+
+        let mut phases: BTreeMap<String, u64> =
+            PHASES.iter().map(|p| (format!("{p:?}"), 0)).collect();
+        let mut active: BTreeMap<String, u64> = BTreeMap::new();
+        for store in requests {
+            for request in store.state() {
+                let status = request.status.as_ref();
+                let phase = status.and_then(|s| s.phase).unwrap_or(ScanPhase::Pending);
+                *phases.entry(format!("{phase:?}")).or_default() += 1;
+                for scanner in status.iter().flat_map(|s| s.scanners.iter()) {
+                    if matches!(scanner.phase, ScannerPhase::Queued | ScannerPhase::Running) {
+                        *active.entry(scanner.name.clone()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        out.push_str("# HELP gatehouse_operator_scanrequests ScanRequests watched, by phase.\n");
+        out.push_str("# TYPE gatehouse_operator_scanrequests gauge\n");
+        for (phase, n) in &phases {
+            let _ = writeln!(
+                out,
+                "gatehouse_operator_scanrequests{{phase=\"{phase}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP gatehouse_operator_active_jobs Scanner Jobs created and not finished, by scanner name.\n");
+        out.push_str("# TYPE gatehouse_operator_active_jobs gauge\n");
+        for (scanner, n) in &active {
+            let _ = writeln!(
+                out,
+                "gatehouse_operator_active_jobs{{scanner=\"{}\"}} {n}",
+                escape(scanner)
+            );
+        }
+        if let Some(remaining) = rate_limit_remaining {
+            out.push_str("# HELP gatehouse_operator_github_rate_limit_remaining Lowest x-ratelimit-remaining GitHub reported in the current window.\n");
+            out.push_str("# TYPE gatehouse_operator_github_rate_limit_remaining gauge\n");
+            let _ = writeln!(
+                out,
+                "gatehouse_operator_github_rate_limit_remaining {remaining}"
+            );
+        }
+        out.push_str("# HELP gatehouse_operator_leader Whether this replica holds the leader lease (1) or stands by (0).\n");
+        out.push_str("# TYPE gatehouse_operator_leader gauge\n");
+        let _ = writeln!(
+            out,
+            "gatehouse_operator_leader {}",
+            self.leader.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

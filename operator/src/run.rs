@@ -1,0 +1,451 @@
+//! `gatehouse-operator run`: configuration, start-up checks, leader election, the controllers,
+//! and the health and metrics server. Misconfiguration fails at start with one clear line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use futures::{FutureExt, StreamExt};
+use gatehouse_crds::ScanRequest;
+use gatehouse_crds::scanpolicy::ScanPolicy;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::Api;
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+
+use crate::controller::{self, Context, Settings};
+use crate::github::GitHub;
+use crate::jobs::{self, BuildSettings};
+use crate::keys::MasterKey;
+use crate::metrics::Metrics;
+
+/// Flags of `gatehouse-operator run`; each also reads an environment variable.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    /// GitHub App id.
+    #[arg(long, env = "GATEHOUSE_GITHUB_APP_ID")]
+    pub github_app_id: u64,
+    /// File holding the GitHub App's private key (PEM), e.g. a mounted Secret.
+    #[arg(long, env = "GATEHOUSE_GITHUB_PRIVATE_KEY_FILE")]
+    pub github_private_key_file: PathBuf,
+    /// GitHub API URL (`https://<host>/api/v3` for GitHub Enterprise Server).
+    #[arg(
+        long,
+        env = "GATEHOUSE_GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    pub github_api_url: String,
+    /// File holding the master key (at least 32 bytes) the per-scan signing keys derive from.
+    #[arg(long, env = "GATEHOUSE_MASTER_KEY_FILE")]
+    pub master_key_file: PathBuf,
+    /// Namespaces to watch (repeat, or comma-separate); none means all namespaces.
+    #[arg(
+        long = "namespace",
+        env = "GATEHOUSE_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub namespaces: Vec<String>,
+    /// Most ScanRequests running at once across all policies.
+    #[arg(long, env = "GATEHOUSE_MAX_RUNNING", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_running: u32,
+    /// Image of gatehouse-agent (the checkout and report steps of scan pods); pin it by digest.
+    #[arg(long, env = "GATEHOUSE_AGENT_IMAGE", default_value = concat!("ghcr.io/gatehouse-dev/gatehouse:", env!("CARGO_PKG_VERSION")))]
+    pub agent_image: String,
+    /// Seconds a finished scan Job and its pod (with its logs) are kept.
+    #[arg(long, env = "GATEHOUSE_JOB_TTL_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(i32).range(0..=2_592_000))]
+    pub job_ttl_seconds: i32,
+    /// Redis URL scan pods publish results to (no password in it).
+    #[arg(
+        long,
+        env = "GATEHOUSE_RESULTS_REDIS_URL",
+        default_value = "redis://gatehouse-redis:6379"
+    )]
+    pub results_redis_url: String,
+    /// Base URL of the check runs' "Details" link: `<url>/<namespace>/<scanrequest>`.
+    #[arg(long, env = "GATEHOUSE_DETAILS_URL")]
+    pub details_url: Option<String>,
+    /// Seconds between a queued ScanRequest's looks for a free slot.
+    #[arg(long, env = "GATEHOUSE_QUEUE_POLL_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub queue_poll_seconds: u64,
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, env = "GATEHOUSE_LISTEN", default_value = "0.0.0.0:9090")]
+    pub listen: SocketAddr,
+    /// Elect a leader through a Lease, so only one replica acts.
+    #[arg(long, env = "GATEHOUSE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Namespace of the leader Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "gatehouse")]
+    pub lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "GATEHOUSE_LEASE_NAME",
+        default_value = "gatehouse-operator"
+    )]
+    pub lease_name: String,
+    /// Seconds a leader's lease lasts without renewal: the longest a standby waits to take over.
+    #[arg(long, env = "GATEHOUSE_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub lease_seconds: u64,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+/// Start-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A file could not be read.
+    #[error("failed to read {what} from {path}: {source}")]
+    ReadFile {
+        /// What the file holds.
+        what: &'static str,
+        /// Where.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The master key is unusable.
+    #[error("failed to load the master key from {path}: {source}")]
+    MasterKey {
+        /// Where.
+        path: String,
+        /// Why.
+        source: crate::keys::KeyError,
+    },
+    /// The GitHub App client could not be set up.
+    #[error("failed to set up the GitHub App: {0}")]
+    GitHub(#[from] crate::github::GitHubError),
+    /// No Kubernetes client.
+    #[error("failed to configure the Kubernetes client: {0}")]
+    Kube(String),
+    /// The listener could not be bound.
+    #[error("failed to listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A flag's value is unusable.
+    #[error("invalid --{flag}: {reason}")]
+    Flag {
+        /// The flag.
+        flag: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// Leader election failed.
+    #[error("leader election failed: {0}")]
+    Lease(String),
+}
+
+fn read(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, StartError> {
+    std::fs::read(path).map_err(|source| StartError::ReadFile {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+#[derive(Clone)]
+struct Health {
+    metrics: Arc<Metrics>,
+    requests: Vec<Store<ScanRequest>>,
+    github: Arc<GitHub>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Runs the operator until SIGTERM or a lost leadership.
+// Start-up is one ordered sequence of checks and steps.
+#[allow(clippy::too_many_lines)]
+pub async fn run(args: RunArgs) -> Result<(), StartError> {
+    if args.agent_image.trim().is_empty() {
+        return Err(StartError::Flag {
+            flag: "agent-image",
+            reason: "empty".to_owned(),
+        });
+    }
+    if let Some(url) = &args.details_url
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        return Err(StartError::Flag {
+            flag: "details-url",
+            reason: format!("{url:?} is not an http(s) URL"),
+        });
+    }
+    let pem = read("the GitHub App private key", &args.github_private_key_file)?;
+    let github = Arc::new(GitHub::new(args.github_app_id, &pem, &args.github_api_url)?);
+    let master_key = MasterKey::from_file_contents(&read("the master key", &args.master_key_file)?)
+        .map_err(|source| StartError::MasterKey {
+            path: args.master_key_file.display().to_string(),
+            source,
+        })?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            address: args.listen,
+            source,
+        })?;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| StartError::Kube(e.to_string()))?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    let namespaces: Vec<Option<String>> = if args.namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.namespaces
+            .iter()
+            .map(|n| Some(n.trim().to_owned()))
+            .collect()
+    };
+    let watches = Watches::new(&client, &namespaces);
+    let request_stores = watches.request_stores();
+    let health = Health {
+        metrics: metrics.clone(),
+        requests: request_stores.clone(),
+        github: github.clone(),
+        ready: ready.clone(),
+    };
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(health);
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    });
+
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("gatehouse-operator-{}", std::process::id()));
+    let mut leadership = None;
+    if args.leader_election {
+        let manager =
+            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+                .with_namespace(&args.lease_namespace)
+                .with_identity(&identity)
+                .with_duration(args.lease_seconds)
+                .with_grace(args.lease_seconds.div_ceil(3).max(1))
+                .with_field_manager(jobs::FIELD_MANAGER)
+                .build()
+                .await
+                .map_err(|e| StartError::Lease(e.to_string()))?;
+        let (mut leading, task) = manager.watch().await;
+        tracing::info!(identity, lease = %args.lease_name, "waiting to lead");
+        tokio::select! {
+            changed = leading.wait_for(|l| *l) => {
+                changed.map_err(|e| StartError::Lease(e.to_string()))?;
+            }
+            () = shutdown_signal() => {
+                return Ok(());
+            }
+        }
+        tracing::info!(identity, "leading");
+        leadership = Some((leading, task));
+    }
+    metrics.set_leader(true);
+
+    let settings = Settings {
+        build: BuildSettings {
+            agent_image: args.agent_image.clone(),
+            ttl_seconds_after_finished: args.job_ttl_seconds,
+            results_redis_url: args.results_redis_url.clone(),
+        },
+        max_running: usize::try_from(args.max_running).unwrap_or(usize::MAX),
+        details_url: args.details_url.clone(),
+        queue_poll: Duration::from_secs(args.queue_poll_seconds),
+    };
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    let operate = watches.operate(
+        client.clone(),
+        github,
+        master_key,
+        settings,
+        metrics.clone(),
+        &identity,
+        shutdown_signal(),
+    );
+    let lost = async {
+        match &mut leadership {
+            Some((leading, _)) => {
+                let _ = leading.wait_for(|l| !*l).await;
+            }
+            None => futures::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = operate => {}
+        () = lost => {
+            tracing::error!("lost the leader lease; exiting so a fresh replica stands by");
+            std::process::exit(1);
+        }
+    }
+    drop(server);
+    Ok(())
+}
+
+/// The watches of one operator: a ScanRequest controller (owning Jobs) and a ScanPolicy
+/// reflector per watched namespace (or one for all namespaces).
+pub struct Watches {
+    controllers: Vec<Controller<ScanRequest>>,
+    policy_stores: Vec<Store<ScanPolicy>>,
+    policy_tasks: Vec<futures::future::BoxFuture<'static, ()>>,
+}
+
+impl std::fmt::Debug for Watches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watches").finish_non_exhaustive()
+    }
+}
+
+impl Watches {
+    /// The watches of `namespaces` (`None`: all namespaces). Nothing runs until [`Self::operate`].
+    pub fn new(client: &kube::Client, namespaces: &[Option<String>]) -> Watches {
+        let mut controllers = Vec::new();
+        let mut policy_stores = Vec::new();
+        let mut policy_tasks = Vec::new();
+        for namespace in namespaces {
+            let requests: Api<ScanRequest> = namespaced(client, namespace.as_deref());
+            let jobs_api: Api<Job> = namespaced(client, namespace.as_deref());
+            controllers.push(
+                Controller::new(requests, watcher::Config::default().any_semantic()).owns(
+                    jobs_api,
+                    watcher::Config::default().labels(&format!(
+                        "{}={}",
+                        gatehouse_crds::labels::MANAGED_BY,
+                        jobs::MANAGED_BY
+                    )),
+                ),
+            );
+            let (store, writer) = reflector::store::<ScanPolicy>();
+            policy_stores.push(store);
+            let api: Api<ScanPolicy> = namespaced(client, namespace.as_deref());
+            policy_tasks.push(
+                reflector::reflector(writer, watcher(api, watcher::Config::default()))
+                    .default_backoff()
+                    .applied_objects()
+                    .for_each(|_| futures::future::ready(()))
+                    .boxed(),
+            );
+        }
+        Watches {
+            controllers,
+            policy_stores,
+            policy_tasks,
+        }
+    }
+
+    /// The ScanRequest caches (for metrics).
+    pub fn request_stores(&self) -> Vec<Store<ScanRequest>> {
+        self.controllers.iter().map(Controller::store).collect()
+    }
+
+    /// Reconciles until `shutdown` resolves (in-flight reconciles finish first).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn operate(
+        self,
+        client: kube::Client,
+        github: Arc<GitHub>,
+        master_key: MasterKey,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        identity: &str,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            github,
+            master_key,
+            settings,
+            self.request_stores(),
+            self.policy_stores,
+            Recorder::new(
+                client,
+                Reporter {
+                    controller: "gatehouse-operator".to_owned(),
+                    instance: Some(identity.to_owned()),
+                },
+            ),
+            metrics,
+        ));
+        let controllers = self.controllers.into_iter().map(|controller| {
+            let mut stop = stop_rx.clone();
+            controller
+                .graceful_shutdown_on(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .run(controller::reconcile, controller::error_policy, ctx.clone())
+                .for_each(|_| futures::future::ready(()))
+        });
+        let policies = futures::future::join_all(self.policy_tasks);
+        tokio::select! {
+            _ = futures::future::join_all(controllers) => {}
+            _ = policies => {}
+        }
+    }
+}
+
+fn namespaced<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn readyz(State(health): State<Health>) -> (StatusCode, &'static str) {
+    if health.ready.load(std::sync::atomic::Ordering::Relaxed) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not leading or not synced")
+    }
+}
+
+async fn metrics_text(State(health): State<Health>) -> String {
+    health
+        .metrics
+        .render(&health.requests, health.github.rate_limit_remaining())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            let _ = ctrl_c.await;
+            return;
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
