@@ -137,7 +137,7 @@ pub struct Context {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Requests admitted whose Running status the stores may not show yet, by namespace/name.
-    admitted: Mutex<HashMap<String, Instant>>,
+    admitted: Mutex<HashMap<String, (Instant, Running)>>,
     /// Consecutive failures per request, for backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -253,27 +253,12 @@ impl Context {
                 }
             }
         }
-        // Admitted here, not yet Running in the stores: they hold their slot.
-        admitted.retain(|key, at| {
+        // Admitted here, not yet Running in the stores (whose copy may even predate the
+        // request's first status): they hold their slot.
+        admitted.retain(|key, (at, _)| {
             !seen_running.contains(key) && at.elapsed() < Duration::from_secs(120)
         });
-        for key in admitted.keys() {
-            if let Some((namespace, name)) = key.split_once('/') {
-                let found = self
-                    .requests
-                    .iter()
-                    .find_map(|s| s.get(&ObjectRef::<ScanRequest>::new(name).within(namespace)));
-                if let Some(other) = found
-                    && let Some(policy) = other.status.as_ref().and_then(|s| s.policy.as_ref())
-                {
-                    running.push(Running {
-                        namespace: namespace.to_owned(),
-                        policy: policy.name.clone(),
-                        repository: other.spec.repository.id,
-                    });
-                }
-            }
-        }
+        running.extend(admitted.values().map(|(_, r)| r.clone()));
         let Some(policy) = request
             .status
             .as_ref()
@@ -297,7 +282,12 @@ impl Context {
                 && Some(w.namespace.as_str()) == request.namespace().as_deref()
         });
         if admit {
-            admitted.insert(me, Instant::now());
+            let slot = Running {
+                namespace: request.namespace().unwrap_or_default(),
+                policy: waiting.last().map(|w| w.policy.clone()).unwrap_or_default(),
+                repository: request.spec.repository.id,
+            };
+            admitted.insert(me, (Instant::now(), slot));
         }
         admit
     }

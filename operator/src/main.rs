@@ -4,7 +4,12 @@ use clap::{Parser, Subcommand};
 
 /// Gatehouse operator: turns ScanRequests into scanner Jobs and GitHub Check Runs.
 #[derive(Parser, Debug)]
-#[command(name = "gatehouse-operator", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "gatehouse-operator",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

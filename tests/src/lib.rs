@@ -5,10 +5,12 @@
 //! Nothing in here is used by production code; only this crate's own tests depend on it, so no
 //! crate depends on it in a cycle.
 
+pub mod github;
 pub mod http;
 pub mod ingest;
 pub mod kube_emulator;
 pub mod kube_support;
+pub mod operator;
 pub mod redis_server;
 pub mod webhook;
 

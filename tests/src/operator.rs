@@ -1,0 +1,184 @@
+//! The operator under test: the Kubernetes API emulator with policies, the GitHub stand-in, and
+//! `gatehouse-operator`'s real controllers running in this process (started, stopped and
+//! restarted by the test; a stop drops every in-memory state, like a crashed pod).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_crds::{ScanPolicy, ScanRequest};
+use gatehouse_operator::controller::Settings;
+use gatehouse_operator::github::GitHub;
+use gatehouse_operator::jobs::BuildSettings;
+use gatehouse_operator::keys::MasterKey;
+use gatehouse_operator::metrics::Metrics;
+use gatehouse_operator::run::Watches;
+use kube::api::{Api, PostParams};
+use serde_json::Value;
+
+use crate::KubeEmulator;
+use crate::github::FakeGitHub;
+
+/// Namespace of the sample policies and requests.
+pub const NS: &str = "gatehouse-scans";
+/// App id of the test App (`tests/fixtures/github-app`).
+pub const APP_ID: u64 = 4242;
+/// Master key of the tests.
+pub const MASTER_KEY: &[u8] = b"master-key-for-tests-0123456789abcdef";
+/// The agent image the tests' Jobs use.
+pub const AGENT_IMAGE: &str = "ghcr.io/gatehouse-dev/gatehouse@sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+/// A running operator and what it talks to.
+pub struct OperatorHarness {
+    /// Kubernetes.
+    pub k8s: KubeEmulator,
+    /// GitHub.
+    pub github: FakeGitHub,
+    /// The operator's metrics (replaced on each start).
+    pub metrics: Arc<Metrics>,
+    /// Operator-wide limit of running ScanRequests for the next start.
+    pub max_running: usize,
+    running: Vec<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
+}
+
+impl Drop for OperatorHarness {
+    fn drop(&mut self) {
+        for (_, task) in &self.running {
+            task.abort();
+        }
+    }
+}
+
+impl OperatorHarness {
+    /// Starts the emulator with `policies` (in their namespaces) and the GitHub stand-in; the
+    /// operator is started with [`Self::start_operator`].
+    pub async fn start(policies: Vec<ScanPolicy>) -> anyhow::Result<OperatorHarness> {
+        let k8s = KubeEmulator::start().await?;
+        for policy in policies {
+            let ns = policy.metadata.namespace.clone().unwrap_or_default();
+            Api::<ScanPolicy>::namespaced(k8s.client(), &ns)
+                .create(&PostParams::default(), &policy)
+                .await?;
+        }
+        let github = FakeGitHub::start().await?;
+        Ok(OperatorHarness {
+            k8s,
+            github,
+            metrics: Arc::new(Metrics::default()),
+            max_running: 50,
+            running: Vec::new(),
+        })
+    }
+
+    /// Starts one operator (all namespaces).
+    /// Must be called inside the Tokio runtime (the GitHub client starts a task).
+    pub fn start_operator(&mut self) -> anyhow::Result<()> {
+        let key = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/github-app/test-app-key.pem"
+        ))?;
+        let github = Arc::new(GitHub::new(APP_ID, &key, &self.github.url())?);
+        let master_key = MasterKey::from_file_contents(MASTER_KEY)?;
+        let settings = Settings {
+            build: BuildSettings {
+                agent_image: AGENT_IMAGE.to_owned(),
+                ttl_seconds_after_finished: 600,
+                results_redis_url: "redis://127.0.0.1:6379".to_owned(),
+            },
+            max_running: self.max_running,
+            details_url: Some("https://gatehouse.example/scans".to_owned()),
+            queue_poll: Duration::from_millis(200),
+        };
+        self.metrics = Arc::new(Metrics::default());
+        let watches = Watches::new(&self.k8s.client(), &[None]);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let client = self.k8s.client();
+        let metrics = self.metrics.clone();
+        let task = tokio::spawn(async move {
+            watches
+                .operate(
+                    client,
+                    github,
+                    master_key,
+                    settings,
+                    metrics,
+                    "test-operator",
+                    async {
+                        let _ = rx.await;
+                    },
+                )
+                .await;
+        });
+        self.running.push((tx, task));
+        Ok(())
+    }
+
+    /// Kills every running operator at once (no graceful shutdown): what a crash does.
+    pub fn crash_operator(&mut self) {
+        for (_, task) in self.running.drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Creates a ScanRequest.
+    pub async fn create(&self, request: &ScanRequest) -> anyhow::Result<ScanRequest> {
+        let ns = request
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| NS.to_owned());
+        Ok(Api::<ScanRequest>::namespaced(self.k8s.client(), &ns)
+            .create(&PostParams::default(), request)
+            .await?)
+    }
+
+    /// A ScanRequest as stored, if it exists.
+    pub fn request(&self, name: &str) -> Option<ScanRequest> {
+        self.k8s
+            .get::<ScanRequest>(NS, name)
+            .and_then(|v| serde_json::from_value(v).ok())
+    }
+
+    /// The phase of a ScanRequest, as text (`None` before the operator wrote one).
+    pub fn phase(&self, name: &str) -> Option<String> {
+        self.k8s.get::<ScanRequest>(NS, name).and_then(|v| {
+            v.pointer("/status/phase")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+    }
+
+    /// Waits until `check` holds, polling every 20 ms for up to 20 s.
+    pub async fn until(
+        &self,
+        what: &str,
+        check: impl Fn(&OperatorHarness) -> bool,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::time::Instant::now() < deadline {
+            if check(self) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        anyhow::bail!(
+            "timed out waiting for {what}; check runs: {:#?}",
+            self.github.check_runs()
+        )
+    }
+}
+
+/// A ScanRequest for the sample pull request with another name, commit and trigger.
+pub fn request(name: &str, sha_digit: char) -> ScanRequest {
+    let mut request: ScanRequest = crate::kube_support::sample("scanrequest.yaml");
+    request.metadata.name = Some(name.to_owned());
+    request.metadata.resource_version = None;
+    let sha: String = std::iter::repeat_n(sha_digit, 40).collect();
+    request.spec.pull_request.head_sha.clone_from(&sha);
+    if let Some(labels) = request.metadata.labels.as_mut() {
+        labels.insert(gatehouse_crds::labels::HEAD_SHA.to_owned(), sha);
+    }
+    request
+}

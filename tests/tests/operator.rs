@@ -1,0 +1,517 @@
+//! gatehouse-operator against the strict Kubernetes API emulator and the GitHub stand-in: a
+//! ScanRequest from creation to Jobs and check runs, as the test plays the Job controller.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use gatehouse_crds::lifecycle::{STOP, ScanRef, StopRequest};
+use gatehouse_crds::{ScanPolicy, ScanRequest};
+use gatehouse_tests::kube_support::sample;
+use gatehouse_tests::operator::{NS, OperatorHarness, request};
+use gatehouse_tests::{Failure, JobState};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde_json::{Value, json};
+
+const SR: &str = "hello-world-pr2-ec26c3e-016643a9";
+const JOB: &str = "hello-world-pr2-ec26c3e-016643a9-kics";
+
+fn kics_policy() -> ScanPolicy {
+    sample("scanpolicy-kics.yaml")
+}
+
+fn sample_request() -> ScanRequest {
+    let mut request: ScanRequest = sample("scanrequest.yaml");
+    request.metadata.resource_version = None;
+    request
+}
+
+fn posts(h: &OperatorHarness) -> usize {
+    h.github
+        .calls()
+        .iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/check-runs") && c.status == 201)
+        .count()
+}
+
+fn history(h: &OperatorHarness, external_id_part: &str) -> Vec<String> {
+    h.github
+        .check_runs()
+        .iter()
+        .find(|r| r.external_id.contains(external_id_part))
+        .map(|r| r.history.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_scan_request_is_queued_admitted_run_as_a_hardened_job_and_its_check_run_moves_once_per_step()
+ {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    h.start_operator().unwrap();
+    h.create(&sample_request()).await.unwrap();
+
+    h.until("the Job", |h| h.k8s.get::<Job>(NS, JOB).is_some())
+        .await
+        .unwrap();
+    h.until("phase Running and a queued check run", |h| {
+        h.phase(SR).as_deref() == Some("Running") && history(h, SR) == ["queued"]
+    })
+    .await
+    .unwrap();
+    let stored = h.request(SR).unwrap();
+    assert!(
+        stored
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == "gatehouse.dev/cleanup")
+    );
+    let status = stored.status.unwrap();
+    assert_eq!(status.policy.as_ref().unwrap().name, "acme-iac");
+    assert_eq!(status.scanners[0].job_name.as_deref(), Some(JOB));
+    assert_eq!(status.scanners[0].attempts, 1);
+    let run = &h.github.check_runs()[0];
+    assert_eq!(run.name, "gatehouse/kics");
+    assert_eq!(run.head_sha, "ec26c3e57ca3a959ca5aad62de7213c562f8c821");
+    assert_eq!(run.external_id, format!("{NS}/{SR}/2/kics"));
+    assert_eq!(
+        run.details_url.as_deref(),
+        Some("https://gatehouse.example/scans/gatehouse-scans/hello-world-pr2-ec26c3e-016643a9")
+    );
+    // The per-scan Secret: a read-only token for this one repository, the signing key.
+    let minted = h.github.tokens_minted();
+    assert!(
+        minted
+            .iter()
+            .any(|b| b
+                == &json!({"repository_ids": [186_853_002], "permissions": {"contents": "read"}})),
+        "{minted:?}"
+    );
+    let secret = h.k8s.get::<Secret>(NS, &format!("{SR}-scan")).unwrap();
+    let data = secret["data"].as_object().unwrap();
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        ["kics.config", "signing-key", "token"]
+    );
+    let job = h.k8s.get::<Job>(NS, JOB).unwrap();
+    assert_eq!(job["spec"]["backoffLimit"], 0);
+    assert_eq!(job["spec"]["activeDeadlineSeconds"], 900);
+    assert_eq!(
+        job["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        false
+    );
+    assert_eq!(job["metadata"]["ownerReferences"][0]["name"], SR);
+
+    h.k8s.set_job_status(NS, JOB, &JobState::Active).unwrap();
+    h.until("in_progress", |h| {
+        history(h, SR) == ["queued", "in_progress"]
+    })
+    .await
+    .unwrap();
+    assert!(h.github.check_runs()[0].started_at.is_some());
+
+    h.k8s.set_job_status(NS, JOB, &JobState::Succeeded).unwrap();
+    h.until("the scanner completed", |h| {
+        h.request(SR).unwrap().status.unwrap().scanners[0].phase
+            == gatehouse_crds::scanrequest::ScannerPhase::Completed
+    })
+    .await
+    .unwrap();
+    // Its conclusion depends on the findings (the results step): it stays in progress.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(history(&h, SR), ["queued", "in_progress"]);
+    assert_eq!(posts(&h), 1, "created once, then only updated");
+    assert_eq!(
+        h.k8s.names::<Job>(NS),
+        [JOB],
+        "never a second Job for one scanner"
+    );
+}
+
+#[tokio::test]
+async fn a_job_past_its_deadline_concludes_its_check_run_timed_out_and_fails_the_request() {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    h.start_operator().unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("the Job", |h| h.k8s.get::<Job>(NS, JOB).is_some())
+        .await
+        .unwrap();
+    h.k8s.set_job_status(NS, JOB, &JobState::Active).unwrap();
+    h.k8s
+        .set_job_status(
+            NS,
+            JOB,
+            &JobState::Failed {
+                reason: "DeadlineExceeded".to_owned(),
+                message: "Job was active longer than specified deadline".to_owned(),
+            },
+        )
+        .unwrap();
+    h.until("phase Failed", |h| h.phase(SR).as_deref() == Some("Failed"))
+        .await
+        .unwrap();
+    h.until("timed_out", |h| {
+        history(h, SR).last().map(String::as_str) == Some("completed/timed_out")
+    })
+    .await
+    .unwrap();
+    let status = h.request(SR).unwrap().status.unwrap();
+    assert_eq!(
+        status.conclusion,
+        Some(gatehouse_crds::scanrequest::Conclusion::TimedOut)
+    );
+    let completed = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Completed")
+        .unwrap();
+    assert_eq!(
+        (completed.status.as_str(), completed.reason.as_str()),
+        ("True", "Failed")
+    );
+    assert_eq!(h.k8s.names::<Job>(NS), [JOB], "a timeout is not retried");
+}
+
+#[tokio::test]
+async fn deleting_a_scan_request_cancels_its_open_check_run_and_the_finalizer_lets_it_go() {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    h.start_operator().unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("queued", |h| history(h, SR) == ["queued"])
+        .await
+        .unwrap();
+    Api::<ScanRequest>::namespaced(h.k8s.client(), NS)
+        .delete(SR, &DeleteParams::default())
+        .await
+        .unwrap();
+    h.until("cancelled and gone", |h| {
+        history(h, SR).last().map(String::as_str) == Some("completed/cancelled")
+            && h.request(SR).is_none()
+    })
+    .await
+    .unwrap();
+    let run = &h.github.check_runs()[0];
+    assert_eq!(
+        run.title.as_deref(),
+        Some("Cancelled: the ScanRequest was deleted")
+    );
+}
+
+#[tokio::test]
+async fn a_superseded_scan_stops_its_job_and_its_check_run_names_what_replaced_it() {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    h.start_operator().unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("the Job", |h| h.k8s.get::<Job>(NS, JOB).is_some())
+        .await
+        .unwrap();
+    h.k8s.set_job_status(NS, JOB, &JobState::Active).unwrap();
+    h.until("in_progress", |h| history(h, SR).len() == 2)
+        .await
+        .unwrap();
+    let stop = StopRequest::Superseded {
+        head_sha: "9f1c2ab9f1c2ab9f1c2ab9f1c2ab9f1c2ab9f1c2".to_owned(),
+        by: Some(ScanRef {
+            namespace: NS.to_owned(),
+            name: "hello-world-pr2-9f1c2ab-aaaaaaaa".to_owned(),
+        }),
+    };
+    Api::<ScanRequest>::namespaced(h.k8s.client(), NS)
+        .patch(
+            SR,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {STOP: stop.to_annotation()}}})),
+        )
+        .await
+        .unwrap();
+    h.until("superseded", |h| {
+        h.phase(SR).as_deref() == Some("Superseded")
+    })
+    .await
+    .unwrap();
+    h.until("cancelled check run", |h| {
+        history(h, SR).last().map(String::as_str) == Some("completed/cancelled")
+    })
+    .await
+    .unwrap();
+    let job = h.k8s.get::<Job>(NS, JOB);
+    assert!(
+        job.is_none_or(|j| j["metadata"]["deletionTimestamp"].is_string()),
+        "the Job is being deleted"
+    );
+    let run = &h.github.check_runs()[0];
+    assert_eq!(
+        run.title.as_deref(),
+        Some(
+            "Superseded by commit 9f1c2ab (ScanRequest gatehouse-scans/hello-world-pr2-9f1c2ab-aaaaaaaa)"
+        )
+    );
+    let status = h.request(SR).unwrap().status.unwrap();
+    assert_eq!(
+        status.superseded_by.as_deref(),
+        Some("hello-world-pr2-9f1c2ab-aaaaaaaa")
+    );
+}
+
+#[tokio::test]
+async fn a_check_run_created_before_a_lost_status_write_is_found_again_not_created_twice() {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    // The status write after the check run's creation fails: the operator does not know the
+    // id it got, as after a crash between the two writes.
+    h.k8s
+        .fail_next(Some("PATCH"), "/status", 1, Failure::InternalError);
+    h.start_operator().unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("the id recorded", |h| {
+        h.request(SR)
+            .and_then(|r| r.status)
+            .is_some_and(|s| s.scanners.first().is_some_and(|s| s.check_run_id.is_some()))
+    })
+    .await
+    .unwrap();
+    h.k8s.set_job_status(NS, JOB, &JobState::Active).unwrap();
+    h.until("in_progress", |h| {
+        history(h, SR) == ["queued", "in_progress"]
+    })
+    .await
+    .unwrap();
+    assert_eq!(posts(&h), 1, "{:#?}", h.github.calls());
+    assert_eq!(h.github.check_runs().len(), 1);
+    let lookups = h
+        .github
+        .calls()
+        .iter()
+        .filter(|c| c.method == "GET" && c.path.contains("/check-runs"))
+        .count();
+    assert!(
+        lookups >= 2,
+        "looked up by external_id before each create attempt"
+    );
+}
+
+#[tokio::test]
+async fn an_operator_restarted_mid_flight_continues_without_a_second_job_or_check_run() {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    h.start_operator().unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("queued", |h| history(h, SR) == ["queued"])
+        .await
+        .unwrap();
+    h.crash_operator();
+    h.k8s.set_job_status(NS, JOB, &JobState::Active).unwrap();
+    h.start_operator().unwrap();
+    h.until("in_progress", |h| {
+        history(h, SR) == ["queued", "in_progress"]
+    })
+    .await
+    .unwrap();
+    h.k8s
+        .set_job_status(
+            NS,
+            JOB,
+            &JobState::Failed {
+                reason: "DeadlineExceeded".to_owned(),
+                message: "deadline".to_owned(),
+            },
+        )
+        .unwrap();
+    h.until("timed out", |h| {
+        history(h, SR).last().map(String::as_str) == Some("completed/timed_out")
+    })
+    .await
+    .unwrap();
+    assert_eq!(posts(&h), 1);
+    assert_eq!(h.k8s.names::<Job>(NS), [JOB]);
+}
+
+#[tokio::test]
+async fn githubs_rate_limit_on_creating_a_check_run_is_waited_out_and_nothing_is_doubled() {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    h.github.fail_next(
+        "POST",
+        "/repos/Codertocat/Hello-World/check-runs",
+        403,
+        vec![
+            ("retry-after".to_owned(), "1".to_owned()),
+            ("x-ratelimit-remaining".to_owned(), "4000".to_owned()),
+        ],
+        1,
+    );
+    h.github.fail_next(
+        "PATCH",
+        "/repos/Codertocat/Hello-World/check-runs",
+        502,
+        vec![],
+        1,
+    );
+    h.start_operator().unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("queued", |h| history(h, SR) == ["queued"])
+        .await
+        .unwrap();
+    h.k8s.set_job_status(NS, JOB, &JobState::Active).unwrap();
+    h.until("in_progress after a 502", |h| {
+        history(h, SR) == ["queued", "in_progress"]
+    })
+    .await
+    .unwrap();
+    assert_eq!(h.github.check_runs().len(), 1);
+    let refused = h
+        .github
+        .calls()
+        .iter()
+        .filter(|c| c.status == 403 || c.status == 502)
+        .count();
+    assert_eq!(refused, 2);
+}
+
+#[tokio::test]
+async fn an_untrusted_fork_gets_an_action_required_check_run_with_the_exact_approval_comment() {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    h.start_operator().unwrap();
+    let mut fork = sample_request();
+    fork.spec.pull_request.fork = true;
+    fork.spec.pull_request.author = "outsider".to_owned();
+    fork.spec.pull_request.author_association = "CONTRIBUTOR".to_owned();
+    h.create(&fork).await.unwrap();
+    h.until("action_required", |h| {
+        history(h, SR) == ["completed/action_required"]
+    })
+    .await
+    .unwrap();
+    assert_eq!(h.phase(SR).as_deref(), Some("AwaitingApproval"));
+    let run = &h.github.check_runs()[0];
+    assert!(
+        run.summary
+            .as_deref()
+            .unwrap()
+            .contains("/gatehouse ok-to-scan ec26c3e57ca3a959ca5aad62de7213c562f8c821"),
+        "{run:?}"
+    );
+    assert!(
+        h.k8s.names::<Job>(NS).is_empty(),
+        "nothing runs before approval"
+    );
+    assert!(
+        h.k8s.names::<Secret>(NS).is_empty(),
+        "no token is minted either"
+    );
+}
+
+#[tokio::test]
+async fn a_request_whose_policy_does_not_exist_waits_with_ready_false_and_runs_nothing() {
+    let mut h = OperatorHarness::start(vec![]).await.unwrap();
+    h.start_operator().unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("Ready=False", |h| {
+        h.request(SR).and_then(|r| r.status).is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "PolicyNotFound")
+        })
+    })
+    .await
+    .unwrap();
+    assert!(h.github.check_runs().is_empty());
+    assert!(h.k8s.names::<Job>(NS).is_empty());
+}
+
+#[tokio::test]
+async fn fifty_requests_in_flight_never_exceed_the_limits_and_all_get_their_turn() {
+    let mut policy = kics_policy();
+    policy.spec.concurrency.max_running = 6;
+    policy.spec.concurrency.max_running_per_repository = 2;
+    let mut h = OperatorHarness::start(vec![policy]).await.unwrap();
+    h.start_operator().unwrap();
+    // 50 requests over 5 repositories; the first repository has 30 of them.
+    for i in 0..50u32 {
+        let mut r = request(&format!("sr-{i:02}"), char::from_digit(i % 16, 16).unwrap());
+        let repo = if i < 30 { 0 } else { 1 + i % 4 };
+        r.spec.repository.id = 1000 + i64::from(repo);
+        r.spec.repository.name = format!("repo-{repo}");
+        r.spec.pull_request.number = i64::from(i) + 1;
+        h.create(&r).await.unwrap();
+    }
+    let mut finished = 0;
+    let mut seen_repositories = std::collections::BTreeSet::new();
+    for _round in 0..200 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Jobs that exist and have not finished, by repository.
+        let mut active: BTreeMap<String, usize> = BTreeMap::new();
+        let mut total = 0;
+        let mut names = Vec::new();
+        for name in h.k8s.names::<Job>(NS) {
+            let job = h.k8s.get::<Job>(NS, &name).unwrap();
+            let done = job["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Complete"));
+            if done {
+                continue;
+            }
+            let repo = job["metadata"]["labels"]["gatehouse.dev/repository-id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            seen_repositories.insert(repo.clone());
+            *active.entry(repo).or_default() += 1;
+            total += 1;
+            names.push(name.clone());
+            // Finish it: the slot frees for the next.
+            h.k8s
+                .set_job_status(NS, &name, &JobState::Succeeded)
+                .unwrap();
+            finished += 1;
+        }
+        assert!(
+            total <= 6,
+            "policy maxRunning exceeded: {active:?} {names:?} {:?}",
+            h.k8s.names::<Job>(NS)
+        );
+        assert!(
+            active.values().all(|n| *n <= 2),
+            "maxRunningPerRepository exceeded: {active:?}"
+        );
+        if finished == 50 {
+            break;
+        }
+    }
+    assert_eq!(finished, 50, "every request got its turn");
+    assert_eq!(seen_repositories.len(), 5);
+    assert_eq!(posts(&h), 50, "one check run each");
+}
+
+#[tokio::test]
+async fn a_job_deleted_by_its_ttl_after_the_scan_is_recorded_as_finished_is_not_recreated() {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    h.start_operator().unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("the Job", |h| h.k8s.get::<Job>(NS, JOB).is_some())
+        .await
+        .unwrap();
+    h.k8s.set_job_status(NS, JOB, &JobState::Succeeded).unwrap();
+    h.until("completed", |h| {
+        h.request(SR).and_then(|r| r.status).is_some_and(|s| {
+            s.scanners[0].phase == gatehouse_crds::scanrequest::ScannerPhase::Completed
+        })
+    })
+    .await
+    .unwrap();
+    Api::<Job>::namespaced(h.k8s.client(), NS)
+        .delete(JOB, &DeleteParams::background())
+        .await
+        .unwrap();
+    h.until("gone", |h| h.k8s.get::<Job>(NS, JOB).is_none())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        h.k8s.names::<Job>(NS).is_empty(),
+        "{:?}",
+        h.k8s.names::<Job>(NS)
+    );
+    let _: Value = json!(null);
+}
