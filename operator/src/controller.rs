@@ -474,11 +474,82 @@ async fn apply(request: &ScanRequest, ctx: &Context) -> Result<Action, Error> {
     transition_events(ctx, request, &before, &status).await;
     reported?;
     succeeded(ctx, request);
+    if status.phase.is_some_and(ScanPhase::is_terminal) {
+        return retain(ctx, &with_status(request, &status), &namespace).await;
+    }
     Ok(match status.phase {
         Some(ScanPhase::Queued) => Action::requeue(ctx.settings.queue_poll),
-        Some(phase) if phase.is_terminal() => Action::await_change(),
         _ => Action::requeue(Duration::from_secs(300)),
     })
+}
+
+async fn delete_request(
+    ctx: &Context,
+    request: &ScanRequest,
+    namespace: &str,
+    reason: &str,
+) -> Result<(), Error> {
+    let name = request.name_any();
+    tracing::info!(scanrequest = %format!("{namespace}/{name}"), %reason, "deleting a finished ScanRequest");
+    let api: Api<ScanRequest> = Api::namespaced(ctx.client.clone(), namespace);
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(kube_error(format!("delete ScanRequest {namespace}/{name}"))(e)),
+    }
+}
+
+/// Deletes a finished request its policy's retention no longer keeps; otherwise looks again when
+/// its age runs out (at least hourly: a newer request may push it out before).
+async fn retain(ctx: &Context, request: &ScanRequest, namespace: &str) -> Result<Action, Error> {
+    let policy = ObjectRef::<ScanPolicy>::new(&request.spec.policy_ref.name).within(namespace);
+    let retention = ctx
+        .policies
+        .iter()
+        .find_map(|s| s.get(&policy))
+        .map(|p| p.spec.retention.clone())
+        .unwrap_or_default();
+    let others: Vec<Arc<ScanRequest>> = ctx
+        .requests
+        .iter()
+        .flat_map(Store::state)
+        .filter(|r| {
+            r.namespace().as_deref() == Some(namespace)
+                && r.spec.repository.id == request.spec.repository.id
+                && r.spec.pull_request.number == request.spec.pull_request.number
+        })
+        .collect();
+    let mut refs: Vec<&ScanRequest> = others
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|r| r.metadata.name != request.metadata.name)
+        .collect();
+    refs.push(request);
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    // A request that just finished may push older ones of its pull request out: judge them too.
+    for older in refs.iter().filter(|r| {
+        r.metadata.name != request.metadata.name
+            && r.metadata.deletion_timestamp.is_none()
+            && r.status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(ScanPhase::is_terminal)
+    }) {
+        if let crate::retention::Verdict::Delete(reason) =
+            crate::retention::verdict(older, &refs, &retention, now)
+        {
+            delete_request(ctx, older, namespace, &reason).await?;
+        }
+    }
+    match crate::retention::verdict(request, &refs, &retention, now) {
+        crate::retention::Verdict::KeepFor(wait) => {
+            Ok(Action::requeue(wait.min(Duration::from_secs(3600))))
+        }
+        crate::retention::Verdict::Delete(reason) => {
+            delete_request(ctx, request, namespace, &reason).await?;
+            Ok(Action::await_change())
+        }
+    }
 }
 
 /// The first status, or why there is none yet (condition reason and message).
@@ -877,6 +948,20 @@ async fn transition_events(
     }
     for scanner in &after.scanners {
         let old = before.scanners.iter().find(|s| s.name == scanner.name);
+        let ended = |s: &gatehouse_crds::scanrequest::ScannerStatus| {
+            decide::concluded(s) || s.phase == ScannerPhase::Completed
+        };
+        if !old.is_some_and(ended)
+            && ended(scanner)
+            && let (Some(start), Some(end)) = (&scanner.started_at, &scanner.finished_at)
+        {
+            let outcome = scanner.conclusion.map_or("completed", |c| c.as_github());
+            ctx.metrics.scanned(
+                &scanner.name,
+                outcome,
+                Duration::try_from(end.0.duration_since(start.0)).unwrap_or_default(),
+            );
+        }
         if old.and_then(|o| o.conclusion) != scanner.conclusion
             && let Some(conclusion) = scanner.conclusion
         {

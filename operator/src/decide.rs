@@ -438,6 +438,8 @@ pub fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+// One match over the Job outcomes per scanner; split, the transitions would be scattered.
+#[allow(clippy::too_many_lines)]
 /// The status after observing the scan Jobs (`jobs`, each with the pods of its name), for a
 /// request that is not stopped. Scanners whose Job is not found stay as they are if they never
 /// had one; a Job lost while unfinished counts as an infrastructure failure.
@@ -459,6 +461,24 @@ pub fn observe(
     for scanner in &mut status.scanners {
         if concluded(scanner) || scanner.phase == ScannerPhase::Completed {
             continue;
+        }
+        if scanner.job_name.is_none() {
+            // A Job of the next attempt that exists already was created by a reconcile whose
+            // status write was lost (a crash, or a reconcile of a stale cached copy): adopt it,
+            // so its state is read instead of a second Job being asked for.
+            let next = crate::jobs::job_name(
+                request.metadata.name.as_deref().unwrap_or_default(),
+                &scanner.name,
+                scanner.attempts + 1,
+            );
+            if jobs
+                .iter()
+                .any(|(job, _)| job.metadata.name.as_deref() == Some(next.as_str()))
+            {
+                scanner.attempts += 1;
+                scanner.job_name = Some(next);
+                scanner.phase = ScannerPhase::Queued;
+            }
         }
         let Some(job_name) = scanner.job_name.clone() else {
             continue;
@@ -1138,6 +1158,28 @@ mod tests {
         let later = observe(done.clone(), &request, &[], &now());
         assert_eq!(later, done);
         assert!(jobs_to_create(&later).is_empty());
+    }
+
+    #[test]
+    fn a_job_created_by_a_reconcile_whose_status_write_was_lost_is_adopted_not_asked_for_again() {
+        let request = test_support::request();
+        let status = admitted(
+            first(&request, &test_support::kics_policy(), None),
+            &request,
+            &now(),
+        );
+        // The status says no Job yet; the Job exists, and has even finished.
+        let name = crate::jobs::job_name("hello-world-pr2-ec26c3e-016643a9", "kics", 1);
+        let seen = observe(
+            status,
+            &request,
+            &[(job(&name, &[("Complete", "x")], 0), vec![])],
+            &now(),
+        );
+        assert_eq!(seen.scanners[0].job_name.as_deref(), Some(name.as_str()));
+        assert_eq!(seen.scanners[0].attempts, 1);
+        assert_eq!(seen.scanners[0].phase, ScannerPhase::Completed);
+        assert!(jobs_to_create(&seen).is_empty());
     }
 
     #[test]

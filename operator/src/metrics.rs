@@ -27,9 +27,67 @@ const PHASES: [ScanPhase; 8] = [
     ScanPhase::Superseded,
 ];
 
+/// Upper bounds of the queue wait and scan duration histograms, in seconds.
+const LONG_BUCKETS: [f64; 12] = [
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+];
+
+/// A histogram per label set, over [`LONG_BUCKETS`].
+#[derive(Debug, Default)]
+struct Histograms(Mutex<BTreeMap<Labels, Series>>);
+
+/// Label names and values of one series.
+type Labels = Vec<(&'static str, String)>;
+
+/// Bucket counts, count and sum of one series.
+type Series = ([u64; LONG_BUCKETS.len()], u64, f64);
+
+impl Histograms {
+    fn observe(&self, labels: Vec<(&'static str, String)>, seconds: f64) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (buckets, count, sum) = map
+            .entry(labels)
+            .or_insert(([0; LONG_BUCKETS.len()], 0, 0.0));
+        for (bucket, bound) in buckets.iter_mut().zip(LONG_BUCKETS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+        *count += 1;
+        *sum += seconds;
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (labels, (buckets, count, sum)) in map.iter() {
+            let labels = labels.iter().fold(String::new(), |mut out, (k, v)| {
+                let _ = write!(out, "{k}=\"{}\",", escape(v));
+                out
+            });
+            for (bucket, bound) in buckets.iter().zip(LONG_BUCKETS) {
+                let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {bucket}");
+            }
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
+            let trimmed = labels.trim_end_matches(',');
+            let _ = writeln!(out, "{name}_sum{{{trimmed}}} {sum}");
+            let _ = writeln!(out, "{name}_count{{{trimmed}}} {count}");
+        }
+    }
+}
+
 /// The operator's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    queue_wait: Histograms,
+    scan_duration: Histograms,
     reconciles: Mutex<BTreeMap<&'static str, u64>>,
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
@@ -69,6 +127,23 @@ impl Metrics {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry((from, format!("{to:?}")))
             .or_default() += 1;
+    }
+
+    /// Records how long a request waited from creation to admission.
+    pub fn admitted_after(&self, wait: Duration) {
+        self.queue_wait.observe(Vec::new(), wait.as_secs_f64());
+    }
+
+    /// Records how long a scanner ran, by scanner name and outcome (a conclusion, or
+    /// `completed` for a Job that published its report).
+    pub fn scanned(&self, scanner: &str, outcome: &str, took: Duration) {
+        self.scan_duration.observe(
+            vec![
+                ("scanner", scanner.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ],
+            took.as_secs_f64(),
+        );
     }
 
     /// Records whether this replica leads.
@@ -141,6 +216,16 @@ impl Metrics {
             );
         }
 
+        self.queue_wait.render(
+            &mut out,
+            "gatehouse_operator_queue_wait_seconds",
+            "Time from a ScanRequest's creation to its admission.",
+        );
+        self.scan_duration.render(
+            &mut out,
+            "gatehouse_operator_scan_duration_seconds",
+            "Time from a scanner's Job starting to its end, by scanner and outcome.",
+        );
         let mut phases: BTreeMap<String, u64> =
             PHASES.iter().map(|p| (format!("{p:?}"), 0)).collect();
         let mut active: BTreeMap<String, u64> = BTreeMap::new();

@@ -515,3 +515,39 @@ async fn a_job_deleted_by_its_ttl_after_the_scan_is_recorded_as_finished_is_not_
     );
     let _: Value = json!(null);
 }
+
+#[tokio::test]
+async fn finished_requests_beyond_the_policys_count_per_pull_request_are_deleted_oldest_first() {
+    let mut policy = kics_policy();
+    policy.spec.retention.keep_per_pull_request = 1;
+    policy.spec.scanners[0].paths = vec!["**/*.tf".to_owned()];
+    let mut h = OperatorHarness::start(vec![policy]).await.unwrap();
+    // No changed file matches: each request concludes `skipped` at once and is finished.
+    h.github
+        .set_changed_files("Codertocat", "Hello-World", 2, vec!["README.md".to_owned()]);
+    h.start_operator().unwrap();
+    h.create(&request("sr-older", 'a')).await.unwrap();
+    h.until("the first finished", |h| {
+        h.phase("sr-older").as_deref() == Some("Succeeded")
+    })
+    .await
+    .unwrap();
+    h.k8s.advance_clock(Duration::from_secs(5));
+    h.create(&request("sr-newer", 'b')).await.unwrap();
+    h.until("the older deleted", |h| {
+        h.request("sr-older").is_none() && h.phase("sr-newer").as_deref() == Some("Succeeded")
+    })
+    .await
+    .unwrap();
+    let history: Vec<Vec<String>> = h
+        .github
+        .check_runs()
+        .iter()
+        .map(|r| r.history.clone())
+        .collect();
+    assert_eq!(
+        history,
+        [["completed/skipped"], ["completed/skipped"]],
+        "each concluded skipped once"
+    );
+}
