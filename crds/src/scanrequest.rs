@@ -191,6 +191,7 @@ pub struct ScanRequestStatus {
     pub commit: Option<String>,
     /// One entry per scanner that runs (or was skipped) for this request.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
     pub scanners: Vec<ScannerStatus>,
     /// Findings of all scanners together, by severity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -222,7 +223,9 @@ pub struct PolicySnapshot {
     /// The policy's metadata.generation when it was copied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
-    /// The scanners this request runs (the policy's, or the subset the request names).
+    /// The scanners this request runs (the policy's, or the subset the request names). Bounded
+    /// like the policy's list, which also bounds the cost of the CEL rules each item carries.
+    #[schemars(length(max = 16))]
     pub scanners: Vec<ScannerSpec>,
     /// How results are reported.
     #[serde(default)]

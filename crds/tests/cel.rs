@@ -223,3 +223,58 @@ fn scan_request_names_longer_than_63_characters_are_rejected() {
         "at most 63 characters",
     );
 }
+
+/// Paths of lists without `maxItems` (and maps without `maxProperties`) that enclose a CEL rule.
+/// A real API server estimates the cost of a rule from the largest size each enclosing list may
+/// have; unbounded, it takes the size from the 3 MiB request limit and refuses the CRD ("estimated
+/// rule cost exceeds budget"). The emulator does not estimate costs, so this test does.
+fn unbounded_lists_around_rules(
+    schema: &Value,
+    path: &str,
+    unbounded: Option<&str>,
+    out: &mut Vec<String>,
+) {
+    if let Some(outer) = unbounded
+        && schema.get("x-kubernetes-validations").is_some()
+    {
+        out.push(format!("{path} (inside unbounded {outer})"));
+    }
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (name, child) in props {
+            unbounded_lists_around_rules(child, &format!("{path}.{name}"), unbounded, out);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        let list = format!("{path}[]");
+        let bounded = schema.get("maxItems").is_some();
+        let outer = if bounded {
+            unbounded
+        } else {
+            Some(list.as_str())
+        };
+        unbounded_lists_around_rules(items, &list, outer, out);
+    }
+    if let Some(values) = schema.get("additionalProperties").filter(|v| v.is_object()) {
+        let map = format!("{path}{{}}");
+        let bounded = schema.get("maxProperties").is_some();
+        let outer = if bounded {
+            unbounded
+        } else {
+            Some(map.as_str())
+        };
+        unbounded_lists_around_rules(values, &map, outer, out);
+    }
+}
+
+#[test]
+fn no_cel_rule_sits_inside_a_list_without_a_bound_so_a_real_api_server_accepts_the_crds() {
+    for crd in gatehouse_crds::crds() {
+        let mut found = Vec::new();
+        unbounded_lists_around_rules(&schema(&crd), "", None, &mut found);
+        assert!(
+            found.is_empty(),
+            "{}: {found:?}",
+            crd.metadata.name.unwrap_or_default()
+        );
+    }
+}

@@ -129,7 +129,20 @@ pub fn desired(request: &ScanRequest, scanner: &ScannerStatus, now: &str) -> Opt
             summary,
         });
     }
+    // A retry after its pod had started is still in progress for the pull request.
+    let retrying = scanner.started_at.is_some()
+        && matches!(scanner.phase, ScannerPhase::Pending | ScannerPhase::Queued);
     match scanner.phase {
+        _ if retrying => Some(Desired {
+            state: State::InProgress {
+                started_at: time(scanner.started_at.as_ref(), now),
+            },
+            title: "Scanning".to_owned(),
+            summary: format!(
+                "Scanning commit `{sha}`: attempt {} failed for a reason of the cluster, not of the code; trying again.",
+                scanner.attempts.max(1)
+            ),
+        }),
         ScannerPhase::Running | ScannerPhase::Completed => Some(Desired {
             state: State::InProgress {
                 started_at: time(scanner.started_at.as_ref(), now),
@@ -162,5 +175,102 @@ fn capitalise(text: &str) -> String {
     match chars.next() {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::decide;
+    use crate::test_support::{self, now};
+    use gatehouse_crds::ScanRequestStatus;
+
+    const NOW: &str = "2026-11-23T10:00:09Z";
+
+    fn with(status: ScanRequestStatus) -> ScanRequest {
+        let mut request = test_support::request();
+        request.status = Some(status);
+        request
+    }
+
+    fn first() -> ScanRequestStatus {
+        let request = test_support::request();
+        let policy = test_support::kics_policy();
+        let snapshot = decide::snapshot(&request, &policy).unwrap();
+        decide::first_status(&request, &policy, snapshot, None, &now()).unwrap()
+    }
+
+    #[test]
+    fn a_queued_request_shows_queued_and_a_running_scanner_in_progress_since_its_start() {
+        let status = first();
+        let request = with(status.clone());
+        let queued = desired(&request, &status.scanners[0], NOW).unwrap();
+        assert_eq!(queued.key(), "queued");
+        let mut running = status.clone();
+        running.phase = Some(ScanPhase::Running);
+        running.scanners[0].phase = ScannerPhase::Running;
+        running.scanners[0].started_at = Some(now());
+        let request = with(running.clone());
+        let shown = desired(&request, &running.scanners[0], NOW).unwrap();
+        assert_eq!(
+            shown.state,
+            State::InProgress {
+                started_at: "2026-11-23T10:00:05Z".to_owned()
+            }
+        );
+        // A finished Job waits for its findings: still in progress, same key, nothing to post.
+        running.scanners[0].phase = ScannerPhase::Completed;
+        let request = with(running.clone());
+        assert_eq!(
+            desired(&request, &running.scanners[0], NOW).unwrap().key(),
+            "in_progress"
+        );
+        // A retry after the pod had started stays in progress rather than going back to queued.
+        running.scanners[0].phase = ScannerPhase::Pending;
+        let request = with(running.clone());
+        assert_eq!(
+            desired(&request, &running.scanners[0], NOW).unwrap().key(),
+            "in_progress"
+        );
+    }
+
+    #[test]
+    fn a_scanner_error_is_a_failure_titled_with_its_exit_code_and_its_output_in_a_code_block() {
+        let mut status = first();
+        status.phase = Some(ScanPhase::Failed);
+        status.scanners[0].phase = ScannerPhase::Errored;
+        status.scanners[0].conclusion = Some(Conclusion::Failure);
+        status.scanners[0].message =
+            Some("scanner error: exit code 126\nboom\n```injected fence".to_owned());
+        let request = with(status.clone());
+        let shown = desired(&request, &status.scanners[0], NOW).unwrap();
+        assert_eq!(shown.key(), "completed/failure");
+        assert_eq!(shown.title, "Scanner error: exit code 126");
+        assert!(
+            shown.summary.contains("```\nboom\n'''injected fence\n```"),
+            "{}",
+            shown.summary
+        );
+    }
+
+    #[test]
+    fn conclusions_that_depend_on_findings_are_left_to_the_results_step() {
+        let mut status = first();
+        status.phase = Some(ScanPhase::Succeeded);
+        status.scanners[0].phase = ScannerPhase::Completed;
+        status.scanners[0].conclusion = Some(Conclusion::Success);
+        let request = with(status.clone());
+        assert_eq!(desired(&request, &status.scanners[0], NOW), None);
+    }
+
+    #[test]
+    fn the_external_id_names_the_namespace_request_pull_request_and_scanner() {
+        let request = test_support::request();
+        assert_eq!(
+            external_id(&request, "kics"),
+            "gatehouse-scans/hello-world-pr2-ec26c3e-016643a9/2/kics"
+        );
     }
 }

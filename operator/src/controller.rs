@@ -64,18 +64,36 @@ pub enum Error {
     /// A Job of the expected name belongs to another object.
     #[error("Job {0} exists but is not owned by this ScanRequest")]
     ForeignJob(String),
+    /// The request claims what GitHub contradicts (an installation that does not hold its
+    /// repository).
+    #[error("{0}")]
+    Refused(String),
     /// The finalizer helper failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
 }
 
 impl Error {
+    /// Whether trying again cannot help: the API refuses the object (400, 404, 409 other than
+    /// a conflict on a version, 422), GitHub refuses for good, or the request is refused.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::Kube { source, .. } => matches!(
+                source.as_ref(),
+                kube::Error::Api(status) if matches!(status.code, 400 | 404 | 422)
+            ),
+            Error::GitHub { source, .. } => !source.is_transient(),
+            Error::Refused(_) | Error::ForeignJob(_) => true,
+            Error::Incomplete(_) | Error::Finalizer(_) => false,
+        }
+    }
+
     /// The fixed label of this error for the reconcile metric.
     pub fn label(&self) -> &'static str {
         match self {
             Error::Kube { .. } => "kubernetes",
             Error::GitHub { .. } => "github",
-            Error::Incomplete(_) | Error::ForeignJob(_) => "invalid",
+            Error::Incomplete(_) | Error::ForeignJob(_) | Error::Refused(_) => "invalid",
             Error::Finalizer(_) => "finalizer",
         }
     }
@@ -215,6 +233,10 @@ impl Context {
                     other.namespace().unwrap_or_default(),
                     other.name_any()
                 );
+                if key == me {
+                    // The request being decided waits; it never holds its own slot.
+                    continue;
+                }
                 let Some(status) = other.status.as_ref() else {
                     continue;
                 };
@@ -258,7 +280,14 @@ impl Context {
         admitted.retain(|key, (at, _)| {
             !seen_running.contains(key) && at.elapsed() < Duration::from_secs(120)
         });
-        running.extend(admitted.values().map(|(_, r)| r.clone()));
+        // Not its own entry: a reconcile of a copy older than its own admission must find its
+        // slot still its own, not taken by itself.
+        running.extend(
+            admitted
+                .iter()
+                .filter(|(key, _)| **key != me)
+                .map(|(_, (_, r))| r.clone()),
+        );
         let Some(policy) = request
             .status
             .as_ref()
@@ -396,35 +425,30 @@ async fn apply(request: &ScanRequest, ctx: &Context) -> Result<Action, Error> {
     let stop = StopRequest::of(&request.metadata);
     let mut status = before.clone();
 
-    if status.policy.is_none() && stop.is_none() {
-        match first_status(request, ctx, &namespace, &time).await? {
-            Ok(first) => status = first,
-            Err((reason, message)) => {
-                decide::set_condition(
-                    &mut status.conditions,
-                    decide::conditions::READY,
-                    false,
-                    reason,
-                    &message,
-                    &time,
-                );
-                status.phase = Some(status.phase.unwrap_or(ScanPhase::Pending));
-                status.message = Some(message.clone());
-                status.observed_generation = request.metadata.generation;
-                write_status(ctx, request, &before, &status).await?;
-                if before.message.as_deref() != Some(message.as_str()) {
-                    event(ctx, request, EventType::Warning, reason, &message).await;
+    if status.policy.is_none() {
+        if stop.is_some() {
+            // Stopped before its first status was written (or that write was lost): still
+            // conclude the check runs it may have, found by their external ids.
+            if let Some(snapshot) = policy_snapshot(request, ctx, &namespace).await? {
+                status.scanners = decide::pending_scanners(&snapshot);
+                status.policy = Some(snapshot);
+            }
+        } else {
+            match first_status(request, ctx, &namespace, &time).await? {
+                Ok(first) => status = first,
+                Err((reason, message)) => {
+                    return wait_invalid(ctx, request, &before, status, reason, &message, &time)
+                        .await;
                 }
-                succeeded(ctx, request);
-                return Ok(Action::requeue(Duration::from_secs(60)));
             }
         }
     }
 
+    let mut failure = None;
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
     if let Some(stop) = &stop {
         if !status.phase.is_some_and(ScanPhase::is_terminal)
-            || !before.scanners.iter().all(decide::concluded)
+            || !status.scanners.iter().all(decide::concluded)
         {
             status = decide::stop(status, request, stop, &time);
         }
@@ -436,31 +460,26 @@ async fn apply(request: &ScanRequest, ctx: &Context) -> Result<Action, Error> {
         if status.phase == Some(ScanPhase::Queued) && ctx.try_admit(&with_status(request, &status))
         {
             status = decide::admitted(status, request, &time);
+            let created = request
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(time.0, |t| t.0);
+            ctx.metrics.admitted_after(
+                Duration::try_from(time.0.duration_since(created)).unwrap_or_default(),
+            );
         }
         let to_create = decide::jobs_to_create(&status);
         if !to_create.is_empty() {
-            apply_secret(ctx, request, &namespace).await?;
-            for (scanner, attempt) in to_create {
-                let Some(spec) = status
-                    .policy
-                    .as_ref()
-                    .and_then(|p| p.scanners.iter().find(|s| s.name == scanner))
-                    .cloned()
-                else {
-                    continue;
-                };
-                let job = jobs::desired_job(request, &spec, attempt, &ctx.settings.build);
-                let job_name = job.metadata.name.clone().unwrap_or_default();
-                create_job(&jobs_api, request, &job).await?;
-                decide::job_created(&mut status, &scanner, attempt, &job_name);
-                event(
-                    ctx,
-                    request,
-                    EventType::Normal,
-                    "JobCreated",
-                    &format!("created Job {job_name} for scanner {scanner} (attempt {attempt})"),
-                )
-                .await;
+            match start_jobs(ctx, request, &namespace, &mut status, to_create).await {
+                Ok(()) => {}
+                Err(error) if error.is_permanent() => {
+                    // It will not work by trying again: say so on the pull request.
+                    let message = format!("could not start the scan: {error}");
+                    status = decide::could_not_start(status, request, &message, &time);
+                    event(ctx, request, EventType::Warning, "StartFailed", &message).await;
+                }
+                Err(error) => failure = Some(error),
             }
         }
     }
@@ -468,10 +487,19 @@ async fn apply(request: &ScanRequest, ctx: &Context) -> Result<Action, Error> {
         ctx.release(request);
     }
 
-    // Check runs: report what changed, recording progress even when a call fails midway.
+    // The status first, on the version read: a reconcile of a stale copy gets a conflict here
+    // and tells GitHub nothing. Then the check runs, recording progress even when a call fails
+    // midway, and the status again if that changed it.
+    let version = write_status(ctx, request, &before, &status, None).await?;
+    let decided = status.clone();
     let reported = sync_check_runs(ctx, request, &mut status).await;
-    write_status(ctx, request, &before, &status).await?;
+    if status != decided {
+        write_status(ctx, request, &decided, &status, version).await?;
+    }
     transition_events(ctx, request, &before, &status).await;
+    if let Some(error) = failure {
+        return Err(error);
+    }
     reported?;
     succeeded(ctx, request);
     if status.phase.is_some_and(ScanPhase::is_terminal) {
@@ -481,6 +509,70 @@ async fn apply(request: &ScanRequest, ctx: &Context) -> Result<Action, Error> {
         Some(ScanPhase::Queued) => Action::requeue(ctx.settings.queue_poll),
         _ => Action::requeue(Duration::from_secs(300)),
     })
+}
+
+/// Records why a request cannot be decided (`Ready=False`) and waits for a change.
+async fn wait_invalid(
+    ctx: &Context,
+    request: &ScanRequest,
+    before: &ScanRequestStatus,
+    mut status: ScanRequestStatus,
+    reason: &'static str,
+    message: &str,
+    time: &Time,
+) -> Result<Action, Error> {
+    decide::set_condition(
+        &mut status.conditions,
+        decide::conditions::READY,
+        false,
+        reason,
+        message,
+        time,
+    );
+    status.phase = Some(status.phase.unwrap_or(ScanPhase::Pending));
+    status.message = Some(message.to_owned());
+    status.observed_generation = request.metadata.generation;
+    write_status(ctx, request, before, &status, None).await?;
+    if before.message.as_deref() != Some(message) {
+        event(ctx, request, EventType::Warning, reason, message).await;
+    }
+    succeeded(ctx, request);
+    Ok(Action::requeue(Duration::from_secs(60)))
+}
+
+/// Applies the per-scan Secret and creates the Jobs of `to_create`, recording each in `status`.
+async fn start_jobs(
+    ctx: &Context,
+    request: &ScanRequest,
+    namespace: &str,
+    status: &mut ScanRequestStatus,
+    to_create: Vec<(String, i32)>,
+) -> Result<(), Error> {
+    apply_secret(ctx, request, namespace).await?;
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    for (scanner, attempt) in to_create {
+        let Some(spec) = status
+            .policy
+            .as_ref()
+            .and_then(|p| p.scanners.iter().find(|s| s.name == scanner))
+            .cloned()
+        else {
+            continue;
+        };
+        let job = jobs::desired_job(request, &spec, attempt, &ctx.settings.build);
+        let job_name = job.metadata.name.clone().unwrap_or_default();
+        create_job(&jobs_api, request, &job).await?;
+        decide::job_created(status, &scanner, attempt, &job_name);
+        event(
+            ctx,
+            request,
+            EventType::Normal,
+            "JobCreated",
+            &format!("created Job {job_name} for scanner {scanner} (attempt {attempt})"),
+        )
+        .await;
+    }
+    Ok(())
 }
 
 async fn delete_request(
@@ -579,7 +671,7 @@ async fn first_status(
     };
     let changed = if decide::needs_changed_files(&snapshot) {
         let spec = &request.spec;
-        let files = ctx
+        match ctx
             .github
             .changed_files(
                 spec.installation_id,
@@ -588,11 +680,20 @@ async fn first_status(
                 spec.pull_request.number,
             )
             .await
-            .map_err(github_error("list the pull request's changed files"))?;
-        Some(ChangedFiles {
-            paths: files.paths,
-            complete: files.complete,
-        })
+        {
+            Ok(files) => Some(ChangedFiles {
+                paths: files.paths,
+                complete: files.complete,
+            }),
+            Err(error) if error.is_transient() => {
+                return Err(github_error("list the pull request's changed files")(error));
+            }
+            // GitHub will not list them (gone, no permission): skip nothing rather than wait.
+            Err(error) => {
+                tracing::warn!(scanrequest = %request.name_any(), %error, "changed files unknown: no scanner is skipped");
+                None
+            }
+        }
     } else {
         None
     };
@@ -600,6 +701,23 @@ async fn first_status(
         decide::first_status(request, &policy, snapshot, changed.as_ref(), time)
             .map_err(|invalid| (invalid.reason(), invalid.to_string())),
     )
+}
+
+/// The snapshot of the request's policy, if the policy exists and covers it.
+async fn policy_snapshot(
+    request: &ScanRequest,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Option<gatehouse_crds::scanrequest::PolicySnapshot>, Error> {
+    let policy_name = &request.spec.policy_ref.name;
+    let policies: Api<ScanPolicy> = Api::namespaced(ctx.client.clone(), namespace);
+    let policy = policies
+        .get_opt(policy_name)
+        .await
+        .map_err(kube_error(format!(
+            "get ScanPolicy {namespace}/{policy_name}"
+        )))?;
+    Ok(policy.and_then(|p| decide::snapshot(request, &p).ok()))
 }
 
 fn with_status(request: &ScanRequest, status: &ScanRequestStatus) -> ScanRequest {
@@ -690,9 +808,26 @@ async fn apply_secret(ctx: &Context, request: &ScanRequest, namespace: &str) -> 
         .uid
         .as_deref()
         .ok_or(Error::Incomplete("metadata.uid"))?;
+    // The token is scoped by repository name within an installation's account: the request's
+    // own installation id must be the one GitHub has on its repository.
+    let installation = ctx
+        .github
+        .repository_installation(&spec.repository.owner, &spec.repository.name)
+        .await
+        .map_err(github_error(format!(
+            "find the App's installation on {}",
+            spec.repository.full_name()
+        )))?;
+    if installation != spec.installation_id {
+        return Err(Error::Refused(format!(
+            "installation {} does not hold repository {} (GitHub says installation {installation})",
+            spec.installation_id,
+            spec.repository.full_name()
+        )));
+    }
     let token = ctx
         .github
-        .scan_token(spec.installation_id, spec.repository.id)
+        .scan_token(installation, &spec.repository.name)
         .await
         .map_err(github_error("mint the per-scan repository token"))?;
     let key = ctx.master_key.scan_key(uid);
@@ -822,26 +957,31 @@ async fn sync_check_runs(
                 .map_err(github_error(format!("look up check run {name}")))?
                 .map(|r| r.id);
         }
-        if let Some(id) = id {
-            ctx.github
-                .update_check_run(
-                    spec.installation_id,
-                    owner,
-                    repo,
-                    id,
-                    &CheckRunUpdate {
-                        status: Some(check_status),
-                        started_at,
-                        conclusion,
-                        completed_at,
-                        details_url: details_url(ctx, request),
-                        output: Some(output),
-                    },
-                )
+        let update = CheckRunUpdate {
+            status: Some(check_status),
+            started_at: started_at.clone(),
+            conclusion,
+            completed_at: completed_at.clone(),
+            details_url: details_url(ctx, request),
+            output: Some(output.clone()),
+        };
+        if let Some(known) = id {
+            match ctx
+                .github
+                .update_check_run(spec.installation_id, owner, repo, known, &update)
                 .await
-                .map_err(github_error(format!("update check run {name} ({id})")))?;
-            status.scanners[index].check_run_id = Some(id);
-        } else {
+            {
+                Ok(()) => status.scanners[index].check_run_id = Some(known),
+                // GitHub deleted it (it keeps 1,000 runs of a name per suite): create it anew.
+                Err(error) if error.status() == Some(404) => id = None,
+                Err(error) => {
+                    return Err(github_error(format!("update check run {name} ({known})"))(
+                        error,
+                    ));
+                }
+            }
+        }
+        if id.is_none() {
             let created = ctx
                 .github
                 .create_check_run(
@@ -869,37 +1009,51 @@ async fn sync_check_runs(
     Ok(())
 }
 
+/// Writes `status` if it differs from `before`, by server-side apply conditional on the
+/// resourceVersion the status was decided from (`version`, else the object's): a decision made
+/// from a stale copy gets a conflict and is retried from fresh data. Returns the new version.
 async fn write_status(
     ctx: &Context,
     request: &ScanRequest,
     before: &ScanRequestStatus,
     status: &ScanRequestStatus,
-) -> Result<(), Error> {
+    version: Option<String>,
+) -> Result<Option<String>, Error> {
+    let version = version.or_else(|| request.metadata.resource_version.clone());
     if before == status && request.status.is_some() {
-        return Ok(());
+        return Ok(version);
     }
     let namespace = request.namespace().unwrap_or_default();
     let name = request.name_any();
     let api: Api<ScanRequest> = Api::namespaced(ctx.client.clone(), &namespace);
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "apiVersion": "gatehouse.dev/v1alpha1",
         "kind": "ScanRequest",
         "status": status,
     });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(kube_error(format!(
-        "write the status of ScanRequest {namespace}/{name}"
-    )))?;
-    Ok(())
+    if let Some(version) = &version {
+        body["metadata"] = serde_json::json!({"resourceVersion": version});
+    }
+    let written = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(kube_error(format!(
+            "write the status of ScanRequest {namespace}/{name}"
+        )))?;
+    Ok(written.metadata.resource_version)
 }
 
 async fn event(ctx: &Context, request: &ScanRequest, kind: EventType, reason: &str, note: &str) {
-    let note: String = note.chars().take(1000).collect();
+    // The API limits a note to 1 kB: cut at a character boundary within 1,000 bytes.
+    let mut end = note.len().min(1000);
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    let note = note[..end].to_owned();
     let result = ctx
         .recorder
         .publish(
@@ -1010,6 +1164,21 @@ fn phase_name(phase: ScanPhase) -> &'static str {
     }
 }
 
+/// How long a deletion waits for GitHub to take the check runs' conclusion before it lets the
+/// ScanRequest go anyway.
+const CLEANUP_PATIENCE: Duration = Duration::from_secs(3600);
+
+fn deleting_for(request: &ScanRequest) -> Duration {
+    request
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .and_then(|t| {
+            Duration::try_from(k8s_openapi::jiff::Timestamp::now().duration_since(t.0)).ok()
+        })
+        .unwrap_or_default()
+}
+
 /// Deletion: stop the Jobs and conclude every open check run `cancelled`.
 async fn cleanup(request: &ScanRequest, ctx: &Context) -> Result<Action, Error> {
     let namespace = request
@@ -1032,6 +1201,22 @@ async fn cleanup(request: &ScanRequest, ctx: &Context) -> Result<Action, Error> 
         &time,
     );
     let mut status = status;
-    sync_check_runs(ctx, request, &mut status).await?;
-    Ok(Action::await_change())
+    match sync_check_runs(ctx, request, &mut status).await {
+        Ok(()) => Ok(Action::await_change()),
+        // GitHub will never take it (the App was uninstalled, the repository is gone): the
+        // deletion must not hang on it.
+        Err(error) if error.is_permanent() || deleting_for(request) > CLEANUP_PATIENCE => {
+            let message = format!("deleted without concluding its check runs: {error}");
+            event(
+                ctx,
+                request,
+                EventType::Warning,
+                "CleanupIncomplete",
+                &message,
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        Err(error) => Err(error),
+    }
 }

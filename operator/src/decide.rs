@@ -45,6 +45,19 @@ pub enum Invalid {
         /// The policy.
         policy: String,
     },
+    /// The policy does not cover the request's repository or base branch: a hand-made request
+    /// may not borrow another team's policy (or the App's access) for a repository it names.
+    #[error(
+        "ScanPolicy {policy:?} does not cover repository {repository} and base branch {base:?}"
+    )]
+    NotCovered {
+        /// The policy.
+        policy: String,
+        /// `owner/name`.
+        repository: String,
+        /// The base branch.
+        base: String,
+    },
     /// A path glob of the policy does not compile (the policy's own validation should have
     /// refused it).
     #[error("scanner {scanner:?} has an invalid path glob {glob:?}")]
@@ -62,6 +75,7 @@ impl Invalid {
         match self {
             Invalid::UnknownScanner { .. } => "UnknownScanner",
             Invalid::BadGlob { .. } => "InvalidPolicy",
+            Invalid::NotCovered { .. } => "RepositoryNotCovered",
         }
     }
 }
@@ -70,6 +84,18 @@ impl Invalid {
 /// the policy's order) and the reporting options.
 pub fn snapshot(request: &ScanRequest, policy: &ScanPolicy) -> Result<PolicySnapshot, Invalid> {
     let policy_name = policy.metadata.name.clone().unwrap_or_default();
+    let covered =
+        gatehouse_crds::selection::compile_spec(&policy.spec).is_ok_and(|(repositories, bases)| {
+            repositories.matches(&request.spec.repository.full_name())
+                && bases.matches(&request.spec.pull_request.base_ref)
+        });
+    if !covered {
+        return Err(Invalid::NotCovered {
+            policy: policy_name,
+            repository: request.spec.repository.full_name(),
+            base: request.spec.pull_request.base_ref.clone(),
+        });
+    }
     let scanners: Vec<ScannerSpec> = match &request.spec.scanners {
         None => policy.spec.scanners.clone(),
         Some(names) => {
@@ -225,6 +251,34 @@ pub fn first_status(
     Ok(finish(status, request, now))
 }
 
+/// A pending entry for every scanner of a snapshot.
+pub fn pending_scanners(snapshot: &PolicySnapshot) -> Vec<ScannerStatus> {
+    snapshot.scanners.iter().map(|s| pending(&s.name)).collect()
+}
+
+/// The status once the Jobs cannot be started for a reason retrying will not fix (the API
+/// refuses them, GitHub refuses the token): every scanner without a Job and a conclusion fails
+/// with `message`.
+pub fn could_not_start(
+    mut status: ScanRequestStatus,
+    request: &ScanRequest,
+    message: &str,
+    now: &Time,
+) -> ScanRequestStatus {
+    for scanner in &mut status.scanners {
+        if scanner.job_name.is_none() && !concluded(scanner) {
+            conclude(
+                scanner,
+                ScannerPhase::Errored,
+                Conclusion::Failure,
+                message,
+                now,
+            );
+        }
+    }
+    finish(status, request, now)
+}
+
 fn pending(name: &str) -> ScannerStatus {
     ScannerStatus {
         name: name.to_owned(),
@@ -349,7 +403,10 @@ fn condition_true(job: &Job, kind: &str) -> Option<(Option<String>, Option<Strin
 /// of the infrastructure.
 pub fn job_outcome(job: &Job, pods: &[Pod]) -> JobOutcome {
     let status = job.status.clone().unwrap_or_default();
-    if condition_true(job, "Complete").is_some() {
+    // `SuccessCriteriaMet` (Kubernetes 1.31+) comes before `Complete`: the pod succeeded.
+    if condition_true(job, "Complete").is_some()
+        || condition_true(job, "SuccessCriteriaMet").is_some()
+    {
         return JobOutcome::Succeeded {
             finished: status.completion_time,
         };
@@ -559,6 +616,12 @@ pub fn observe(
                 }
             }
         }
+    }
+    if status.phase == Some(ScanPhase::Queued)
+        && status.scanners.iter().any(|s| s.job_name.is_some())
+    {
+        // Its Jobs exist (an admission whose status write was lost): it holds its slot.
+        return admitted(status, request, now);
     }
     finish(status, request, now)
 }
@@ -867,7 +930,7 @@ mod tests {
 
     #[test]
     fn a_rerun_of_one_scanner_snapshots_only_that_scanner_and_an_unknown_one_is_invalid() {
-        let mut request = test_support::request();
+        let mut request = test_support::payments_request();
         request.spec.scanners = Some(vec!["blackduck".to_owned()]);
         let snap = snapshot(&request, &test_support::payments_policy()).unwrap();
         assert_eq!(
@@ -884,7 +947,7 @@ mod tests {
 
     #[test]
     fn a_scanner_whose_paths_match_no_changed_file_is_skipped_and_unknown_changes_skip_nothing() {
-        let request = test_support::request();
+        let request = test_support::payments_request();
         let policy = test_support::payments_policy();
         let changed = ChangedFiles {
             paths: vec!["infra/main.tf".to_owned(), "README.md".to_owned()],
@@ -942,7 +1005,7 @@ mod tests {
     #[test]
     fn an_untrusted_fork_waits_for_an_approval_of_its_exact_head_and_an_approved_one_is_queued() {
         let policy = test_support::payments_policy();
-        let request = fork(test_support::request());
+        let request = fork(test_support::payments_request());
         let status = first(&request, &policy, None);
         assert_eq!(status.phase, Some(ScanPhase::AwaitingApproval));
         assert!(
@@ -1180,6 +1243,51 @@ mod tests {
         assert_eq!(seen.scanners[0].attempts, 1);
         assert_eq!(seen.scanners[0].phase, ScannerPhase::Completed);
         assert!(jobs_to_create(&seen).is_empty());
+    }
+
+    #[test]
+    fn a_queued_request_whose_job_exists_was_admitted_already_and_holds_its_slot() {
+        let request = test_support::request();
+        let status = first(&request, &test_support::kics_policy(), None);
+        assert_eq!(status.phase, Some(ScanPhase::Queued));
+        let name = crate::jobs::job_name("hello-world-pr2-ec26c3e-016643a9", "kics", 1);
+        let seen = observe(status, &request, &[(job(&name, &[], 1), vec![])], &now());
+        assert_eq!(seen.phase, Some(ScanPhase::Running));
+        assert!(is_admitted(&seen));
+        assert_eq!(seen.scanners[0].phase, ScannerPhase::Running);
+    }
+
+    #[test]
+    fn a_job_whose_pod_met_its_success_criteria_is_finished_even_before_complete_is_written() {
+        let (request, status) = running(1);
+        let running_status = observe(status, &request, &[(job("job-a", &[], 1), vec![])], &now());
+        let met = observe(
+            running_status,
+            &request,
+            &[(job("job-a", &[("SuccessCriteriaMet", "x")], 0), vec![])],
+            &now(),
+        );
+        assert_eq!(met.scanners[0].phase, ScannerPhase::Completed);
+    }
+
+    #[test]
+    fn a_request_for_a_repository_or_base_its_policy_does_not_cover_is_invalid() {
+        let policy = test_support::payments_policy();
+        let err = snapshot(&test_support::request(), &policy).unwrap_err();
+        assert_eq!(err.reason(), "RepositoryNotCovered");
+        let mut sandbox = test_support::payments_request();
+        sandbox.spec.repository.name = "payments-sandbox".to_owned();
+        assert_eq!(
+            snapshot(&sandbox, &policy).unwrap_err().reason(),
+            "RepositoryNotCovered"
+        );
+        let mut feature = test_support::payments_request();
+        feature.spec.pull_request.base_ref = "feature/x".to_owned();
+        assert_eq!(
+            snapshot(&feature, &policy).unwrap_err().reason(),
+            "RepositoryNotCovered"
+        );
+        assert!(snapshot(&test_support::payments_request(), &policy).is_ok());
     }
 
     #[test]

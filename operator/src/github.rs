@@ -293,8 +293,8 @@ pub struct CheckRunUpdate {
 
 /// Body of `POST /app/installations/{id}/access_tokens` for a scan.
 #[derive(Serialize)]
-struct ScanTokenRequest {
-    repository_ids: [i64; 1],
+struct ScanTokenRequest<'a> {
+    repositories: [&'a str; 1],
     permissions: ContentsRead,
 }
 
@@ -386,6 +386,10 @@ pub struct GitHub {
     /// would be minted again by every call.
     installations: Mutex<HashMap<i64, Arc<Octocrab>>>,
     rate_limit: Mutex<Option<RateLimitSeen>>,
+    /// No call leaves before this instant: GitHub asked to wait (`retry-after`, an exhausted
+    /// limit, a secondary limit). One gate for the App: continuing under a limit risks the
+    /// integration being banned, and another installation's calls would add to it.
+    not_before: Mutex<Option<std::time::Instant>>,
 }
 
 impl fmt::Debug for GitHub {
@@ -426,6 +430,7 @@ impl GitHub {
             api_url: api_url.to_owned(),
             installations: Mutex::new(HashMap::new()),
             rate_limit: Mutex::new(None),
+            not_before: Mutex::new(None),
         })
     }
 
@@ -452,17 +457,19 @@ impl GitHub {
             .map(|seen| seen.remaining(now))
     }
 
-    /// A token for one scan: it can read `repository_id`'s contents and nothing else, and
-    /// expires after an hour. Minted with the App JWT, never cached.
+    /// A token for one scan: it can read the contents of `repository` (a name within the
+    /// installation's account) and nothing else, and expires after an hour. Minted with the App
+    /// JWT, never cached. Check the installation with [`GitHub::repository_installation`] first:
+    /// the same name in another installation is another repository.
     pub async fn scan_token(
         &self,
         installation_id: i64,
-        repository_id: i64,
+        repository: &str,
     ) -> Result<ScanToken, GitHubError> {
         let installation = installation_number(installation_id)?;
         let route = format!("/app/installations/{installation}/access_tokens");
         let body = ScanTokenRequest {
-            repository_ids: [repository_id],
+            repositories: [repository],
             permissions: ContentsRead { contents: "read" },
         };
         let app = self
@@ -475,6 +482,29 @@ impl GitHub {
             token: answer.token,
             expires_at: answer.expires_at,
         })
+    }
+
+    /// The id of the App's installation on `owner/repo` (`GET /repos/{owner}/{repo}/installation`
+    /// with the App JWT): what a ScanRequest's own `installationId` is checked against before a
+    /// token is minted for it, since a token is scoped by repository *name* within an
+    /// installation's account.
+    pub async fn repository_installation(
+        &self,
+        owner: &str,
+        repo: &str,
+    ) -> Result<i64, GitHubError> {
+        #[derive(Deserialize)]
+        struct InstallationAnswer {
+            id: i64,
+        }
+        let route = format!("/repos/{}/{}/installation", encode(owner), encode(repo));
+        let app = self
+            .app
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let answer: InstallationAnswer = self.call(&app, Verb::Get, &route, None::<&()>).await?;
+        Ok(answer.id)
     }
 
     /// The paths a pull request changes (renamed files under both names), GitHub's first 3000
@@ -627,6 +657,18 @@ impl GitHub {
         })
     }
 
+    /// Holds every call back for `wait`.
+    fn hold_for(&self, wait: Duration) {
+        let until = std::time::Instant::now() + wait;
+        let mut gate = self
+            .not_before
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if gate.is_none_or(|current| current < until) {
+            *gate = Some(until);
+        }
+    }
+
     /// One request, its rate-limit headers noted, its answer's body if it is a success.
     async fn call_text<B>(
         &self,
@@ -638,6 +680,19 @@ impl GitHub {
     where
         B: Serialize + ?Sized,
     {
+        let held = self
+            .not_before
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .and_then(|until| until.checked_duration_since(std::time::Instant::now()));
+        if let Some(wait) = held {
+            return Err(GitHubError::Request {
+                route: route.to_owned(),
+                status: None,
+                retry_after: Some(wait.max(Duration::from_secs(1))),
+                message: "held back: GitHub asked to wait".to_owned(),
+            });
+        }
         let sent = match verb {
             Verb::Get => client._get(route).await,
             Verb::Post => client._post(route, body).await,
@@ -653,10 +708,19 @@ impl GitHub {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             *seen = Some(RateLimitSeen::observe(*seen, remaining, reset, now));
+            if remaining == 0 {
+                self.hold_for(Duration::from_secs(reset.saturating_sub(now).max(1)));
+            }
         }
-        let response = octocrab::map_github_error(response)
-            .await
-            .map_err(|e| request_error(route, e))?;
+        let response = octocrab::map_github_error(response).await.map_err(|e| {
+            let error = request_error(route, e);
+            if matches!(error.status(), Some(403 | 429))
+                && let Some(wait) = error.retry_after()
+            {
+                self.hold_for(wait);
+            }
+            error
+        })?;
         client
             .body_to_string(response)
             .await
@@ -898,7 +962,7 @@ mod tests {
         Mock::given(method("POST"))
             .and(path("/app/installations/77/access_tokens"))
             .and(body_json(serde_json::json!({
-                "repository_ids": [123_456],
+                "repositories": ["widgets"],
                 "permissions": {"contents": "read"},
             })))
             .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
@@ -911,7 +975,7 @@ mod tests {
             .mount(&server)
             .await;
 
-        let token = github.scan_token(77, 123_456).await.unwrap();
+        let token = github.scan_token(77, "widgets").await.unwrap();
 
         assert_eq!(token.token, "ghs_scan_secret");
         assert_eq!(token.expires_at, "2026-11-22T11:00:00Z");
@@ -1142,6 +1206,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn after_a_secondary_limit_no_call_leaves_until_the_wait_is_over() {
+        let (server, github) = github().await;
+        Mock::given(method("POST"))
+            .and(path("/repos/o/r/check-runs"))
+            .respond_with(
+                ResponseTemplate::new(403)
+                    .insert_header("retry-after", "30")
+                    .set_body_json(serde_json::json!({"message": "secondary rate limit"})),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("PATCH"))
+            .and(path("/repos/o/r/check-runs/5"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({})))
+            .expect(0)
+            .mount(&server)
+            .await;
+        let refused = github
+            .create_check_run(INSTALLATION, "o", "r", &new_run("a"))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.retry_after(), Some(Duration::from_secs(30)));
+        // Another call, even to another endpoint, waits out the same limit without leaving.
+        let held = github
+            .update_check_run(INSTALLATION, "o", "r", 5, &CheckRunUpdate::default())
+            .await
+            .unwrap_err();
+        assert!(held.is_transient());
+        let wait = held.retry_after().unwrap();
+        assert!(
+            (Duration::from_secs(28)..=Duration::from_secs(30)).contains(&wait),
+            "{wait:?}"
+        );
+        server.verify().await;
+    }
+
+    #[tokio::test]
     async fn a_403_with_no_requests_remaining_waits_until_the_reset() {
         let reset = unix_now() + 30;
         let error = create_answered(
@@ -1219,7 +1321,7 @@ mod tests {
         drop(listener);
         let github = GitHub::new(APP_ID, KEY, &url).unwrap();
 
-        let error = github.scan_token(1, 2).await.unwrap_err();
+        let error = github.scan_token(1, "r").await.unwrap_err();
 
         assert!(error.is_transient(), "{error:?}");
         assert_eq!(error.status(), None);

@@ -68,12 +68,16 @@ pub fn secret_name(scan_request: &str) -> String {
 }
 
 /// Name of the Job of `scanner`, attempt `attempt` (1 for the first; retries after an
-/// infrastructure failure get names of their own, so a failed Job is kept for people to see).
+/// infrastructure failure get names of their own, `<scanrequest>-<scanner>-retryN-<hash>`
+/// shortened to fit, so a failed Job is kept for people to see).
 pub fn job_name(scan_request: &str, scanner: &str, attempt: i32) -> String {
     if attempt <= 1 {
         naming::job_name(scan_request, scanner)
     } else {
-        naming::job_name(scan_request, &format!("{scanner}-retry{attempt}"))
+        // `.` is not a scanner-name character, so no scanner's first Job (say of a scanner
+        // named `kics-retry2`) can take the name of another's retry: the name is always the
+        // hashed form of this exact pair.
+        naming::job_name(scan_request, &format!("{scanner}.retry{attempt}"))
     }
 }
 
@@ -698,7 +702,9 @@ mod tests {
         assert_ne!(first, second);
         assert!(gatehouse_crds::naming::is_dns1123_label(&second));
         assert_eq!(job_name("sr", "kics", 1), "sr-kics");
-        assert_eq!(job_name("sr", "kics", 3), "sr-kics-retry3");
+        assert!(job_name("sr", "kics", 3).starts_with("sr-kics-retry3-"));
+        // A scanner named like another's retry does not share its Job.
+        assert_ne!(job_name("sr", "kics", 2), job_name("sr", "kics-retry2", 1));
     }
 
     #[test]

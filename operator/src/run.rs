@@ -199,14 +199,21 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
-    let namespaces: Vec<Option<String>> = if args.namespaces.is_empty() {
-        vec![None]
-    } else {
-        args.namespaces
-            .iter()
-            .map(|n| Some(n.trim().to_owned()))
-            .collect()
-    };
+    // A namespace named twice would get two controllers racing on the same objects.
+    let mut namespaces: Vec<Option<String>> = Vec::new();
+    for namespace in args
+        .namespaces
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+    {
+        if !namespaces.iter().flatten().any(|known| known == namespace) {
+            namespaces.push(Some(namespace.to_owned()));
+        }
+    }
+    if namespaces.is_empty() {
+        namespaces.push(None);
+    }
     let watches = Watches::new(&client, &namespaces);
     let request_stores = watches.request_stores();
     let health = Health {
@@ -226,6 +233,9 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             .await
     });
 
+    // Ready once configured, leading or not: readiness tied to the lease would keep a new
+    // replica unready while the old one leads, and a rolling update would wait forever.
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let identity = args
         .identity
         .clone()
@@ -268,7 +278,6 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         details_url: args.details_url.clone(),
         queue_poll: Duration::from_secs(args.queue_poll_seconds),
     };
-    ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let operate = watches.operate(
         client.clone(),
         github,
@@ -418,7 +427,7 @@ async fn readyz(State(health): State<Health>) -> (StatusCode, &'static str) {
     if health.ready.load(std::sync::atomic::Ordering::Relaxed) {
         (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not leading or not synced")
+        (StatusCode::SERVICE_UNAVAILABLE, "starting")
     }
 }
 

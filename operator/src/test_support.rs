@@ -36,3 +36,12 @@ pub fn payments_policy() -> ScanPolicy {
 pub fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
     k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2026-11-23T10:00:05Z".parse().unwrap())
 }
+
+/// The sample ScanRequest, for a repository and base branch the payments policy covers.
+pub fn payments_request() -> ScanRequest {
+    let mut request = request();
+    request.spec.repository.owner = "acme".to_owned();
+    request.spec.repository.name = "payments-api".to_owned();
+    request.spec.pull_request.base_ref = "main".to_owned();
+    request
+}

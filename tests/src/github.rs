@@ -135,7 +135,12 @@ struct Fault {
     status: u16,
     headers: Vec<(String, String)>,
     left: usize,
+    /// Applied after the request took effect: the answer is lost, not the request.
+    after: bool,
 }
+
+/// The App's installation on a repository nobody set another for (the sample ScanRequest's).
+pub const DEFAULT_INSTALLATION: i64 = 1;
 
 #[derive(Debug)]
 struct State {
@@ -147,6 +152,9 @@ struct State {
     token_bodies: Vec<Value>,
     /// Changed files by (owner, repo) lower-cased and pull request number.
     files: HashMap<(String, String, i64), Vec<String>>,
+    /// The App's installation by account (owner, lower-cased); [`DEFAULT_INSTALLATION`] for
+    /// any other.
+    installations: HashMap<String, i64>,
     faults: Vec<Fault>,
     remaining: u64,
     /// End of the rate-limit window, epoch seconds.
@@ -207,6 +215,7 @@ impl FakeGitHub {
                 tokens: Vec::new(),
                 token_bodies: Vec::new(),
                 files: HashMap::new(),
+                installations: HashMap::new(),
                 faults: Vec::new(),
                 remaining: RATE_LIMIT,
                 reset: unix_now() + 3600,
@@ -260,6 +269,16 @@ impl FakeGitHub {
         );
     }
 
+    /// Makes `installation` the App's installation on every repository of `owner` (the answer
+    /// of `GET /repos/{owner}/{repo}/installation`); by default every owner has
+    /// [`DEFAULT_INSTALLATION`].
+    pub fn set_installation(&self, owner: &str, installation: i64) {
+        self.shared
+            .lock()
+            .installations
+            .insert(owner.to_ascii_lowercase(), installation);
+    }
+
     /// The next `times` requests with this method whose path (as sent) starts with
     /// `path_prefix` are answered `status` with `headers` (and a JSON content type) and body
     /// `{"message":"injected"}`, without changing any state. Earlier rules match first.
@@ -277,6 +296,21 @@ impl FakeGitHub {
             status,
             headers,
             left: times,
+            after: false,
+        });
+    }
+
+    /// The next `times` requests with this method whose path starts with `path_prefix` take
+    /// effect (a check run is created, ...) but are answered `status` with
+    /// `{"message":"injected"}`: the answer is lost on the way back, as when a connection drops.
+    pub fn lose_answer_next(&self, method: &str, path_prefix: &str, status: u16, times: usize) {
+        self.shared.lock().faults.push(Fault {
+            method: method.to_ascii_uppercase(),
+            path_prefix: path_prefix.to_owned(),
+            status,
+            headers: Vec::new(),
+            left: times,
+            after: true,
         });
     }
 
@@ -359,7 +393,7 @@ fn handle(
     };
     let now = unix_now();
     let mut state = shared.lock();
-    let answer = if let Some(answer) = state.take_fault(method.as_str(), &path) {
+    let answer = if let Some(answer) = state.take_fault(method.as_str(), &path, false) {
         answer
     } else {
         if now >= state.reset {
@@ -378,7 +412,10 @@ fn handle(
             body: parsed,
             now,
         };
-        route(&mut state, &request)
+        let answer = route(&mut state, &request);
+        state
+            .take_fault(method.as_str(), &path, true)
+            .unwrap_or(answer)
     };
     state.calls.push(Call {
         method: method.as_str().to_owned(),
@@ -401,9 +438,12 @@ fn handle(
 
 impl State {
     /// The injected answer for this request, if a fault rule matches (using up one of its times).
-    fn take_fault(&mut self, method: &str, path: &str) -> Option<Answer> {
+    fn take_fault(&mut self, method: &str, path: &str, after: bool) -> Option<Answer> {
         let fault = self.faults.iter_mut().find(|f| {
-            f.left > 0 && f.method.eq_ignore_ascii_case(method) && path.starts_with(&f.path_prefix)
+            f.left > 0
+                && f.after == after
+                && f.method.eq_ignore_ascii_case(method)
+                && path.starts_with(&f.path_prefix)
         })?;
         fault.left -= 1;
         let answer = Answer {
@@ -449,6 +489,29 @@ fn route(state: &mut State, request: &Request<'_>) -> Answer {
             if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) =>
         {
             mint_token(state, request)
+        }
+        ("GET", ["repos", owner, _, "installation"]) => {
+            if !request
+                .authorization
+                .strip_prefix("Bearer ")
+                .is_some_and(|token| is_app_jwt(token.trim(), request.now))
+            {
+                return Answer::json(
+                    401,
+                    json!({"message": "A JSON web token could not be decoded",
+                        "documentation_url": "https://docs.github.com/rest", "status": "401"}),
+                );
+            }
+            let id = state
+                .installations
+                .get(&owner.to_ascii_lowercase())
+                .copied()
+                .unwrap_or(DEFAULT_INSTALLATION);
+            Answer::json(
+                200,
+                json!({"id": id, "account": {"login": owner}, "app_id": 4242,
+                    "repository_selection": "all", "target_type": "Organization"}),
+            )
         }
         (_, ["repos", ..]) => {
             let minted = request

@@ -88,7 +88,7 @@ async fn a_scan_request_is_queued_admitted_run_as_a_hardened_job_and_its_check_r
         minted
             .iter()
             .any(|b| b
-                == &json!({"repository_ids": [186_853_002], "permissions": {"contents": "read"}})),
+                == &json!({"repositories": ["Hello-World"], "permissions": {"contents": "read"}})),
         "{minted:?}"
     );
     let secret = h.k8s.get::<Secret>(NS, &format!("{SR}-scan")).unwrap();
@@ -125,6 +125,18 @@ async fn a_scan_request_is_queued_admitted_run_as_a_hardened_job_and_its_check_r
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(history(&h, SR), ["queued", "in_progress"]);
     assert_eq!(posts(&h), 1, "created once, then only updated");
+    let patches = h
+        .github
+        .calls()
+        .iter()
+        .filter(|c| c.method == "PATCH" && c.path.contains("/check-runs/"))
+        .count();
+    assert_eq!(
+        patches,
+        1,
+        "one update per transition: {:#?}",
+        h.github.calls()
+    );
     assert_eq!(
         h.k8s.names::<Job>(NS),
         [JOB],
@@ -260,10 +272,10 @@ async fn a_superseded_scan_stops_its_job_and_its_check_run_names_what_replaced_i
 #[tokio::test]
 async fn a_check_run_created_before_a_lost_status_write_is_found_again_not_created_twice() {
     let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
-    // The status write after the check run's creation fails: the operator does not know the
-    // id it got, as after a crash between the two writes.
-    h.k8s
-        .fail_next(Some("PATCH"), "/status", 1, Failure::InternalError);
+    // GitHub creates the check run but its answer is lost: the operator does not know the id,
+    // as after a crash between "created at GitHub" and "recorded in status".
+    h.github
+        .lose_answer_next("POST", "/repos/Codertocat/Hello-World/check-runs", 502, 1);
     h.start_operator().unwrap();
     h.create(&sample_request()).await.unwrap();
     h.until("the id recorded", |h| {
@@ -279,17 +291,17 @@ async fn a_check_run_created_before_a_lost_status_write_is_found_again_not_creat
     })
     .await
     .unwrap();
-    assert_eq!(posts(&h), 1, "{:#?}", h.github.calls());
-    assert_eq!(h.github.check_runs().len(), 1);
-    let lookups = h
+    let creates = h
         .github
         .calls()
         .iter()
-        .filter(|c| c.method == "GET" && c.path.contains("/check-runs"))
+        .filter(|c| c.method == "POST" && c.path.ends_with("/check-runs"))
         .count();
-    assert!(
-        lookups >= 2,
-        "looked up by external_id before each create attempt"
+    assert_eq!(creates, 1, "never POSTed again: {:#?}", h.github.calls());
+    assert_eq!(h.github.check_runs().len(), 1);
+    assert_eq!(
+        h.request(SR).unwrap().status.unwrap().scanners[0].check_run_id,
+        Some(h.github.check_runs()[0].id)
     );
 }
 
@@ -549,5 +561,150 @@ async fn finished_requests_beyond_the_policys_count_per_pull_request_are_deleted
         history,
         [["completed/skipped"], ["completed/skipped"]],
         "each concluded skipped once"
+    );
+}
+
+#[tokio::test]
+async fn a_hand_made_request_for_a_repository_its_policy_does_not_cover_gets_no_token_and_no_check_run()
+ {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    h.start_operator().unwrap();
+    let mut foreign = sample_request();
+    foreign.spec.repository.owner = "other-org".to_owned();
+    foreign.spec.repository.name = "private".to_owned();
+    h.create(&foreign).await.unwrap();
+    h.until("Ready=False RepositoryNotCovered", |h| {
+        h.request(SR).and_then(|r| r.status).is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "Ready" && c.status == "False" && c.reason == "RepositoryNotCovered"
+            })
+        })
+    })
+    .await
+    .unwrap();
+    assert!(h.github.tokens_minted().is_empty());
+    assert!(h.github.check_runs().is_empty());
+    assert!(h.k8s.names::<Job>(NS).is_empty());
+}
+
+#[tokio::test]
+async fn a_request_naming_an_installation_that_does_not_hold_its_repository_fails_without_a_token()
+{
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    // The App's installation on Codertocat is 9; the request claims installation 1.
+    h.github.set_installation("Codertocat", 9);
+    h.start_operator().unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("failure", |h| {
+        history(h, SR).last().map(String::as_str) == Some("completed/failure")
+    })
+    .await
+    .unwrap();
+    let minted: Vec<Value> = h
+        .github
+        .tokens_minted()
+        .into_iter()
+        .filter(|b| b.get("repositories").is_some())
+        .collect();
+    assert!(minted.is_empty(), "{minted:?}");
+    assert!(h.k8s.names::<Job>(NS).is_empty());
+    let status = h.request(SR).unwrap().status.unwrap();
+    assert_eq!(
+        status.phase.map(|p| format!("{p:?}")).as_deref(),
+        Some("Failed")
+    );
+    assert!(
+        status.scanners[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("does not hold repository Codertocat/Hello-World"),
+        "{:?}",
+        status.scanners[0].message
+    );
+}
+
+#[tokio::test]
+async fn a_job_the_api_refuses_concludes_its_check_run_failure_instead_of_retrying_forever() {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    h.k8s
+        .fail_next(Some("POST"), "/jobs", 100, Failure::Invalid);
+    h.start_operator().unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("failure", |h| {
+        history(h, SR).last().map(String::as_str) == Some("completed/failure")
+    })
+    .await
+    .unwrap();
+    let run = &h.github.check_runs()[0];
+    assert!(
+        run.title
+            .as_deref()
+            .unwrap()
+            .starts_with("Could not start the scan"),
+        "{run:?}"
+    );
+    assert_eq!(h.phase(SR).as_deref(), Some("Failed"));
+}
+
+#[tokio::test]
+async fn deleting_a_request_whose_repository_github_no_longer_serves_does_not_hang() {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    h.start_operator().unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("queued", |h| history(h, SR) == ["queued"])
+        .await
+        .unwrap();
+    // The App was uninstalled: every check-run call is refused for good.
+    h.github.fail_next(
+        "PATCH",
+        "/repos/Codertocat/Hello-World/check-runs",
+        404,
+        vec![],
+        1000,
+    );
+    h.github.fail_next(
+        "POST",
+        "/repos/Codertocat/Hello-World/check-runs",
+        404,
+        vec![],
+        1000,
+    );
+    Api::<ScanRequest>::namespaced(h.k8s.client(), NS)
+        .delete(SR, &DeleteParams::default())
+        .await
+        .unwrap();
+    h.until("gone", |h| h.request(SR).is_none()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_check_run_github_deleted_is_created_anew_instead_of_failing_every_update() {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    h.start_operator().unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("queued", |h| history(h, SR) == ["queued"])
+        .await
+        .unwrap();
+    let first = h.github.check_runs()[0].id;
+    h.github.fail_next(
+        "PATCH",
+        &format!("/repos/Codertocat/Hello-World/check-runs/{first}"),
+        404,
+        vec![],
+        1000,
+    );
+    h.k8s.set_job_status(NS, JOB, &JobState::Active).unwrap();
+    h.until("a second run, recorded", |h| {
+        h.github.check_runs().len() == 2
+            && h.request(SR).unwrap().status.unwrap().scanners[0].check_run_id != Some(first)
+    })
+    .await
+    .unwrap();
+    let runs = h.github.check_runs();
+    let newest = runs.iter().find(|r| r.id != first).unwrap();
+    assert_eq!(newest.status, "in_progress");
+    assert_eq!(
+        h.request(SR).unwrap().status.unwrap().scanners[0].check_run_id,
+        Some(newest.id)
     );
 }
