@@ -708,3 +708,35 @@ async fn a_check_run_github_deleted_is_created_anew_instead_of_failing_every_upd
         Some(newest.id)
     );
 }
+
+#[tokio::test]
+async fn errors_from_the_api_server_lose_nothing_and_double_nothing() {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    // Every kind of write fails once or twice on its first attempts: the Job create, the Secret
+    // apply, the status write, and a 429 on the Job list.
+    h.k8s.fail_next(Some("POST"), "/jobs", 2, Failure::InternalError);
+    h.k8s.fail_next(Some("PATCH"), "/secrets/", 1, Failure::Unavailable);
+    h.k8s.fail_next(Some("PATCH"), "/status", 1, Failure::Conflict);
+    h.k8s.fail_next(
+        Some("GET"),
+        "/jobs?",
+        1,
+        Failure::TooManyRequests {
+            retry_after_seconds: 1,
+        },
+    );
+    h.start_operator().unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("the Job and a queued check run", |h| {
+        h.k8s.get::<Job>(NS, JOB).is_some() && history(h, SR) == ["queued"]
+    })
+    .await
+    .unwrap();
+    h.k8s.set_job_status(NS, JOB, &JobState::Active).unwrap();
+    h.until("in_progress", |h| history(h, SR) == ["queued", "in_progress"])
+        .await
+        .unwrap();
+    assert_eq!(h.k8s.names::<Job>(NS), [JOB]);
+    assert_eq!(posts(&h), 1);
+    assert_eq!(h.github.check_runs().len(), 1);
+}

@@ -1,0 +1,154 @@
+//! Two `gatehouse-operator` processes against one Kubernetes API emulator and one GitHub
+//! stand-in: only the Lease holder acts, and the standby takes over when the leader dies.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use gatehouse_crds::{ScanPolicy, ScanRequest};
+use gatehouse_tests::KubeEmulator;
+use gatehouse_tests::github::FakeGitHub;
+use gatehouse_tests::kube_support::sample;
+use gatehouse_tests::operator::{MASTER_KEY, NS, request};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, PostParams};
+
+/// The binary cargo built next to this test (`cargo test --workspace` builds every binary).
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = dir.join("gatehouse-operator");
+    assert!(
+        path.exists(),
+        "{} not built; run cargo test --workspace",
+        path.display()
+    );
+    path
+}
+
+struct Operator(Child);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn operator(dir: &tempfile::TempDir, github: &FakeGitHub, identity: &str) -> Operator {
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/github-app/test-app-key.pem"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(binary())
+        .args([
+            "run",
+            "--github-app-id",
+            "4242",
+            "--github-private-key-file",
+            key,
+        ])
+        .args(["--github-api-url", &github.url()])
+        .arg("--master-key-file")
+        .arg(dir.path().join("master-key"))
+        .args([
+            "--leader-election",
+            "true",
+            "--lease-namespace",
+            "gatehouse",
+        ])
+        .args(["--lease-seconds", "3", "--identity", identity])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--queue-poll-seconds", "1"])
+        .env("KUBECONFIG", dir.path().join("kubeconfig"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Operator(child)
+}
+
+async fn until(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn holder(k8s: &KubeEmulator) -> Option<String> {
+    k8s.get::<Lease>("gatehouse", "gatehouse-operator")
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
+}
+
+fn check_run_posts(github: &FakeGitHub) -> usize {
+    github
+        .calls()
+        .iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/check-runs") && c.status == 201)
+        .count()
+}
+
+#[tokio::test]
+async fn of_two_replicas_only_the_leader_acts_and_the_standby_takes_over_when_it_dies() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let policy: ScanPolicy = sample("scanpolicy-kics.yaml");
+    Api::<ScanPolicy>::namespaced(k8s.client(), NS)
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    let github = FakeGitHub::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kubeconfig"), k8s.kubeconfig()).unwrap();
+    std::fs::write(dir.path().join("master-key"), MASTER_KEY).unwrap();
+    let mut a = Some(operator(&dir, &github, "replica-a"));
+    let mut b = Some(operator(&dir, &github, "replica-b"));
+    until("a leader", || holder(&k8s).is_some()).await;
+
+    let requests: Api<ScanRequest> = Api::namespaced(k8s.client(), NS);
+    requests
+        .create(&PostParams::default(), &request("sr-first", 'a'))
+        .await
+        .unwrap();
+    until("the first Job", || {
+        k8s.get::<Job>(NS, "sr-first-kics").is_some()
+    })
+    .await;
+    until("its check run", || check_run_posts(&github) == 1).await;
+    // Both replicas watch the request; one acted, the other stood by.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(check_run_posts(&github), 1, "{:#?}", github.calls());
+    assert_eq!(k8s.names::<Job>(NS), ["sr-first-kics"]);
+
+    let leader = holder(&k8s).unwrap();
+    if leader == "replica-a" {
+        drop(a.take());
+    } else {
+        drop(b.take());
+    }
+    requests
+        .create(&PostParams::default(), &request("sr-second", 'b'))
+        .await
+        .unwrap();
+    until("the standby leads and creates the second Job", || {
+        k8s.get::<Job>(NS, "sr-second-kics").is_some()
+    })
+    .await;
+    assert_ne!(holder(&k8s).unwrap(), leader);
+    until("its check run", || check_run_posts(&github) == 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(check_run_posts(&github), 2);
+    drop((a, b));
+}
