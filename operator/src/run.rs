@@ -17,8 +17,8 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::api::Api;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 
 use crate::controller::{self, Context, Settings};
 use crate::github::GitHub;
@@ -339,13 +339,19 @@ impl Watches {
                     )),
                 ),
             );
-            let (store, writer) = reflector::store::<ScanPolicy>();
-            policy_stores.push(store);
+            // The policies' controller writes their status; its cache gives admission the
+            // policies' limits and retention.
             let api: Api<ScanPolicy> = namespaced(client, namespace.as_deref());
+            let policies = Controller::new(api, watcher::Config::default());
+            policy_stores.push(policies.store());
+            let client = Arc::new(client.clone());
             policy_tasks.push(
-                reflector::reflector(writer, watcher(api, watcher::Config::default()))
-                    .default_backoff()
-                    .applied_objects()
+                policies
+                    .run(
+                        crate::policy_status::reconcile,
+                        crate::policy_status::error_policy,
+                        client,
+                    )
                     .for_each(|_| futures::future::ready(()))
                     .boxed(),
             );

@@ -714,9 +714,12 @@ async fn errors_from_the_api_server_lose_nothing_and_double_nothing() {
     let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
     // Every kind of write fails once or twice on its first attempts: the Job create, the Secret
     // apply, the status write, and a 429 on the Job list.
-    h.k8s.fail_next(Some("POST"), "/jobs", 2, Failure::InternalError);
-    h.k8s.fail_next(Some("PATCH"), "/secrets/", 1, Failure::Unavailable);
-    h.k8s.fail_next(Some("PATCH"), "/status", 1, Failure::Conflict);
+    h.k8s
+        .fail_next(Some("POST"), "/jobs", 2, Failure::InternalError);
+    h.k8s
+        .fail_next(Some("PATCH"), "/secrets/", 1, Failure::Unavailable);
+    h.k8s
+        .fail_next(Some("PATCH"), "/status", 1, Failure::Conflict);
     h.k8s.fail_next(
         Some("GET"),
         "/jobs?",
@@ -733,10 +736,42 @@ async fn errors_from_the_api_server_lose_nothing_and_double_nothing() {
     .await
     .unwrap();
     h.k8s.set_job_status(NS, JOB, &JobState::Active).unwrap();
-    h.until("in_progress", |h| history(h, SR) == ["queued", "in_progress"])
-        .await
-        .unwrap();
+    h.until("in_progress", |h| {
+        history(h, SR) == ["queued", "in_progress"]
+    })
+    .await
+    .unwrap();
     assert_eq!(h.k8s.names::<Job>(NS), [JOB]);
     assert_eq!(posts(&h), 1);
     assert_eq!(h.github.check_runs().len(), 1);
+}
+
+#[tokio::test]
+async fn policies_show_whether_they_are_ready_and_what_is_wrong_with_an_invalid_one() {
+    let mut broken = kics_policy();
+    broken.metadata.name = Some("broken".to_owned());
+    broken.spec.repositories = vec!["acme/[".to_owned()];
+    let mut h = OperatorHarness::start(vec![kics_policy(), broken])
+        .await
+        .unwrap();
+    h.start_operator().unwrap();
+    let ready = |h: &OperatorHarness, name: &str| {
+        h.k8s.get::<ScanPolicy>(NS, name).and_then(|p| {
+            p["status"]["conditions"][0]["status"].as_str().map(|s| {
+                (
+                    s.to_owned(),
+                    p["status"]["conditions"][0]["message"].to_string(),
+                )
+            })
+        })
+    };
+    h.until("both policies have a status", |h| {
+        ready(h, "acme-iac").is_some() && ready(h, "broken").is_some()
+    })
+    .await
+    .unwrap();
+    assert_eq!(ready(&h, "acme-iac").unwrap().0, "True");
+    let (status, message) = ready(&h, "broken").unwrap();
+    assert_eq!(status, "False");
+    assert!(message.contains("acme/["), "{message}");
 }
