@@ -75,43 +75,15 @@ impl OperatorHarness {
     /// Starts one operator (all namespaces).
     /// Must be called inside the Tokio runtime (the GitHub client starts a task).
     pub fn start_operator(&mut self) -> anyhow::Result<()> {
-        let key = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/github-app/test-app-key.pem"
-        ))?;
-        let github = Arc::new(GitHub::new(APP_ID, &key, &self.github.url())?);
-        let master_key = MasterKey::from_file_contents(MASTER_KEY)?;
-        let settings = Settings {
-            build: BuildSettings {
-                agent_image: AGENT_IMAGE.to_owned(),
-                ttl_seconds_after_finished: 600,
-                results_redis_url: "redis://127.0.0.1:6379".to_owned(),
-            },
-            max_running: self.max_running,
-            details_url: Some("https://gatehouse.example/scans".to_owned()),
-            queue_poll: Duration::from_millis(200),
-        };
-        self.metrics = Arc::new(Metrics::default());
-        let watches = Watches::new(&self.k8s.client(), &[None]);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let client = self.k8s.client();
-        let metrics = self.metrics.clone();
-        let task = tokio::spawn(async move {
-            watches
-                .operate(
-                    client,
-                    github,
-                    master_key,
-                    settings,
-                    metrics,
-                    "test-operator",
-                    async {
-                        let _ = rx.await;
-                    },
-                )
-                .await;
-        });
-        self.running.push((tx, task));
+        let metrics = Arc::new(Metrics::default());
+        let running = spawn_operator(
+            self.k8s.client(),
+            &self.github.url(),
+            self.max_running,
+            metrics.clone(),
+        )?;
+        self.metrics = metrics;
+        self.running.push(running);
         Ok(())
     }
 
@@ -168,6 +140,80 @@ impl OperatorHarness {
             self.github.check_runs()
         )
     }
+}
+
+/// The operator's real controllers running in this process against an emulator and a GitHub
+/// stand-in that something else started (the whole-path test's front door owns the emulator).
+/// Dropping it kills them, like a killed pod.
+pub struct InProcessOperator {
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
+    running: (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ),
+}
+
+impl Drop for InProcessOperator {
+    fn drop(&mut self) {
+        self.running.1.abort();
+    }
+}
+
+impl InProcessOperator {
+    /// Starts one operator (all namespaces, the settings of [`OperatorHarness`]) against `k8s`
+    /// and `github`. Must be called inside the Tokio runtime (the GitHub client starts a task).
+    pub fn start(k8s: &KubeEmulator, github: &FakeGitHub) -> anyhow::Result<InProcessOperator> {
+        let metrics = Arc::new(Metrics::default());
+        let running = spawn_operator(k8s.client(), &github.url(), 50, metrics.clone())?;
+        Ok(InProcessOperator { metrics, running })
+    }
+}
+
+/// Spawns the operator's controllers with the tests' settings; the sender stops them gracefully.
+fn spawn_operator(
+    client: kube::Client,
+    github_url: &str,
+    max_running: usize,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let key = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/github-app/test-app-key.pem"
+    ))?;
+    let github = Arc::new(GitHub::new(APP_ID, &key, github_url)?);
+    let master_key = MasterKey::from_file_contents(MASTER_KEY)?;
+    let settings = Settings {
+        build: BuildSettings {
+            agent_image: AGENT_IMAGE.to_owned(),
+            ttl_seconds_after_finished: 600,
+            results_redis_url: "redis://127.0.0.1:6379".to_owned(),
+        },
+        max_running,
+        details_url: Some("https://gatehouse.example/scans".to_owned()),
+        queue_poll: Duration::from_millis(200),
+    };
+    let watches = Watches::new(&client, &[None]);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        watches
+            .operate(
+                client,
+                github,
+                master_key,
+                settings,
+                metrics,
+                "test-operator",
+                async {
+                    let _ = rx.await;
+                },
+            )
+            .await;
+    });
+    Ok((tx, task))
 }
 
 /// A ScanRequest for the sample pull request with another name, commit and trigger.
