@@ -14,6 +14,7 @@ pub mod github;
 pub mod jobs;
 pub mod keys;
 pub mod metrics;
+pub mod offline;
 pub mod policy_status;
 pub mod retention;
 pub mod run;
