@@ -170,6 +170,18 @@ pub fn desired(request: &ScanRequest, scanner: &ScannerStatus, now: &str) -> Opt
     }
 }
 
+/// Whether GitHub was told what every scanner's check run should show now: a request that is
+/// not may be deleted only after it is (else its check run stays open forever).
+pub fn fully_reported(request: &ScanRequest) -> bool {
+    let now = "1970-01-01T00:00:00Z";
+    request.status.as_ref().is_none_or(|status| {
+        status.scanners.iter().all(|scanner| {
+            desired(request, scanner, now)
+                .is_none_or(|d| scanner.reported.as_deref() == Some(d.key().as_str()))
+        })
+    })
+}
+
 fn capitalise(text: &str) -> String {
     let mut chars = text.chars();
     match chars.next() {

@@ -74,13 +74,14 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether trying again cannot help: the API refuses the object (400, 404, 409 other than
-    /// a conflict on a version, 422), GitHub refuses for good, or the request is refused.
+    /// Whether trying again cannot help: the API refuses the object (400, 404, 422) or forbids
+    /// it (403: RBAC, an admission webhook, a quota; held as a slot, such a request would block
+    /// the queue forever), GitHub refuses for good, or the request is refused.
     pub fn is_permanent(&self) -> bool {
         match self {
             Error::Kube { source, .. } => matches!(
                 source.as_ref(),
-                kube::Error::Api(status) if matches!(status.code, 400 | 404 | 422)
+                kube::Error::Api(status) if matches!(status.code, 400 | 403 | 404 | 422)
             ),
             Error::GitHub { source, .. } => !source.is_transient(),
             Error::Refused(_) | Error::ForeignJob(_) => true,
@@ -214,6 +215,13 @@ impl Context {
     // One pass over the caches and one decision under one lock: split, the lock would span calls.
     #[allow(clippy::too_many_lines)]
     fn try_admit(&self, request: &ScanRequest) -> bool {
+        // Until the policies' cache has this request's policy (just after a start), its limits
+        // are unknown: admit nothing rather than admit under defaults.
+        let own_policy = ObjectRef::<ScanPolicy>::new(&request.spec.policy_ref.name)
+            .within(&request.namespace().unwrap_or_default());
+        if !self.policies.iter().any(|s| s.get(&own_policy).is_some()) {
+            return false;
+        }
         let me = format!(
             "{}/{}",
             request.namespace().unwrap_or_default(),
@@ -455,7 +463,7 @@ async fn apply(request: &ScanRequest, ctx: &Context) -> Result<Action, Error> {
         delete_jobs(&jobs_api, &name).await?;
         ctx.release(request);
     } else if !status.phase.is_some_and(ScanPhase::is_terminal) {
-        let jobs = observed_jobs(ctx, &namespace, &name).await?;
+        let jobs = observed_jobs(ctx, &namespace, &name, request.metadata.uid.as_ref()).await?;
         status = decide::observe(status, request, &jobs, &time);
         if status.phase == Some(ScanPhase::Queued) && ctx.try_admit(&with_status(request, &status))
         {
@@ -490,11 +498,26 @@ async fn apply(request: &ScanRequest, ctx: &Context) -> Result<Action, Error> {
     // The status first, on the version read: a reconcile of a stale copy gets a conflict here
     // and tells GitHub nothing. Then the check runs, recording progress even when a call fails
     // midway, and the status again if that changed it.
-    let version = write_status(ctx, request, &before, &status, None).await?;
+    let version = write_status(ctx, request, &status, None).await?;
     let decided = status.clone();
-    let reported = sync_check_runs(ctx, request, &mut status).await;
+    let reported = match sync_check_runs(ctx, request, &mut status, stop.is_none()).await {
+        // GitHub refuses for good (the repository is gone, the App uninstalled, a commit it
+        // does not know): say so once and stop asking, so the request can finish and go.
+        Err(error) if error.is_permanent() => {
+            let message = format!("GitHub refused the check runs: {error}");
+            event(ctx, request, EventType::Warning, "ReportFailed", &message).await;
+            let view = with_status(request, &status);
+            for scanner in &mut status.scanners {
+                if let Some(desired) = checks::desired(&view, scanner, &github_now()) {
+                    scanner.reported = Some(desired.key());
+                }
+            }
+            Ok(())
+        }
+        other => other,
+    };
     if status != decided {
-        write_status(ctx, request, &decided, &status, version).await?;
+        write_status(ctx, request, &status, version).await?;
     }
     transition_events(ctx, request, &before, &status).await;
     if let Some(error) = failure {
@@ -532,7 +555,7 @@ async fn wait_invalid(
     status.phase = Some(status.phase.unwrap_or(ScanPhase::Pending));
     status.message = Some(message.to_owned());
     status.observed_generation = request.metadata.generation;
-    write_status(ctx, request, before, &status, None).await?;
+    write_status(ctx, request, &status, None).await?;
     if before.message.as_deref() != Some(message) {
         event(ctx, request, EventType::Warning, reason, message).await;
     }
@@ -594,13 +617,26 @@ async fn delete_request(
 /// Deletes a finished request its policy's retention no longer keeps; otherwise looks again when
 /// its age runs out (at least hourly: a newer request may push it out before).
 async fn retain(ctx: &Context, request: &ScanRequest, namespace: &str) -> Result<Action, Error> {
-    let policy = ObjectRef::<ScanPolicy>::new(&request.spec.policy_ref.name).within(namespace);
-    let retention = ctx
+    let policy_name = &request.spec.policy_ref.name;
+    let key = ObjectRef::<ScanPolicy>::new(policy_name).within(namespace);
+    let cached = ctx
         .policies
         .iter()
-        .find_map(|s| s.get(&policy))
-        .map(|p| p.spec.retention.clone())
-        .unwrap_or_default();
+        .find_map(|s| s.get(&key))
+        .map(|p| p.spec.retention.clone());
+    // Deleting cannot be undone: never under a retention guessed from a cache still filling.
+    let retention = if let Some(retention) = cached {
+        retention
+    } else {
+        let api: Api<ScanPolicy> = Api::namespaced(ctx.client.clone(), namespace);
+        let policy = api.get_opt(policy_name).await.map_err(kube_error(format!(
+            "get ScanPolicy {namespace}/{policy_name}"
+        )))?;
+        let Some(policy) = policy else {
+            return Ok(Action::requeue(Duration::from_secs(3600)));
+        };
+        policy.spec.retention
+    };
     let others: Vec<Arc<ScanRequest>> = ctx
         .requests
         .iter()
@@ -622,6 +658,7 @@ async fn retain(ctx: &Context, request: &ScanRequest, namespace: &str) -> Result
     for older in refs.iter().filter(|r| {
         r.metadata.name != request.metadata.name
             && r.metadata.deletion_timestamp.is_none()
+            && checks::fully_reported(r)
             && r.status
                 .as_ref()
                 .and_then(|s| s.phase)
@@ -632,6 +669,10 @@ async fn retain(ctx: &Context, request: &ScanRequest, namespace: &str) -> Result
         {
             delete_request(ctx, older, namespace, &reason).await?;
         }
+    }
+    if !checks::fully_reported(request) {
+        // Its check runs first: deleted now, they would stay open on the pull request.
+        return Ok(Action::requeue(Duration::from_secs(60)));
     }
     match crate::retention::verdict(request, &refs, &retention, now) {
         crate::retention::Verdict::KeepFor(wait) => {
@@ -730,6 +771,7 @@ async fn observed_jobs(
     ctx: &Context,
     namespace: &str,
     name: &str,
+    uid: Option<&String>,
 ) -> Result<Vec<(Job, Vec<Pod>)>, Error> {
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let selector = format!(
@@ -744,7 +786,15 @@ async fn observed_jobs(
         .map_err(kube_error(format!("list the Jobs of {namespace}/{name}")))?;
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let mut out = Vec::with_capacity(jobs.items.len());
-    for job in jobs.items {
+    // Only this object's Jobs: a ScanRequest deleted and made again under the same name must
+    // not adopt its predecessor's Job (garbage collection is asynchronous).
+    for job in jobs.items.into_iter().filter(|job| {
+        job.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| Some(&o.uid) == uid)
+    }) {
         let failed = job
             .status
             .as_ref()
@@ -902,6 +952,7 @@ async fn sync_check_runs(
     ctx: &Context,
     request: &ScanRequest,
     status: &mut ScanRequestStatus,
+    create_missing: bool,
 ) -> Result<(), Error> {
     let view = with_status(request, status);
     let spec = &request.spec;
@@ -981,6 +1032,12 @@ async fn sync_check_runs(
                 }
             }
         }
+        if id.is_none() && !create_missing {
+            // A stopped or deleted request concludes the runs it has; it does not start new
+            // ones (a newer run of the same name could hide the live scan's on the commit).
+            status.scanners[index].reported = Some(key);
+            continue;
+        }
         if id.is_none() {
             let created = ctx
                 .github
@@ -1009,20 +1066,18 @@ async fn sync_check_runs(
     Ok(())
 }
 
-/// Writes `status` if it differs from `before`, by server-side apply conditional on the
+/// Writes `status` by server-side apply conditional on the
 /// resourceVersion the status was decided from (`version`, else the object's): a decision made
 /// from a stale copy gets a conflict and is retried from fresh data. Returns the new version.
 async fn write_status(
     ctx: &Context,
     request: &ScanRequest,
-    before: &ScanRequestStatus,
     status: &ScanRequestStatus,
     version: Option<String>,
 ) -> Result<Option<String>, Error> {
     let version = version.or_else(|| request.metadata.resource_version.clone());
-    if before == status && request.status.is_some() {
-        return Ok(version);
-    }
+    // Written even when unchanged: the precondition is what stops a reconcile of a stale copy
+    // (an unchanged apply stores nothing and keeps the version).
     let namespace = request.namespace().unwrap_or_default();
     let name = request.name_any();
     let api: Api<ScanRequest> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -1188,20 +1243,24 @@ async fn cleanup(request: &ScanRequest, ctx: &Context) -> Result<Action, Error> 
     delete_jobs(&jobs_api, &request.name_any()).await?;
     ctx.release(request);
     let before = request.status.clone().unwrap_or_default();
-    if before.scanners.iter().all(decide::concluded) {
+    if before.scanners.iter().all(decide::concluded) && checks::fully_reported(request) {
         return Ok(Action::await_change());
     }
-    let time = now();
-    let status = decide::stop(
-        before,
-        request,
-        &StopRequest::Cancelled {
-            message: "the ScanRequest was deleted".to_owned(),
-        },
-        &time,
-    );
-    let mut status = status;
-    match sync_check_runs(ctx, request, &mut status).await {
+    // Scanners still open are cancelled; concluded ones whose conclusion GitHub has not got yet
+    // are reported as they are. Runs that were never created are not created now.
+    let mut status = if before.scanners.iter().all(decide::concluded) {
+        before
+    } else {
+        decide::stop(
+            before,
+            request,
+            &StopRequest::Cancelled {
+                message: "the ScanRequest was deleted".to_owned(),
+            },
+            &now(),
+        )
+    };
+    match sync_check_runs(ctx, request, &mut status, false).await {
         Ok(()) => Ok(Action::await_change()),
         // GitHub will never take it (the App was uninstalled, the repository is gone): the
         // deletion must not hang on it.

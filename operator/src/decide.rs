@@ -84,11 +84,13 @@ impl Invalid {
 /// the policy's order) and the reporting options.
 pub fn snapshot(request: &ScanRequest, policy: &ScanPolicy) -> Result<PolicySnapshot, Invalid> {
     let policy_name = policy.metadata.name.clone().unwrap_or_default();
-    let covered =
-        gatehouse_crds::selection::compile_spec(&policy.spec).is_ok_and(|(repositories, bases)| {
-            repositories.matches(&request.spec.repository.full_name())
-                && bases.matches(&request.spec.pull_request.base_ref)
-        });
+    // The same matching selection uses (case-insensitive repositories, `!` exclusions); a
+    // scanner's bad `paths` glob is not a coverage question (the policy's status says it).
+    let compile = gatehouse_crds::selection::PatternList::compile;
+    let covered = compile("spec.repositories", &policy.spec.repositories, true)
+        .is_ok_and(|r| r.matches(&request.spec.repository.full_name()))
+        && compile("spec.baseBranches", &policy.spec.base_branches, false)
+            .is_ok_and(|b| b.matches(&request.spec.pull_request.base_ref));
     if !covered {
         return Err(Invalid::NotCovered {
             policy: policy_name,

@@ -66,18 +66,20 @@ fn status_text(status: Option<&u16>) -> String {
 }
 
 impl GitHubError {
-    /// Whether retrying later can help: yes for network errors, 5xx and 403/429 rate limits;
-    /// no for other 4xx (404 gone, 410, 422 invalid, 403 forbidden), unusable setup and
-    /// unreadable answers.
+    /// Whether retrying later can help: yes for network errors, 5xx, 403/429 rate limits, 401
+    /// (a JWT refused for clock skew, a key rotated at GitHub before the key file) and
+    /// unreadable answers (a proxy's error page); no for other 4xx (404 gone, 410, 422 invalid,
+    /// 403 forbidden) and unusable setup.
     pub fn is_transient(&self) -> bool {
         match self {
-            GitHubError::Setup(_) | GitHubError::Decode { .. } => false,
+            GitHubError::Setup(_) => false,
+            GitHubError::Decode { .. } => true,
             GitHubError::Request {
                 status,
                 retry_after,
                 ..
             } => match status {
-                None | Some(500..=599) => true,
+                None | Some(401 | 500..=599) => true,
                 // Only rate-limited answers carry a wait (see `rate_limit_wait`).
                 Some(403 | 429) => retry_after.is_some(),
                 Some(_) => false,
@@ -657,9 +659,10 @@ impl GitHub {
         })
     }
 
-    /// Holds every call back for `wait`.
+    /// Holds every call back for `wait`, at most 15 minutes (a skewed clock or an odd header
+    /// must not silence the operator for hours).
     fn hold_for(&self, wait: Duration) {
-        let until = std::time::Instant::now() + wait;
+        let until = std::time::Instant::now() + wait.min(Duration::from_secs(900));
         let mut gate = self
             .not_before
             .lock()

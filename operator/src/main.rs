@@ -25,9 +25,9 @@ fn arguments() -> Vec<std::ffi::OsString> {
             "run" | "check-policy" | "preview" | "help" | "-h" | "--help" | "-V" | "--version"
         )
     });
-    // No words at all: nothing to do, say how (clap's usage, exit 2).
-    if !names_one && first.is_some() {
-        words.insert(1, "run".into());
+    // No words at all is `run` too: a Deployment may give only environment variables.
+    if !names_one {
+        words.insert(1.min(words.len()), "run".into());
     }
     words
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use gatehouse_crds::ScanRequest;
 use gatehouse_crds::scanpolicy::Retention;
+use gatehouse_crds::scanrequest::ScanPhase;
 
 /// What to do with a finished ScanRequest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,7 +24,7 @@ fn finished(request: &ScanRequest) -> bool {
         .status
         .as_ref()
         .and_then(|s| s.phase)
-        .is_some_and(gatehouse_crds::scanrequest::ScanPhase::is_terminal)
+        .is_some_and(ScanPhase::is_terminal)
 }
 
 fn created(request: &ScanRequest) -> i64 {
@@ -66,7 +67,20 @@ pub fn verdict(
         .filter(|r| r.metadata.name != me.metadata.name && key(r) < mine)
         .count();
     let keep = usize::try_from(retention.keep_per_pull_request.max(1)).unwrap_or(usize::MAX);
-    if newer >= keep {
+    // The newest scan with a result is the pull request's latest word (and carries what a
+    // re-run inherits, such as an approval): stopped re-runs created after it never push it out.
+    let result = |r: &ScanRequest| {
+        matches!(
+            r.status.as_ref().and_then(|s| s.phase),
+            Some(ScanPhase::Succeeded | ScanPhase::Failed)
+        )
+    };
+    let newest_result = result(me)
+        && !others
+            .iter()
+            .filter(same_pr)
+            .any(|r| r.metadata.name != me.metadata.name && result(r) && key(r) < mine);
+    if newer >= keep && !newest_result {
         return Verdict::Delete(format!(
             "{newer} newer finished ScanRequests of this pull request are kept (keepPerPullRequest {})",
             retention.keep_per_pull_request
@@ -85,7 +99,6 @@ mod tests {
 
     use super::*;
     use crate::test_support;
-    use gatehouse_crds::scanrequest::ScanPhase;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn at(name: &str, created: &str, phase: ScanPhase) -> ScanRequest {
@@ -148,6 +161,28 @@ mod tests {
         assert!(matches!(
             verdict(&new, &all, &retention, now),
             Verdict::KeepFor(_)
+        ));
+    }
+
+    #[test]
+    fn the_newest_request_with_a_result_is_kept_whatever_stopped_reruns_came_after_it() {
+        let retention = Retention {
+            max_age_hours: 100,
+            keep_per_pull_request: 1,
+        };
+        let head = at("head", "2026-11-23T10:00:00Z", ScanPhase::Succeeded);
+        let rerun = at("rerun", "2026-11-23T10:01:00Z", ScanPhase::Superseded);
+        let all = [&head, &rerun];
+        let now = seconds("2026-11-23T10:05:00Z");
+        assert!(matches!(
+            verdict(&head, &all, &retention, now),
+            Verdict::KeepFor(_)
+        ));
+        let newer_result = at("newer", "2026-11-23T10:02:00Z", ScanPhase::Failed);
+        let all = [&head, &rerun, &newer_result];
+        assert!(matches!(
+            verdict(&head, &all, &retention, now),
+            Verdict::Delete(_)
         ));
     }
 }

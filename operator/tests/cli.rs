@@ -21,7 +21,8 @@ fn operator(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     )
 }
 
-const MISSING: &str = "gatehouse-operator: failed to read the GitHub App private key from /nonexistent/key.pem";
+const MISSING: &str =
+    "gatehouse-operator: failed to read the GitHub App private key from /nonexistent/key.pem";
 
 #[test]
 fn run_reads_its_settings_from_flags_or_the_environment_with_or_without_naming_run() {
@@ -45,6 +46,7 @@ fn run_reads_its_settings_from_flags_or_the_environment_with_or_without_naming_r
         (&["run"][..], &env[..]),
         (&with_run[..], &env[..1]),
         (&["--max-running", "5"][..], &env[..]),
+        (&[][..], &env[..]),
     ] {
         let (code, stderr) = operator(args, env);
         assert_eq!(code, 1, "{args:?} {env:?}: {stderr}");

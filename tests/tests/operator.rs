@@ -775,3 +775,168 @@ async fn policies_show_whether_they_are_ready_and_what_is_wrong_with_an_invalid_
     assert_eq!(status, "False");
     assert!(message.contains("acme/["), "{message}");
 }
+
+#[tokio::test]
+async fn jobs_the_cluster_forbids_fail_their_scans_and_the_queue_moves_on() {
+    let mut policy = kics_policy();
+    policy.spec.concurrency.max_running = 1;
+    let mut h = OperatorHarness::start(vec![policy]).await.unwrap();
+    h.k8s
+        .fail_next(Some("POST"), "/jobs", 1000, Failure::Forbidden);
+    h.start_operator().unwrap();
+    h.create(&request("sr-a", 'a')).await.unwrap();
+    h.create(&request("sr-b", 'b')).await.unwrap();
+    h.until("both failed, neither holding the only slot", |h| {
+        h.phase("sr-a").as_deref() == Some("Failed") && h.phase("sr-b").as_deref() == Some("Failed")
+    })
+    .await
+    .unwrap();
+    let message = h.request("sr-b").unwrap().status.unwrap().scanners[0]
+        .message
+        .clone()
+        .unwrap();
+    assert!(message.contains("denied the request"), "{message}");
+}
+
+#[tokio::test]
+async fn a_finished_request_is_not_deleted_before_github_has_its_conclusion() {
+    let mut policy = kics_policy();
+    policy.spec.retention.keep_per_pull_request = 1;
+    let mut h = OperatorHarness::start(vec![policy]).await.unwrap();
+    h.start_operator().unwrap();
+    h.create(&request("sr-older", 'a')).await.unwrap();
+    h.until("queued", |h| h.github.check_runs().len() == 1)
+        .await
+        .unwrap();
+    // Its timeout cannot reach GitHub for a while.
+    h.github.fail_next(
+        "PATCH",
+        "/repos/Codertocat/Hello-World/check-runs",
+        502,
+        vec![],
+        3,
+    );
+    h.k8s
+        .set_job_status(
+            NS,
+            "sr-older-kics",
+            &JobState::Failed {
+                reason: "DeadlineExceeded".to_owned(),
+                message: "deadline".to_owned(),
+            },
+        )
+        .unwrap();
+    h.until("failed", |h| {
+        h.phase("sr-older").as_deref() == Some("Failed")
+    })
+    .await
+    .unwrap();
+    // A newer request of the pull request finishes meanwhile (its Job fails at once too).
+    h.k8s.advance_clock(Duration::from_secs(5));
+    h.create(&request("sr-newer", 'b')).await.unwrap();
+    h.until("the newer Job", |h| {
+        h.k8s.get::<Job>(NS, "sr-newer-kics").is_some()
+    })
+    .await
+    .unwrap();
+    h.k8s
+        .set_job_status(
+            NS,
+            "sr-newer-kics",
+            &JobState::Failed {
+                reason: "DeadlineExceeded".to_owned(),
+                message: "deadline".to_owned(),
+            },
+        )
+        .unwrap();
+    h.until("the older reported, then deleted", |h| {
+        h.request("sr-older").is_none()
+    })
+    .await
+    .unwrap();
+    let older = h
+        .github
+        .check_runs()
+        .into_iter()
+        .find(|r| r.external_id.contains("sr-older"))
+        .unwrap();
+    assert_eq!(
+        older.history.last().map(String::as_str),
+        Some("completed/timed_out")
+    );
+}
+
+#[tokio::test]
+async fn a_request_stopped_before_its_first_status_starts_no_check_run_of_its_own() {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    h.start_operator().unwrap();
+    let mut stopped = sample_request();
+    stopped.metadata.annotations = Some(
+        [(
+            STOP.to_owned(),
+            StopRequest::Superseded {
+                head_sha: "9f1c2ab9f1c2ab9f1c2ab9f1c2ab9f1c2ab9f1c2".to_owned(),
+                by: None,
+            }
+            .to_annotation(),
+        )]
+        .into(),
+    );
+    h.create(&stopped).await.unwrap();
+    h.until("superseded", |h| {
+        h.phase(SR).as_deref() == Some("Superseded")
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        h.github.check_runs().is_empty(),
+        "{:#?}",
+        h.github.check_runs()
+    );
+    assert!(h.k8s.names::<Job>(NS).is_empty());
+}
+
+#[tokio::test]
+async fn a_restarted_operator_never_deletes_by_a_retention_its_policy_cache_has_not_loaded_yet() {
+    let mut policy = kics_policy();
+    policy.spec.retention.keep_per_pull_request = 10;
+    policy.spec.scanners[0].paths = vec!["**/*.tf".to_owned()];
+    let mut h = OperatorHarness::start(vec![policy]).await.unwrap();
+    h.github
+        .set_changed_files("Codertocat", "Hello-World", 2, vec!["README.md".to_owned()]);
+    h.start_operator().unwrap();
+    let names: Vec<String> = (0..7).map(|i| format!("sr-{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        h.k8s.advance_clock(Duration::from_secs(2));
+        h.create(&request(
+            name,
+            char::from_digit(u32::try_from(i).unwrap(), 16).unwrap(),
+        ))
+        .await
+        .unwrap();
+    }
+    h.until("all finished", |h| {
+        names
+            .iter()
+            .all(|n| h.phase(n).as_deref() == Some("Succeeded"))
+    })
+    .await
+    .unwrap();
+    h.crash_operator();
+    // The policies' list is held: the operator's policy cache stays empty for a while.
+    let held = h
+        .k8s
+        .pause_next("GET", "/apis/gatehouse.dev/v1alpha1/scanpolicies");
+    h.start_operator().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let kept: Vec<&String> = names.iter().filter(|n| h.request(n).is_some()).collect();
+    assert_eq!(
+        kept.len(),
+        7,
+        "deleted under a guessed retention: kept {kept:?}"
+    );
+    held.release();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(names.iter().filter(|n| h.request(n).is_some()).count(), 7);
+}

@@ -1,11 +1,10 @@
 //! `gatehouse-operator` as a process, the way a GitOps pipeline or a person runs it: the offline
 //! tools `check-policy` (one line per problem, exit 0/1/2) and `preview` (the Secret without
-//! values and the Jobs the operator would create), usage on no arguments, and one clear line when
+//! values and the Jobs the operator would create), `run` on no arguments, and one clear line when
 //! `run` cannot start.
 //!
-//! The binary must be built first (`cargo build --workspace`): `cargo test --workspace` builds a
-//! package's binaries only for that package's own integration tests, and the operator package
-//! has none. A missing or stale binary fails the test, saying so.
+//! `cargo test --workspace` builds the binary (the operator package has an integration test of
+//! its own, `operator/tests/cli.rs`); a missing or stale binary fails the test, saying so.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -445,10 +444,15 @@ fn preview_of_a_missing_file_says_which() {
 }
 
 #[test]
-fn no_arguments_print_usage_and_exit_2() {
+fn no_arguments_run_the_operator_which_names_the_setting_it_lacks() {
+    // A Deployment may give only environment variables: no words means `run`.
     let output = operator(&[]);
     assert_eq!(output.code, 2, "{}", output.stderr);
-    assert!(output.stderr.contains("Usage:"), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("--github-app-id"),
+        "{}",
+        output.stderr
+    );
 }
 
 #[test]

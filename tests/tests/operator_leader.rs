@@ -29,12 +29,26 @@ fn binary() -> PathBuf {
     path
 }
 
-struct Operator(Child);
+struct Operator(Child, u16);
 
 impl Drop for Operator {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+impl Operator {
+    /// The operator's `/metrics` text.
+    fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.1)).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
     }
 }
 
@@ -74,7 +88,7 @@ fn operator(dir: &tempfile::TempDir, github: &FakeGitHub, identity: &str) -> Ope
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    Operator(child)
+    Operator(child, port)
 }
 
 async fn until(what: &str, check: impl Fn() -> bool) {
@@ -127,12 +141,19 @@ async fn of_two_replicas_only_the_leader_acts_and_the_standby_takes_over_when_it
     })
     .await;
     until("its check run", || check_run_posts(&github) == 1).await;
-    // Both replicas watch the request; one acted, the other stood by.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(check_run_posts(&github), 1, "{:#?}", github.calls());
     assert_eq!(k8s.names::<Job>(NS), ["sr-first-kics"]);
-
+    // The standby has reconciled nothing: it does not even watch before it leads.
     let leader = holder(&k8s).unwrap();
+    let standby = if leader == "replica-a" { &b } else { &a };
+    let text = standby.as_ref().unwrap().metrics();
+    assert!(text.contains("gatehouse_operator_leader 0"), "{text}");
+    assert!(
+        !text.contains("gatehouse_operator_reconciles_total{"),
+        "{text}"
+    );
+
     if leader == "replica-a" {
         drop(a.take());
     } else {
@@ -142,10 +163,17 @@ async fn of_two_replicas_only_the_leader_acts_and_the_standby_takes_over_when_it
         .create(&PostParams::default(), &request("sr-second", 'b'))
         .await
         .unwrap();
+    let died = std::time::Instant::now();
     until("the standby leads and creates the second Job", || {
         k8s.get::<Job>(NS, "sr-second-kics").is_some()
     })
     .await;
+    // Within the lease (3 s) and a little: not at some much later retry.
+    assert!(
+        died.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        died.elapsed()
+    );
     assert_ne!(holder(&k8s).unwrap(), leader);
     until("its check run", || check_run_posts(&github) == 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;

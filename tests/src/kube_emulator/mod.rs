@@ -87,6 +87,8 @@ pub enum Failure {
     /// `422 Invalid`: the API refuses the object (as an admission webhook or a validation rule
     /// the emulator does not model would).
     Invalid,
+    /// `403 Forbidden`: RBAC, an admission webhook's denial, or an exceeded quota.
+    Forbidden,
 }
 
 impl Failure {
@@ -118,6 +120,11 @@ impl Failure {
                 "the server is currently unable to handle the request",
             ),
             Failure::Invalid => ApiError::new(422, "Invalid", "injected: the object is invalid"),
+            Failure::Forbidden => ApiError::new(
+                403,
+                "Forbidden",
+                "admission webhook \"injected\" denied the request",
+            ),
         }
     }
 }
