@@ -274,11 +274,22 @@ impl Store {
     /// One step of the garbage collector; whether it changed anything.
     fn gc_pass(&mut self) -> bool {
         for key in keys_of(&self.objects) {
-            let Some(object) = self.objects.get(&key).cloned() else {
+            let Some(object) = self.objects.get(&key) else {
                 continue;
             };
+            // Most objects need nothing: decide that on a reference, and copy only an object
+            // acted on (copying every object on every write made N writes cost N² copies).
             let deleting = object.pointer("/metadata/deletionTimestamp").is_some();
-            let finals = finalizers(&object);
+            let finals = finalizers(object);
+            let acted_on = if deleting {
+                finals.iter().any(|f| f == ORPHAN || f == FOREGROUND)
+            } else {
+                self.may_collect(&key, object)
+            };
+            if !acted_on {
+                continue;
+            }
+            let object = object.clone();
             if deleting && finals.iter().any(|f| f == ORPHAN) {
                 self.orphan_dependents(&key, &object);
                 return true;
@@ -380,6 +391,25 @@ impl Store {
 
     /// A dependent with no owner left is deleted (background, or foreground when an owner waits
     /// for it); one that keeps a live owner loses its references to absent ones.
+    /// Whether [`Self::collect_if_orphaned`] would change anything for this object: it has owner
+    /// references, all resolvable, and some owner is absent.
+    fn may_collect(&self, key: &ObjKey, object: &Value) -> bool {
+        let refs = owner_refs(object);
+        if refs.is_empty() {
+            return false;
+        }
+        let resolved: Vec<Owner> = refs.iter().map(|r| self.resolve_owner(key, r)).collect();
+        if resolved.contains(&Owner::Unresolvable) {
+            return false;
+        }
+        let present = resolved.iter().filter(|o| **o == Owner::Present).count();
+        let absent = resolved.iter().filter(|o| **o == Owner::Absent).count();
+        if present > 0 || resolved.contains(&Owner::Waiting) {
+            return present > 0 && absent > 0;
+        }
+        true
+    }
+
     fn collect_if_orphaned(&mut self, key: &ObjKey, object: &Value) -> bool {
         let refs = owner_refs(object);
         if refs.is_empty() {
