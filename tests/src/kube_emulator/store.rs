@@ -259,6 +259,27 @@ impl Store {
         limit: Option<usize>,
         continue_token: Option<&str>,
     ) -> Result<Value, ApiError> {
+        if continue_token.is_none() && !limit.is_some_and(|l| l > 0) {
+            // One page: no snapshot to keep, so no copy of every object of the type (a list
+            // per reconcile would otherwise cost a copy of the whole store).
+            let items: Vec<Value> = self
+                .objects_of(t, None)
+                .into_iter()
+                .filter(|object| {
+                    ns.is_none_or(|ns| ns == text(object, "/metadata/namespace"))
+                        && labels.matches(object)
+                        && fields.matches(object)
+                })
+                .cloned()
+                .collect();
+            let rt = &self.types[t];
+            return Ok(json!({
+                "kind": format!("{}List", rt.kind),
+                "apiVersion": rt.api_version(),
+                "metadata": {"resourceVersion": self.rv.to_string()},
+                "items": items,
+            }));
+        }
         let (rv, snapshot_id, objects, after) = if let Some(token) = continue_token {
             let (rv, id, ns_after, name_after) = self.decode_continue(token)?;
             let objects = Arc::clone(&self.snapshots[&id].objects);
