@@ -259,7 +259,7 @@ impl Store {
         limit: Option<usize>,
         continue_token: Option<&str>,
     ) -> Result<Value, ApiError> {
-        if continue_token.is_none() && !limit.is_some_and(|l| l > 0) {
+        if continue_token.is_none() && limit.is_none_or(|l| l == 0) {
             // One page: no snapshot to keep, so no copy of every object of the type (a list
             // per reconcile would otherwise cost a copy of the whole store).
             let items: Vec<Value> = self
