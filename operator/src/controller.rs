@@ -9,6 +9,7 @@
 //! POST to GitHub is never retried blindly.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -149,6 +150,9 @@ pub struct Context {
     pub settings: Settings,
     /// Every watched ScanRequest (one store per watched namespace, or one for all).
     pub requests: Vec<Store<ScanRequest>>,
+    /// Per store of `requests`: whether its first full list has arrived. Admission counts what
+    /// runs across every store, so it waits for all of them.
+    requests_listed: Vec<Arc<AtomicBool>>,
     /// Every watched ScanPolicy.
     pub policies: Vec<Store<ScanPolicy>>,
     /// Event recorder.
@@ -176,6 +180,7 @@ impl Context {
         master_key: MasterKey,
         settings: Settings,
         requests: Vec<Store<ScanRequest>>,
+        requests_listed: Vec<Arc<AtomicBool>>,
         policies: Vec<Store<ScanPolicy>>,
         recorder: Recorder,
         metrics: Arc<Metrics>,
@@ -186,6 +191,7 @@ impl Context {
             master_key,
             settings,
             requests,
+            requests_listed,
             policies,
             recorder,
             metrics,
@@ -215,6 +221,15 @@ impl Context {
     // One pass over the caches and one decision under one lock: split, the lock would span calls.
     #[allow(clippy::too_many_lines)]
     fn try_admit(&self, request: &ScanRequest) -> bool {
+        // Until every watched namespace's requests are listed (just after a start), what runs
+        // there is unknown: the operator-wide limit could be exceeded.
+        if !self
+            .requests_listed
+            .iter()
+            .all(|listed| listed.load(Ordering::Acquire))
+        {
+            return false;
+        }
         // Until the policies' cache has this request's policy (just after a start), its limits
         // are unknown: admit nothing rather than admit under defaults.
         let own_policy = ObjectRef::<ScanPolicy>::new(&request.spec.policy_ref.name)

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -15,10 +16,10 @@ use gatehouse_crds::ScanRequest;
 use gatehouse_crds::scanpolicy::ScanPolicy;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::Api;
-use kube::runtime::controller::Controller;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::controller::{self, Context, Settings};
 use crate::github::GitHub;
@@ -71,6 +72,10 @@ pub struct RunArgs {
     /// Base URL of the check runs' "Details" link: `<url>/<namespace>/<scanrequest>`.
     #[arg(long, env = "GATEHOUSE_DETAILS_URL")]
     pub details_url: Option<String>,
+    /// Most ScanRequests reconciled at once per watch (each `--namespace`, or all namespaces):
+    /// bounds the operator's memory and its bursts of API calls after a start.
+    #[arg(long, env = "GATEHOUSE_RECONCILE_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub reconcile_concurrency: u16,
     /// Seconds between a queued ScanRequest's looks for a free slot.
     #[arg(long, env = "GATEHOUSE_QUEUE_POLL_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub queue_poll_seconds: u64,
@@ -214,7 +219,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     if namespaces.is_empty() {
         namespaces.push(None);
     }
-    let watches = Watches::new(&client, &namespaces);
+    let watches = Watches::new(&client, &namespaces, args.reconcile_concurrency);
     let request_stores = watches.request_stores();
     let health = Health {
         metrics: metrics.clone(),
@@ -310,6 +315,8 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
 /// reflector per watched namespace (or one for all namespaces).
 pub struct Watches {
     controllers: Vec<Controller<ScanRequest>>,
+    /// Per ScanRequest watch: whether its first full list has reached its cache.
+    listed: Vec<Arc<AtomicBool>>,
     policy_stores: Vec<Store<ScanPolicy>>,
     policy_tasks: Vec<futures::future::BoxFuture<'static, ()>>,
 }
@@ -321,23 +328,43 @@ impl std::fmt::Debug for Watches {
 }
 
 impl Watches {
-    /// The watches of `namespaces` (`None`: all namespaces). Nothing runs until [`Self::operate`].
-    pub fn new(client: &kube::Client, namespaces: &[Option<String>]) -> Watches {
+    /// The watches of `namespaces` (`None`: all namespaces), each reconciling at most
+    /// `concurrency` requests at once. Nothing runs until [`Self::operate`].
+    pub fn new(client: &kube::Client, namespaces: &[Option<String>], concurrency: u16) -> Watches {
         let mut controllers = Vec::new();
+        let mut listed = Vec::new();
         let mut policy_stores = Vec::new();
         let mut policy_tasks = Vec::new();
         for namespace in namespaces {
             let requests: Api<ScanRequest> = namespaced(client, namespace.as_deref());
             let jobs_api: Api<Job> = namespaced(client, namespace.as_deref());
+            // The cache keeps what reconciles read: managedFields (about a third of a stored
+            // request) and kubectl's last-applied copy are dropped on the way in.
+            let (reader, writer) = reflector::store();
+            let done = Arc::new(AtomicBool::new(false));
+            let flag = done.clone();
+            let stream = watcher(requests, watcher::Config::default().any_semantic())
+                .default_backoff()
+                .modify(slim)
+                .reflect(writer)
+                .inspect(move |event| {
+                    if matches!(event, Ok(watcher::Event::InitDone)) {
+                        flag.store(true, Ordering::Release);
+                    }
+                })
+                .applied_objects();
+            listed.push(done);
             controllers.push(
-                Controller::new(requests, watcher::Config::default().any_semantic()).owns(
-                    jobs_api,
-                    watcher::Config::default().labels(&format!(
-                        "{}={}",
-                        gatehouse_crds::labels::MANAGED_BY,
-                        jobs::MANAGED_BY
-                    )),
-                ),
+                Controller::for_stream(stream, reader)
+                    .with_config(ControllerConfig::default().concurrency(concurrency))
+                    .owns(
+                        jobs_api,
+                        watcher::Config::default().labels(&format!(
+                            "{}={}",
+                            gatehouse_crds::labels::MANAGED_BY,
+                            jobs::MANAGED_BY
+                        )),
+                    ),
             );
             // The policies' controller writes their status; its cache gives admission the
             // policies' limits and retention.
@@ -358,6 +385,7 @@ impl Watches {
         }
         Watches {
             controllers,
+            listed,
             policy_stores,
             policy_tasks,
         }
@@ -391,6 +419,7 @@ impl Watches {
             master_key,
             settings,
             self.request_stores(),
+            self.listed,
             self.policy_stores,
             Recorder::new(
                 client,
@@ -415,6 +444,15 @@ impl Watches {
             _ = futures::future::join_all(controllers) => {}
             _ = policies => {}
         }
+    }
+}
+
+/// What the cache need not hold of a ScanRequest: the operator never reads managed fields or
+/// kubectl's copy of the last applied object.
+fn slim(request: &mut ScanRequest) {
+    request.metadata.managed_fields = None;
+    if let Some(annotations) = request.metadata.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
 }
 

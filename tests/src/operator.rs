@@ -37,6 +37,8 @@ pub struct OperatorHarness {
     pub metrics: Arc<Metrics>,
     /// Operator-wide limit of running ScanRequests for the next start.
     pub max_running: usize,
+    /// Namespaces the next start watches, each with its own controller (`None`: all).
+    pub namespaces: Vec<Option<String>>,
     running: Vec<(
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
@@ -68,11 +70,12 @@ impl OperatorHarness {
             github,
             metrics: Arc::new(Metrics::default()),
             max_running: 50,
+            namespaces: vec![None],
             running: Vec::new(),
         })
     }
 
-    /// Starts one operator (all namespaces).
+    /// Starts one operator (watching [`Self::namespaces`]).
     /// Must be called inside the Tokio runtime (the GitHub client starts a task).
     pub fn start_operator(&mut self) -> anyhow::Result<()> {
         let metrics = Arc::new(Metrics::default());
@@ -80,6 +83,7 @@ impl OperatorHarness {
             self.k8s.client(),
             &self.github.url(),
             self.max_running,
+            &self.namespaces,
             metrics.clone(),
         )?;
         self.metrics = metrics;
@@ -165,7 +169,7 @@ impl InProcessOperator {
     /// and `github`. Must be called inside the Tokio runtime (the GitHub client starts a task).
     pub fn start(k8s: &KubeEmulator, github: &FakeGitHub) -> anyhow::Result<InProcessOperator> {
         let metrics = Arc::new(Metrics::default());
-        let running = spawn_operator(k8s.client(), &github.url(), 50, metrics.clone())?;
+        let running = spawn_operator(k8s.client(), &github.url(), 50, &[None], metrics.clone())?;
         Ok(InProcessOperator { metrics, running })
     }
 }
@@ -175,6 +179,7 @@ fn spawn_operator(
     client: kube::Client,
     github_url: &str,
     max_running: usize,
+    namespaces: &[Option<String>],
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<(
     tokio::sync::oneshot::Sender<()>,
@@ -196,7 +201,7 @@ fn spawn_operator(
         details_url: Some("https://gatehouse.example/scans".to_owned()),
         queue_poll: Duration::from_millis(200),
     };
-    let watches = Watches::new(&client, &[None]);
+    let watches = Watches::new(&client, namespaces, 16);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         watches

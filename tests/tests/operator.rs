@@ -940,3 +940,61 @@ async fn a_restarted_operator_never_deletes_by_a_retention_its_policy_cache_has_
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(names.iter().filter(|n| h.request(n).is_some()).count(), 7);
 }
+
+#[tokio::test]
+async fn a_restarted_operator_admits_nothing_before_every_watched_namespace_is_listed() {
+    const TEAM: &str = "team-b";
+    let mut other = kics_policy();
+    other.metadata.namespace = Some(TEAM.to_owned());
+    let mut h = OperatorHarness::start(vec![kics_policy(), other])
+        .await
+        .unwrap();
+    h.max_running = 1;
+    h.namespaces = vec![Some(NS.to_owned()), Some(TEAM.to_owned())];
+    h.start_operator().unwrap();
+    // One scan runs in the second namespace and holds the operator's only slot.
+    let mut running = request("running-b", 'b');
+    running.metadata.namespace = Some(TEAM.to_owned());
+    h.create(&running).await.unwrap();
+    let running_job = "running-b-kics";
+    h.until("the second namespace's Job", |h| {
+        h.k8s.get::<Job>(TEAM, running_job).is_some()
+    })
+    .await
+    .unwrap();
+    h.crash_operator();
+
+    // After a restart, the second namespace's list is slow to arrive.
+    let waiting = request("waiting-a", 'a');
+    h.create(&waiting).await.unwrap();
+    let mut slow_list = h
+        .k8s
+        .pause_next("GET", &format!("/namespaces/{TEAM}/scanrequests"));
+    h.start_operator().unwrap();
+    slow_list.arrived().await.unwrap();
+    h.until("the first namespace's request decided", |h| {
+        h.phase("waiting-a").is_some()
+    })
+    .await
+    .unwrap();
+    // Several queue polls go by (200 ms each) while the list is held.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.phase("waiting-a").as_deref(), Some("Queued"));
+    assert!(
+        h.k8s.get::<Job>(NS, "waiting-a-kics").is_none(),
+        "admitted while what runs in {TEAM} was unknown"
+    );
+
+    // Listed: the slot is seen taken; once that scan ends, the waiting one starts.
+    slow_list.release();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.phase("waiting-a").as_deref(), Some("Queued"));
+    h.k8s
+        .set_job_status(TEAM, running_job, &JobState::Succeeded)
+        .unwrap();
+    h.until("the waiting request's Job", |h| {
+        h.k8s.get::<Job>(NS, "waiting-a-kics").is_some()
+    })
+    .await
+    .unwrap();
+}
