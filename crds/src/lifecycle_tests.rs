@@ -23,6 +23,7 @@ fn request(name: &str, sha: &str, updated_at: Option<&str>) -> ScanRequest {
             head_sha: sha.into(),
             head_ref: "feature".into(),
             base_ref: "main".into(),
+            base_sha: None,
             fork: false,
             draft: false,
             author: "octocat".into(),

@@ -476,10 +476,16 @@ fn default_keep_per_pull_request() -> i32 {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Reporting {
-    /// Most annotations posted on one Check Run (most severe first); the rest are summarised.
+    /// Most annotations posted on one Check Run (most severe first, 50 per request); the
+    /// summary says how many were left out.
     #[serde(default = "default_max_annotations")]
-    #[schemars(range(min = 0, max = 1000))]
+    #[schemars(range(min = 0, max = 5000))]
     pub max_annotations: i32,
+    /// Baseline mode: also scan the pull request's base commit (once per base commit and
+    /// scanner configuration, kept for a day) and let the conclusion and the annotations count
+    /// only the findings the pull request introduces; the summary shows both numbers.
+    #[serde(default)]
+    pub baseline: bool,
     /// Also upload SARIF to GitHub code scanning (needs the security_events permission).
     #[serde(default)]
     pub sarif_upload: bool,
@@ -489,13 +495,14 @@ impl Default for Reporting {
     fn default() -> Self {
         Reporting {
             max_annotations: default_max_annotations(),
+            baseline: false,
             sarif_upload: false,
         }
     }
 }
 
 fn default_max_annotations() -> i32 {
-    200
+    500
 }
 
 /// Observed state of a ScanPolicy, written by the operator.

@@ -125,6 +125,14 @@ pub struct PullRequest {
     /// Branch the pull request merges into.
     #[schemars(length(min = 1, max = 255))]
     pub base_ref: String,
+    /// Full SHA of the base branch's commit when the scan was requested: what baseline mode
+    /// compares the head's findings with. Absent in requests made before Gatehouse recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 40, max = 64),
+        regex(pattern = r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+    )]
+    pub base_sha: Option<String>,
     /// Whether the head lives in another repository than the base (a fork).
     #[serde(default)]
     pub fork: bool,
@@ -326,6 +334,15 @@ pub struct ScannerStatus {
     /// This scanner's findings by severity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub findings: Option<SeverityCounts>,
+    /// In baseline mode, the findings the pull request introduces (not on its base commit), by
+    /// severity: what the conclusion was decided on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_findings: Option<SeverityCounts>,
+    /// Id of the published result this scanner was concluded from: the same result delivered
+    /// again is recognised, a different one for the same attempt is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub result_id: Option<String>,
     /// Human-readable detail: why it failed, was skipped or is waiting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

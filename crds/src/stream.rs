@@ -156,49 +156,62 @@ fn utf8(field: &'static str, value: &[u8]) -> Result<String, MessageError> {
     })
 }
 
-/// A signed scan result, as stored in [`RESULTS_STREAM`]: the JSON of a [`ScanResult`] and an
-/// HMAC-SHA256 signature over exactly those bytes, made with the per-scan key.
+/// A signed scan result, as stored in [`RESULTS_STREAM`]: the JSON of a [`ScanResult`]
+/// (LZ4-compressed when large) and an HMAC-SHA256 signature over [`Self::signed_bytes`], made
+/// with the per-scan key. The signature covers the stored bytes, so a forged entry is refused
+/// before anything is decompressed or parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResultEntry {
-    /// JSON of a [`ScanResult`].
+    /// How `payload` is encoded.
+    pub encoding: BodyEncoding,
+    /// JSON of a [`ScanResult`], encoded as `encoding` says.
     pub payload: Vec<u8>,
-    /// Lowercase hex HMAC-SHA256 of `payload`.
+    /// Lowercase hex HMAC-SHA256 of [`Self::signed_bytes`].
     pub signature: String,
 }
 
+/// Version label of what a result signature covers; a new scheme gets a new label.
+const RESULT_SIGNATURE_LABEL: &[u8] = b"gatehouse.dev/result/v1\0";
+
 impl ResultEntry {
+    /// What the signature covers: a versioned label, the encoding's name and the payload.
+    pub fn signed_bytes(encoding: BodyEncoding, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(RESULT_SIGNATURE_LABEL.len() + 16 + payload.len());
+        bytes.extend_from_slice(RESULT_SIGNATURE_LABEL);
+        bytes.extend_from_slice(encoding.as_str().as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
     /// Stream fields, in a fixed order.
-    pub fn to_fields(&self) -> Vec<(&'static str, Vec<u8>)> {
-        vec![
-            ("payload", self.payload.clone()),
-            ("signature", self.signature.as_bytes().to_vec()),
+    pub fn to_fields(&self) -> [(&'static str, &[u8]); 3] {
+        [
+            ("encoding", self.encoding.as_str().as_bytes()),
+            ("payload", self.payload.as_slice()),
+            ("signature", self.signature.as_bytes()),
         ]
     }
 
-    /// Reads an entry back from its fields.
+    /// Reads an entry back from its fields; unknown fields are ignored (newer writers).
     pub fn from_fields<'a>(
         fields: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     ) -> Result<ResultEntry, MessageError> {
+        let mut encoding = None;
         let mut payload = None;
         let mut signature = None;
         for (name, value) in fields {
             match name {
+                "encoding" => encoding = Some(utf8("encoding", value)?),
                 "payload" => payload = Some(value.to_vec()),
                 "signature" => signature = Some(utf8("signature", value)?),
                 _ => {}
             }
         }
         Ok(ResultEntry {
+            encoding: encoding.map_or(Ok(BodyEncoding::Identity), |e| BodyEncoding::parse(&e))?,
             payload: payload.ok_or(MessageError::MissingField("payload"))?,
             signature: signature.ok_or(MessageError::MissingField("signature"))?,
-        })
-    }
-
-    /// Parses the payload. Only call after the signature was verified.
-    pub fn result(&self) -> Result<ScanResult, MessageError> {
-        serde_json::from_slice(&self.payload).map_err(|e| MessageError::InvalidField {
-            field: "payload",
-            reason: e.to_string(),
         })
     }
 }
@@ -207,6 +220,10 @@ impl ResultEntry {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScanResult {
+    /// Random id of this result (128 bits, hex), made once by the agent: the same result
+    /// published twice (a retried XADD) is recognised, a second, different result for the same
+    /// attempt is refused.
+    pub result_id: String,
     /// Namespace of the ScanRequest.
     pub namespace: String,
     /// Name of the ScanRequest.
@@ -219,6 +236,7 @@ pub struct ScanResult {
     pub head_sha: String,
     /// Which attempt of this scanner produced the result (1-based).
     pub attempt: i32,
+
     /// Whether the scanner completed.
     pub outcome: ScanOutcome,
     /// Findings by severity (all of them, even when `findings` was truncated).
@@ -231,6 +249,25 @@ pub struct ScanResult {
     /// Version the scanner reported, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scanner_version: Option<String>,
+    /// The pull request's base commit as the same pod scanned it (baseline mode), when it did;
+    /// absent when the operator had that commit's findings already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Baseline>,
+}
+
+/// What a scan of the pull request's base commit found: the findings that exist before the pull
+/// request, by fingerprint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Baseline {
+    /// The base commit that was scanned.
+    pub sha: String,
+    /// Whether the scanner completed on the base commit.
+    pub outcome: ScanOutcome,
+    /// Findings by severity on the base commit.
+    pub counts: SeverityCounts,
+    /// Fingerprints of every finding on the base commit, sorted, without duplicates.
+    pub fingerprints: Vec<String>,
 }
 
 /// Whether a scanner produced a trustworthy report.
@@ -259,11 +296,16 @@ pub struct Finding {
     pub title: String,
     /// Normalised severity.
     pub severity: Severity,
-    /// Repository-relative path of the file.
-    pub path: String,
-    /// 1-based line, when the finding has one.
+    /// Repository-relative path of the file (`/`-separated, no `..`), when the finding has a
+    /// place in the repository (a vulnerable dependency may not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub line: Option<u32>,
+    pub path: Option<String>,
+    /// 1-based first line, when the finding has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_line: Option<u32>,
+    /// 1-based last line (at least `start_line`), when the finding has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_line: Option<u32>,
     /// What is wrong here.
     pub message: String,
     /// Where to read more.
@@ -324,6 +366,7 @@ mod tests {
     #[test]
     fn scan_result_round_trips_as_json() {
         let result = ScanResult {
+            result_id: "0123456789abcdef0123456789abcdef".into(),
             namespace: "team-a".into(),
             scan_request: "widgets-pr42-9f1c2ab-1a2b3c4d".into(),
             uid: "6f1c".into(),
@@ -339,24 +382,40 @@ mod tests {
                 rule_id: "q1".into(),
                 title: "t".into(),
                 severity: Severity::High,
-                path: "main.tf".into(),
-                line: Some(3),
+                path: Some("main.tf".into()),
+                start_line: Some(3),
+                end_line: Some(3),
                 message: "m".into(),
                 help_url: None,
                 fingerprint: "f".into(),
             }],
             truncated: false,
             scanner_version: Some("v2.1.19".into()),
+            baseline: None,
         };
         let entry = ResultEntry {
+            encoding: BodyEncoding::Identity,
             payload: serde_json::to_vec(&result).unwrap(),
             signature: "00".into(),
         };
         let json: serde_json::Value = serde_json::from_slice(&entry.payload).unwrap();
         assert_eq!(json["outcome"]["status"], "scannerError");
         assert_eq!(json["findings"][0]["severity"], "high");
-        let back = ResultEntry::from_fields(pairs(&entry.to_fields())).unwrap();
-        assert_eq!(back.result().unwrap(), result);
+        assert_eq!(json["findings"][0]["startLine"], 3);
+        let fields = entry.to_fields();
+        let back = ResultEntry::from_fields(fields.iter().map(|(k, v)| (*k, *v))).unwrap();
+        assert_eq!(back, entry);
+        let parsed: ScanResult = serde_json::from_slice(&back.payload).unwrap();
+        assert_eq!(parsed, result);
+    }
+
+    #[test]
+    fn a_result_signature_covers_the_encoding_and_the_payload() {
+        let identity = ResultEntry::signed_bytes(BodyEncoding::Identity, b"{}");
+        let lz4 = ResultEntry::signed_bytes(BodyEncoding::Lz4, b"{}");
+        assert_ne!(identity, lz4);
+        assert!(identity.ends_with(b"identity\0{}"));
+        assert!(identity.starts_with(b"gatehouse.dev/result/v1\0"));
     }
 
     #[test]

@@ -293,6 +293,8 @@ fn pending(name: &str) -> ScannerStatus {
         conclusion: None,
         findings: None,
         message: None,
+        new_findings: None,
+        result_id: None,
         reported: None,
     }
 }

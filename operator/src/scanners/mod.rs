@@ -4,6 +4,7 @@
 
 pub mod blackduck;
 pub mod kics;
+pub mod parse;
 
 use gatehouse_crds::ScanRequest;
 use gatehouse_crds::scanpolicy::{ScannerKind, ScannerSpec};
@@ -46,6 +47,17 @@ pub fn scan_container(request: &ScanRequest, scanner: &ScannerSpec) -> ScanConta
     }
 }
 
+/// What a scanner's exit code says about its report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// The scan completed: its report is the result (findings may exist).
+    Usable,
+    /// The scanner failed: there is no trustworthy report. The text names the error.
+    Error(String),
+    /// The scanner was stopped (a signal, an out-of-memory kill).
+    Cancelled(String),
+}
+
 /// A plain environment variable.
 pub(crate) fn env(name: &str, value: &str) -> EnvVar {
     EnvVar {
@@ -54,3 +66,6 @@ pub(crate) fn env(name: &str, value: &str) -> EnvVar {
         value_from: None,
     }
 }
+
+#[cfg(test)]
+mod report_tests;

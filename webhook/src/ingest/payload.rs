@@ -243,4 +243,7 @@ pub struct MergeGroup {
     pub head_ref: String,
     /// `refs/heads/<base>`.
     pub base_ref: String,
+    /// The base branch's commit the group is tested on.
+    #[serde(default)]
+    pub base_sha: Option<String>,
 }

@@ -298,6 +298,13 @@ fn comment(repository: Repository, installation_id: i64, payload: IssueCommentEv
     })
 }
 
+/// A commit SHA as the API stores it (lowercase), or `None` when it is not a full SHA: an odd
+/// value in a payload must not make the ScanRequest invalid.
+fn full_sha(sha: &str) -> Option<String> {
+    let sha = sha.to_ascii_lowercase();
+    gatehouse_crds::lifecycle::is_full_sha(&sha).then_some(sha)
+}
+
 /// Facts of a pull request, from a webhook payload or the REST API (the same shape).
 pub fn scan_facts(
     repository: Repository,
@@ -312,6 +319,7 @@ pub fn scan_facts(
             head_sha: pr.head.sha.to_ascii_lowercase(),
             head_ref: pr.head.ref_.clone(),
             base_ref: pr.base.ref_.clone(),
+            base_sha: full_sha(&pr.base.sha),
             fork: pr.is_fork(),
             draft: pr.draft,
             author: pr
@@ -373,6 +381,7 @@ fn merge_group(
                 head_sha: group.head_sha.to_ascii_lowercase(),
                 head_ref: head_ref.to_owned(),
                 base_ref: base_ref.to_owned(),
+                base_sha: group.base_sha.as_deref().and_then(full_sha),
                 // Merge group commits live in the base repository.
                 fork: false,
                 draft: false,
