@@ -2,7 +2,10 @@
 //! reports, and the pull request number (check payloads of fork pull requests carry no pull
 //! request list, so a re-run must find the number here).
 
-/// Identity carried in a Check Run's `external_id`: `<namespace>/<scanrequest>/<pr>/<scanner>`.
+/// Identity carried in a Check Run's `external_id`:
+/// `<namespace>/<scanrequest>/<pr>/<scanner>/<uid>` (older runs have no `/<uid>`). The UID tells
+/// apart two ScanRequests that had the same name one after the other (one deleted, then made
+/// again): the second must never find and reopen the first one's check run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExternalId {
     /// Namespace of the ScanRequest.
@@ -13,6 +16,8 @@ pub struct ExternalId {
     pub pull_request: i64,
     /// Scanner name.
     pub scanner: String,
+    /// UID of the ScanRequest.
+    pub uid: Option<String>,
 }
 
 impl ExternalId {
@@ -21,7 +26,11 @@ impl ExternalId {
         let mut parts = text.split('/');
         let (namespace, name, pr, scanner) =
             (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || [namespace, name, scanner].iter().any(|p| p.is_empty()) {
+        let uid = parts.next();
+        if parts.next().is_some()
+            || [namespace, name, scanner].iter().any(|p| p.is_empty())
+            || uid.is_some_and(str::is_empty)
+        {
             return None;
         }
         Some(ExternalId {
@@ -29,6 +38,7 @@ impl ExternalId {
             scan_request: name.to_owned(),
             pull_request: pr.parse().ok().filter(|n: &i64| *n > 0)?,
             scanner: scanner.to_owned(),
+            uid: uid.map(str::to_owned),
         })
     }
 }
@@ -39,7 +49,11 @@ impl std::fmt::Display for ExternalId {
             f,
             "{}/{}/{}/{}",
             self.namespace, self.scan_request, self.pull_request, self.scanner
-        )
+        )?;
+        match &self.uid {
+            Some(uid) => write!(f, "/{uid}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -59,13 +73,20 @@ mod tests {
             scan_request: "widgets-pr42-9f1c2ab-da3e7b82".into(),
             pull_request: 42,
             scanner: "kics".into(),
+            uid: Some("0f6c4d1e-8f2b-4c7a-9d3e-1a2b3c4d5e6f".into()),
         };
         let text = id.to_string();
         assert_eq!(
             text,
-            "gatehouse-scans/widgets-pr42-9f1c2ab-da3e7b82/42/kics"
+            "gatehouse-scans/widgets-pr42-9f1c2ab-da3e7b82/42/kics/0f6c4d1e-8f2b-4c7a-9d3e-1a2b3c4d5e6f"
         );
-        assert_eq!(ExternalId::parse(&text), Some(id));
+        assert_eq!(ExternalId::parse(&text), Some(id.clone()));
+        // Runs made before the UID was part of the id.
+        let older = ExternalId { uid: None, ..id };
+        assert_eq!(
+            ExternalId::parse("gatehouse-scans/widgets-pr42-9f1c2ab-da3e7b82/42/kics"),
+            Some(older)
+        );
     }
 
     #[test]
@@ -77,7 +98,8 @@ mod tests {
             "a/b/x/d",
             "a/b/0/d",
             "a//1/d",
-            "a/b/1/d/e",
+            "a/b/1/d/",
+            "a/b/1/d/e/f",
         ] {
             assert_eq!(ExternalId::parse(text), None, "{text}");
         }

@@ -334,8 +334,10 @@ pub struct ScannerSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub paths: Vec<String>,
-    /// Deadline for the whole scanner Job, in seconds (Job activeDeadlineSeconds).
+    /// Deadline for the whole scanner Job, in seconds (Job activeDeadlineSeconds), at most a
+    /// day.
     #[serde(default = "default_timeout_seconds")]
+    #[schemars(range(max = 86_400))]
     pub timeout_seconds: i64,
     /// CPU and memory for the scanner container; defaults suit a medium repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]

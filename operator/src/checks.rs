@@ -64,6 +64,7 @@ pub fn external_id(request: &ScanRequest, scanner: &str) -> String {
         scan_request: request.metadata.name.clone().unwrap_or_default(),
         pull_request: request.spec.pull_request.number,
         scanner: scanner.to_owned(),
+        uid: request.metadata.uid.clone(),
     }
     .to_string()
 }
@@ -278,11 +279,11 @@ mod tests {
     }
 
     #[test]
-    fn the_external_id_names_the_namespace_request_pull_request_and_scanner() {
+    fn the_external_id_names_the_namespace_request_pull_request_scanner_and_uid() {
         let request = test_support::request();
         assert_eq!(
             external_id(&request, "kics"),
-            "gatehouse-scans/hello-world-pr2-ec26c3e-016643a9/2/kics"
+            "gatehouse-scans/hello-world-pr2-ec26c3e-016643a9/2/kics/5f0c7a4e-1b2d-4c3e-8f9a-0b1c2d3e4f50"
         );
     }
 }

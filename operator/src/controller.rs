@@ -44,7 +44,7 @@ pub const FINALIZER: &str = "gatehouse.dev/cleanup";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A Kubernetes API call failed.
-    #[error("failed to {operation}: {source}")]
+    #[error("failed to {operation}: {}", describe_kube(source))]
     Kube {
         /// What was being done.
         operation: String,
@@ -65,6 +65,10 @@ pub enum Error {
     /// A Job of the expected name belongs to another object.
     #[error("Job {0} exists but is not owned by this ScanRequest")]
     ForeignJob(String),
+    /// A Job of the expected name belongs to an earlier ScanRequest of the same name, deleted
+    /// but not yet collected; it is being deleted.
+    #[error("Job {0} of an earlier ScanRequest of this name is being deleted")]
+    PredecessorJob(String),
     /// The request claims what GitHub contradicts (an installation that does not hold its
     /// repository).
     #[error("{0}")]
@@ -86,7 +90,7 @@ impl Error {
             ),
             Error::GitHub { source, .. } => !source.is_transient(),
             Error::Refused(_) | Error::ForeignJob(_) => true,
-            Error::Incomplete(_) | Error::Finalizer(_) => false,
+            Error::Incomplete(_) | Error::Finalizer(_) | Error::PredecessorJob(_) => false,
         }
     }
 
@@ -95,7 +99,10 @@ impl Error {
         match self {
             Error::Kube { .. } => "kubernetes",
             Error::GitHub { .. } => "github",
-            Error::Incomplete(_) | Error::ForeignJob(_) | Error::Refused(_) => "invalid",
+            Error::Incomplete(_)
+            | Error::ForeignJob(_)
+            | Error::PredecessorJob(_)
+            | Error::Refused(_) => "invalid",
             Error::Finalizer(_) => "finalizer",
         }
     }
@@ -106,6 +113,17 @@ impl Error {
             Error::GitHub { source, .. } => source.retry_after(),
             _ => None,
         }
+    }
+}
+
+/// A Kubernetes error for people: the API server's own message for a refusal (kube's display
+/// adds a debug dump of the whole status), the error itself otherwise.
+fn describe_kube(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if !status.message.is_empty() => {
+            format!("{} ({} {})", status.message, status.code, status.reason)
+        }
+        other => other.to_string(),
     }
 }
 
@@ -155,6 +173,8 @@ pub struct Context {
     requests_listed: Vec<Arc<AtomicBool>>,
     /// Every watched ScanPolicy.
     pub policies: Vec<Store<ScanPolicy>>,
+    /// Per store of `policies`: whether its first full list has arrived.
+    policies_listed: Vec<Arc<AtomicBool>>,
     /// Event recorder.
     pub recorder: Recorder,
     /// Metrics.
@@ -182,6 +202,7 @@ impl Context {
         requests: Vec<Store<ScanRequest>>,
         requests_listed: Vec<Arc<AtomicBool>>,
         policies: Vec<Store<ScanPolicy>>,
+        policies_listed: Vec<Arc<AtomicBool>>,
         recorder: Recorder,
         metrics: Arc<Metrics>,
     ) -> Context {
@@ -193,11 +214,25 @@ impl Context {
             requests,
             requests_listed,
             policies,
+            policies_listed,
             recorder,
             metrics,
             admitted: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether the ScanPolicy `namespace/name` exists: `Some(false)` only once every policy cache
+    /// holds its first full list and none has it; `None` while that is not known.
+    fn policy_exists(&self, namespace: &str, name: &str) -> Option<bool> {
+        let key = ObjectRef::<ScanPolicy>::new(name).within(namespace);
+        if self.policies.iter().any(|s| s.get(&key).is_some()) {
+            return Some(true);
+        }
+        self.policies_listed
+            .iter()
+            .all(|listed| listed.load(Ordering::Acquire))
+            .then_some(false)
     }
 
     fn policy_limits(&self, namespace: &str, name: &str) -> PolicyLimits {
@@ -251,6 +286,13 @@ impl Context {
         let mut seen_running = Vec::new();
         for store in &self.requests {
             for other in store.state() {
+                // Most cached requests are finished: they are passed over before any work.
+                let Some(status) = other.status.as_ref() else {
+                    continue;
+                };
+                if !matches!(status.phase, Some(ScanPhase::Running | ScanPhase::Queued)) {
+                    continue;
+                }
                 let key = format!(
                     "{}/{}",
                     other.namespace().unwrap_or_default(),
@@ -260,9 +302,6 @@ impl Context {
                     // The request being decided waits; it never holds its own slot.
                     continue;
                 }
-                let Some(status) = other.status.as_ref() else {
-                    continue;
-                };
                 let Some(policy) = status.policy.as_ref().map(|p| p.name.clone()) else {
                     continue;
                 };
@@ -283,8 +322,16 @@ impl Context {
                             });
                         }
                     }
+                    // A request whose policy is gone is concluded by its own reconcile; it
+                    // must not keep a place in the order that only it could take.
                     Some(ScanPhase::Queued)
-                        if !stopped && key != me && !admitted.contains_key(&key) =>
+                        if !stopped
+                            && key != me
+                            && !admitted.contains_key(&key)
+                            && self.policy_exists(
+                                &other.namespace().unwrap_or_default(),
+                                &other.spec.policy_ref.name,
+                            ) == Some(true) =>
                     {
                         waiting.push(Waiting {
                             namespace: other.namespace().unwrap_or_default(),
@@ -477,11 +524,36 @@ async fn apply(request: &ScanRequest, ctx: &Context) -> Result<Action, Error> {
         {
             status = decide::stop(status, request, stop, &time);
         }
-        delete_jobs(&jobs_api, &name).await?;
+        delete_jobs(&jobs_api, &name, false).await?;
         ctx.release(request);
     } else if !status.phase.is_some_and(ScanPhase::is_terminal) {
-        let jobs = observed_jobs(ctx, &namespace, &name, request.metadata.uid.as_ref()).await?;
+        // A request waiting for its slot has no Job unless an admission's status write was
+        // lost, and a Job the cached list misses then is found by its create's 409: the API
+        // server's watch cache answers (no etcd read per queued request per poll).
+        let from_cache = status.phase == Some(ScanPhase::Queued) && !decide::is_admitted(&status);
+        let jobs = observed_jobs(
+            ctx,
+            &namespace,
+            &name,
+            request.metadata.uid.as_ref(),
+            from_cache,
+        )
+        .await?;
         status = decide::observe(status, request, &jobs, &time);
+        if matches!(
+            status.phase,
+            Some(ScanPhase::Queued | ScanPhase::AwaitingApproval)
+        ) && !decide::is_admitted(&status)
+            && ctx.policy_exists(&namespace, &request.spec.policy_ref.name) == Some(false)
+        {
+            // Its policy was deleted before the scan started: nothing governs it any more, and
+            // waiting would keep its check runs open forever.
+            let message = format!(
+                "cancelled: ScanPolicy {namespace}/{} was deleted before the scan started",
+                request.spec.policy_ref.name
+            );
+            status = decide::cancel_unstarted(status, request, &message, &time);
+        }
         if status.phase == Some(ScanPhase::Queued) && ctx.try_admit(&with_status(request, &status))
         {
             status = decide::admitted(status, request, &time);
@@ -497,7 +569,8 @@ async fn apply(request: &ScanRequest, ctx: &Context) -> Result<Action, Error> {
         let to_create = decide::jobs_to_create(&status);
         if !to_create.is_empty() {
             match start_jobs(ctx, request, &namespace, &mut status, to_create).await {
-                Ok(()) => {}
+                // A scanner that could not start may have been the last one open.
+                Ok(()) => status = decide::settle(status, request, &time),
                 Err(error) if error.is_permanent() => {
                     // It will not work by trying again: say so on the pull request.
                     let message = format!("could not start the scan: {error}");
@@ -599,6 +672,7 @@ async fn start_jobs(
 ) -> Result<(), Error> {
     apply_secret(ctx, request, namespace).await?;
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut first_error = None;
     for (scanner, attempt) in to_create {
         let Some(spec) = status
             .policy
@@ -610,7 +684,21 @@ async fn start_jobs(
         };
         let job = jobs::desired_job(request, &spec, attempt, &ctx.settings.build);
         let job_name = job.metadata.name.clone().unwrap_or_default();
-        create_job(&jobs_api, request, &job).await?;
+        match create_job(&jobs_api, request, &job).await {
+            Ok(()) => {}
+            // One scanner's Job the cluster will never take (an invalid quantity in its
+            // settings, a quota): that scanner fails, the others still run.
+            Err(error) if error.is_permanent() => {
+                let message = format!("could not start the scan: {error}");
+                decide::scanner_could_not_start(status, &scanner, &message, &now());
+                event(ctx, request, EventType::Warning, "StartFailed", &message).await;
+                continue;
+            }
+            Err(error) => {
+                first_error.get_or_insert(error);
+                continue;
+            }
+        }
         decide::job_created(status, &scanner, attempt, &job_name);
         event(
             ctx,
@@ -621,7 +709,7 @@ async fn start_jobs(
         )
         .await;
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 async fn delete_request(
@@ -798,6 +886,7 @@ async fn observed_jobs(
     namespace: &str,
     name: &str,
     uid: Option<&String>,
+    from_cache: bool,
 ) -> Result<Vec<(Job, Vec<Pod>)>, Error> {
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let selector = format!(
@@ -806,8 +895,14 @@ async fn observed_jobs(
         labels::MANAGED_BY,
         jobs::MANAGED_BY
     );
+    let params = ListParams::default().labels(&selector);
+    let params = if from_cache {
+        params.match_any()
+    } else {
+        params
+    };
     let jobs = jobs_api
-        .list(&ListParams::default().labels(&selector))
+        .list(&params)
         .await
         .map_err(kube_error(format!("list the Jobs of {namespace}/{name}")))?;
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
@@ -868,10 +963,39 @@ async fn create_job(api: &Api<Job>, request: &ScanRequest, job: &Job) -> Result<
                 .flatten()
                 .any(|o| Some(&o.uid) == request.metadata.uid.as_ref());
             if ours {
-                Ok(())
-            } else {
-                Err(Error::ForeignJob(name))
+                return Ok(());
             }
+            // A ScanRequest deleted and made again under the same name: the first one's Job
+            // waits for garbage collection. It names a ScanRequest of this name that no longer
+            // exists (names are unique), so it is deleted now, and the create tried again.
+            let predecessor = existing
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| {
+                    o.kind == "ScanRequest" && Some(&o.name) == request.metadata.name.as_ref()
+                });
+            if !predecessor {
+                return Err(Error::ForeignJob(name));
+            }
+            let params =
+                DeleteParams {
+                    propagation_policy: Some(PropagationPolicy::Background),
+                    preconditions: existing.metadata.uid.clone().map(|uid| {
+                        kube::api::Preconditions {
+                            uid: Some(uid),
+                            resource_version: None,
+                        }
+                    }),
+                    ..DeleteParams::default()
+                };
+            match api.delete(&name, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {}
+                Err(e) => return Err(kube_error(format!("delete Job {name}"))(e)),
+            }
+            Err(Error::PredecessorJob(name))
         }
         Err(e) => Err(kube_error(format!("create Job {name}"))(e)),
     }
@@ -922,7 +1046,9 @@ async fn apply_secret(ctx: &Context, request: &ScanRequest, namespace: &str) -> 
     Ok(())
 }
 
-async fn delete_jobs(api: &Api<Job>, name: &str) -> Result<(), Error> {
+/// Deletes the request's unfinished Jobs, and with `finished_too` its finished ones as well (a
+/// deleted request's Jobs go at once: a request made again under the same name needs the names).
+async fn delete_jobs(api: &Api<Job>, name: &str, finished_too: bool) -> Result<(), Error> {
     let selector = format!(
         "{}={name},{}={}",
         labels::SCAN_REQUEST,
@@ -946,7 +1072,7 @@ async fn delete_jobs(api: &Api<Job>, name: &str) -> Result<(), Error> {
                 c.iter()
                     .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
             });
-        if finished || job.metadata.deletion_timestamp.is_some() {
+        if (finished && !finished_too) || job.metadata.deletion_timestamp.is_some() {
             continue;
         }
         let job_name = job.name_any();
@@ -1018,11 +1144,13 @@ async fn sync_check_runs(
         let name = gatehouse_crds::external_id::check_run_name(&scanner.name);
         let external_id = checks::external_id(request, &scanner.name);
         let mut id = scanner.check_run_id;
-        if id.is_none() {
-            // Created before a crash that lost the status write? Find it, never POST twice.
-            id = ctx
-                .github
-                .find_check_run(
+        let completing = matches!(desired.state, State::Completed { .. });
+        // Created before a crash that lost the status write? Find it, never POST twice. When
+        // concluding, look too: a POST that timed out may have created a second run after the
+        // first look, and a run left open would hold the pull request's check forever.
+        let found = if id.is_none() || completing {
+            ctx.github
+                .find_check_runs(
                     spec.installation_id,
                     owner,
                     repo,
@@ -1032,7 +1160,11 @@ async fn sync_check_runs(
                 )
                 .await
                 .map_err(github_error(format!("look up check run {name}")))?
-                .map(|r| r.id);
+        } else {
+            Vec::new()
+        };
+        if id.is_none() {
+            id = found.first().map(|r| r.id);
         }
         let update = CheckRunUpdate {
             status: Some(check_status),
@@ -1058,10 +1190,29 @@ async fn sync_check_runs(
                 }
             }
         }
+        if completing {
+            for orphan in found
+                .iter()
+                .filter(|r| Some(r.id) != id && r.status != "completed")
+            {
+                ctx.github
+                    .update_check_run(spec.installation_id, owner, repo, orphan.id, &update)
+                    .await
+                    .map_err(github_error(format!(
+                        "conclude duplicate check run {name} ({})",
+                        orphan.id
+                    )))?;
+            }
+        }
         if id.is_none() && !create_missing {
             // A stopped or deleted request concludes the runs it has; it does not start new
             // ones (a newer run of the same name could hide the live scan's on the commit).
             status.scanners[index].reported = Some(key);
+            continue;
+        }
+        if id.is_none() && stopped_meanwhile(ctx, request).await? {
+            // Stopped since this reconcile read it (a newer commit's scan may have created its
+            // runs already): a run created now would be newer than the live scan's and hide it.
             continue;
         }
         if id.is_none() {
@@ -1090,6 +1241,23 @@ async fn sync_check_runs(
         status.scanners[index].reported = Some(key);
     }
     Ok(())
+}
+
+/// Whether the request was stopped or is being deleted now, read from the API (not the cache):
+/// asked just before a check run is created.
+async fn stopped_meanwhile(ctx: &Context, request: &ScanRequest) -> Result<bool, Error> {
+    let namespace = request.namespace().unwrap_or_default();
+    let name = request.name_any();
+    let api: Api<ScanRequest> = Api::namespaced(ctx.client.clone(), &namespace);
+    let fresh = api
+        .get_opt(&name)
+        .await
+        .map_err(kube_error(format!("get ScanRequest {namespace}/{name}")))?;
+    Ok(fresh.is_none_or(|fresh| {
+        fresh.metadata.uid != request.metadata.uid
+            || fresh.metadata.deletion_timestamp.is_some()
+            || StopRequest::of(&fresh.metadata).is_some()
+    }))
 }
 
 /// Writes `status` by server-side apply conditional on the
@@ -1266,7 +1434,7 @@ async fn cleanup(request: &ScanRequest, ctx: &Context) -> Result<Action, Error> 
         .namespace()
         .ok_or(Error::Incomplete("metadata.namespace"))?;
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-    delete_jobs(&jobs_api, &request.name_any()).await?;
+    delete_jobs(&jobs_api, &request.name_any(), true).await?;
     ctx.release(request);
     let before = request.status.clone().unwrap_or_default();
     if before.scanners.iter().all(decide::concluded) && checks::fully_reported(request) {

@@ -281,6 +281,23 @@ pub fn could_not_start(
     finish(status, request, now)
 }
 
+/// The status once the Job of `scanner` proved impossible to create (the cluster refuses it for
+/// good): that scanner fails with `message`, the others are untouched.
+pub fn scanner_could_not_start(
+    status: &mut ScanRequestStatus,
+    scanner: &str,
+    message: &str,
+    now: &Time,
+) {
+    if let Some(s) = status
+        .scanners
+        .iter_mut()
+        .find(|s| s.name == scanner && !concluded(s))
+    {
+        conclude(s, ScannerPhase::Errored, Conclusion::Failure, message, now);
+    }
+}
+
 fn pending(name: &str) -> ScannerStatus {
     ScannerStatus {
         name: name.to_owned(),
@@ -678,6 +695,35 @@ pub fn is_admitted(status: &ScanRequestStatus) -> bool {
         .conditions
         .iter()
         .any(|c| c.type_ == conditions::ADMITTED && c.status == "True")
+}
+
+/// The status of a request that will not start after all (its policy was deleted while it
+/// waited): every scanner without a conclusion is cancelled with `message`.
+pub fn cancel_unstarted(
+    mut status: ScanRequestStatus,
+    request: &ScanRequest,
+    message: &str,
+    now: &Time,
+) -> ScanRequestStatus {
+    for scanner in &mut status.scanners {
+        if !concluded(scanner) {
+            conclude(
+                scanner,
+                ScannerPhase::Cancelled,
+                Conclusion::Cancelled,
+                message,
+                now,
+            );
+        }
+    }
+    status.phase = Some(ScanPhase::Cancelled);
+    status.message = Some(message.to_owned());
+    finish(status, request, now)
+}
+
+/// The overall phase, conclusion and conditions derived again after scanners changed.
+pub fn settle(status: ScanRequestStatus, request: &ScanRequest, now: &Time) -> ScanRequestStatus {
+    finish(status, request, now)
 }
 
 /// How bad a conclusion is, for the overall one: the worst wins.

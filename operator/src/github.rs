@@ -546,10 +546,12 @@ impl GitHub {
         })
     }
 
-    /// The check run named `name` on `head_sha` whose `external_id` is exactly `external_id`,
-    /// if GitHub has one (the first 1000 runs of that name are searched). Asked before creating
-    /// a run whose creation may have succeeded unrecorded, so a POST is never repeated blindly.
-    pub async fn find_check_run(
+    /// The check runs of this App named `name` on `head_sha` whose `external_id` is exactly
+    /// `external_id` (the first 1000 runs of that name are searched), oldest first. Asked before
+    /// creating a run whose creation may have succeeded unrecorded, so a POST is never repeated
+    /// blindly, and when concluding, so a run a slow POST created after that look is concluded
+    /// too.
+    pub async fn find_check_runs(
         &self,
         installation_id: i64,
         owner: &str,
@@ -557,36 +559,39 @@ impl GitHub {
         head_sha: &str,
         name: &str,
         external_id: &str,
-    ) -> Result<Option<CheckRunRef>, GitHubError> {
+    ) -> Result<Vec<CheckRunRef>, GitHubError> {
         let client = self.installation(installation_id)?;
         let base = format!(
-            "/repos/{}/{}/commits/{}/check-runs?check_name={}&filter=all&per_page={PER_PAGE}",
+            "/repos/{}/{}/commits/{}/check-runs?check_name={}&app_id={}&filter=all&per_page={PER_PAGE}",
             encode(owner),
             encode(repo),
             encode(head_sha),
-            encode(name)
+            encode(name),
+            self.app_id,
         );
+        let mut found = Vec::new();
         for page in 1..=MAX_CHECK_RUN_PAGES {
             let route = format!("{base}&page={page}");
             let answer: CheckRunsAnswer =
                 self.call(&client, Verb::Get, &route, None::<&()>).await?;
             let full = answer.check_runs.len() >= PER_PAGE;
-            if let Some(run) = answer
-                .check_runs
-                .into_iter()
-                .find(|run| run.external_id.as_deref() == Some(external_id))
-            {
-                return Ok(Some(CheckRunRef {
-                    id: run.id,
-                    status: run.status,
-                    conclusion: run.conclusion,
-                }));
-            }
+            found.extend(
+                answer
+                    .check_runs
+                    .into_iter()
+                    .filter(|run| run.external_id.as_deref() == Some(external_id))
+                    .map(|run| CheckRunRef {
+                        id: run.id,
+                        status: run.status,
+                        conclusion: run.conclusion,
+                    }),
+            );
             if !full {
                 break;
             }
         }
-        Ok(None)
+        found.sort_by_key(|run| run.id);
+        Ok(found)
     }
 
     /// Creates a check run (`POST /repos/{owner}/{repo}/check-runs`), sent exactly once.
@@ -1040,7 +1045,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn find_check_run_follows_pages_to_the_run_whose_external_id_matches() {
+    async fn find_check_runs_follows_pages_to_the_runs_of_this_app_whose_external_id_matches() {
         let (server, github) = github().await;
         let route = "/repos/o/r/commits/0123abc/check-runs";
         let first: Vec<_> = (0..100)
@@ -1053,6 +1058,7 @@ mod tests {
             Mock::given(method("GET"))
                 .and(path(route))
                 .and(query_param("check_name", "gatehouse / semgrep"))
+                .and(query_param("app_id", APP_ID.to_string()))
                 .and(query_param("filter", "all"))
                 .and(query_param("per_page", "100"))
                 .and(query_param("page", page))
@@ -1065,7 +1071,7 @@ mod tests {
         }
 
         let found = github
-            .find_check_run(
+            .find_check_runs(
                 INSTALLATION,
                 "o",
                 "r",
@@ -1077,15 +1083,15 @@ mod tests {
             .unwrap();
         assert_eq!(
             found,
-            Some(CheckRunRef {
+            [CheckRunRef {
                 id: 201,
                 status: "in_progress".to_owned(),
                 conclusion: None,
-            })
+            }]
         );
 
         let missing = github
-            .find_check_run(
+            .find_check_runs(
                 INSTALLATION,
                 "o",
                 "r",
@@ -1095,7 +1101,7 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(missing, None);
+        assert_eq!(missing, []);
         // Two pages each time: the short second page ends the search.
         assert_eq!(requests_to(&server, "GET", route).await.len(), 4);
     }

@@ -514,7 +514,9 @@ fn is_dns1123_subdomain(name: &str) -> bool {
 /// Gatehouse's own checks, which the schema and CEL cannot make. They read the JSON form, so
 /// they run even when another problem keeps the spec from decoding; what is not a string where
 /// a string belongs is the schema walk's to report.
-fn policy_problems(spec: &Value) -> Vec<Problem> {
+/// What the schema cannot check of a policy's spec (globs, image digests, quantities, Secret
+/// names), field by field; used by `check-policy` and by the policies' `Ready` condition.
+pub fn policy_problems(spec: &Value) -> Vec<Problem> {
     let strings = |value: Option<&Value>| -> Vec<String> {
         value
             .and_then(Value::as_array)

@@ -31,7 +31,15 @@ pub enum Error {
 /// The status `policy` should have (conditions keep their transition time while they hold).
 pub fn desired_status(policy: &ScanPolicy, now: &Time) -> ScanPolicyStatus {
     let mut status = policy.status.clone().unwrap_or_default();
-    let problems = policy.spec.problems();
+    // The same checks as `check-policy`: a quantity or Secret name the schema lets through
+    // would fail every scan's Job.
+    let problems: Vec<String> = match serde_json::to_value(&policy.spec) {
+        Ok(spec) => crate::offline::policy_problems(&spec)
+            .into_iter()
+            .map(|p| format!("{}: {}", p.field, p.message))
+            .collect(),
+        Err(error) => vec![format!("spec: {error}")],
+    };
     if problems.is_empty() {
         set_condition(
             &mut status.conditions,
@@ -42,13 +50,12 @@ pub fn desired_status(policy: &ScanPolicy, now: &Time) -> ScanPolicyStatus {
             now,
         );
     } else {
-        let message: Vec<String> = problems.iter().map(ToString::to_string).collect();
         set_condition(
             &mut status.conditions,
             "Ready",
             false,
             "Invalid",
-            &message.join("; "),
+            &problems.join("; "),
             now,
         );
     }

@@ -269,6 +269,13 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             }
         }
         tracing::info!(identity, "leading");
+        tokio::spawn(fence(
+            Api::namespaced(client.clone(), &args.lease_namespace),
+            args.lease_name.clone(),
+            identity.clone(),
+            Duration::from_secs(args.lease_seconds),
+            Duration::from_secs(args.lease_seconds.div_ceil(3).max(1)),
+        ));
         leadership = Some((leading, task));
     }
     metrics.set_leader(true);
@@ -311,6 +318,47 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Stops this process once the lease may have passed to another replica. The lease manager
+/// reports a loss only when it can read the Lease: a leader cut off from the API server would go
+/// on acting while a standby takes over after the lease expires. So the Lease is read several
+/// times per grace period, and when this replica's last renewal (the Lease's `renewTime`,
+/// written by this process's own clock) is older than the lease duration less half the grace
+/// period, the process exits and restarts as a standby. The manager renews a full grace period
+/// before expiry, so a healthy leader is never fenced, and a standby takes over only once the
+/// whole duration has passed.
+async fn fence(
+    leases: Api<k8s_openapi::api::coordination::v1::Lease>,
+    name: String,
+    identity: String,
+    duration: Duration,
+    grace: Duration,
+) {
+    let valid_for = duration.saturating_sub(grace / 2);
+    let every = (grace / 4).clamp(Duration::from_millis(250), Duration::from_secs(1));
+    let mut valid_until = std::time::SystemTime::now() + valid_for;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        // Bounded: the client's own retries of a failing API server must not hold the check.
+        if let Ok(Ok(lease)) = tokio::time::timeout(every, leases.get(&name)).await
+            && let Some(spec) = lease.spec
+            && spec.holder_identity.as_deref() == Some(identity.as_str())
+            && let Some(renewed) = spec.renew_time
+        {
+            let renewed = std::time::SystemTime::from(renewed.0);
+            valid_until = valid_until.max(renewed + valid_for);
+        }
+        if std::time::SystemTime::now() > valid_until {
+            tracing::error!(
+                lease = %name,
+                "the leader lease was not renewed in time (API server unreachable?); exiting so \
+                 that only one replica acts"
+            );
+            std::process::exit(1);
+        }
+    }
+}
+
 /// The watches of one operator: a ScanRequest controller (owning Jobs) and a ScanPolicy
 /// reflector per watched namespace (or one for all namespaces).
 pub struct Watches {
@@ -318,6 +366,8 @@ pub struct Watches {
     /// Per ScanRequest watch: whether its first full list has reached its cache.
     listed: Vec<Arc<AtomicBool>>,
     policy_stores: Vec<Store<ScanPolicy>>,
+    /// Per ScanPolicy watch: the same.
+    policies_listed: Vec<Arc<AtomicBool>>,
     policy_tasks: Vec<futures::future::BoxFuture<'static, ()>>,
 }
 
@@ -334,25 +384,15 @@ impl Watches {
         let mut controllers = Vec::new();
         let mut listed = Vec::new();
         let mut policy_stores = Vec::new();
+        let mut policies_listed = Vec::new();
         let mut policy_tasks = Vec::new();
         for namespace in namespaces {
             let requests: Api<ScanRequest> = namespaced(client, namespace.as_deref());
             let jobs_api: Api<Job> = namespaced(client, namespace.as_deref());
             // The cache keeps what reconciles read: managedFields (about a third of a stored
             // request) and kubectl's last-applied copy are dropped on the way in.
-            let (reader, writer) = reflector::store();
-            let done = Arc::new(AtomicBool::new(false));
-            let flag = done.clone();
-            let stream = watcher(requests, watcher::Config::default().any_semantic())
-                .default_backoff()
-                .modify(slim)
-                .reflect(writer)
-                .inspect(move |event| {
-                    if matches!(event, Ok(watcher::Event::InitDone)) {
-                        flag.store(true, Ordering::Release);
-                    }
-                })
-                .applied_objects();
+            let (stream, reader, done) =
+                listed_watch(requests, watcher::Config::default().any_semantic(), slim);
             listed.push(done);
             controllers.push(
                 Controller::for_stream(stream, reader)
@@ -369,7 +409,9 @@ impl Watches {
             // The policies' controller writes their status; its cache gives admission the
             // policies' limits and retention.
             let api: Api<ScanPolicy> = namespaced(client, namespace.as_deref());
-            let policies = Controller::new(api, watcher::Config::default());
+            let (stream, reader, done) = listed_watch(api, watcher::Config::default(), |_| {});
+            policies_listed.push(done);
+            let policies = Controller::for_stream(stream, reader);
             policy_stores.push(policies.store());
             let client = Arc::new(client.clone());
             policy_tasks.push(
@@ -387,6 +429,7 @@ impl Watches {
             controllers,
             listed,
             policy_stores,
+            policies_listed,
             policy_tasks,
         }
     }
@@ -421,6 +464,7 @@ impl Watches {
             self.request_stores(),
             self.listed,
             self.policy_stores,
+            self.policies_listed,
             Recorder::new(
                 client,
                 Reporter {
@@ -445,6 +489,43 @@ impl Watches {
             _ = policies => {}
         }
     }
+}
+
+/// A watch of `api` into a cache, each object trimmed by `trim` on the way in, and a flag set
+/// once the cache holds the first full list (kube-runtime 5's own store readiness wakes one
+/// waiter only, so the stream marks its own `InitDone`).
+fn listed_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    trim: fn(&mut K),
+) -> (
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    Store<K>,
+    Arc<AtomicBool>,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(trim)
+        .reflect(writer)
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                flag.store(true, Ordering::Release);
+            }
+        })
+        .applied_objects();
+    (stream, reader, done)
 }
 
 /// What the cache need not hold of a ScanRequest: the operator never reads managed fields or

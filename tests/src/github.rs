@@ -56,6 +56,8 @@ pub struct Call {
     pub status: u16,
     /// The `Authorization` header (empty when none).
     pub authorization: String,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 /// A check run as the stand-in holds it.
@@ -314,6 +316,11 @@ impl FakeGitHub {
         });
     }
 
+    /// Drops every injected fault not used yet: GitHub answers normally again.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
     /// Every request received, in order, including refused and injected ones.
     pub fn calls(&self) -> Vec<Call> {
         self.shared.lock().calls.clone()
@@ -424,6 +431,7 @@ fn handle(
         body: recorded.clone(),
         status: answer.status,
         authorization,
+        at: std::time::Instant::now(),
     });
     let response = respond(&answer, state.remaining, state.reset);
     drop(state);

@@ -39,6 +39,9 @@ pub struct OperatorHarness {
     pub max_running: usize,
     /// Namespaces the next start watches, each with its own controller (`None`: all).
     pub namespaces: Vec<Option<String>>,
+    /// Whether the next start's Kubernetes client retries failed calls itself (kube's default);
+    /// without, every injected failure reaches the operator's own code.
+    pub client_retries: bool,
     running: Vec<(
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
@@ -71,6 +74,7 @@ impl OperatorHarness {
             metrics: Arc::new(Metrics::default()),
             max_running: 50,
             namespaces: vec![None],
+            client_retries: true,
             running: Vec::new(),
         })
     }
@@ -79,8 +83,13 @@ impl OperatorHarness {
     /// Must be called inside the Tokio runtime (the GitHub client starts a task).
     pub fn start_operator(&mut self) -> anyhow::Result<()> {
         let metrics = Arc::new(Metrics::default());
+        let client = if self.client_retries {
+            self.k8s.client()
+        } else {
+            self.k8s.client_without_retries()
+        };
         let running = spawn_operator(
-            self.k8s.client(),
+            client,
             &self.github.url(),
             self.max_running,
             &self.namespaces,

@@ -10,7 +10,7 @@ use gatehouse_crds::lifecycle::{STOP, ScanRef, StopRequest};
 use gatehouse_crds::{ScanPolicy, ScanRequest};
 use gatehouse_tests::kube_support::sample;
 use gatehouse_tests::operator::{NS, OperatorHarness, request};
-use gatehouse_tests::{Failure, JobState};
+use gatehouse_tests::{Controller, Failure, JobState};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -77,7 +77,13 @@ async fn a_scan_request_is_queued_admitted_run_as_a_hardened_job_and_its_check_r
     let run = &h.github.check_runs()[0];
     assert_eq!(run.name, "gatehouse/kics");
     assert_eq!(run.head_sha, "ec26c3e57ca3a959ca5aad62de7213c562f8c821");
-    assert_eq!(run.external_id, format!("{NS}/{SR}/2/kics"));
+    assert_eq!(
+        run.external_id,
+        format!(
+            "{NS}/{SR}/2/kics/{}",
+            stored.metadata.uid.as_deref().unwrap()
+        )
+    );
     assert_eq!(
         run.details_url.as_deref(),
         Some("https://gatehouse.example/scans/gatehouse-scans/hello-world-pr2-ec26c3e-016643a9")
@@ -308,11 +314,28 @@ async fn a_check_run_created_before_a_lost_status_write_is_found_again_not_creat
 #[tokio::test]
 async fn an_operator_restarted_mid_flight_continues_without_a_second_job_or_check_run() {
     let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    // The operator dies after creating the Job and before hearing of it: no status records it.
+    let mut created = h.k8s.pause_next_answer("POST", "/jobs");
     h.start_operator().unwrap();
     h.create(&sample_request()).await.unwrap();
+    created.arrived().await.unwrap();
+    h.crash_operator();
+    created.release();
+    assert!(h.k8s.get::<Job>(NS, JOB).is_some());
+    assert_eq!(
+        h.request(SR)
+            .and_then(|r| r.status)
+            .and_then(|s| s.scanners[0].job_name.clone()),
+        None
+    );
+    h.start_operator().unwrap();
     h.until("queued", |h| history(h, SR) == ["queued"])
         .await
         .unwrap();
+    assert_eq!(
+        h.request(SR).unwrap().status.unwrap().scanners[0].attempts,
+        1
+    );
     h.crash_operator();
     h.k8s.set_job_status(NS, JOB, &JobState::Active).unwrap();
     h.start_operator().unwrap();
@@ -348,7 +371,7 @@ async fn githubs_rate_limit_on_creating_a_check_run_is_waited_out_and_nothing_is
         "/repos/Codertocat/Hello-World/check-runs",
         403,
         vec![
-            ("retry-after".to_owned(), "1".to_owned()),
+            ("retry-after".to_owned(), "3".to_owned()),
             ("x-ratelimit-remaining".to_owned(), "4000".to_owned()),
         ],
         1,
@@ -362,16 +385,43 @@ async fn githubs_rate_limit_on_creating_a_check_run_is_waited_out_and_nothing_is
     );
     h.start_operator().unwrap();
     h.create(&sample_request()).await.unwrap();
+    h.until("the refused POST", |h| {
+        h.github.calls().iter().any(|c| c.status == 403)
+    })
+    .await
+    .unwrap();
+    // Another request arrives during the wait: its calls wait too (one gate for the App).
+    h.create(&request("sr-other", 'b')).await.unwrap();
     h.until("queued", |h| history(h, SR) == ["queued"])
         .await
         .unwrap();
+    let calls = h.github.calls();
+    let refused_at = calls.iter().find(|c| c.status == 403).unwrap().at;
+    let after: Vec<_> = calls.iter().filter(|c| c.at > refused_at).collect();
+    assert!(!after.is_empty());
+    for call in &after {
+        assert!(
+            call.at.duration_since(refused_at) >= Duration::from_millis(2_900),
+            "{} {} went out {:?} after a 403 with retry-after: 3",
+            call.method,
+            call.path,
+            call.at.duration_since(refused_at)
+        );
+    }
     h.k8s.set_job_status(NS, JOB, &JobState::Active).unwrap();
     h.until("in_progress after a 502", |h| {
         history(h, SR) == ["queued", "in_progress"]
     })
     .await
     .unwrap();
-    assert_eq!(h.github.check_runs().len(), 1);
+    assert_eq!(
+        h.github
+            .check_runs()
+            .iter()
+            .filter(|r| r.external_id.contains(SR))
+            .count(),
+        1
+    );
     let refused = h
         .github
         .calls()
@@ -438,6 +488,8 @@ async fn fifty_requests_in_flight_never_exceed_the_limits_and_all_get_their_turn
     policy.spec.concurrency.max_running = 6;
     policy.spec.concurrency.max_running_per_repository = 2;
     let mut h = OperatorHarness::start(vec![policy]).await.unwrap();
+    // The operator-wide limit is the tighter one.
+    h.max_running = 5;
     h.start_operator().unwrap();
     // 50 requests over 5 repositories; the first repository has 30 of them.
     for i in 0..50u32 {
@@ -479,8 +531,8 @@ async fn fifty_requests_in_flight_never_exceed_the_limits_and_all_get_their_turn
             finished += 1;
         }
         assert!(
-            total <= 6,
-            "policy maxRunning exceeded: {active:?} {names:?} {:?}",
+            total <= 5,
+            "--max-running exceeded: {active:?} {names:?} {:?}",
             h.k8s.names::<Job>(NS)
         );
         assert!(
@@ -655,26 +707,34 @@ async fn deleting_a_request_whose_repository_github_no_longer_serves_does_not_ha
     h.until("queued", |h| history(h, SR) == ["queued"])
         .await
         .unwrap();
-    // The App was uninstalled: every check-run call is refused for good.
-    h.github.fail_next(
-        "PATCH",
-        "/repos/Codertocat/Hello-World/check-runs",
-        404,
-        vec![],
-        1000,
-    );
-    h.github.fail_next(
-        "POST",
-        "/repos/Codertocat/Hello-World/check-runs",
-        404,
-        vec![],
-        1000,
-    );
+    // The App lost access to the repository: every call about it is refused for good (a 403
+    // that is not a rate limit; a 404 on a PATCH would read as a run GitHub deleted).
+    for method in ["GET", "PATCH", "POST"] {
+        h.github
+            .fail_next(method, "/repos/Codertocat/Hello-World/", 403, vec![], 1000);
+    }
     Api::<ScanRequest>::namespaced(h.k8s.client(), NS)
         .delete(SR, &DeleteParams::default())
         .await
         .unwrap();
     h.until("gone", |h| h.request(SR).is_none()).await.unwrap();
+    // It went because GitHub refused for good, said so in an event, and the run stayed as it
+    // was: nothing pretends it was concluded.
+    assert_eq!(history(&h, SR), ["queued"]);
+    let reasons: Vec<String> = h
+        .k8s
+        .names::<k8s_openapi::api::events::v1::Event>(NS)
+        .iter()
+        .filter_map(|name| {
+            h.k8s
+                .get::<k8s_openapi::api::events::v1::Event>(NS, name)
+                .and_then(|e| e["reason"].as_str().map(str::to_owned))
+        })
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r == "CleanupIncomplete"),
+        "{reasons:?}"
+    );
 }
 
 #[tokio::test]
@@ -712,12 +772,18 @@ async fn a_check_run_github_deleted_is_created_anew_instead_of_failing_every_upd
 #[tokio::test]
 async fn errors_from_the_api_server_lose_nothing_and_double_nothing() {
     let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
-    // Every kind of write fails once or twice on its first attempts: the Job create, the Secret
-    // apply, the status write, and a 429 on the Job list.
+    // No retries inside the client: every failure reaches the operator. Every kind of write
+    // fails on its first attempts, some after they took effect (the answer lost): the Job
+    // create, the Secret apply, the status write, and a 429 on the Job list.
+    h.client_retries = false;
     h.k8s
-        .fail_next(Some("POST"), "/jobs", 2, Failure::InternalError);
+        .fail_next(Some("POST"), "/jobs", 1, Failure::InternalError);
+    h.k8s
+        .fail_next_answer(Some("POST"), "/jobs", 1, Failure::InternalError);
     h.k8s
         .fail_next(Some("PATCH"), "/secrets/", 1, Failure::Unavailable);
+    h.k8s
+        .fail_next_answer(Some("PATCH"), "/status", 1, Failure::Unavailable);
     h.k8s
         .fail_next(Some("PATCH"), "/status", 1, Failure::Conflict);
     h.k8s.fail_next(
@@ -742,6 +808,10 @@ async fn errors_from_the_api_server_lose_nothing_and_double_nothing() {
     .await
     .unwrap();
     assert_eq!(h.k8s.names::<Job>(NS), [JOB]);
+    assert_eq!(
+        h.request(SR).unwrap().status.unwrap().scanners[0].attempts,
+        1
+    );
     assert_eq!(posts(&h), 1);
     assert_eq!(h.github.check_runs().len(), 1);
 }
@@ -808,13 +878,13 @@ async fn a_finished_request_is_not_deleted_before_github_has_its_conclusion() {
     h.until("queued", |h| h.github.check_runs().len() == 1)
         .await
         .unwrap();
-    // Its timeout cannot reach GitHub for a while.
+    // Its timeout cannot reach GitHub for a while (its run is the first, id 1000).
     h.github.fail_next(
         "PATCH",
-        "/repos/Codertocat/Hello-World/check-runs",
+        "/repos/Codertocat/Hello-World/check-runs/1000",
         502,
         vec![],
-        3,
+        100_000,
     );
     h.k8s
         .set_job_status(
@@ -849,6 +919,16 @@ async fn a_finished_request_is_not_deleted_before_github_has_its_conclusion() {
             },
         )
         .unwrap();
+    h.until("the newer concluded", |h| {
+        history(h, "sr-newer").last().map(String::as_str) == Some("completed/timed_out")
+    })
+    .await
+    .unwrap();
+    // Retention would push the older out now, but GitHub has not got its conclusion: it stays.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let older = h.request("sr-older").unwrap();
+    assert!(older.metadata.deletion_timestamp.is_none());
+    h.github.clear_faults();
     h.until("the older reported, then deleted", |h| {
         h.request("sr-older").is_none()
     })
@@ -994,6 +1074,301 @@ async fn a_restarted_operator_admits_nothing_before_every_watched_namespace_is_l
         .unwrap();
     h.until("the waiting request's Job", |h| {
         h.k8s.get::<Job>(NS, "waiting-a-kics").is_some()
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_request_deleted_and_made_again_under_the_same_name_runs_anew_with_its_own_check_run() {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    h.start_operator().unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("the Job", |h| h.k8s.get::<Job>(NS, JOB).is_some())
+        .await
+        .unwrap();
+    h.k8s.set_job_status(NS, JOB, &JobState::Succeeded).unwrap();
+    h.until("in progress", |h| {
+        history(h, SR) == ["queued", "in_progress"]
+    })
+    .await
+    .unwrap();
+    let first_uid = h.request(SR).unwrap().metadata.uid.unwrap();
+    // The garbage collector is slow: the finished Job outlives its deleted owner for a while.
+    let gc = h.k8s.hold(Controller::GarbageCollector);
+    Api::<ScanRequest>::namespaced(h.k8s.client(), NS)
+        .delete(SR, &DeleteParams::default())
+        .await
+        .unwrap();
+    h.until("gone", |h| h.request(SR).is_none()).await.unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("the new request's Job", |h| {
+        h.k8s.get::<Job>(NS, JOB).is_some_and(|job| {
+            job["metadata"]["ownerReferences"][0]["uid"].as_str() != Some(first_uid.as_str())
+        })
+    })
+    .await
+    .unwrap();
+    drop(gc);
+    h.until("running with a run of its own", |h| {
+        h.phase(SR).as_deref() == Some("Running") && h.github.check_runs().len() == 2
+    })
+    .await
+    .unwrap();
+    let runs = h.github.check_runs();
+    assert_eq!(
+        runs[0].history,
+        ["queued", "in_progress", "completed/cancelled"],
+        "the first request's run is never reopened"
+    );
+    assert_eq!(runs[1].history, ["queued"]);
+    assert_ne!(runs[0].external_id, runs[1].external_id);
+    assert_eq!(
+        h.request(SR).unwrap().status.unwrap().scanners[0].attempts,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_queued_request_whose_policy_is_deleted_is_cancelled_and_frees_its_place() {
+    let mut other = kics_policy();
+    other.metadata.name = Some("team-b-iac".to_owned());
+    let mut h = OperatorHarness::start(vec![kics_policy(), other])
+        .await
+        .unwrap();
+    h.max_running = 1;
+    h.start_operator().unwrap();
+    h.create(&request("sr-running", 'a')).await.unwrap();
+    h.until("the first Job", |h| {
+        h.k8s.get::<Job>(NS, "sr-running-kics").is_some()
+    })
+    .await
+    .unwrap();
+    // Waiting behind it: one request of the other policy, then one of the same.
+    let mut orphan = request("sr-orphan", 'b');
+    orphan.spec.policy_ref.name = "team-b-iac".to_owned();
+    h.create(&orphan).await.unwrap();
+    h.until("the orphan queued", |h| {
+        h.phase("sr-orphan").as_deref() == Some("Queued")
+    })
+    .await
+    .unwrap();
+    h.k8s.advance_clock(Duration::from_secs(5));
+    h.create(&request("sr-next", 'c')).await.unwrap();
+    h.until("the next queued", |h| {
+        h.phase("sr-next").as_deref() == Some("Queued")
+    })
+    .await
+    .unwrap();
+    Api::<ScanPolicy>::namespaced(h.k8s.client(), NS)
+        .delete("team-b-iac", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.until("the orphan cancelled", |h| {
+        h.phase("sr-orphan").as_deref() == Some("Cancelled")
+            && history(h, "sr-orphan").last().map(String::as_str) == Some("completed/cancelled")
+    })
+    .await
+    .unwrap();
+    let run = h
+        .github
+        .check_runs()
+        .into_iter()
+        .find(|r| r.external_id.contains("sr-orphan"))
+        .unwrap();
+    assert_eq!(
+        run.title.as_deref(),
+        Some(
+            "Cancelled: ScanPolicy gatehouse-scans/team-b-iac was deleted before the scan started"
+        )
+    );
+    // The slot frees: the next request starts, not held behind the orphan.
+    h.k8s
+        .set_job_status(NS, "sr-running-kics", &JobState::Succeeded)
+        .unwrap();
+    h.until("the next Job", |h| {
+        h.k8s.get::<Job>(NS, "sr-next-kics").is_some()
+    })
+    .await
+    .unwrap();
+    assert!(h.k8s.get::<Job>(NS, "sr-orphan-kics").is_none());
+}
+
+#[tokio::test]
+async fn one_scanner_the_cluster_refuses_fails_alone_and_the_others_run() {
+    let mut policy = kics_policy();
+    let mut bad = policy.spec.scanners[0].clone();
+    bad.name = "bad".to_owned();
+    bad.resources = Some(serde_json::from_value(json!({"limits": {"cpu": "lots"}})).unwrap());
+    policy.spec.scanners.insert(0, bad);
+    let mut h = OperatorHarness::start(vec![policy]).await.unwrap();
+    h.start_operator().unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("the good scanner's Job", |h| {
+        h.k8s.get::<Job>(NS, JOB).is_some()
+    })
+    .await
+    .unwrap();
+    h.until("the bad scanner concluded", |h| {
+        h.github.check_runs().iter().any(|r| {
+            r.name == "gatehouse/bad"
+                && r.history.last().map(String::as_str) == Some("completed/failure")
+        })
+    })
+    .await
+    .unwrap();
+    let runs = h.github.check_runs();
+    let bad_run = runs.iter().find(|r| r.name == "gatehouse/bad").unwrap();
+    let title = bad_run.title.clone().unwrap();
+    assert!(
+        title.starts_with("Could not start the scan: failed to create Job"),
+        "{title}"
+    );
+    assert!(
+        !title.contains("ErrorResponse") && !title.contains("Status {"),
+        "{title}"
+    );
+    let kics_run = runs.iter().find(|r| r.name == "gatehouse/kics").unwrap();
+    assert_eq!(kics_run.history, ["queued"]);
+    assert_eq!(h.phase(SR).as_deref(), Some("Running"));
+    // And the policy says what is wrong with it.
+    h.until("the policy invalid", |h| {
+        h.k8s.get::<ScanPolicy>(NS, "acme-iac").is_some_and(|p| {
+            p["status"]["conditions"][0]["reason"] == "Invalid"
+                && p["status"]["conditions"][0]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("spec.scanners[0].resources.limits.cpu"))
+        })
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_request_stopped_between_its_status_write_and_its_first_check_run_creates_none() {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    // Its first status write is served, and the answer held: meanwhile ingest stops it (a
+    // newer commit of the pull request).
+    let mut written = h
+        .k8s
+        .pause_next_answer("PATCH", &format!("/scanrequests/{SR}/status"));
+    h.start_operator().unwrap();
+    h.create(&sample_request()).await.unwrap();
+    written.arrived().await.unwrap();
+    let stop = StopRequest::Superseded {
+        head_sha: "9f1c2ab9f1c2ab9f1c2ab9f1c2ab9f1c2ab9f1c2".to_owned(),
+        by: None,
+    };
+    Api::<ScanRequest>::namespaced(h.k8s.client(), NS)
+        .patch(
+            SR,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {STOP: stop.to_annotation()}}})),
+        )
+        .await
+        .unwrap();
+    written.release();
+    h.until("superseded", |h| {
+        h.phase(SR).as_deref() == Some("Superseded")
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        h.github.check_runs().is_empty(),
+        "a run created after the stop would be newer than the live scan's: {:#?}",
+        h.github.check_runs()
+    );
+}
+
+#[tokio::test]
+async fn a_request_made_again_after_its_finalizer_was_removed_by_hand_replaces_the_old_job() {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    h.start_operator().unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("the Job", |h| h.k8s.get::<Job>(NS, JOB).is_some())
+        .await
+        .unwrap();
+    h.k8s.set_job_status(NS, JOB, &JobState::Succeeded).unwrap();
+    let first_uid = h.request(SR).unwrap().metadata.uid.unwrap();
+    // With the operator down, someone clears the finalizer and deletes the request; the
+    // garbage collector has not removed its finished Job yet.
+    h.crash_operator();
+    let gc = h.k8s.hold(Controller::GarbageCollector);
+    let api = Api::<ScanRequest>::namespaced(h.k8s.client(), NS);
+    api.patch(
+        SR,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    api.delete(SR, &DeleteParams::default()).await.unwrap();
+    assert!(h.request(SR).is_none());
+    h.create(&sample_request()).await.unwrap();
+    h.start_operator().unwrap();
+    h.until("a Job of the new request", |h| {
+        h.k8s.get::<Job>(NS, JOB).is_some_and(|job| {
+            job["metadata"]["ownerReferences"][0]["uid"].as_str() != Some(first_uid.as_str())
+        })
+    })
+    .await
+    .unwrap();
+    drop(gc);
+    h.until("running", |h| h.phase(SR).as_deref() == Some("Running"))
+        .await
+        .unwrap();
+    let status = h.request(SR).unwrap().status.unwrap();
+    assert_eq!(status.scanners[0].conclusion, None);
+}
+
+#[tokio::test]
+async fn a_second_run_a_slow_create_left_behind_is_concluded_with_the_first() {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    h.start_operator().unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("queued", |h| history(h, SR) == ["queued"])
+        .await
+        .unwrap();
+    // A create that timed out lands at GitHub after the operator looked for it and made its
+    // own: the same name and external_id on the commit, still queued.
+    let first = h.github.check_runs()[0].clone();
+    let body = json!({
+        "name": first.name,
+        "head_sha": first.head_sha,
+        "external_id": first.external_id,
+        "status": "queued",
+    })
+    .to_string();
+    let answer = gatehouse_tests::http::request(
+        h.github.addr(),
+        "POST",
+        "/repos/Codertocat/Hello-World/check-runs",
+        &[
+            ("authorization", "token ghs_fake1"),
+            ("content-type", "application/json"),
+        ],
+        body.as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    h.k8s
+        .set_job_status(
+            NS,
+            JOB,
+            &JobState::Failed {
+                reason: "DeadlineExceeded".to_owned(),
+                message: "deadline".to_owned(),
+            },
+        )
+        .unwrap();
+    h.until("both runs concluded", |h| {
+        let runs = h.github.check_runs();
+        runs.len() == 2
+            && runs
+                .iter()
+                .all(|r| r.history.last().map(String::as_str) == Some("completed/timed_out"))
     })
     .await
     .unwrap();

@@ -8,10 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use gatehouse_crds::{ScanPolicy, ScanRequest};
-use gatehouse_tests::KubeEmulator;
 use gatehouse_tests::github::FakeGitHub;
 use gatehouse_tests::kube_support::sample;
 use gatehouse_tests::operator::{MASTER_KEY, NS, request};
+use gatehouse_tests::{Failure, KubeEmulator};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
@@ -179,4 +179,43 @@ async fn of_two_replicas_only_the_leader_acts_and_the_standby_takes_over_when_it
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(check_run_posts(&github), 2);
     drop((a, b));
+}
+
+#[tokio::test]
+async fn a_leader_that_cannot_renew_its_lease_stops_before_a_standby_could_take_over() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let github = FakeGitHub::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kubeconfig"), k8s.kubeconfig()).unwrap();
+    std::fs::write(dir.path().join("master-key"), MASTER_KEY).unwrap();
+    let mut leader = operator(&dir, &github, "replica-a");
+    until("it leads", || holder(&k8s).as_deref() == Some("replica-a")).await;
+    // A leader whose renewals succeed keeps leading (over several lease periods).
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(
+        leader.0.try_wait().unwrap().is_none(),
+        "a healthy leader stopped"
+    );
+    // From now on the API server refuses every Lease request: the lease manager keeps saying
+    // "leading" while its renewals fail, and a standby would take over once the lease expires
+    // (3 s after the last renewal).
+    k8s.fail_next(None, "/leases", 100_000, Failure::Unavailable);
+    let cut = std::time::Instant::now();
+    let exited = loop {
+        if let Some(status) = leader.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(20),
+            "the leader went on acting without its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!exited.success(), "{exited:?}");
+    // Before the lease could have expired for a standby (3 s after the last renewal).
+    assert!(
+        cut.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        cut.elapsed()
+    );
 }

@@ -169,7 +169,17 @@ async fn a_signed_pull_request_opened_delivery_becomes_a_scanner_job_and_a_queue
     assert_eq!(run.name, "gatehouse/kics");
     assert_eq!(run.head_sha, SHA);
     assert_eq!(run.status, "queued");
-    assert_eq!(run.external_id, format!("{NS}/{name}/2/kics"));
+    let uid = w
+        .front
+        .k8s
+        .get::<ScanRequest>(NS, &name)
+        .and_then(|r| {
+            r.pointer("/metadata/uid")
+                .and_then(|u| u.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap();
+    assert_eq!(run.external_id, format!("{NS}/{name}/2/kics/{uid}"));
 
     eventually("the ScanRequest Running", || async {
         w.front

@@ -47,7 +47,7 @@ pub(crate) fn handle(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let injected = shared.take_failure(method.as_str(), &path);
+    let injected = shared.take_failure(method.as_str(), &path, false);
     let mut ctx = WriteContext::default();
     let result = match injected {
         Some(error) => Err(error),
@@ -64,6 +64,13 @@ pub(crate) fn handle(
                 &mut ctx,
             )
         }),
+    };
+    // Served, but the client hears of an error (see `fail_next_answer`).
+    let result = match result {
+        Ok(reply) => shared
+            .take_failure(method.as_str(), &path, true)
+            .map_or(Ok(reply), Err),
+        failed => failed,
     };
     let mut response = match result {
         Ok(Reply::Json(code, value)) => json_response(code, &value),

@@ -213,10 +213,11 @@ impl Shared {
         Some(pauses.remove(at))
     }
 
-    fn take_failure(&self, method: &str, path: &str) -> Option<ApiError> {
+    fn take_failure(&self, method: &str, path: &str, after: bool) -> Option<ApiError> {
         let mut store = self.lock();
         let rule = store.failures.iter_mut().find(|r| {
             r.remaining > 0
+                && r.after == after
                 && r.method
                     .as_deref()
                     .is_none_or(|m| m.eq_ignore_ascii_case(method))
@@ -524,6 +525,26 @@ impl KubeEmulator {
             path_contains: path_contains.to_owned(),
             remaining: times,
             error: failure.error(),
+            after: false,
+        });
+    }
+
+    /// Serves the next `times` requests whose path contains `path_contains` (and whose method
+    /// is `method`, when given) but answers them with `failure`: their effect is stored and the
+    /// client hears of an error, as when an answer is lost after the write (a timeout, a proxy).
+    pub fn fail_next_answer(
+        &self,
+        method: Option<&str>,
+        path_contains: &str,
+        times: usize,
+        failure: Failure,
+    ) {
+        self.shared.lock().failures.push(FailRule {
+            method: method.map(str::to_owned),
+            path_contains: path_contains.to_owned(),
+            remaining: times,
+            error: failure.error(),
+            after: true,
         });
     }
 

@@ -72,6 +72,8 @@ pub(crate) struct FailRule {
     pub path_contains: String,
     pub remaining: usize,
     pub error: ApiError,
+    /// Serve the request (its effect stays) and answer with the error instead of the result.
+    pub after: bool,
 }
 
 /// `fieldValidation`: what to do with unknown fields.
