@@ -164,6 +164,9 @@ fn utf8(field: &'static str, value: &[u8]) -> Result<String, MessageError> {
 pub struct ResultEntry {
     /// How `payload` is encoded.
     pub encoding: BodyEncoding,
+    /// UID of the ScanRequest, outside the payload so the verifying key can be derived before
+    /// anything is decoded (the payload names it too, and must agree).
+    pub uid: String,
     /// JSON of a [`ScanResult`], encoded as `encoding` says.
     pub payload: Vec<u8>,
     /// Lowercase hex HMAC-SHA256 of [`Self::signed_bytes`].
@@ -185,8 +188,9 @@ impl ResultEntry {
     }
 
     /// Stream fields, in a fixed order.
-    pub fn to_fields(&self) -> [(&'static str, &[u8]); 3] {
+    pub fn to_fields(&self) -> [(&'static str, &[u8]); 4] {
         [
+            ("uid", self.uid.as_bytes()),
             ("encoding", self.encoding.as_str().as_bytes()),
             ("payload", self.payload.as_slice()),
             ("signature", self.signature.as_bytes()),
@@ -197,11 +201,13 @@ impl ResultEntry {
     pub fn from_fields<'a>(
         fields: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     ) -> Result<ResultEntry, MessageError> {
+        let mut uid = None;
         let mut encoding = None;
         let mut payload = None;
         let mut signature = None;
         for (name, value) in fields {
             match name {
+                "uid" => uid = Some(utf8("uid", value)?),
                 "encoding" => encoding = Some(utf8("encoding", value)?),
                 "payload" => payload = Some(value.to_vec()),
                 "signature" => signature = Some(utf8("signature", value)?),
@@ -209,6 +215,7 @@ impl ResultEntry {
             }
         }
         Ok(ResultEntry {
+            uid: uid.ok_or(MessageError::MissingField("uid"))?,
             encoding: encoding.map_or(Ok(BodyEncoding::Identity), |e| BodyEncoding::parse(&e))?,
             payload: payload.ok_or(MessageError::MissingField("payload"))?,
             signature: signature.ok_or(MessageError::MissingField("signature"))?,
@@ -249,6 +256,10 @@ pub struct ScanResult {
     /// Version the scanner reported, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scanner_version: Option<String>,
+    /// What reading the report noticed that a person may want to know (duplicates counted
+    /// once, paths outside the repository).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// The pull request's base commit as the same pod scanned it (baseline mode), when it did;
     /// absent when the operator had that commit's findings already.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -391,10 +402,12 @@ mod tests {
             }],
             truncated: false,
             scanner_version: Some("v2.1.19".into()),
+            notes: Vec::new(),
             baseline: None,
         };
         let entry = ResultEntry {
             encoding: BodyEncoding::Identity,
+            uid: "6f1c".into(),
             payload: serde_json::to_vec(&result).unwrap(),
             signature: "00".into(),
         };

@@ -839,7 +839,7 @@ fn unix_now() -> u64 {
 
 /// Percent-encodes everything but RFC 3986's unreserved characters, for a path segment or a
 /// query value.
-fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     let mut encoded = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {

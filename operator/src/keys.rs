@@ -65,6 +65,13 @@ impl std::fmt::Debug for ScanKey {
 }
 
 impl ScanKey {
+    /// The key as the per-scan Secret holds it (64 hex digits, surrounding whitespace
+    /// ignored); `None` for anything else.
+    pub fn from_hex(text: &str) -> Option<ScanKey> {
+        let bytes = hex::decode(text.trim()).ok()?;
+        Some(ScanKey(bytes.try_into().ok()?))
+    }
+
     /// The key as it goes into the per-scan Secret (hex).
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)

@@ -4,9 +4,11 @@
 //!
 //! Pure steps ([`decide`], [`jobs`], [`checks`], [`admission`], [`scanners`]) hold the logic and
 //! are unit-tested; [`controller`] is the thin async driver that talks to the API and GitHub.
-//! Not here yet: the results consumer that concludes check runs from findings (issue 10).
+//! [`agent`] is `gatehouse-agent`, the program of the scan pods (its own binary, no Kubernetes
+//! client).
 
 pub mod admission;
+pub mod agent;
 pub mod checks;
 pub mod controller;
 pub mod decide;
@@ -21,3 +23,6 @@ pub mod run;
 pub mod scanners;
 #[cfg(test)]
 mod test_support;
+pub mod verdict;
+#[cfg(test)]
+mod verdict_tests;

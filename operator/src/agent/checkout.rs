@@ -1,0 +1,417 @@
+//! `gatehouse-agent checkout`: the pull request's commit, downloaded as GitHub's tarball with the
+//! per-scan token and unpacked into the scan pod's workspace. The archive is hostile input (its
+//! contents come from whoever opened the pull request): nothing is written outside the
+//! workspace, nothing is written through a link, no link points outside it, and the download,
+//! the file count, each file and the whole are capped. Every refusal names the entry.
+
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+/// Caps on what one checkout may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest compressed download.
+    pub max_download_bytes: u64,
+    /// Most entries (files, directories and links).
+    pub max_entries: u64,
+    /// Largest single file, unpacked.
+    pub max_file_bytes: u64,
+    /// Largest total, unpacked (what the workspace volume holds, less a margin).
+    pub max_total_bytes: u64,
+    /// Longest path of an entry, in bytes.
+    pub max_path_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_download_bytes: 1 << 30,
+            max_entries: 200_000,
+            max_file_bytes: 512 << 20,
+            max_total_bytes: 3 << 30,
+            max_path_bytes: 4096,
+        }
+    }
+}
+
+/// The archive could not be unpacked safely; nothing of it is trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// Not a gzip-compressed tar archive, or cut short.
+    #[error("the archive is unreadable: {0}")]
+    Unreadable(String),
+    /// An entry names an absolute path.
+    #[error("archive entry {0:?} has an absolute path")]
+    AbsolutePath(String),
+    /// An entry climbs out with `..`.
+    #[error("archive entry {0:?} climbs out of the repository with ..")]
+    ParentDirectory(String),
+    /// A symbolic link points outside the workspace.
+    #[error("archive entry {entry:?} is a link to {target:?}, outside the repository")]
+    LinkEscapes {
+        /// The link.
+        entry: String,
+        /// Where it points.
+        target: String,
+    },
+    /// An entry would be written through a link.
+    #[error("archive entry {0:?} would be written through a link")]
+    ThroughLink(String),
+    /// A hard link, device, FIFO or other entry git cannot produce.
+    #[error("archive entry {entry:?} is a {kind}, which a repository archive never holds")]
+    Unsupported {
+        /// The entry.
+        entry: String,
+        /// What it is.
+        kind: String,
+    },
+    /// The same path twice.
+    #[error("archive entry {0:?} appears twice")]
+    Duplicate(String),
+    /// Too many entries.
+    #[error("the archive has more than {0} entries")]
+    TooManyEntries(u64),
+    /// One file too large.
+    #[error("archive entry {entry:?} is larger than {limit} bytes")]
+    FileTooLarge {
+        /// The entry.
+        entry: String,
+        /// The cap.
+        limit: u64,
+    },
+    /// Everything together too large (a decompression bomb, or a huge repository).
+    #[error("the archive unpacks to more than {0} bytes")]
+    TooLarge(u64),
+    /// A path longer than the cap.
+    #[error("archive entry {0:?}… has a path longer than {1} bytes")]
+    PathTooLong(String, usize),
+    /// Writing into the workspace failed.
+    #[error("failed to write {path}: {source}")]
+    Write {
+        /// Where.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What was unpacked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unpacked {
+    /// Regular files written.
+    pub files: u64,
+    /// Directories made.
+    pub directories: u64,
+    /// Symbolic links made.
+    pub links: u64,
+    /// Bytes of file content written.
+    pub bytes: u64,
+}
+
+/// Unpacks a gzip-compressed tar archive as GitHub serves a repository (one top directory,
+/// `<owner>-<repo>-<sha>/`, which is dropped) into `into`, an empty directory.
+pub fn unpack(archive: impl Read, into: &Path, limits: &Limits) -> Result<Unpacked, ArchiveError> {
+    let root = into.canonicalize().map_err(|source| ArchiveError::Write {
+        path: into.display().to_string(),
+        source,
+    })?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
+    let mut unpacked = Unpacked::default();
+    let mut entries_seen = 0_u64;
+    let mut links = Vec::new();
+    let entries = tar
+        .entries()
+        .map_err(|e| ArchiveError::Unreadable(e.to_string()))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| ArchiveError::Unreadable(e.to_string()))?;
+        let kind = entry.header().entry_type();
+        if matches!(
+            kind,
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader
+        ) {
+            // GitHub's pax header with the commit id; the tar crate applies per-entry ones.
+            continue;
+        }
+        entries_seen += 1;
+        if entries_seen > limits.max_entries {
+            return Err(ArchiveError::TooManyEntries(limits.max_entries));
+        }
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        if raw.len() > limits.max_path_bytes {
+            return Err(ArchiveError::PathTooLong(
+                raw.chars().take(80).collect(),
+                limits.max_path_bytes,
+            ));
+        }
+        let Some(relative) = relative_path(&raw)? else {
+            // The top directory itself.
+            continue;
+        };
+        let target = root.join(&relative);
+        if let Some(link) = unpack_entry(
+            &mut entry,
+            &root,
+            &relative,
+            &target,
+            &raw,
+            limits,
+            &mut unpacked,
+        )? {
+            links.push(link);
+        }
+    }
+    // Each link checked once more where it really leads (a chain of links that each look
+    // harmless on their own can still climb out).
+    for (entry, path, target) in links {
+        if let Ok(resolved) = path.canonicalize()
+            && !resolved.starts_with(&root)
+        {
+            return Err(ArchiveError::LinkEscapes { entry, target });
+        }
+    }
+    Ok(unpacked)
+}
+
+/// Writes one entry; a symbolic link is returned (entry, path, target) for the final check.
+fn unpack_entry(
+    entry: &mut tar::Entry<'_, impl Read>,
+    root: &Path,
+    relative: &Path,
+    target: &Path,
+    raw: &str,
+    limits: &Limits,
+    unpacked: &mut Unpacked,
+) -> Result<Option<(String, PathBuf, String)>, ArchiveError> {
+    let raw = raw.to_owned();
+    let kind = entry.header().entry_type();
+    match kind {
+        tar::EntryType::Directory => {
+            make_parents(root, target, &raw)?;
+            match std::fs::symlink_metadata(target) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => return Err(ArchiveError::Duplicate(raw)),
+                Err(_) => {
+                    std::fs::create_dir(target).map_err(write_error(target))?;
+                    unpacked.directories += 1;
+                }
+            }
+        }
+        tar::EntryType::Regular | tar::EntryType::Continuous => {
+            let size = entry.header().size().unwrap_or(u64::MAX);
+            if size > limits.max_file_bytes {
+                return Err(ArchiveError::FileTooLarge {
+                    entry: raw,
+                    limit: limits.max_file_bytes,
+                });
+            }
+            if unpacked.bytes.saturating_add(size) > limits.max_total_bytes {
+                return Err(ArchiveError::TooLarge(limits.max_total_bytes));
+            }
+            make_parents(root, target, &raw)?;
+            let executable = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
+            let written =
+                write_file(entry, target, executable, limits.max_file_bytes).map_err(|error| {
+                    match error.kind() {
+                        std::io::ErrorKind::AlreadyExists => ArchiveError::Duplicate(raw.clone()),
+                        std::io::ErrorKind::FileTooLarge => ArchiveError::FileTooLarge {
+                            entry: raw.clone(),
+                            limit: limits.max_file_bytes,
+                        },
+                        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+                            ArchiveError::Unreadable(error.to_string())
+                        }
+                        _ => ArchiveError::Write {
+                            path: target.display().to_string(),
+                            source: error,
+                        },
+                    }
+                })?;
+            unpacked.files += 1;
+            unpacked.bytes += written;
+            if unpacked.bytes > limits.max_total_bytes {
+                return Err(ArchiveError::TooLarge(limits.max_total_bytes));
+            }
+        }
+        tar::EntryType::Symlink => {
+            let link = entry
+                .link_name_bytes()
+                .map(|l| String::from_utf8_lossy(&l).into_owned())
+                .unwrap_or_default();
+            if !link_stays_inside(relative, &link) {
+                return Err(ArchiveError::LinkEscapes {
+                    entry: raw,
+                    target: link,
+                });
+            }
+            make_parents(root, target, &raw)?;
+            std::os::unix::fs::symlink(&link, target).map_err(|error| {
+                if error.kind() == std::io::ErrorKind::AlreadyExists {
+                    ArchiveError::Duplicate(raw.clone())
+                } else {
+                    write_error(target)(error)
+                }
+            })?;
+            unpacked.links += 1;
+            return Ok(Some((raw, target.to_path_buf(), link)));
+        }
+        other => {
+            return Err(ArchiveError::Unsupported {
+                entry: raw,
+                kind: kind_name(other),
+            });
+        }
+    }
+    Ok(None)
+}
+
+/// The entry's path inside the repository (the archive's top directory dropped), or `None` for
+/// the top directory itself.
+fn relative_path(raw: &str) -> Result<Option<PathBuf>, ArchiveError> {
+    let path = Path::new(raw);
+    let mut parts = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => parts.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => return Err(ArchiveError::ParentDirectory(raw.to_owned())),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(ArchiveError::AbsolutePath(raw.to_owned()));
+            }
+        }
+    }
+    if parts.len() < 2 {
+        return Ok(None);
+    }
+    Ok(Some(parts[1..].iter().collect()))
+}
+
+/// Whether a link at `link_path` (relative to the repository root) pointing at `target` stays
+/// inside the repository, judged on the text alone.
+fn link_stays_inside(link_path: &Path, target: &str) -> bool {
+    let target = Path::new(target);
+    if target.as_os_str().is_empty() || target.has_root() {
+        return false;
+    }
+    let mut depth: Vec<&std::ffi::OsStr> = link_path
+        .parent()
+        .map(|p| {
+            p.components()
+                .filter_map(|c| match c {
+                    Component::Normal(part) => Some(part),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for component in target.components() {
+        match component {
+            Component::Normal(part) => depth.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if depth.pop().is_none() {
+                    return false;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+/// Makes the directories above `target` inside `root`, refusing to go through anything that is
+/// not a plain directory (a link the archive made earlier).
+fn make_parents(root: &Path, target: &Path, raw: &str) -> Result<(), ArchiveError> {
+    let Some(parent) = target.parent() else {
+        return Ok(());
+    };
+    let Ok(inside) = parent.strip_prefix(root) else {
+        return Err(ArchiveError::ParentDirectory(raw.to_owned()));
+    };
+    let mut at = root.to_path_buf();
+    for component in inside.components() {
+        at.push(component);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(ArchiveError::ThroughLink(raw.to_owned())),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&at).map_err(write_error(&at))?;
+            }
+            Err(error) => return Err(write_error(&at)(error)),
+        }
+    }
+    Ok(())
+}
+
+/// Writes one file: created new (`O_CREAT | O_EXCL`: an existing path, a link included, is
+/// never opened or followed), read/write for its owner and readable by others (and executable
+/// when the archive says so), never setuid.
+fn write_file(
+    content: &mut impl Read,
+    target: &Path,
+    executable: bool,
+    max_bytes: u64,
+) -> std::io::Result<u64> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if executable { 0o755 } else { 0o644 })
+        .open(target)?;
+    let written = std::io::copy(&mut content.take(max_bytes.saturating_add(1)), &mut file)?;
+    if written > max_bytes {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            "file larger than its cap",
+        ));
+    }
+    Ok(written)
+}
+
+fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
+    move |source| ArchiveError::Write {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn kind_name(kind: tar::EntryType) -> String {
+    match kind {
+        tar::EntryType::Link => "hard link".to_owned(),
+        tar::EntryType::Char => "character device".to_owned(),
+        tar::EntryType::Block => "block device".to_owned(),
+        tar::EntryType::Fifo => "FIFO".to_owned(),
+        tar::EntryType::GNUSparse => "sparse file".to_owned(),
+        other => format!("{other:?} entry"),
+    }
+}
+
+/// Removes the files the scanner must not read (its repository-provided configuration), given
+/// relative to the repository root; a missing one is fine, a path that is not plainly inside the
+/// repository is refused.
+pub fn remove_files(root: &Path, files: &[String]) -> Result<Vec<String>, ArchiveError> {
+    let mut removed = Vec::new();
+    for file in files {
+        let relative = Path::new(file);
+        if relative.has_root()
+            || relative
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_)))
+        {
+            return Err(ArchiveError::ParentDirectory(file.clone()));
+        }
+        let path = root.join(relative);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {
+                std::fs::remove_dir_all(&path).map_err(write_error(&path))?;
+                removed.push(file.clone());
+            }
+            Ok(_) => {
+                std::fs::remove_file(&path).map_err(write_error(&path))?;
+                removed.push(file.clone());
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(write_error(&path)(error)),
+        }
+    }
+    Ok(removed)
+}

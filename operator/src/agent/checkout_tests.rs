@@ -1,0 +1,298 @@
+//! The checkout's unpacking against archives built here: a repository as GitHub serves it, and
+//! hostile ones (paths out, links out, links written through, bombs, odd entry types).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+
+use super::checkout::{ArchiveError, Limits, remove_files, unpack};
+
+/// One entry of a test archive: its raw name bytes (not checked: hostile names included).
+struct Entry<'a> {
+    name: &'a str,
+    kind: tar::EntryType,
+    data: &'a [u8],
+    link: Option<&'a str>,
+    mode: u32,
+}
+
+fn file<'a>(name: &'a str, data: &'a [u8]) -> Entry<'a> {
+    Entry {
+        name,
+        kind: tar::EntryType::Regular,
+        data,
+        link: None,
+        mode: 0o644,
+    }
+}
+
+fn dir(name: &str) -> Entry<'_> {
+    Entry {
+        name,
+        kind: tar::EntryType::Directory,
+        data: b"",
+        link: None,
+        mode: 0o755,
+    }
+}
+
+fn symlink<'a>(name: &'a str, to: &'a str) -> Entry<'a> {
+    Entry {
+        name,
+        kind: tar::EntryType::Symlink,
+        data: b"",
+        link: Some(to),
+        mode: 0o777,
+    }
+}
+
+/// A gzip-compressed tar of `entries`, names written as given (GNU headers, names < 100 bytes).
+fn archive(entries: &[Entry<'_>]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    // GitHub's archives start with a pax global header carrying the commit id.
+    let mut global = tar::Header::new_ustar();
+    global.set_entry_type(tar::EntryType::XGlobalHeader);
+    let comment = b"52 comment=ec26c3e57ca3a959ca5aad62de7213c562f8c821\n";
+    global.set_size(comment.len() as u64);
+    global.as_old_mut().name[..17].copy_from_slice(b"pax_global_header");
+    global.set_cksum();
+    builder.append(&global, comment.as_slice()).unwrap();
+    for entry in entries {
+        let mut header = tar::Header::new_gnu();
+        let name = entry.name.as_bytes();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name);
+        header.set_entry_type(entry.kind);
+        header.set_mode(entry.mode);
+        header.set_size(entry.data.len() as u64);
+        if let Some(link) = entry.link {
+            let link = link.as_bytes();
+            header.as_old_mut().linkname[..link.len()].copy_from_slice(link);
+        }
+        header.set_cksum();
+        builder.append(&header, entry.data).unwrap();
+    }
+    let tar = builder.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).unwrap();
+    gz.finish().unwrap()
+}
+
+const TOP: &str = "Codertocat-Hello-World-ec26c3e/";
+
+fn unpacked(
+    entries: &[Entry<'_>],
+    limits: &Limits,
+) -> (
+    tempfile::TempDir,
+    Result<super::checkout::Unpacked, ArchiveError>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = archive(entries);
+    let result = unpack(bytes.as_slice(), dir.path(), limits);
+    (dir, result)
+}
+
+fn name(rest: &str) -> String {
+    format!("{TOP}{rest}")
+}
+
+#[test]
+fn a_repository_archive_is_unpacked_without_its_top_directory() {
+    let (top, src, main, script, link) = (
+        TOP.to_owned(),
+        name("src/"),
+        name("src/main.tf"),
+        name("run.sh"),
+        name("current"),
+    );
+    let (dir, result) = unpacked(
+        &[
+            dir(&top),
+            dir(&src),
+            file(&main, b"resource \"aws_s3_bucket\" \"b\" {}\n"),
+            Entry {
+                mode: 0o4755,
+                ..file(&script, b"#!/bin/sh\n")
+            },
+            symlink(&link, "src/main.tf"),
+        ],
+        &Limits::default(),
+    );
+    let unpacked = result.unwrap();
+    assert_eq!((unpacked.files, unpacked.links), (2, 1));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("src/main.tf")).unwrap(),
+        "resource \"aws_s3_bucket\" \"b\" {}\n"
+    );
+    let mode = std::fs::metadata(dir.path().join("run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o755, "executable, never setuid");
+    assert_eq!(
+        std::fs::read_link(dir.path().join("current")).unwrap(),
+        Path::new("src/main.tf")
+    );
+    assert!(!dir.path().join(TOP).exists());
+}
+
+#[test]
+fn paths_that_leave_the_workspace_are_refused() {
+    for (entry, expected) in [
+        ("/etc/passwd", "absolute path"),
+        ("Codertocat-Hello-World-ec26c3e/../../outside", "climbs out"),
+        ("Codertocat-Hello-World-ec26c3e/a/../../../x", "climbs out"),
+    ] {
+        let (dir, result) = unpacked(&[file(entry, b"x")], &Limits::default());
+        let error = result.unwrap_err().to_string();
+        assert!(error.contains(expected), "{entry}: {error}");
+        assert!(!dir.path().parent().unwrap().join("outside").exists());
+    }
+}
+
+#[test]
+fn links_that_point_outside_are_refused() {
+    for target in ["/etc/passwd", "../../../etc", "a/../../.."] {
+        let link = name("evil");
+        let (_dir, result) = unpacked(&[symlink(&link, target)], &Limits::default());
+        assert!(
+            matches!(result, Err(ArchiveError::LinkEscapes { .. })),
+            "{target}: {result:?}"
+        );
+    }
+    // Each link harmless on its own text, together they climb out: `sub/up` is the root, and
+    // `y` is `sub/up/..`, the root's parent.
+    let (up, y) = (name("sub/up"), name("y"));
+    let (_dir, result) = unpacked(
+        &[symlink(&up, ".."), symlink(&y, "sub/up/..")],
+        &Limits::default(),
+    );
+    assert!(
+        matches!(result, Err(ArchiveError::LinkEscapes { ref entry, .. }) if entry.ends_with("/y")),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn nothing_is_written_through_a_link() {
+    let (link, through) = (name("d"), name("d/file"));
+    let (dir, result) = unpacked(
+        &[symlink(&link, "."), file(&through, b"x")],
+        &Limits::default(),
+    );
+    assert!(
+        matches!(result, Err(ArchiveError::ThroughLink(_))),
+        "{result:?}"
+    );
+    assert!(!dir.path().join("file").exists());
+    // A file entry where a link already is: the link is not followed.
+    let (link, same) = (name("f"), name("f"));
+    let (_dir, result) = unpacked(
+        &[symlink(&link, "elsewhere"), file(&same, b"x")],
+        &Limits::default(),
+    );
+    assert!(
+        matches!(result, Err(ArchiveError::Duplicate(_))),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn entries_git_never_makes_are_refused() {
+    for (kind, what) in [
+        (tar::EntryType::Link, "hard link"),
+        (tar::EntryType::Fifo, "FIFO"),
+        (tar::EntryType::Char, "character device"),
+        (tar::EntryType::Block, "block device"),
+    ] {
+        let entry = name("odd");
+        let (_dir, result) = unpacked(
+            &[Entry {
+                kind,
+                link: Some("src/main.tf"),
+                ..file(&entry, b"")
+            }],
+            &Limits::default(),
+        );
+        let error = result.unwrap_err().to_string();
+        assert!(error.contains(what), "{error}");
+    }
+}
+
+#[test]
+fn bombs_and_floods_stop_at_their_caps() {
+    let zeros = vec![0_u8; 4 << 20];
+    let (big, other) = (name("zeros"), name("more-zeros"));
+    let compressed = archive(&[file(&big, &zeros), file(&other, &zeros)]).len();
+    assert!(compressed < 64 << 10, "a real bomb: {compressed} bytes in");
+    let limits = Limits {
+        max_total_bytes: 6 << 20,
+        ..Limits::default()
+    };
+    let (_dir, result) = unpacked(&[file(&big, &zeros), file(&other, &zeros)], &limits);
+    assert!(
+        matches!(result, Err(ArchiveError::TooLarge(_))),
+        "{result:?}"
+    );
+
+    let limits = Limits {
+        max_file_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let (_dir, result) = unpacked(&[file(&big, &zeros)], &limits);
+    assert!(
+        matches!(result, Err(ArchiveError::FileTooLarge { .. })),
+        "{result:?}"
+    );
+
+    let names: Vec<String> = (0..20).map(|i| name(&format!("f{i}"))).collect();
+    let entries: Vec<Entry<'_>> = names.iter().map(|n| file(n, b"x")).collect();
+    let limits = Limits {
+        max_entries: 10,
+        ..Limits::default()
+    };
+    let (_dir, result) = unpacked(&entries, &limits);
+    assert!(
+        matches!(result, Err(ArchiveError::TooManyEntries(10))),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn something_that_is_not_a_tarball_is_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let result = unpack(
+        b"<html>404</html>".as_slice(),
+        dir.path(),
+        &Limits::default(),
+    );
+    assert!(
+        matches!(result, Err(ArchiveError::Unreadable(_))),
+        "{result:?}"
+    );
+    // Cut short in the middle.
+    let sevens = vec![7_u8; 100_000];
+    let whole = archive(&[file(&name("a"), &sevens)]);
+    let result = unpack(&whole[..whole.len() / 2], dir.path(), &Limits::default());
+    assert!(
+        matches!(result, Err(ArchiveError::Unreadable(_))),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn the_scanners_own_configuration_is_removed_and_only_inside_the_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kics.config"), "{}").unwrap();
+    let removed = remove_files(
+        dir.path(),
+        &["kics.config".to_owned(), ".bd-rapid-scan.yaml".to_owned()],
+    )
+    .unwrap();
+    assert_eq!(removed, ["kics.config"]);
+    assert!(!dir.path().join("kics.config").exists());
+    assert!(remove_files(dir.path(), &["../x".to_owned()]).is_err());
+    assert!(remove_files(dir.path(), &["/etc/passwd".to_owned()]).is_err());
+}

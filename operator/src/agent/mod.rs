@@ -1,0 +1,515 @@
+//! `gatehouse-agent`: the small program that runs inside scan pods, beside the scanner. It holds
+//! only the per-scan credentials it is given (a read-only token for one repository in
+//! `checkout`, the result-signing key in `report`) and has no Kubernetes client.
+//!
+//! - `checkout`: the commit's tarball from GitHub, unpacked safely into the workspace.
+//! - `report`: the scanner's report read into normalised findings, signed, published to Redis.
+//! - `parse`: the same reading of a report file, printed as JSON, publishing nothing: how a
+//!   person checks what Gatehouse makes of a report.
+//!
+//! Exit status: 0 done; 1 a failure that may pass (the network, Redis, GitHub's servers); 2 a
+//! refusal that will not (a hostile archive, a bad argument, an unusable key). The operator
+//! reads it, with the message this program writes to `/dev/termination-log`, from the pod.
+
+pub mod checkout;
+pub mod report;
+
+#[cfg(test)]
+mod checkout_tests;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use gatehouse_crds::scanpolicy::ScannerKind;
+use http_body_util::BodyExt as _;
+
+use crate::keys::ScanKey;
+
+/// Exit status: done.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: a failure that may pass when tried again.
+pub const EXIT_TRANSIENT: i32 = 1;
+/// Exit status: a refusal that will not pass (hostile input, bad arguments).
+pub const EXIT_REFUSED: i32 = 2;
+
+/// gatehouse-agent: checks out a pull request's commit and reports a scanner's findings, inside
+/// a Gatehouse scan pod.
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse-agent", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+// Parsed once at start: the size of a variant costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download a commit's tarball with the per-scan token and unpack it safely.
+    Checkout(CheckoutArgs),
+    /// Read the scanner's report, sign the result with the per-scan key and publish it.
+    Report(ReportArgs),
+    /// Print, as JSON, the normalised result of one report file; publish nothing.
+    Parse(ParseArgs),
+}
+
+/// A scanner whose report the agent reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scanner {
+    /// Checkmarx KICS (`results.json`, or `results.sarif`).
+    Kics,
+    /// Black Duck Detect rapid scan (`*_BlackDuck_DeveloperMode_Result.json`).
+    Blackduck,
+}
+
+impl From<Scanner> for ScannerKind {
+    fn from(scanner: Scanner) -> ScannerKind {
+        match scanner {
+            Scanner::Kics => ScannerKind::Kics,
+            Scanner::Blackduck => ScannerKind::Blackduck,
+        }
+    }
+}
+
+/// Flags of `checkout`.
+#[derive(Debug, clap::Args)]
+pub struct CheckoutArgs {
+    /// `owner/name` of the repository.
+    #[arg(long)]
+    pub repository: String,
+    /// Full SHA of the commit.
+    #[arg(long)]
+    pub sha: String,
+    /// Empty directory to unpack into.
+    #[arg(long)]
+    pub into: PathBuf,
+    /// File holding the repository-scoped, read-only installation token.
+    #[arg(long)]
+    pub token_file: PathBuf,
+    /// GitHub API URL (`https://<host>/api/v3` for GitHub Enterprise Server).
+    #[arg(
+        long,
+        env = "GATEHOUSE_GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    pub api_url: String,
+    /// A file the scanner must not read, relative to the repository root, removed after
+    /// unpacking (repeatable).
+    #[arg(long = "remove")]
+    pub remove: Vec<String>,
+    /// Also unpack this commit (the pull request's base, for baseline mode) ...
+    #[arg(long, requires = "base_into")]
+    pub base_sha: Option<String>,
+    /// ... into this directory.
+    #[arg(long, requires = "base_sha")]
+    pub base_into: Option<PathBuf>,
+    /// Largest compressed download, in bytes.
+    #[arg(long, default_value_t = checkout::Limits::default().max_download_bytes)]
+    pub max_download_bytes: u64,
+    /// Most entries in the archive.
+    #[arg(long, default_value_t = checkout::Limits::default().max_entries)]
+    pub max_entries: u64,
+    /// Largest single file, unpacked, in bytes.
+    #[arg(long, default_value_t = checkout::Limits::default().max_file_bytes)]
+    pub max_file_bytes: u64,
+    /// Largest total, unpacked, in bytes.
+    #[arg(long, default_value_t = checkout::Limits::default().max_total_bytes)]
+    pub max_total_bytes: u64,
+}
+
+/// Flags of `report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The scanner's kind.
+    #[arg(long, value_enum)]
+    pub scanner: Scanner,
+    /// The scanner's name in the policy.
+    #[arg(long)]
+    pub scanner_name: String,
+    /// `namespace/name` of the ScanRequest.
+    #[arg(long)]
+    pub scan_request: String,
+    /// UID of the ScanRequest.
+    #[arg(long)]
+    pub uid: String,
+    /// Attempt number of this Job.
+    #[arg(long)]
+    pub attempt: i32,
+    /// The commit that was scanned.
+    #[arg(long)]
+    pub sha: String,
+    /// Directory the scanner wrote its reports to.
+    #[arg(long)]
+    pub output_dir: PathBuf,
+    /// Directory the scanner saw the repository at (report paths are made relative to it).
+    #[arg(long, default_value = "/workspace/src")]
+    pub source_dir: String,
+    /// The scanner's exit code (the pod runs this step only after the scanner exited 0).
+    #[arg(long, default_value_t = 0)]
+    pub exit_code: i32,
+    /// The base commit the pod scanned too (baseline mode) ...
+    #[arg(long, requires = "base_output_dir")]
+    pub base_sha: Option<String>,
+    /// ... and where that scan wrote its reports.
+    #[arg(long, requires = "base_sha")]
+    pub base_output_dir: Option<PathBuf>,
+    /// File holding the per-scan signing key (hex).
+    #[arg(long)]
+    pub key_file: PathBuf,
+    /// Redis URL to publish to (no password in it).
+    #[arg(long, env = "GATEHOUSE_REDIS_URL")]
+    pub redis_url: String,
+    /// File holding the Redis password (ACL user: give it in the URL as redis://user@host).
+    #[arg(long, env = "GATEHOUSE_REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
+    /// Most findings sent (most severe first; the counts always cover all of them).
+    #[arg(long, default_value_t = 20_000)]
+    pub max_findings: usize,
+}
+
+/// Flags of `parse`.
+#[derive(Debug, clap::Args)]
+pub struct ParseArgs {
+    /// The scanner's kind.
+    #[arg(long, value_enum)]
+    pub scanner: Scanner,
+    /// The report file (KICS `results.json` or `results.sarif`; Detect's rapid-scan JSON).
+    pub report: PathBuf,
+    /// The scanner's exit code, when known: an error code makes the result a scanner error.
+    #[arg(long)]
+    pub exit_code: Option<i32>,
+    /// Directory the scanner saw the repository at, to make absolute report paths relative.
+    #[arg(long, default_value = "/workspace/src")]
+    pub source_dir: String,
+}
+
+/// Runs the command; returns the exit status.
+pub async fn main(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Checkout(args) => match run_checkout(&args).await {
+            Ok(message) => {
+                eprintln!("gatehouse-agent checkout: {message}");
+                EXIT_OK
+            }
+            Err((status, message)) => fail("checkout", status, &message),
+        },
+        Command::Report(args) => match run_report(&args).await {
+            Ok(message) => {
+                eprintln!("gatehouse-agent report: {message}");
+                EXIT_OK
+            }
+            Err((status, message)) => fail("report", status, &message),
+        },
+        Command::Parse(args) => run_parse(&args),
+    }
+}
+
+/// Says why on stderr and in the pod's termination message, and returns the status.
+fn fail(command: &str, status: i32, message: &str) -> i32 {
+    eprintln!("gatehouse-agent {command}: {message}");
+    // Kubernetes shows this file's contents as the container's termination message.
+    let termination = Path::new("/dev/termination-log");
+    if termination.exists() {
+        let _ = std::fs::write(termination, message);
+    }
+    status
+}
+
+fn read_secret(what: &str, path: &Path) -> Result<String, (i32, String)> {
+    std::fs::read_to_string(path)
+        .map(|text| text.trim().to_owned())
+        .map_err(|e| {
+            (
+                EXIT_REFUSED,
+                format!("failed to read {what} from {}: {e}", path.display()),
+            )
+        })
+}
+
+async fn run_checkout(args: &CheckoutArgs) -> Result<String, (i32, String)> {
+    let (owner, repo) = args
+        .repository
+        .split_once('/')
+        .filter(|(o, r)| !o.is_empty() && !r.is_empty() && !r.contains('/'))
+        .ok_or_else(|| {
+            (
+                EXIT_REFUSED,
+                format!("--repository {:?} is not owner/name", args.repository),
+            )
+        })?;
+    let token = read_secret("the token", &args.token_file)?;
+    let limits = checkout::Limits {
+        max_download_bytes: args.max_download_bytes,
+        max_entries: args.max_entries,
+        max_file_bytes: args.max_file_bytes,
+        max_total_bytes: args.max_total_bytes,
+        ..checkout::Limits::default()
+    };
+    let mut targets = vec![(args.sha.as_str(), args.into.as_path())];
+    if let (Some(sha), Some(into)) = (&args.base_sha, &args.base_into) {
+        targets.push((sha.as_str(), into.as_path()));
+    }
+    let mut done = Vec::new();
+    for (sha, into) in targets {
+        if !gatehouse_crds::lifecycle::is_full_sha(sha) {
+            return Err((EXIT_REFUSED, format!("{sha:?} is not a full commit SHA")));
+        }
+        let archive = std::env::temp_dir().join(format!("gatehouse-{sha}.tar.gz"));
+        let bytes = download(&args.api_url, &token, owner, repo, sha, &archive, &limits).await?;
+        let file = std::fs::File::open(&archive)
+            .map_err(|e| (EXIT_TRANSIENT, format!("{}: {e}", archive.display())))?;
+        let unpacked = checkout::unpack(std::io::BufReader::new(file), into, &limits)
+            .map_err(|e| (refusal(&e), e.to_string()))?;
+        let _ = std::fs::remove_file(&archive);
+        let removed =
+            checkout::remove_files(into, &args.remove).map_err(|e| (refusal(&e), e.to_string()))?;
+        done.push(format!(
+            "{owner}/{repo}@{sha}: {bytes} bytes downloaded, {} files ({} bytes), {} directories, \
+             {} links into {}{}",
+            unpacked.files,
+            unpacked.bytes,
+            unpacked.directories,
+            unpacked.links,
+            into.display(),
+            if removed.is_empty() {
+                String::new()
+            } else {
+                format!("; removed {}", removed.join(", "))
+            }
+        ));
+    }
+    Ok(done.join("; "))
+}
+
+fn refusal(error: &checkout::ArchiveError) -> i32 {
+    match error {
+        checkout::ArchiveError::Write { .. } => EXIT_TRANSIENT,
+        _ => EXIT_REFUSED,
+    }
+}
+
+/// Downloads `GET /repos/{owner}/{repo}/tarball/{sha}` (GitHub answers with a redirect to a
+/// short-lived archive URL, followed without the token) into `to`, at most
+/// `limits.max_download_bytes`.
+async fn download(
+    api_url: &str,
+    token: &str,
+    owner: &str,
+    repo: &str,
+    sha: &str,
+    to: &Path,
+    limits: &checkout::Limits,
+) -> Result<u64, (i32, String)> {
+    use std::io::Write as _;
+    let transient = |e: String| (EXIT_TRANSIENT, e);
+    let client = octocrab::Octocrab::builder()
+        .base_uri(api_url)
+        .map_err(|e| (EXIT_REFUSED, format!("--api-url {api_url:?}: {e}")))?
+        .personal_token(token.to_owned())
+        .set_connect_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .build()
+        .map_err(|e| (EXIT_REFUSED, format!("GitHub client: {e}")))?;
+    let route = format!(
+        "/repos/{}/{}/tarball/{sha}",
+        crate::github::encode(owner),
+        crate::github::encode(repo)
+    );
+    let mut response = client
+        ._get(route.as_str())
+        .await
+        .map_err(|e| transient(format!("GET {route}: {e}")))?;
+    // The follow-redirect layer follows GitHub's redirect to the archive host (and drops the
+    // token on the way: another origin); one more hop by hand when it did not.
+    if response.status().is_redirection()
+        && let Some(location) = response
+            .headers()
+            .get(http::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_owned)
+    {
+        response = client
+            ._get(location.as_str())
+            .await
+            .map_err(|e| transient(format!("GET {location}: {e}")))?;
+    }
+    let status = response.status();
+    if !status.is_success() {
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| {
+                String::from_utf8_lossy(&b.to_bytes())
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            })
+            .unwrap_or_default();
+        let code = if status.is_server_error() || status.as_u16() == 429 {
+            EXIT_TRANSIENT
+        } else {
+            EXIT_REFUSED
+        };
+        return Err((code, format!("GET {route}: {status}: {body}")));
+    }
+    let mut file =
+        std::fs::File::create(to).map_err(|e| transient(format!("{}: {e}", to.display())))?;
+    let mut body = response.into_body();
+    let mut total = 0_u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| transient(format!("reading the archive: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len() as u64;
+            if total > limits.max_download_bytes {
+                return Err((
+                    EXIT_REFUSED,
+                    format!(
+                        "the archive is larger than {} bytes",
+                        limits.max_download_bytes
+                    ),
+                ));
+            }
+            file.write_all(&data)
+                .map_err(|e| transient(format!("{}: {e}", to.display())))?;
+        }
+    }
+    Ok(total)
+}
+
+async fn run_report(args: &ReportArgs) -> Result<String, (i32, String)> {
+    let (namespace, name) = args
+        .scan_request
+        .split_once('/')
+        .filter(|(n, r)| !n.is_empty() && !r.is_empty())
+        .ok_or_else(|| {
+            (
+                EXIT_REFUSED,
+                format!(
+                    "--scan-request {:?} is not namespace/name",
+                    args.scan_request
+                ),
+            )
+        })?;
+    let key =
+        ScanKey::from_hex(&read_secret("the signing key", &args.key_file)?).ok_or_else(|| {
+            (
+                EXIT_REFUSED,
+                "the signing key is not 64 hex digits".to_owned(),
+            )
+        })?;
+    let kind = ScannerKind::from(args.scanner);
+    let head = report::read_output(kind, args.exit_code, &args.output_dir, &args.source_dir);
+    let base = match (&args.base_sha, &args.base_output_dir) {
+        (Some(sha), Some(dir)) => Some((
+            sha.clone(),
+            report::read_output(kind, 0, dir, &args.source_dir),
+        )),
+        _ => None,
+    };
+    let identity = report::Identity {
+        namespace: namespace.to_owned(),
+        scan_request: name.to_owned(),
+        uid: args.uid.clone(),
+        scanner: args.scanner_name.clone(),
+        head_sha: args.sha.clone(),
+        attempt: args.attempt,
+    };
+    let summary = match &head.outcome {
+        gatehouse_crds::stream::ScanOutcome::Completed => format!(
+            "{} findings from {}",
+            head.parsed.counts.total(),
+            head.file
+                .as_ref()
+                .map_or_else(String::new, |f| f.display().to_string())
+        ),
+        gatehouse_crds::stream::ScanOutcome::ScannerError { message, .. } => message.clone(),
+    };
+    let result = report::result(&identity, random_id(), head, base, args.max_findings);
+    let entry = report::entry(&result, &key)
+        .map_err(|e| (EXIT_REFUSED, format!("failed to encode the result: {e}")))?;
+    let client = redis_client(&args.redis_url, args.redis_password_file.as_deref())?;
+    let id = report::publish(&client, &entry, 5)
+        .await
+        .map_err(|e| (EXIT_TRANSIENT, e.to_string()))?;
+    Ok(format!(
+        "{summary}; published as {id} ({} bytes, {})",
+        entry.payload.len(),
+        entry.encoding.as_str()
+    ))
+}
+
+fn redis_client(url: &str, password_file: Option<&Path>) -> Result<redis::Client, (i32, String)> {
+    let mut info: redis::ConnectionInfo = url
+        .parse()
+        .map_err(|e: redis::RedisError| (EXIT_REFUSED, format!("--redis-url: {e}")))?;
+    if let Some(path) = password_file {
+        let password = read_secret("the Redis password", path)?;
+        let settings = info.redis_settings().clone().set_password(password);
+        info = info.set_redis_settings(settings);
+    }
+    redis::Client::open(info).map_err(|e| (EXIT_REFUSED, format!("--redis-url: {e}")))
+}
+
+/// 128 random bits, hex.
+fn random_id() -> String {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0_u8; 16];
+    // The system's random source failing is not something to go on without.
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        bytes = nanos.to_le_bytes();
+    }
+    hex::encode(bytes)
+}
+
+fn run_parse(args: &ParseArgs) -> i32 {
+    let kind = ScannerKind::from(args.scanner);
+    let meaning = args.exit_code.map(|code| match kind {
+        ScannerKind::Kics => crate::scanners::kics::exit_status(code),
+        ScannerKind::Blackduck => crate::scanners::blackduck::exit_status(code),
+    });
+    let read = match meaning {
+        Some(
+            crate::scanners::ExitStatus::Error(what) | crate::scanners::ExitStatus::Cancelled(what),
+        ) => Err(format!(
+            "scanner error: exit code {}: {what}",
+            args.exit_code.unwrap_or_default()
+        )),
+        _ => report::read_capped(&args.report).and_then(|bytes| {
+            report::parse_report(kind, &args.report, &bytes, &args.source_dir)
+                .map_err(|e| e.to_string())
+        }),
+    };
+    match read {
+        Ok(parsed) => {
+            let json = serde_json::json!({
+                "scanner": format!("{:?}", args.scanner).to_ascii_lowercase(),
+                "report": args.report.display().to_string(),
+                "outcome": {"status": "completed"},
+                "scannerVersion": parsed.scanner_version,
+                "counts": parsed.counts,
+                "total": parsed.counts.total(),
+                "notes": parsed.notes,
+                "findings": parsed.findings,
+            });
+            let text = serde_json::to_string_pretty(&json).unwrap_or_else(|e| e.to_string());
+            // A closed pipe (`| head`) is not an error of the parse.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stdout().lock(),
+                format!("{text}\n").as_bytes(),
+            );
+            EXIT_OK
+        }
+        Err(message) => {
+            eprintln!("gatehouse-agent parse: {message}");
+            1
+        }
+    }
+}
