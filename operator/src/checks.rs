@@ -32,6 +32,16 @@ pub enum State {
     },
 }
 
+/// Who tells GitHub about a state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// The controller, from the request's status.
+    Controller,
+    /// The results consumer, which holds the findings (annotations, the full summary); the
+    /// controller posts such a conclusion itself only when the request is going away.
+    Results,
+}
+
 /// What one check run should show.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Desired {
@@ -41,6 +51,8 @@ pub struct Desired {
     pub title: String,
     /// Output summary (Markdown).
     pub summary: String,
+    /// Who posts it.
+    pub owner: Owner,
 }
 
 impl Desired {
@@ -118,8 +130,9 @@ pub fn desired(request: &ScanRequest, scanner: &ScannerStatus, now: &str) -> Opt
                 }
                 (capitalise(head), summary)
             }
-            // Success, neutral and failure from findings belong to the results reporter.
-            _ => return None,
+            // Success, neutral and failure from findings: the results consumer posts them with
+            // their annotations and full summary.
+            _ => return Some(from_results(conclusion, first_line, scanner, sha, now)),
         };
         return Some(Desired {
             state: State::Completed {
@@ -128,6 +141,7 @@ pub fn desired(request: &ScanRequest, scanner: &ScannerStatus, now: &str) -> Opt
             },
             title,
             summary,
+            owner: Owner::Controller,
         });
     }
     // A retry after its pod had started is still in progress for the pull request.
@@ -143,6 +157,7 @@ pub fn desired(request: &ScanRequest, scanner: &ScannerStatus, now: &str) -> Opt
                 "Scanning commit `{sha}`: attempt {} failed for a reason of the cluster, not of the code; trying again.",
                 scanner.attempts.max(1)
             ),
+            owner: Owner::Controller,
         }),
         ScannerPhase::Running | ScannerPhase::Completed => Some(Desired {
             state: State::InProgress {
@@ -153,6 +168,7 @@ pub fn desired(request: &ScanRequest, scanner: &ScannerStatus, now: &str) -> Opt
                 "Scanning commit `{sha}` (attempt {}).",
                 scanner.attempts.max(1)
             ),
+            owner: Owner::Controller,
         }),
         ScannerPhase::Pending | ScannerPhase::Queued
             if matches!(phase, ScanPhase::Queued | ScanPhase::Running) =>
@@ -165,9 +181,36 @@ pub fn desired(request: &ScanRequest, scanner: &ScannerStatus, now: &str) -> Opt
                 } else {
                     "Waiting for the scan pod to start.".to_owned()
                 },
+                owner: Owner::Controller,
             })
         }
         _ => None,
+    }
+}
+
+/// A conclusion the results consumer posts (the controller only when the request goes away).
+fn from_results(
+    conclusion: Conclusion,
+    title: String,
+    scanner: &ScannerStatus,
+    sha: &str,
+    now: &str,
+) -> Desired {
+    Desired {
+        state: State::Completed {
+            conclusion,
+            completed_at: time(scanner.finished_at.as_ref(), now),
+        },
+        title: if title.is_empty() {
+            "Concluded".to_owned()
+        } else {
+            title
+        },
+        summary: format!(
+            "Concluded from the scanner's findings on commit `{sha}`; the full report could not \
+             be posted before the ScanRequest went away."
+        ),
+        owner: Owner::Results,
     }
 }
 
@@ -275,7 +318,9 @@ mod tests {
         status.scanners[0].phase = ScannerPhase::Completed;
         status.scanners[0].conclusion = Some(Conclusion::Success);
         let request = with(status.clone());
-        assert_eq!(desired(&request, &status.scanners[0], NOW), None);
+        let desired = desired(&request, &status.scanners[0], NOW).unwrap();
+        assert_eq!(desired.owner, Owner::Results);
+        assert_eq!(desired.key(), "completed/success");
     }
 
     #[test]

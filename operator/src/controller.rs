@@ -127,7 +127,7 @@ fn describe_kube(error: &kube::Error) -> String {
     }
 }
 
-fn kube_error(operation: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+pub(crate) fn kube_error(operation: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     let operation = operation.into();
     move |source| Error::Kube {
         operation,
@@ -154,6 +154,8 @@ pub struct Settings {
     pub details_url: Option<String>,
     /// How often a queued request looks for a free slot again.
     pub queue_poll: Duration,
+    /// How long a scanner whose Job succeeded waits for its published result before it fails.
+    pub result_timeout: Duration,
 }
 
 /// What every reconcile shares.
@@ -540,6 +542,7 @@ async fn apply(request: &ScanRequest, ctx: &Context) -> Result<Action, Error> {
         )
         .await?;
         status = decide::observe(status, request, &jobs, &time);
+        status = decide::overdue_results(status, request, ctx.settings.result_timeout, &time);
         if matches!(
             status.phase,
             Some(ScanPhase::Queued | ScanPhase::AwaitingApproval)
@@ -627,8 +630,17 @@ async fn apply(request: &ScanRequest, ctx: &Context) -> Result<Action, Error> {
     if status.phase.is_some_and(ScanPhase::is_terminal) {
         return retain(ctx, &with_status(request, &status), &namespace).await;
     }
+    let awaiting_result = status
+        .scanners
+        .iter()
+        .any(|s| s.phase == ScannerPhase::Completed && s.conclusion.is_none());
     Ok(match status.phase {
         Some(ScanPhase::Queued) => Action::requeue(ctx.settings.queue_poll),
+        // A result that never comes must fail its scanner soon after the timeout.
+        _ if awaiting_result => Action::requeue(
+            (ctx.settings.result_timeout / 4)
+                .clamp(Duration::from_secs(1), Duration::from_secs(60)),
+        ),
         _ => Action::requeue(Duration::from_secs(300)),
     })
 }
@@ -1086,7 +1098,12 @@ async fn delete_jobs(api: &Api<Job>, name: &str, finished_too: bool) -> Result<(
 }
 
 fn details_url(ctx: &Context, request: &ScanRequest) -> Option<String> {
-    ctx.settings.details_url.as_ref().map(|base| {
+    details_url_of(ctx.settings.details_url.as_deref(), request)
+}
+
+/// The check run's Details link under `base`: `<base>/<namespace>/<name>`.
+pub(crate) fn details_url_of(base: Option<&str>, request: &ScanRequest) -> Option<String> {
+    base.map(|base| {
         format!(
             "{}/{}/{}",
             base.trim_end_matches('/'),
@@ -1117,6 +1134,11 @@ async fn sync_check_runs(
         };
         let key = desired.key();
         if scanner.reported.as_deref() == Some(key.as_str()) {
+            continue;
+        }
+        if desired.owner == checks::Owner::Results && create_missing {
+            // The results consumer posts it, with its annotations; the controller does only
+            // for a request going away (stopped or deleted), so the run is never left open.
             continue;
         }
         let output = CheckOutput::new(desired.title.clone(), desired.summary.clone());
@@ -1269,12 +1291,24 @@ async fn write_status(
     status: &ScanRequestStatus,
     version: Option<String>,
 ) -> Result<Option<String>, Error> {
+    apply_status(&ctx.client, request, status, version).await
+}
+
+/// Writes a ScanRequest's whole status by server-side apply under the operator's field manager,
+/// conditional on `version` (else the object's own resourceVersion); the operator's writers
+/// (controller and results consumer) all go through here. Returns the new version.
+pub(crate) async fn apply_status(
+    client: &kube::Client,
+    request: &ScanRequest,
+    status: &ScanRequestStatus,
+    version: Option<String>,
+) -> Result<Option<String>, Error> {
     let version = version.or_else(|| request.metadata.resource_version.clone());
     // Written even when unchanged: the precondition is what stops a reconcile of a stale copy
     // (an unchanged apply stores nothing and keeps the version).
     let namespace = request.namespace().unwrap_or_default();
     let name = request.name_any();
-    let api: Api<ScanRequest> = Api::namespaced(ctx.client.clone(), &namespace);
+    let api: Api<ScanRequest> = Api::namespaced(client.clone(), &namespace);
     let mut body = serde_json::json!({
         "apiVersion": "gatehouse.dev/v1alpha1",
         "kind": "ScanRequest",

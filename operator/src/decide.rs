@@ -15,6 +15,7 @@ use gatehouse_crds::scanpolicy::{ForkMode, ScanPolicy, ScannerSpec};
 use gatehouse_crds::scanrequest::{
     Conclusion, PolicySnapshot, ScanPhase, ScannerPhase, ScannerStatus,
 };
+use gatehouse_crds::severity::SeverityCounts;
 use gatehouse_crds::{ScanRequest, ScanRequestStatus, naming};
 use globset::{GlobBuilder, GlobSetBuilder};
 use k8s_openapi::api::batch::v1::Job;
@@ -719,6 +720,98 @@ pub fn cancel_unstarted(
     status.phase = Some(ScanPhase::Cancelled);
     status.message = Some(message.to_owned());
     finish(status, request, now)
+}
+
+/// What a published result concluded for one scanner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Concluded {
+    /// Its conclusion.
+    pub conclusion: Conclusion,
+    /// Its title (the scanner's message).
+    pub title: String,
+    /// Every finding, by severity.
+    pub findings: SeverityCounts,
+    /// In baseline mode, the new ones.
+    pub new_findings: Option<SeverityCounts>,
+    /// The result's id.
+    pub result_id: String,
+    /// Whether the scanner produced no usable report.
+    pub scanner_error: bool,
+}
+
+/// The status once `scanner`'s result is recorded: its conclusion, counts and result id, and
+/// the request's totals and phase derived again.
+pub fn record_result(
+    mut status: ScanRequestStatus,
+    request: &ScanRequest,
+    scanner: &str,
+    concluded: &Concluded,
+    now: &Time,
+) -> ScanRequestStatus {
+    if let Some(s) = status.scanners.iter_mut().find(|s| s.name == scanner) {
+        s.phase = ScannerPhase::Completed;
+        s.conclusion = Some(concluded.conclusion);
+        s.findings = (!concluded.scanner_error).then_some(concluded.findings);
+        s.new_findings = concluded.new_findings;
+        s.result_id = Some(concluded.result_id.clone());
+        s.message = Some(concluded.title.clone());
+        if s.finished_at.is_none() {
+            s.finished_at = Some(now.clone());
+        }
+        if s.started_at.is_none() {
+            s.started_at = s.finished_at.clone();
+        }
+    }
+    // The request's totals: what decided each scanner (the new findings in baseline mode).
+    let mut totals = SeverityCounts::default();
+    let mut any = false;
+    for s in &status.scanners {
+        if let Some(counts) = s.new_findings.or(s.findings) {
+            totals = totals.plus(&counts);
+            any = true;
+        }
+    }
+    status.findings = any.then_some(totals);
+    finish(status, request, now)
+}
+
+/// The status once scanners whose Job succeeded waited longer than `timeout` for a result that
+/// never came (a report step that could not reach Redis, a result lost with Redis): they fail,
+/// so the check run never stays open.
+pub fn overdue_results(
+    mut status: ScanRequestStatus,
+    request: &ScanRequest,
+    timeout: std::time::Duration,
+    now: &Time,
+) -> ScanRequestStatus {
+    let mut changed = false;
+    for scanner in &mut status.scanners {
+        let overdue = scanner.phase == ScannerPhase::Completed
+            && scanner.conclusion.is_none()
+            && scanner.finished_at.as_ref().is_some_and(|finished| {
+                std::time::Duration::try_from(now.0.duration_since(finished.0))
+                    .is_ok_and(|waited| waited > timeout)
+            });
+        if overdue {
+            conclude(
+                scanner,
+                ScannerPhase::Errored,
+                Conclusion::Failure,
+                &format!(
+                    "scanner error: the scan finished but its result never arrived (waited {} s; \
+                     see the report step's log)",
+                    timeout.as_secs()
+                ),
+                now,
+            );
+            changed = true;
+        }
+    }
+    if changed {
+        finish(status, request, now)
+    } else {
+        status
+    }
 }
 
 /// The overall phase, conclusion and conditions derived again after scanners changed.

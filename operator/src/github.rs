@@ -202,6 +202,9 @@ pub struct CheckOutput {
     /// Markdown details, at most 65,535 characters.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// Annotations, at most 50 per request; GitHub appends them to the run's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub annotations: Vec<crate::verdict::Annotation>,
 }
 
 impl CheckOutput {
@@ -212,6 +215,7 @@ impl CheckOutput {
             title: truncate_chars(title.into(), MAX_TITLE_CHARS, "…"),
             summary: truncate_chars(summary.into(), MAX_OUTPUT_CHARS, TRUNCATED_NOTE),
             text: None,
+            annotations: Vec::new(),
         }
     }
 
@@ -325,6 +329,32 @@ struct FileAnswer {
 struct CheckRunsAnswer {
     #[serde(default)]
     check_runs: Vec<CheckRunAnswer>,
+}
+
+/// What GitHub holds of one check run (`GET /repos/{owner}/{repo}/check-runs/{id}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckRunState {
+    /// `queued`, `in_progress` or `completed`.
+    pub status: String,
+    /// The conclusion once completed.
+    pub conclusion: Option<String>,
+    /// How many annotations the run holds.
+    pub annotations_count: usize,
+}
+
+#[derive(Deserialize)]
+struct CheckRunFull {
+    status: String,
+    #[serde(default)]
+    conclusion: Option<String>,
+    #[serde(default)]
+    output: Option<CheckRunFullOutput>,
+}
+
+#[derive(Deserialize)]
+struct CheckRunFullOutput {
+    #[serde(default)]
+    annotations_count: usize,
 }
 
 /// One run of [`CheckRunsAnswer`].
@@ -622,6 +652,25 @@ impl GitHub {
         self.call_text(&client, Verb::Patch, &route, Some(update))
             .await
             .map(drop)
+    }
+
+    /// What GitHub holds of a check run: its status, conclusion and number of annotations (so
+    /// a result reported again sends only the annotations GitHub does not have yet).
+    pub async fn get_check_run(
+        &self,
+        installation_id: i64,
+        owner: &str,
+        repo: &str,
+        id: i64,
+    ) -> Result<CheckRunState, GitHubError> {
+        let client = self.installation(installation_id)?;
+        let route = format!("/repos/{}/{}/check-runs/{id}", encode(owner), encode(repo));
+        let run: CheckRunFull = self.call(&client, Verb::Get, &route, None::<&()>).await?;
+        Ok(CheckRunState {
+            status: run.status,
+            conclusion: run.conclusion,
+            annotations_count: run.output.map_or(0, |o| o.annotations_count),
+        })
     }
 
     /// The installation's client, made once: octocrab mints its token on first use and again

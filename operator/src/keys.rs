@@ -23,6 +23,7 @@ pub enum KeyError {
 }
 
 /// The operator's master key. Its value is never printed.
+#[derive(Clone)]
 pub struct MasterKey(hmac::Key);
 
 impl std::fmt::Debug for MasterKey {

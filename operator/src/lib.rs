@@ -18,6 +18,7 @@ pub mod keys;
 pub mod metrics;
 pub mod offline;
 pub mod policy_status;
+pub mod results;
 pub mod retention;
 pub mod run;
 pub mod scanners;

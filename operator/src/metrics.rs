@@ -94,6 +94,11 @@ pub struct Metrics {
     sum_micros: AtomicU64,
     transitions: Mutex<BTreeMap<(String, String), u64>>,
     leader: AtomicI64,
+    results: Mutex<BTreeMap<&'static str, u64>>,
+    report_latency: Histograms,
+    results_pending: AtomicI64,
+    results_dead: AtomicI64,
+    github_circuit_open: AtomicI64,
 }
 
 impl Metrics {
@@ -144,6 +149,35 @@ impl Metrics {
             ],
             took.as_secs_f64(),
         );
+    }
+
+    /// Counts one result entry by what became of it (`reported`, `duplicate`, `dropped`,
+    /// `retry`, `dead_letter`).
+    pub fn result_handled(&self, outcome: &'static str) {
+        *self
+            .results
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(outcome)
+            .or_default() += 1;
+    }
+
+    /// Records the time from a result entering the stream to GitHub having its conclusion.
+    pub fn result_reported_after(&self, took: Duration) {
+        self.report_latency.observe(Vec::new(), took.as_secs_f64());
+    }
+
+    /// Records the results stream's backlog (pending and undelivered entries of the group) and
+    /// the length of its dead-letter stream.
+    pub fn set_results_backlog(&self, pending: i64, dead: i64) {
+        self.results_pending.store(pending, Ordering::Relaxed);
+        self.results_dead.store(dead, Ordering::Relaxed);
+    }
+
+    /// Records whether the circuit breaker holds results back from GitHub.
+    pub fn set_circuit_open(&self, open: bool) {
+        self.github_circuit_open
+            .store(i64::from(open), Ordering::Relaxed);
     }
 
     /// Records whether this replica leads.
@@ -265,6 +299,47 @@ impl Metrics {
                 out,
                 "gatehouse_operator_github_rate_limit_remaining {remaining}"
             );
+        }
+        out.push_str(
+            "# HELP gatehouse_operator_results_total Result entries handled, by outcome.\n",
+        );
+        out.push_str("# TYPE gatehouse_operator_results_total counter\n");
+        for (outcome, n) in self
+            .results
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "gatehouse_operator_results_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        self.report_latency.render(
+            &mut out,
+            "gatehouse_operator_result_report_seconds",
+            "Time from a result entering the results stream to its check run concluded.",
+        );
+        for (name, help, value) in [
+            (
+                "gatehouse_operator_results_pending",
+                "Result entries not yet acknowledged (pending or undelivered).",
+                &self.results_pending,
+            ),
+            (
+                "gatehouse_operator_results_dead_letters",
+                "Length of the results dead-letter stream.",
+                &self.results_dead,
+            ),
+            (
+                "gatehouse_operator_github_circuit_open",
+                "1 while the circuit breaker holds results back from GitHub.",
+                &self.github_circuit_open,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
         }
         out.push_str("# HELP gatehouse_operator_leader Whether this replica holds the leader lease (1) or stands by (0).\n");
         out.push_str("# TYPE gatehouse_operator_leader gauge\n");

@@ -79,6 +79,10 @@ pub struct RunArgs {
     /// Seconds between a queued ScanRequest's looks for a free slot.
     #[arg(long, env = "GATEHOUSE_QUEUE_POLL_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub queue_poll_seconds: u64,
+    /// Seconds a scanner whose Job succeeded waits for its published result before it fails
+    /// (a report step that could not reach Redis).
+    #[arg(long, env = "GATEHOUSE_RESULT_TIMEOUT_SECONDS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub result_timeout_seconds: u64,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, env = "GATEHOUSE_LISTEN", default_value = "0.0.0.0:9090")]
     pub listen: SocketAddr,
@@ -289,6 +293,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         max_running: usize::try_from(args.max_running).unwrap_or(usize::MAX),
         details_url: args.details_url.clone(),
         queue_poll: Duration::from_secs(args.queue_poll_seconds),
+        result_timeout: Duration::from_secs(args.result_timeout_seconds),
     };
     let operate = watches.operate(
         client.clone(),

@@ -89,6 +89,8 @@ pub struct CheckRun {
     pub title: Option<String>,
     /// `output.summary`.
     pub summary: Option<String>,
+    /// Every annotation sent, in order (GitHub appends each request's to the run's).
+    pub annotations: Vec<Value>,
     /// Every state it went through, `status` or `completed/<conclusion>`: one entry at creation,
     /// one per change, and one for every update of a run already completed (even an unchanged
     /// state), so edits after completion show.
@@ -621,8 +623,16 @@ struct Fields {
     conclusion: Option<String>,
     started_at: Option<String>,
     completed_at: Option<String>,
-    /// Title, summary, text.
-    output: Option<(String, String, Option<String>)>,
+    /// Title, summary, text, annotations.
+    output: Option<Output>,
+}
+
+/// A check run body's `output`.
+struct Output {
+    title: String,
+    summary: String,
+    text: Option<String>,
+    annotations: Vec<Value>,
 }
 
 /// A string field; JSON `null` counts as absent.
@@ -688,9 +698,7 @@ fn read_fields(body: &serde_json::Map<String, Value>, creating: bool) -> Result<
     Ok(fields)
 }
 
-fn read_output(
-    body: &serde_json::Map<String, Value>,
-) -> Result<Option<(String, String, Option<String>)>, String> {
+fn read_output(body: &serde_json::Map<String, Value>) -> Result<Option<Output>, String> {
     let output = match body.get("output") {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Object(output)) => output,
@@ -710,7 +718,73 @@ fn read_output(
             ));
         }
     }
-    Ok(Some((title, summary, text)))
+    let annotations = match output.get("annotations") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items.clone(),
+        Some(other) => {
+            return Err(format!(
+                "For 'output/annotations', {other} is not an array."
+            ));
+        }
+    };
+    if annotations.len() > MAX_ANNOTATIONS_PER_REQUEST {
+        return Err(format!(
+            "For 'properties/annotations', {} items were supplied; at most {MAX_ANNOTATIONS_PER_REQUEST} are allowed.",
+            annotations.len()
+        ));
+    }
+    for (i, annotation) in annotations.iter().enumerate() {
+        check_annotation(annotation).map_err(|e| format!("output.annotations[{i}]: {e}"))?;
+    }
+    Ok(Some(Output {
+        title,
+        summary,
+        text,
+        annotations,
+    }))
+}
+
+/// Annotations per request, as GitHub allows.
+const MAX_ANNOTATIONS_PER_REQUEST: usize = 50;
+
+/// An annotation as GitHub checks it: required fields, 1-based lines in order, a known level,
+/// columns only on one line, and the length limits.
+fn check_annotation(annotation: &Value) -> Result<(), String> {
+    let Some(object) = annotation.as_object() else {
+        return Err("is not an object".to_owned());
+    };
+    let text = |key: &str| object.get(key).and_then(Value::as_str);
+    let line = |key: &str| object.get(key).and_then(Value::as_i64);
+    if text("path").is_none_or(str::is_empty) {
+        return Err("\"path\" wasn't supplied.".to_owned());
+    }
+    let (Some(start), Some(end)) = (line("start_line"), line("end_line")) else {
+        return Err("\"start_line\" and \"end_line\" weren't supplied.".to_owned());
+    };
+    if start < 1 || end < start {
+        return Err(format!("lines {start}..{end} are not 1-based and in order"));
+    }
+    if !matches!(
+        text("annotation_level"),
+        Some("notice" | "warning" | "failure")
+    ) {
+        return Err("\"annotation_level\" is not one of notice, warning, failure.".to_owned());
+    }
+    if text("message").is_none_or(str::is_empty) {
+        return Err("\"message\" wasn't supplied.".to_owned());
+    }
+    if (object.contains_key("start_column") || object.contains_key("end_column")) && start != end {
+        return Err("columns are only allowed on a single line".to_owned());
+    }
+    if text("title").is_some_and(|t| t.chars().count() > 255) {
+        return Err("\"title\" is longer than 255 characters".to_owned());
+    }
+    for key in ["message", "raw_details"] {
+        if text(key).is_some_and(|t| t.len() > 64 * 1024) {
+            return Err(format!("\"{key}\" is longer than 64 KB"));
+        }
+    }
+    Ok(())
 }
 
 fn create_run(
@@ -732,9 +806,14 @@ fn create_run(
         fields.status.unwrap_or_else(|| "queued".to_owned())
     };
     let completed = status == "completed";
-    let (title, summary, text) = match fields.output {
-        Some((title, summary, text)) => (Some(title), Some(summary), text),
-        None => (None, None, None),
+    let (title, summary, text, annotations) = match fields.output {
+        Some(output) => (
+            Some(output.title),
+            Some(output.summary),
+            output.text,
+            output.annotations,
+        ),
+        None => (None, None, None, Vec::new()),
     };
     let mut run = CheckRun {
         id: state.next_id,
@@ -750,6 +829,7 @@ fn create_run(
         details_url: fields.details_url,
         title,
         summary,
+        annotations,
         history: Vec::new(),
     };
     run.history.push(state_label(&run));
@@ -803,10 +883,11 @@ fn update_run(
         run.conclusion = None;
         run.completed_at = None;
     }
-    if let Some((title, summary, text)) = fields.output {
-        run.title = Some(title);
-        run.summary = Some(summary);
-        stored.text = text;
+    if let Some(output) = fields.output {
+        run.title = Some(output.title);
+        run.summary = Some(output.summary);
+        run.annotations.extend(output.annotations);
+        stored.text = output.text;
     }
     let after = state_label(&stored.run);
     if after != before || was_completed {
@@ -971,7 +1052,7 @@ fn run_json(base: &str, stored: &Stored) -> Value {
             "title": run.title,
             "summary": run.summary,
             "text": stored.text,
-            "annotations_count": 0,
+            "annotations_count": run.annotations.len(),
             "annotations_url": format!("{url}/annotations"),
         },
         "name": run.name,
@@ -1034,6 +1115,26 @@ fn describe(method: &str, path: &str, query: &str, body: &Value, answer: &Answer
     if let Some(title) = body.pointer("/output/title").and_then(Value::as_str) {
         let _ = write!(line, " title={title:?}");
     }
+    let mut details = String::new();
+    if let Some(annotations) = body
+        .pointer("/output/annotations")
+        .and_then(Value::as_array)
+    {
+        let _ = write!(line, " +{} annotations", annotations.len());
+        for a in annotations.iter().take(3) {
+            let _ = write!(
+                details,
+                "\n    {} {}:{} {}",
+                a["annotation_level"].as_str().unwrap_or_default(),
+                a["path"].as_str().unwrap_or_default(),
+                a["start_line"],
+                a["title"].as_str().unwrap_or_default()
+            );
+        }
+        if annotations.len() > 3 {
+            let _ = write!(details, "\n    ...");
+        }
+    }
     let _ = write!(line, " -> {}", answer.status);
     if answer.injected.is_some() {
         line.push_str(" (injected)");
@@ -1042,6 +1143,7 @@ fn describe(method: &str, path: &str, query: &str, body: &Value, answer: &Answer
     } else if let Some(count) = answer.body.get("total_count").and_then(Value::as_u64) {
         let _ = write!(line, " total_count={count}");
     }
+    line.push_str(&details);
     line
 }
 

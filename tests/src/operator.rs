@@ -209,6 +209,7 @@ fn spawn_operator(
         max_running,
         details_url: Some("https://gatehouse.example/scans".to_owned()),
         queue_poll: Duration::from_millis(200),
+        result_timeout: Duration::from_secs(600),
     };
     let watches = Watches::new(&client, namespaces, 16);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -47,6 +47,47 @@ pub fn scan_container(request: &ScanRequest, scanner: &ScannerSpec) -> ScanConta
     }
 }
 
+/// How to run `scanner` on a local checkout of the pull request and read its report as
+/// Gatehouse does (Markdown, for the check run's summary): the same image and arguments as the
+/// scan Job, paths mapped onto the current directory.
+pub fn reproduce(request: &ScanRequest, scanner: &ScannerSpec) -> String {
+    let container = scan_container(request, scanner);
+    let quoted: Vec<String> = container.args.iter().map(|a| shell_quote(a)).collect();
+    let args = quoted.join(" ");
+    let image = &scanner.image;
+    match scanner.kind {
+        ScannerKind::Kics => format!(
+            "In a checkout of commit `{sha}`:\n\n```sh\nmkdir -p out && echo '{{}}' > out/kics.config\n             docker run --rm -v \"$PWD\":{src}:ro -v \"$PWD/out\":{out} \
+             -v \"$PWD/out/kics.config\":{config}:ro -w {src} {image} \\\n  {args}\n             gatehouse-agent parse --scanner kics out/results.json\n```",
+            sha = request.spec.pull_request.head_sha,
+            src = SOURCE_DIR,
+            out = OUTPUT_DIR,
+            config = kics::CONFIG_PATH,
+        ),
+        ScannerKind::Blackduck => format!(
+            "In a checkout of commit `{sha}`, with `BLACKDUCK_URL` and `BLACKDUCK_API_TOKEN` set:\n\n             ```sh\nmkdir -p out\n             docker run --rm -v \"$PWD\":{src} -v \"$PWD/out\":{out} -e BLACKDUCK_URL \
+             -e BLACKDUCK_API_TOKEN {image} \\\n  {args}\n             gatehouse-agent parse --scanner blackduck --source-dir {src} out/scan/*{suffix}\n```",
+            sha = request.spec.pull_request.head_sha,
+            src = blackduck::SOURCE_MOUNT,
+            out = blackduck::OUTPUT_MOUNT,
+            suffix = blackduck::RESULT_SUFFIX,
+        ),
+    }
+}
+
+/// `text` quoted for a POSIX shell when it needs to be.
+fn shell_quote(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+    {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
 /// What a scanner's exit code says about its report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExitStatus {
