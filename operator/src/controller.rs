@@ -333,7 +333,7 @@ impl Context {
                             && self.policy_exists(
                                 &other.namespace().unwrap_or_default(),
                                 &other.spec.policy_ref.name,
-                            ) == Some(true) =>
+                            ) != Some(false) =>
                     {
                         waiting.push(Waiting {
                             namespace: other.namespace().unwrap_or_default(),
@@ -548,6 +548,7 @@ async fn apply(request: &ScanRequest, ctx: &Context) -> Result<Action, Error> {
             Some(ScanPhase::Queued | ScanPhase::AwaitingApproval)
         ) && !decide::is_admitted(&status)
             && ctx.policy_exists(&namespace, &request.spec.policy_ref.name) == Some(false)
+            && policy_gone(ctx, &namespace, &request.spec.policy_ref.name).await?
         {
             // Its policy was deleted before the scan started: nothing governs it any more, and
             // waiting would keep its check runs open forever.
@@ -939,8 +940,14 @@ async fn observed_jobs(
             });
         let pods = if failed {
             let job_name = job.name_any();
+            // By the Job's UID: pods of an earlier Job of the same name (one deleted and made
+            // again) may still be terminating, with the same job-name label.
+            let selector = job.metadata.uid.as_ref().map_or_else(
+                || format!("job-name={job_name}"),
+                |uid| format!("batch.kubernetes.io/controller-uid={uid}"),
+            );
             pods_api
-                .list(&ListParams::default().labels(&format!("job-name={job_name}")))
+                .list(&ListParams::default().labels(&selector))
                 .await
                 .map_err(kube_error(format!(
                     "list the pods of Job {namespace}/{job_name}"
@@ -1217,13 +1224,21 @@ async fn sync_check_runs(
                 .iter()
                 .filter(|r| Some(r.id) != id && r.status != "completed")
             {
-                ctx.github
+                // Best effort: a duplicate GitHub refuses (deleted meanwhile) must not stop the
+                // report of the run that counts.
+                if let Err(error) = ctx
+                    .github
                     .update_check_run(spec.installation_id, owner, repo, orphan.id, &update)
                     .await
-                    .map_err(github_error(format!(
-                        "conclude duplicate check run {name} ({})",
-                        orphan.id
-                    )))?;
+                {
+                    if error.is_transient() {
+                        return Err(github_error(format!(
+                            "conclude duplicate check run {name} ({})",
+                            orphan.id
+                        ))(error));
+                    }
+                    tracing::warn!(check_run = orphan.id, %error, "a duplicate check run could not be concluded");
+                }
             }
         }
         if id.is_none() && !create_missing {
@@ -1263,6 +1278,17 @@ async fn sync_check_runs(
         status.scanners[index].reported = Some(key);
     }
     Ok(())
+}
+
+/// Whether the ScanPolicy is gone, asked of the API: the cache alone may not have it yet (a
+/// policy just made, or deleted and made again by a GitOps tool).
+async fn policy_gone(ctx: &Context, namespace: &str, name: &str) -> Result<bool, Error> {
+    let api: Api<ScanPolicy> = Api::namespaced(ctx.client.clone(), namespace);
+    let found = api
+        .get_opt(name)
+        .await
+        .map_err(kube_error(format!("get ScanPolicy {namespace}/{name}")))?;
+    Ok(found.is_none())
 }
 
 /// Whether the request was stopped or is being deleted now, read from the API (not the cache):

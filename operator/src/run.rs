@@ -69,6 +69,20 @@ pub struct RunArgs {
         default_value = "redis://gatehouse-redis:6379"
     )]
     pub results_redis_url: String,
+    /// Redis the operator reads scan results from (the results stream's consumer group
+    /// `report`) and keeps baseline findings in; no password in it (rediss:// for TLS).
+    #[arg(
+        long,
+        env = "GATEHOUSE_REDIS_URL",
+        default_value = "redis://gatehouse-redis:6379"
+    )]
+    pub redis_url: String,
+    /// File holding the Redis password (ACL user: give it in the URL as redis://user@host).
+    #[arg(long, env = "GATEHOUSE_REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
+    /// Hours the base commit's findings are kept for baseline mode.
+    #[arg(long, env = "GATEHOUSE_BASELINE_TTL_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=720))]
+    pub baseline_ttl_hours: u64,
     /// Base URL of the check runs' "Details" link: `<url>/<namespace>/<scanrequest>`.
     #[arg(long, env = "GATEHOUSE_DETAILS_URL")]
     pub details_url: Option<String>,
@@ -105,6 +119,33 @@ pub struct RunArgs {
     /// This replica's identity in the Lease.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+}
+
+/// The Redis client of `url`, with the password from its file; checked at start (a bad URL or
+/// an unreadable file is a start-up error), connected later.
+fn redis_client(
+    url: &str,
+    password_file: Option<&std::path::Path>,
+) -> Result<redis::Client, StartError> {
+    let mut info: redis::ConnectionInfo =
+        url.parse()
+            .map_err(|e: redis::RedisError| StartError::Flag {
+                flag: "redis-url",
+                reason: e.to_string(),
+            })?;
+    if let Some(path) = password_file {
+        let password = std::fs::read_to_string(path).map_err(|source| StartError::ReadFile {
+            what: "the Redis password",
+            path: path.display().to_string(),
+            source,
+        })?;
+        let settings = info.redis_settings().clone().set_password(password.trim());
+        info = info.set_redis_settings(settings);
+    }
+    redis::Client::open(info).map_err(|e| StartError::Flag {
+        flag: "redis-url",
+        reason: e.to_string(),
+    })
 }
 
 /// Start-up failed.
@@ -196,6 +237,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             path: args.master_key_file.display().to_string(),
             source,
         })?;
+    let redis = redis_client(&args.redis_url, args.redis_password_file.as_deref())?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -251,13 +293,16 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("gatehouse-operator-{}", std::process::id()));
     let mut leadership = None;
+    let mut fence_task = None;
     if args.leader_election {
         let manager =
             kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
                 .with_namespace(&args.lease_namespace)
                 .with_identity(&identity)
                 .with_duration(args.lease_seconds)
-                .with_grace(args.lease_seconds.div_ceil(3).max(1))
+                // Renewed a third of the way into the lease: two failed renewals still leave
+                // time, and the fence below has slack.
+                .with_grace((args.lease_seconds * 2 / 3).max(1))
                 .with_field_manager(jobs::FIELD_MANAGER)
                 .build()
                 .await
@@ -273,13 +318,12 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             }
         }
         tracing::info!(identity, "leading");
-        tokio::spawn(fence(
+        fence_task = Some(tokio::spawn(fence(
             Api::namespaced(client.clone(), &args.lease_namespace),
             args.lease_name.clone(),
             identity.clone(),
             Duration::from_secs(args.lease_seconds),
-            Duration::from_secs(args.lease_seconds.div_ceil(3).max(1)),
-        ));
+        )));
         leadership = Some((leading, task));
     }
     metrics.set_leader(true);
@@ -295,6 +339,21 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         queue_poll: Duration::from_secs(args.queue_poll_seconds),
         result_timeout: Duration::from_secs(args.result_timeout_seconds),
     };
+    let (results_stop, results_stopped) = tokio::sync::watch::channel(false);
+    let results = tokio::spawn(consume_results(
+        redis,
+        client.clone(),
+        github.clone(),
+        master_key.clone(),
+        metrics.clone(),
+        crate::results::ResultsConfig {
+            consumer: identity.clone(),
+            details_url: args.details_url.clone(),
+            baseline_ttl: Duration::from_secs(args.baseline_ttl_hours * 3600),
+            ..crate::results::ResultsConfig::default()
+        },
+        results_stopped,
+    ));
     let operate = watches.operate(
         client.clone(),
         github,
@@ -313,7 +372,15 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         }
     };
     tokio::select! {
-        () = operate => {}
+        () = operate => {
+            // Shutting down: the result in hand is finished first, then the lease is released,
+            // which the fence must not take for a loss.
+            let _ = results_stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(20), results).await;
+            if let Some(fence) = fence_task.take() {
+                fence.abort();
+            }
+        }
         () = lost => {
             tracing::error!("lost the leader lease; exiting so a fresh replica stands by");
             std::process::exit(1);
@@ -325,41 +392,109 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
 
 /// Stops this process once the lease may have passed to another replica. The lease manager
 /// reports a loss only when it can read the Lease: a leader cut off from the API server would go
-/// on acting while a standby takes over after the lease expires. So the Lease is read several
-/// times per grace period, and when this replica's last renewal (the Lease's `renewTime`,
-/// written by this process's own clock) is older than the lease duration less half the grace
-/// period, the process exits and restarts as a standby. The manager renews a full grace period
-/// before expiry, so a healthy leader is never fenced, and a standby takes over only once the
-/// whole duration has passed.
+/// on acting while a standby takes over after the lease expires. So a task reads the Lease over
+/// and over, and each renewal it sees (the Lease's `renewTime`, written by this process's own
+/// clock) moves a deadline on the monotonic clock to the end of the lease less a fifth of it;
+/// another task exits the process once the deadline passes, however long a read hangs. A Lease
+/// held by another replica, or gone, exits at once. The manager renews a third of the way into
+/// the lease, so a healthy leader has two thirds of it as slack.
 async fn fence(
     leases: Api<k8s_openapi::api::coordination::v1::Lease>,
     name: String,
     identity: String,
     duration: Duration,
-    grace: Duration,
 ) {
-    let valid_for = duration.saturating_sub(grace / 2);
-    let every = (grace / 4).clamp(Duration::from_millis(250), Duration::from_secs(1));
-    let mut valid_until = std::time::SystemTime::now() + valid_for;
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        // Bounded: the client's own retries of a failing API server must not hold the check.
-        if let Ok(Ok(lease)) = tokio::time::timeout(every, leases.get(&name)).await
-            && let Some(spec) = lease.spec
-            && spec.holder_identity.as_deref() == Some(identity.as_str())
-            && let Some(renewed) = spec.renew_time
-        {
-            let renewed = std::time::SystemTime::from(renewed.0);
-            valid_until = valid_until.max(renewed + valid_for);
+    let margin = (duration / 5).max(Duration::from_millis(500));
+    let valid_for = duration.saturating_sub(margin);
+    let deadline = Arc::new(std::sync::Mutex::new(std::time::Instant::now() + valid_for));
+    let every = (duration / 10).clamp(Duration::from_millis(200), Duration::from_secs(1));
+    let watched = Arc::clone(&deadline);
+    let lease_name = name.clone();
+    let reader = async move {
+        let mut seen = None;
+        loop {
+            match leases.get_opt(&lease_name).await {
+                Ok(Some(lease)) => {
+                    let spec = lease.spec.unwrap_or_default();
+                    if spec.holder_identity.as_deref() != Some(identity.as_str()) {
+                        fenced(&lease_name, "the leader lease is held by another replica");
+                    }
+                    if let Some(renewed) = spec.renew_time
+                        && seen.as_ref() != Some(&renewed)
+                    {
+                        let age = std::time::SystemTime::now()
+                            .duration_since(std::time::SystemTime::from(renewed.0))
+                            .unwrap_or_default();
+                        let until = std::time::Instant::now() + valid_for.saturating_sub(age);
+                        let mut at = watched
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        *at = (*at).max(until);
+                        seen = Some(renewed);
+                    }
+                }
+                Ok(None) => fenced(&lease_name, "the leader lease is gone"),
+                Err(error) => tracing::warn!(%error, "reading the leader lease failed"),
+            }
+            tokio::time::sleep(every).await;
         }
-        if std::time::SystemTime::now() > valid_until {
-            tracing::error!(
-                lease = %name,
-                "the leader lease was not renewed in time (API server unreachable?); exiting so \
-                 that only one replica acts"
-            );
-            std::process::exit(1);
+    };
+    let clock = async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let at = *deadline
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if std::time::Instant::now() > at {
+                fenced(
+                    &name,
+                    "the leader lease was not renewed in time (API server unreachable?)",
+                );
+            }
+        }
+    };
+    // One future: stopping the fence (at shutdown, before the lease is released) stops both.
+    tokio::select! {
+        () = reader => {}
+        () = clock => {}
+    }
+}
+
+/// Exits so that only one replica acts; the process restarts as a standby.
+fn fenced(lease: &str, why: &str) -> ! {
+    tracing::error!(%lease, why, "exiting so that only one replica acts");
+    std::process::exit(1);
+}
+
+/// Runs the results consumer, connecting (again) until Redis answers.
+async fn consume_results(
+    redis: redis::Client,
+    client: kube::Client,
+    github: Arc<GitHub>,
+    master_key: MasterKey,
+    metrics: Arc<Metrics>,
+    config: crate::results::ResultsConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match crate::results::Consumer::new(
+            &redis,
+            client.clone(),
+            github.clone(),
+            master_key.clone(),
+            metrics.clone(),
+            config.clone(),
+        )
+        .await
+        {
+            Ok(consumer) => return consumer.run(stop).await,
+            Err(error) => {
+                tracing::warn!(%error, "results consumer not started; trying again in 5 s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
         }
     }
 }

@@ -1101,6 +1101,11 @@ async fn a_request_deleted_and_made_again_under_the_same_name_runs_anew_with_its
         .await
         .unwrap();
     h.until("gone", |h| h.request(SR).is_none()).await.unwrap();
+    // The finalizer deleted its finished Job itself, not leaving it to the collector.
+    assert!(
+        h.k8s.get::<Job>(NS, JOB).is_none(),
+        "the finished Job outlived its request"
+    );
     h.create(&sample_request()).await.unwrap();
     h.until("the new request's Job", |h| {
         h.k8s.get::<Job>(NS, JOB).is_some_and(|job| {
@@ -1369,6 +1374,42 @@ async fn a_second_run_a_slow_create_left_behind_is_concluded_with_the_first() {
             && runs
                 .iter()
                 .all(|r| r.history.last().map(String::as_str) == Some("completed/timed_out"))
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_request_whose_new_policy_the_cache_has_not_seen_yet_waits_instead_of_being_cancelled() {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    h.start_operator().unwrap();
+    h.until("the policy ready", |h| {
+        h.k8s
+            .get::<ScanPolicy>(NS, "acme-iac")
+            .is_some_and(|p| p["status"]["conditions"][0]["status"] == "True")
+    })
+    .await
+    .unwrap();
+    // The operator's policy watch lags: a policy made now reaches its cache late.
+    let stall = h.k8s.stall_watches("scanpolicies");
+    let mut newer = kics_policy();
+    newer.metadata.name = Some("team-c".to_owned());
+    newer.metadata.resource_version = None;
+    Api::<ScanPolicy>::namespaced(h.k8s.client(), NS)
+        .create(&kube::api::PostParams::default(), &newer)
+        .await
+        .unwrap();
+    let mut r = request("sr-new-policy", 'd');
+    r.spec.policy_ref.name = "team-c".to_owned();
+    h.create(&r).await.unwrap();
+    h.until("decided", |h| h.phase("sr-new-policy").is_some())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.phase("sr-new-policy").as_deref(), Some("Queued"));
+    stall.release();
+    h.until("its Job", |h| {
+        h.k8s.get::<Job>(NS, "sr-new-policy-kics").is_some()
     })
     .await
     .unwrap();

@@ -53,6 +53,15 @@ impl Operator {
 }
 
 fn operator(dir: &tempfile::TempDir, github: &FakeGitHub, identity: &str) -> Operator {
+    operator_with_lease(dir, github, identity, 3)
+}
+
+fn operator_with_lease(
+    dir: &tempfile::TempDir,
+    github: &FakeGitHub,
+    identity: &str,
+    lease_seconds: u64,
+) -> Operator {
     let key = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/fixtures/github-app/test-app-key.pem"
@@ -79,7 +88,8 @@ fn operator(dir: &tempfile::TempDir, github: &FakeGitHub, identity: &str) -> Ope
             "--lease-namespace",
             "gatehouse",
         ])
-        .args(["--lease-seconds", "3", "--identity", identity])
+        .args(["--lease-seconds", &lease_seconds.to_string()])
+        .args(["--identity", identity])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--queue-poll-seconds", "1"])
         .env("KUBECONFIG", dir.path().join("kubeconfig"))
@@ -181,6 +191,31 @@ async fn of_two_replicas_only_the_leader_acts_and_the_standby_takes_over_when_it
     drop((a, b));
 }
 
+/// The Lease's last renewal, as the wall-clock time it names.
+fn renewed_at(k8s: &KubeEmulator) -> std::time::SystemTime {
+    let text = k8s
+        .get::<Lease>("gatehouse", "gatehouse-operator")
+        .and_then(|l| l["spec"]["renewTime"].as_str().map(str::to_owned))
+        .unwrap();
+    let at: k8s_openapi::jiff::Timestamp = text.parse().unwrap();
+    std::time::SystemTime::from(at)
+}
+
+/// Waits (at most 20 s) for the process to exit; its status and when.
+async fn exit_of(process: &mut Operator) -> (std::process::ExitStatus, std::time::SystemTime) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = process.0.try_wait().unwrap() {
+            return (status, std::time::SystemTime::now());
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the leader went on acting without its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_leader_that_cannot_renew_its_lease_stops_before_a_standby_could_take_over() {
     let k8s = KubeEmulator::start().await.unwrap();
@@ -197,25 +232,44 @@ async fn a_leader_that_cannot_renew_its_lease_stops_before_a_standby_could_take_
         "a healthy leader stopped"
     );
     // From now on the API server refuses every Lease request: the lease manager keeps saying
-    // "leading" while its renewals fail, and a standby would take over once the lease expires
-    // (3 s after the last renewal).
+    // "leading" while its renewals fail, and a standby would take over once the lease expires,
+    // 3 s after the last renewal.
     k8s.fail_next(None, "/leases", 100_000, Failure::Unavailable);
-    let cut = std::time::Instant::now();
-    let exited = loop {
-        if let Some(status) = leader.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            cut.elapsed() < Duration::from_secs(20),
-            "the leader went on acting without its lease"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(!exited.success(), "{exited:?}");
-    // Before the lease could have expired for a standby (3 s after the last renewal).
+    let last_renewal = renewed_at(&k8s);
+    let (status, exited) = exit_of(&mut leader).await;
+    assert!(!status.success(), "{status:?}");
+    let after = exited.duration_since(last_renewal).unwrap();
     assert!(
-        cut.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        cut.elapsed()
+        after < Duration::from_secs(3),
+        "exited {after:?} after the last renewal: a standby could have led already"
     );
+}
+
+#[tokio::test]
+async fn a_leader_that_sees_its_lease_taken_stops_at_once() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    let github = FakeGitHub::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kubeconfig"), k8s.kubeconfig()).unwrap();
+    std::fs::write(dir.path().join("master-key"), MASTER_KEY).unwrap();
+    // A 15 s lease, renewed every 5 s: the lease manager itself would see the new holder only
+    // at its next renewal.
+    let mut leader = operator_with_lease(&dir, &github, "replica-a", 15);
+    until("it leads", || holder(&k8s).as_deref() == Some("replica-a")).await;
+    let first = renewed_at(&k8s);
+    until("a renewal", || renewed_at(&k8s) != first).await;
+    // Another replica holds it now (a standby whose clock runs ahead took it).
+    Api::<Lease>::namespaced(k8s.client(), "gatehouse")
+        .patch(
+            "gatehouse-operator",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"holderIdentity": "replica-b"}})),
+        )
+        .await
+        .unwrap();
+    let taken = std::time::SystemTime::now();
+    let (status, exited) = exit_of(&mut leader).await;
+    assert!(!status.success(), "{status:?}");
+    let after = exited.duration_since(taken).unwrap();
+    assert!(after < Duration::from_secs(2), "{after:?}");
 }
