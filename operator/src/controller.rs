@@ -156,6 +156,9 @@ pub struct Settings {
     pub queue_poll: Duration,
     /// How long a scanner whose Job succeeded waits for its published result before it fails.
     pub result_timeout: Duration,
+    /// Where the base commits' findings are kept (baseline mode): a Job scans the base commit
+    /// too unless they are there. `None`: always scan it.
+    pub baseline_cache: Option<redis::Client>,
 }
 
 /// What every reconcile shares.
@@ -695,7 +698,14 @@ async fn start_jobs(
         else {
             continue;
         };
-        let job = jobs::desired_job(request, &spec, attempt, &ctx.settings.build);
+        let base = baseline_to_scan(ctx, request, status, &spec).await;
+        let job = jobs::desired_job(
+            request,
+            &spec,
+            attempt,
+            &ctx.settings.build,
+            base.as_deref(),
+        );
         let job_name = job.metadata.name.clone().unwrap_or_default();
         match create_job(&jobs_api, request, &job).await {
             Ok(()) => {}
@@ -723,6 +733,34 @@ async fn start_jobs(
         .await;
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// The base commit a scanner's Job must scan too (baseline mode), unless its findings are kept
+/// already from an earlier scan of the same base with the same scanner configuration. When
+/// Redis cannot say, the base is scanned: slower, never wrong.
+async fn baseline_to_scan(
+    ctx: &Context,
+    request: &ScanRequest,
+    status: &ScanRequestStatus,
+    spec: &gatehouse_crds::scanpolicy::ScannerSpec,
+) -> Option<String> {
+    let on = status.policy.as_ref().is_some_and(|p| p.reporting.baseline);
+    let base = request.spec.pull_request.base_sha.clone().filter(|_| on)?;
+    let Some(redis) = &ctx.settings.baseline_cache else {
+        return Some(base);
+    };
+    let key = crate::results::baseline_key(request.spec.repository.id, &base, spec);
+    let kept = async {
+        let mut conn = redis.get_multiplexed_async_connection().await?;
+        redis::cmd("EXISTS")
+            .arg(&key)
+            .query_async::<bool>(&mut conn)
+            .await
+    };
+    match tokio::time::timeout(Duration::from_secs(5), kept).await {
+        Ok(Ok(true)) => None,
+        _ => Some(base),
+    }
 }
 
 async fn delete_request(

@@ -409,6 +409,14 @@ pub enum JobOutcome {
         /// What failed.
         reason: String,
     },
+    /// A step of Gatehouse's refused its input for good (the checkout refused a hostile
+    /// archive, exit 2): another attempt would refuse it again.
+    Refused {
+        /// Which step.
+        step: String,
+        /// Its message.
+        message: String,
+    },
 }
 
 fn condition_true(job: &Job, kind: &str) -> Option<(Option<String>, Option<String>)> {
@@ -489,10 +497,21 @@ fn failed_pod_outcome(pods: &[Pod]) -> Option<JobOutcome> {
                 reason: format!("step {:?} ran out of memory (OOMKilled)", container.name),
             });
         }
-        if container.name == "scan" {
+        if container.name == "scan" || container.name == "scan-base" {
+            let output = terminated.message.clone().unwrap_or_default();
             return Some(JobOutcome::ScannerError {
                 exit_code: terminated.exit_code,
-                output: terminated.message.clone().unwrap_or_default(),
+                output: if container.name == "scan-base" {
+                    format!("(while scanning the base commit for baseline mode)\n{output}")
+                } else {
+                    output
+                },
+            });
+        }
+        if container.name == "checkout" && terminated.exit_code == crate::agent::EXIT_REFUSED {
+            return Some(JobOutcome::Refused {
+                step: container.name.clone(),
+                message: last_lines(terminated.message.as_deref().unwrap_or_default(), 5),
             });
         }
         return Some(JobOutcome::Infrastructure {
@@ -615,6 +634,15 @@ pub fn observe(
                     } else {
                         format!("scanner error: exit code {exit_code}\n{tail}")
                     },
+                    now,
+                );
+            }
+            JobOutcome::Refused { step, message } => {
+                conclude(
+                    scanner,
+                    ScannerPhase::Errored,
+                    Conclusion::Failure,
+                    &format!("the {step} step refused the repository: {message}"),
                     now,
                 );
             }

@@ -24,7 +24,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 
-use crate::scanners::{self, OUTPUT_DIR, SOURCE_DIR, ScanContainer};
+use crate::scanners::{
+    self, BASE_OUTPUT_DIR, BASE_SOURCE_DIR, OUTPUT_DIR, SOURCE_DIR, ScanContainer,
+};
 
 /// The field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "gatehouse-operator";
@@ -60,6 +62,8 @@ pub struct BuildSettings {
     pub ttl_seconds_after_finished: i32,
     /// Redis URL the `report` step publishes results to (no password in it).
     pub results_redis_url: String,
+    /// GitHub API URL the `checkout` step downloads from (GitHub Enterprise Server's own).
+    pub github_api_url: String,
 }
 
 /// Name of the per-scan Secret of a ScanRequest.
@@ -190,6 +194,7 @@ fn checkout_container(
     request: &ScanRequest,
     scan: &ScanContainer,
     settings: &BuildSettings,
+    base_sha: Option<&str>,
 ) -> Container {
     let spec = &request.spec;
     let mut checkout_args = vec![
@@ -202,7 +207,23 @@ fn checkout_container(
         SOURCE_DIR.to_owned(),
         "--token-file".to_owned(),
         format!("{SECRET_DIR}/{}", secret_keys::TOKEN),
+        "--api-url".to_owned(),
+        settings.github_api_url.clone(),
     ];
+    let mut mounts = vec![
+        mount("source", SOURCE_DIR, false),
+        mount("checkout-tmp", "/tmp", false),
+        mount("token", SECRET_DIR, true),
+    ];
+    if let Some(base) = base_sha {
+        checkout_args.extend([
+            "--base-sha".to_owned(),
+            base.to_owned(),
+            "--base-into".to_owned(),
+            BASE_SOURCE_DIR.to_owned(),
+        ]);
+        mounts.push(mount("base-source", BASE_SOURCE_DIR, false));
+    }
     for file in &scan.remove_from_checkout {
         checkout_args.push("--remove".to_owned());
         checkout_args.push((*file).to_owned());
@@ -211,11 +232,7 @@ fn checkout_container(
         name: "checkout".to_owned(),
         image: Some(settings.agent_image.clone()),
         args: Some(checkout_args),
-        volume_mounts: Some(vec![
-            mount("source", SOURCE_DIR, false),
-            mount("checkout-tmp", "/tmp", false),
-            mount("token", SECRET_DIR, true),
-        ]),
+        volume_mounts: Some(mounts),
         resources: Some(agent_resources()),
         security_context: Some(hardened()),
         ..Container::default()
@@ -261,64 +278,101 @@ fn scanner_container(scanner: &ScannerSpec, scan: ScanContainer) -> Container {
 fn report_container(
     request: &ScanRequest,
     scanner: &ScannerSpec,
+    scan: &ScanContainer,
     attempt: i32,
     settings: &BuildSettings,
+    base_sha: Option<&str>,
 ) -> Container {
     let name = request.metadata.name.clone().unwrap_or_default();
+    let mut args = vec![
+        "report".to_owned(),
+        "--scanner".to_owned(),
+        match scanner.kind {
+            ScannerKind::Kics => "kics",
+            ScannerKind::Blackduck => "blackduck",
+        }
+        .to_owned(),
+        "--scanner-name".to_owned(),
+        scanner.name.clone(),
+        "--scan-request".to_owned(),
+        format!(
+            "{}/{}",
+            request.metadata.namespace.as_deref().unwrap_or_default(),
+            name
+        ),
+        "--uid".to_owned(),
+        request.metadata.uid.clone().unwrap_or_default(),
+        "--attempt".to_owned(),
+        attempt.to_string(),
+        "--output-dir".to_owned(),
+        OUTPUT_DIR.to_owned(),
+        "--key-file".to_owned(),
+        format!("{SECRET_DIR}/{}", secret_keys::SIGNING_KEY),
+        "--redis-url".to_owned(),
+        settings.results_redis_url.clone(),
+        "--sha".to_owned(),
+        request.spec.pull_request.head_sha.clone(),
+        // Where the scanner saw the repository: its report's paths are relative to it.
+        "--source-dir".to_owned(),
+        scan.source_mount.to_owned(),
+    ];
+    let mut mounts = vec![
+        mount("output", OUTPUT_DIR, true),
+        mount("report-tmp", "/tmp", false),
+        mount("signing-key", SECRET_DIR, true),
+    ];
+    if let Some(base) = base_sha {
+        args.extend([
+            "--base-sha".to_owned(),
+            base.to_owned(),
+            "--base-output-dir".to_owned(),
+            BASE_OUTPUT_DIR.to_owned(),
+        ]);
+        mounts.push(mount("base-output", BASE_OUTPUT_DIR, true));
+    }
     Container {
         name: "report".to_owned(),
         image: Some(settings.agent_image.clone()),
-        args: Some(vec![
-            "report".to_owned(),
-            "--scanner".to_owned(),
-            match scanner.kind {
-                ScannerKind::Kics => "kics",
-                ScannerKind::Blackduck => "blackduck",
-            }
-            .to_owned(),
-            "--scanner-name".to_owned(),
-            scanner.name.clone(),
-            "--scan-request".to_owned(),
-            format!(
-                "{}/{}",
-                request.metadata.namespace.as_deref().unwrap_or_default(),
-                name
-            ),
-            "--uid".to_owned(),
-            request.metadata.uid.clone().unwrap_or_default(),
-            "--attempt".to_owned(),
-            attempt.to_string(),
-            "--output-dir".to_owned(),
-            OUTPUT_DIR.to_owned(),
-            "--key-file".to_owned(),
-            format!("{SECRET_DIR}/{}", secret_keys::SIGNING_KEY),
-            "--redis-url".to_owned(),
-            settings.results_redis_url.clone(),
-        ]),
-        volume_mounts: Some(vec![
-            mount("output", OUTPUT_DIR, true),
-            mount("report-tmp", "/tmp", false),
-            mount("signing-key", SECRET_DIR, true),
-        ]),
+        args: Some(args),
+        volume_mounts: Some(mounts),
         resources: Some(agent_resources()),
         security_context: Some(hardened()),
         ..Container::default()
     }
 }
 
-/// The Job that runs `scanner` for `request` (attempt `attempt`, from 1).
+/// The Job that runs `scanner` for `request` (attempt `attempt`, from 1). With `base_sha`
+/// (baseline mode, when the base commit's findings are not known yet) the pod checks out and
+/// scans the pull request's base commit too, in volumes of its own, and the deadline is doubled.
 pub fn desired_job(
     request: &ScanRequest,
     scanner: &ScannerSpec,
     attempt: i32,
     settings: &BuildSettings,
+    base_sha: Option<&str>,
 ) -> Job {
     let name = request.metadata.name.clone().unwrap_or_default();
     let scan: ScanContainer = scanners::scan_container(request, scanner);
     let kics_config = scan.kics_config;
-    let checkout = checkout_container(request, &scan, settings);
-    let report = report_container(request, scanner, attempt, settings);
-    let scanner_container = scanner_container(scanner, scan);
+    let checkout = checkout_container(request, &scan, settings, base_sha);
+    let report = report_container(request, scanner, &scan, attempt, settings, base_sha);
+    let mut init_containers = vec![checkout];
+    if base_sha.is_some() {
+        // The same scanner, the same arguments and mount paths, the base commit's volumes.
+        let mut base = scanner_container(scanner, scan.clone());
+        "scan-base".clone_into(&mut base.name);
+        for mount in base.volume_mounts.iter_mut().flatten() {
+            match mount.name.as_str() {
+                "source" => "base-source".clone_into(&mut mount.name),
+                "output" => "base-output".clone_into(&mut mount.name),
+                _ => {}
+            }
+        }
+        init_containers.push(scanner_container(scanner, scan));
+        init_containers.push(base);
+    } else {
+        init_containers.push(scanner_container(scanner, scan));
+    }
     let secret = secret_name(&name);
     let labels = job_labels(request, &scanner.name);
 
@@ -331,6 +385,10 @@ pub fn desired_job(
         secret_volume("token", &secret, secret_keys::TOKEN),
         secret_volume("signing-key", &secret, secret_keys::SIGNING_KEY),
     ];
+    if base_sha.is_some() {
+        volumes.push(empty_dir("base-source", Some("4Gi")));
+        volumes.push(empty_dir("base-output", Some("1Gi")));
+    }
     if kics_config {
         volumes.push(secret_volume(
             "kics-config",
@@ -348,7 +406,11 @@ pub fn desired_job(
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {
-            active_deadline_seconds: Some(scanner.timeout_seconds),
+            active_deadline_seconds: Some(if base_sha.is_some() {
+                scanner.timeout_seconds.saturating_mul(2)
+            } else {
+                scanner.timeout_seconds
+            }),
             // Retries are the operator's: bounded, and only for infrastructure failures.
             backoff_limit: Some(0),
             ttl_seconds_after_finished: Some(settings.ttl_seconds_after_finished),
@@ -372,7 +434,7 @@ pub fn desired_job(
                         }),
                         ..PodSecurityContext::default()
                     }),
-                    init_containers: Some(vec![checkout, scanner_container]),
+                    init_containers: Some(init_containers),
                     containers: vec![report],
                     volumes: Some(volumes),
                     ..PodSpec::default()
@@ -432,6 +494,7 @@ mod tests {
             agent_image: "ghcr.io/gatehouse-dev/gatehouse@sha256:1111111111111111111111111111111111111111111111111111111111111111".to_owned(),
             ttl_seconds_after_finished: 3600,
             results_redis_url: "redis://gatehouse-redis:6379".to_owned(),
+            github_api_url: "https://api.github.com".to_owned(),
         }
     }
 
@@ -463,7 +526,7 @@ mod tests {
     fn a_kics_job_is_hardened_bounded_owned_and_runs_the_three_steps_in_order() {
         let request = test_support::request();
         let policy = test_support::kics_policy();
-        let job = desired_job(&request, &policy.spec.scanners[0], 1, &settings());
+        let job = desired_job(&request, &policy.spec.scanners[0], 1, &settings(), None);
         assert_eq!(
             job.metadata.name.as_deref(),
             Some("hello-world-pr2-ec26c3e-016643a9-kics")
@@ -605,7 +668,16 @@ mod tests {
         assert_eq!(
             checkout,
             "checkout --repository Codertocat/Hello-World --sha ec26c3e57ca3a959ca5aad62de7213c562f8c821 \
-             --into /workspace/src --token-file /var/run/gatehouse/token --remove kics.config"
+             --into /workspace/src --token-file /var/run/gatehouse/token \
+             --api-url https://api.github.com --remove kics.config"
+        );
+        let report = container(&job, "report").args.as_ref().unwrap().join(" ");
+        assert!(
+            report.ends_with(
+                "--redis-url redis://gatehouse-redis:6379 --sha \
+                 ec26c3e57ca3a959ca5aad62de7213c562f8c821 --source-dir /workspace/src"
+            ),
+            "{report}"
         );
         let labels = spec
             .template
@@ -637,7 +709,7 @@ mod tests {
         let request = test_support::request();
         let policy = test_support::payments_policy();
         let scanner = policy.spec.scanner("blackduck").unwrap();
-        let job = desired_job(&request, scanner, 1, &settings());
+        let job = desired_job(&request, scanner, 1, &settings(), None);
         let scan = container(&job, "scan");
         assert_eq!(
             scan.working_dir.as_deref(),
@@ -726,5 +798,81 @@ mod tests {
             secret.metadata.name.as_deref(),
             Some("hello-world-pr2-ec26c3e-016643a9-scan")
         );
+    }
+
+    #[test]
+    fn in_baseline_mode_the_pod_checks_out_and_scans_the_base_commit_in_volumes_of_its_own() {
+        let request = test_support::request();
+        let policy = test_support::kics_policy();
+        let base = "0123456789abcdef0123456789abcdef01234567";
+        let job = desired_job(
+            &request,
+            &policy.spec.scanners[0],
+            1,
+            &settings(),
+            Some(base),
+        );
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(
+            spec.active_deadline_seconds,
+            Some(policy.spec.scanners[0].timeout_seconds * 2)
+        );
+        let pod = spec.template.spec.as_ref().unwrap();
+        let order: Vec<&str> = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(order, ["checkout", "scan", "scan-base"]);
+        let checkout = container(&job, "checkout").args.as_ref().unwrap().join(" ");
+        assert!(
+            checkout.contains(&format!("--base-sha {base} --base-into /workspace/base")),
+            "{checkout}"
+        );
+        assert!(mounts(container(&job, "checkout")).contains(&(
+            "base-source".to_owned(),
+            "/workspace/base".to_owned(),
+            false
+        )));
+        // The same scanner and arguments, the base commit where the scanner looks.
+        let scan = container(&job, "scan");
+        let scan_base = container(&job, "scan-base");
+        assert_eq!(scan.args, scan_base.args);
+        assert_eq!(scan.image, scan_base.image);
+        let base_mounts = mounts(scan_base);
+        assert!(base_mounts.contains(&(
+            "base-source".to_owned(),
+            "/workspace/src".to_owned(),
+            true
+        )));
+        assert!(base_mounts.contains(&(
+            "base-output".to_owned(),
+            "/workspace/out".to_owned(),
+            false
+        )));
+        assert!(
+            !base_mounts
+                .iter()
+                .any(|(name, _, _)| name == "source" || name == "output")
+        );
+        let report = container(&job, "report").args.as_ref().unwrap().join(" ");
+        assert!(
+            report.ends_with(&format!(
+                "--base-sha {base} --base-output-dir /workspace/out-base"
+            )),
+            "{report}"
+        );
+        let volumes: Vec<&str> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert!(volumes.contains(&"base-source") && volumes.contains(&"base-output"));
+        // Without a base, none of it.
+        let plain = desired_job(&request, &policy.spec.scanners[0], 1, &settings(), None);
+        let text = serde_json::to_string(&plain).unwrap();
+        assert!(!text.contains("base"), "{text}");
     }
 }

@@ -77,6 +77,13 @@ pub struct PreviewArgs {
     /// Redis URL scan pods publish results to.
     #[arg(long, env = "GATEHOUSE_RESULTS_REDIS_URL", default_value = DEFAULT_RESULTS_REDIS_URL)]
     pub results_redis_url: String,
+    /// GitHub API URL the checkout step downloads from.
+    #[arg(
+        long,
+        env = "GATEHOUSE_GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    pub github_api_url: String,
 }
 
 /// What an offline tool failed to do.
@@ -1235,6 +1242,7 @@ pub fn preview(args: &PreviewArgs) -> Result<String, OfflineError> {
         agent_image: args.agent_image.clone(),
         ttl_seconds_after_finished: args.job_ttl_seconds,
         results_redis_url: args.results_redis_url.clone(),
+        github_api_url: args.github_api_url.clone(),
     };
     render_preview(
         &checker,
@@ -1299,7 +1307,14 @@ pub fn render_preview(
     out.push_str("---\n# The per-scan Secret, applied before the Jobs; values redacted.\n");
     out.push_str(&to_yaml("the per-scan Secret", &secret_value)?);
     for scanner in &snapshot.scanners {
-        let job = jobs::desired_job(&request, scanner, 1, settings);
+        // Baseline mode: shown with the base commit's scan, as when its findings are not kept
+        // from an earlier scan of the same base.
+        let base = if snapshot.reporting.baseline {
+            request.spec.pull_request.base_sha.as_deref()
+        } else {
+            None
+        };
+        let job = jobs::desired_job(&request, scanner, 1, settings, base);
         let what = format!("the Job of scanner {}", scanner.name);
         let kind = to_json(&what, &scanner.kind)?;
         let _ = writeln!(
@@ -1859,6 +1874,7 @@ mod tests {
             agent_image: DEFAULT_AGENT_IMAGE.to_owned(),
             ttl_seconds_after_finished: DEFAULT_JOB_TTL_SECONDS,
             results_redis_url: DEFAULT_RESULTS_REDIS_URL.to_owned(),
+            github_api_url: "https://api.github.com".to_owned(),
         }
     }
 
@@ -1906,6 +1922,7 @@ mod tests {
                 &policy.spec.scanners[i],
                 1,
                 &settings(),
+                None,
             ))
             .unwrap()
         };

@@ -382,8 +382,17 @@ fn preview_takes_the_build_settings_from_its_flags() {
         pod["initContainers"][0]["image"],
         "registry.example/agent@sha256:1111111111111111111111111111111111111111111111111111111111111111"
     );
-    let report_args = pod["containers"][0]["args"].as_array().unwrap();
-    assert_eq!(report_args.last().unwrap(), "redis://results:6379");
+    let report_args: Vec<&str> = pod["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let at = report_args
+        .iter()
+        .position(|a| *a == "--redis-url")
+        .unwrap();
+    assert_eq!(report_args[at + 1], "redis://results:6379");
 }
 
 fn assert_one_line_error(output: &Output, expected: &str) {

@@ -16,6 +16,13 @@ pub const SOURCE_DIR: &str = "/workspace/src";
 /// Where the scanner writes its reports, read by the `report` step.
 pub const OUTPUT_DIR: &str = "/workspace/out";
 
+/// Where the `checkout` step unpacks the pull request's base commit (baseline mode); the
+/// `scan-base` step sees it where `scan` sees the head.
+pub const BASE_SOURCE_DIR: &str = "/workspace/base";
+
+/// Where the `report` step reads the base commit's reports (baseline mode).
+pub const BASE_OUTPUT_DIR: &str = "/workspace/out-base";
+
 /// What the Job builder needs to know about one scanner's container.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScanContainer {
