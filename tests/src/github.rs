@@ -141,6 +141,8 @@ struct Fault {
     left: usize,
     /// Applied after the request took effect: the answer is lost, not the request.
     after: bool,
+    /// Matching requests let through before the fault applies.
+    skip: usize,
 }
 
 /// The App's installation on a repository nobody set another for (the sample ScanRequest's).
@@ -301,6 +303,7 @@ impl FakeGitHub {
             headers,
             left: times,
             after: false,
+            skip: 0,
         });
     }
 
@@ -315,6 +318,28 @@ impl FakeGitHub {
             headers: Vec::new(),
             left: times,
             after: true,
+            skip: 0,
+        });
+    }
+
+    /// Like [`Self::fail_next`], after letting the first `skip` matching requests through (the
+    /// third PATCH of a run, say).
+    pub fn fail_after(
+        &self,
+        method: &str,
+        path_prefix: &str,
+        skip: usize,
+        status: u16,
+        times: usize,
+    ) {
+        self.shared.lock().faults.push(Fault {
+            method: method.to_ascii_uppercase(),
+            path_prefix: path_prefix.to_owned(),
+            status,
+            headers: Vec::new(),
+            left: times,
+            after: false,
+            skip,
         });
     }
 
@@ -455,6 +480,10 @@ impl State {
                 && f.method.eq_ignore_ascii_case(method)
                 && path.starts_with(&f.path_prefix)
         })?;
+        if fault.skip > 0 {
+            fault.skip -= 1;
+            return None;
+        }
         fault.left -= 1;
         let answer = Answer {
             status: fault.status,

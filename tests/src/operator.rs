@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse_crds::stream::{ResultEntry, ScanResult};
 use gatehouse_crds::{ScanPolicy, ScanRequest};
 use gatehouse_operator::controller::Settings;
 use gatehouse_operator::github::GitHub;
@@ -42,6 +43,14 @@ pub struct OperatorHarness {
     /// Whether the next start's Kubernetes client retries failed calls itself (kube's default);
     /// without, every injected failure reaches the operator's own code.
     pub client_retries: bool,
+    /// How long the next start waits for a result before failing a scanner.
+    pub result_timeout: Duration,
+    /// Redis of the results stream, once [`Self::start_results`] started it.
+    pub redis: Option<crate::RedisServer>,
+    results: Vec<(
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    )>,
     running: Vec<(
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
@@ -51,6 +60,9 @@ pub struct OperatorHarness {
 impl Drop for OperatorHarness {
     fn drop(&mut self) {
         for (_, task) in &self.running {
+            task.abort();
+        }
+        for (_, task) in &self.results {
             task.abort();
         }
     }
@@ -75,6 +87,9 @@ impl OperatorHarness {
             max_running: 50,
             namespaces: vec![None],
             client_retries: true,
+            result_timeout: Duration::from_secs(600),
+            redis: None,
+            results: Vec::new(),
             running: Vec::new(),
         })
     }
@@ -93,6 +108,7 @@ impl OperatorHarness {
             &self.github.url(),
             self.max_running,
             &self.namespaces,
+            self.result_timeout,
             metrics.clone(),
         )?;
         self.metrics = metrics;
@@ -105,6 +121,123 @@ impl OperatorHarness {
         for (_, task) in self.running.drain(..) {
             task.abort();
         }
+    }
+
+    /// Starts a private Redis (once) and the operator's results consumer on it, with short
+    /// retry waits (200 ms, doubling).
+    pub async fn start_results(&mut self) -> anyhow::Result<()> {
+        if self.redis.is_none() {
+            self.redis = Some(crate::RedisServer::start()?);
+        }
+        let redis = redis::Client::open(self.redis_url())?;
+        let key = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/github-app/test-app-key.pem"
+        ))?;
+        let github = Arc::new(GitHub::new(APP_ID, &key, &self.github.url())?);
+        let consumer = gatehouse_operator::results::Consumer::new(
+            &redis,
+            self.k8s.client(),
+            github,
+            MasterKey::from_file_contents(MASTER_KEY)?,
+            self.metrics.clone(),
+            gatehouse_operator::results::ResultsConfig {
+                consumer: format!("test-{}", self.results.len()),
+                block: Duration::from_millis(200),
+                first_retry: Duration::from_millis(200),
+                longest_retry: Duration::from_secs(2),
+                details_url: Some("https://gatehouse.example/scans".to_owned()),
+                ..gatehouse_operator::results::ResultsConfig::default()
+            },
+        )
+        .await?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(consumer.run(stopped));
+        self.results.push((stop, task));
+        Ok(())
+    }
+
+    /// Kills the results consumers at once: what a crash does.
+    pub fn crash_results(&mut self) {
+        for (_, task) in self.results.drain(..) {
+            task.abort();
+        }
+    }
+
+    /// The URL of the results Redis.
+    pub fn redis_url(&self) -> String {
+        self.redis
+            .as_ref()
+            .map(crate::RedisServer::url)
+            .unwrap_or_default()
+    }
+
+    /// Publishes `result` as an agent would: signed with its ScanRequest's key (derived from the
+    /// tests' master key), through the agent's own encoding and `XADD`.
+    pub async fn publish(&self, result: &ScanResult) -> anyhow::Result<String> {
+        let key = MasterKey::from_file_contents(MASTER_KEY)?.scan_key(&result.uid);
+        let entry = gatehouse_operator::agent::report::entry(result, &key)?;
+        self.publish_entry(&entry).await
+    }
+
+    /// Publishes an entry as given (a forged or replayed one, say).
+    pub async fn publish_entry(&self, entry: &ResultEntry) -> anyhow::Result<String> {
+        let client = redis::Client::open(self.redis_url())?;
+        Ok(gatehouse_operator::agent::report::publish(&client, entry, 1).await?)
+    }
+
+    /// The results dead-letter stream: each entry's reason.
+    pub async fn dead_letters(&self) -> anyhow::Result<Vec<String>> {
+        let client = redis::Client::open(self.redis_url())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(gatehouse_crds::stream::RESULTS_DEAD_STREAM)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await?;
+        Ok(reply
+            .ids
+            .iter()
+            .map(|id| id.get::<String>("reason").unwrap_or_default())
+            .collect())
+    }
+
+    /// The result a KICS scan of the request's Job would publish, made by the agent's own
+    /// `report` code from a real KICS report in `tests/fixtures/kics/` (paths relative to
+    /// `source_dir`, where that report's scan saw the repository).
+    pub fn kics_result(
+        &self,
+        request: &ScanRequest,
+        fixture: &str,
+        source_dir: &str,
+        attempt: i32,
+    ) -> anyhow::Result<ScanResult> {
+        let out = tempfile::tempdir()?;
+        std::fs::copy(
+            format!("{}/fixtures/kics/{fixture}", env!("CARGO_MANIFEST_DIR")),
+            out.path().join("results.json"),
+        )?;
+        let read = gatehouse_operator::agent::report::read_output(
+            gatehouse_crds::scanpolicy::ScannerKind::Kics,
+            0,
+            out.path(),
+            source_dir,
+        );
+        Ok(gatehouse_operator::agent::report::result(
+            &gatehouse_operator::agent::report::Identity {
+                namespace: request.metadata.namespace.clone().unwrap_or_default(),
+                scan_request: request.metadata.name.clone().unwrap_or_default(),
+                uid: request.metadata.uid.clone().unwrap_or_default(),
+                scanner: "kics".to_owned(),
+                head_sha: request.spec.pull_request.head_sha.clone(),
+                attempt,
+            },
+            format!("{:032x}", rand_id()),
+            read,
+            None,
+            20_000,
+        ))
     }
 
     /// Creates a ScanRequest.
@@ -178,7 +311,14 @@ impl InProcessOperator {
     /// and `github`. Must be called inside the Tokio runtime (the GitHub client starts a task).
     pub fn start(k8s: &KubeEmulator, github: &FakeGitHub) -> anyhow::Result<InProcessOperator> {
         let metrics = Arc::new(Metrics::default());
-        let running = spawn_operator(k8s.client(), &github.url(), 50, &[None], metrics.clone())?;
+        let running = spawn_operator(
+            k8s.client(),
+            &github.url(),
+            50,
+            &[None],
+            Duration::from_secs(600),
+            metrics.clone(),
+        )?;
         Ok(InProcessOperator { metrics, running })
     }
 }
@@ -189,6 +329,7 @@ fn spawn_operator(
     github_url: &str,
     max_running: usize,
     namespaces: &[Option<String>],
+    result_timeout: Duration,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<(
     tokio::sync::oneshot::Sender<()>,
@@ -211,7 +352,7 @@ fn spawn_operator(
         max_running,
         details_url: Some("https://gatehouse.example/scans".to_owned()),
         queue_poll: Duration::from_millis(200),
-        result_timeout: Duration::from_secs(600),
+        result_timeout,
     };
     let watches = Watches::new(&client, namespaces, 16);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -244,4 +385,14 @@ pub fn request(name: &str, sha_digit: char) -> ScanRequest {
         labels.insert(gatehouse_crds::labels::HEAD_SHA.to_owned(), sha);
     }
     request
+}
+
+/// A number that differs between calls (result ids in tests).
+fn rand_id() -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    nanos ^ u128::from(NEXT.fetch_add(1, Ordering::Relaxed))
 }

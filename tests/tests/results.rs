@@ -1,0 +1,425 @@
+//! Scan results back to GitHub: the operator's results consumer against a real Redis, the
+//! Kubernetes API emulator and the GitHub stand-in. Results are made by the agent's own `report`
+//! code from real KICS reports (`tests/fixtures/kics/`) and published as an agent publishes them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use gatehouse_crds::stream::{BodyEncoding, Finding, ResultEntry, ScanResult};
+use gatehouse_crds::{ScanPolicy, ScanRequest};
+use gatehouse_tests::JobState;
+use gatehouse_tests::github::CheckRun;
+use gatehouse_tests::kube_support::sample;
+use gatehouse_tests::operator::{NS, OperatorHarness};
+use k8s_openapi::api::batch::v1::Job;
+
+const SR: &str = "hello-world-pr2-ec26c3e-016643a9";
+const JOB: &str = "hello-world-pr2-ec26c3e-016643a9-kics";
+/// Where the e2e scans of KICS's own fixtures saw their files.
+const E2E_ROOT: &str = "/path/e2e/fixtures/samples";
+const TERRAFORM: &str = "kics-v2_mixed-17-findings-terraform_e2e086.json";
+
+fn kics_policy() -> ScanPolicy {
+    sample("scanpolicy-kics.yaml")
+}
+
+fn sample_request() -> ScanRequest {
+    let mut request: ScanRequest = sample("scanrequest.yaml");
+    request.metadata.resource_version = None;
+    request
+}
+
+/// A harness with the operator and the results consumer running, the sample request's Job
+/// created and finished (its `report` step published, the test publishes in its stead).
+async fn scanned() -> (OperatorHarness, ScanRequest) {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    h.start_operator().unwrap();
+    h.start_results().await.unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("the Job", |h| h.k8s.get::<Job>(NS, JOB).is_some())
+        .await
+        .unwrap();
+    h.k8s.set_job_status(NS, JOB, &JobState::Active).unwrap();
+    h.until("in progress", |h| {
+        run(h).is_some_and(|r| r.status == "in_progress")
+    })
+    .await
+    .unwrap();
+    h.k8s.set_job_status(NS, JOB, &JobState::Succeeded).unwrap();
+    let request = h.request(SR).unwrap();
+    (h, request)
+}
+
+fn run(h: &OperatorHarness) -> Option<CheckRun> {
+    h.github
+        .check_runs()
+        .into_iter()
+        .find(|r| r.external_id.contains(SR))
+}
+
+fn concluded(h: &OperatorHarness) -> bool {
+    run(h).is_some_and(|r| r.status == "completed")
+}
+
+/// PATCH calls on the run: (annotations sent, whether it concluded).
+fn patches(h: &OperatorHarness, id: i64) -> Vec<(usize, bool)> {
+    h.github
+        .calls()
+        .iter()
+        .filter(|c| {
+            c.method == "PATCH" && c.path.ends_with(&format!("/check-runs/{id}")) && c.status == 200
+        })
+        .map(|c| {
+            (
+                c.body["output"]["annotations"]
+                    .as_array()
+                    .map_or(0, Vec::len),
+                c.body["conclusion"].is_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_published_kics_result_concludes_its_check_run_with_counts_title_and_annotations() {
+    let (h, request) = scanned().await;
+    let result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    h.publish(&result).await.unwrap();
+    h.until("concluded", concluded).await.unwrap();
+    let run = run(&h).unwrap();
+    // The sample policy fails on high; the report has six high findings.
+    assert_eq!(run.conclusion.as_deref(), Some("failure"));
+    assert_eq!(
+        run.title.as_deref(),
+        Some("17 findings: 6 high, 2 medium, 7 low, 2 info")
+    );
+    let summary = run.summary.clone().unwrap();
+    assert!(
+        summary.starts_with("**Failed**: 6 findings at or above **high**"),
+        "{summary}"
+    );
+    assert!(summary.contains("### Reproduce locally"), "{summary}");
+    assert_eq!(run.annotations.len(), 17);
+    assert_eq!(run.annotations[0]["path"], "terraform.tf");
+    assert_eq!(run.annotations[0]["annotation_level"], "failure");
+    assert_eq!(
+        run.annotations[0]["title"],
+        "[high] Redshift Publicly Accessible"
+    );
+    // Counts and the conclusion in the ScanRequest's status (the printer columns show them).
+    h.until("reported", |h| {
+        h.request(SR).unwrap().status.unwrap().scanners[0]
+            .reported
+            .as_deref()
+            == Some("completed/failure")
+    })
+    .await
+    .unwrap();
+    let status = h.request(SR).unwrap().status.unwrap();
+    assert_eq!(
+        status.phase.map(|p| format!("{p:?}")).as_deref(),
+        Some("Failed")
+    );
+    let scanner = &status.scanners[0];
+    assert_eq!(scanner.findings.unwrap().high, 6);
+    assert_eq!(
+        scanner.result_id.as_deref(),
+        Some(result.result_id.as_str())
+    );
+    assert_eq!(status.findings.unwrap().high, 6);
+    // Nothing is dead-lettered, and nothing more is posted on a later look.
+    assert!(h.dead_letters().await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        patches(&h, run.id).len(),
+        2,
+        "in_progress, then the conclusion"
+    );
+}
+
+/// `n` findings from the Terraform report's first, each its own line and fingerprint.
+fn with_findings(mut result: ScanResult, n: u32) -> ScanResult {
+    let one = result.findings[0].clone();
+    result.findings = (0..n)
+        .map(|i| Finding {
+            fingerprint: format!("f{i:04}"),
+            start_line: Some(i + 1),
+            end_line: Some(i + 1),
+            ..one.clone()
+        })
+        .collect();
+    result.counts = gatehouse_crds::severity::SeverityCounts {
+        high: i64::from(n),
+        ..Default::default()
+    };
+    result
+}
+
+#[tokio::test]
+async fn a_hundred_and_twenty_findings_go_in_three_batches_then_the_conclusion() {
+    let (h, request) = scanned().await;
+    let result = with_findings(
+        h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap(),
+        120,
+    );
+    h.publish(&result).await.unwrap();
+    h.until("concluded", concluded).await.unwrap();
+    let run = run(&h).unwrap();
+    assert_eq!(run.annotations.len(), 120);
+    let lines: Vec<i64> = run
+        .annotations
+        .iter()
+        .map(|a| a["start_line"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        (1..=120).collect::<Vec<i64>>(),
+        "in order, none twice"
+    );
+    // After the controller's in_progress: two batches alone (status untouched), then the last
+    // twenty with the conclusion.
+    let calls = patches(&h, run.id);
+    assert_eq!(
+        calls[1..],
+        [(50, false), (50, false), (20, true)],
+        "{calls:?}"
+    );
+    let batch = h
+        .github
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "PATCH" && c.body["output"]["annotations"].is_array())
+        .find(|c| !c.body["conclusion"].is_string())
+        .unwrap();
+    assert!(batch.body.get("status").is_none(), "{}", batch.body);
+}
+
+#[tokio::test]
+async fn a_crash_between_the_annotations_and_the_conclusion_sends_no_annotation_twice() {
+    let (h, request) = scanned().await;
+    let result = with_findings(
+        h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap(),
+        120,
+    );
+    let id = run(&h).unwrap().id;
+    // Two batches go through; the final request (the last twenty and the conclusion) fails.
+    h.github.fail_after(
+        "PATCH",
+        &format!("/repos/Codertocat/Hello-World/check-runs/{id}"),
+        2,
+        502,
+        1,
+    );
+    h.publish(&result).await.unwrap();
+    h.until("concluded after a retry", concluded).await.unwrap();
+    let run = run(&h).unwrap();
+    assert_eq!(run.annotations.len(), 120, "each annotation once");
+    let refused = h.github.calls().iter().filter(|c| c.status == 502).count();
+    assert_eq!(refused, 1);
+}
+
+#[tokio::test]
+async fn a_forged_result_is_dead_lettered_and_changes_nothing() {
+    let (h, request) = scanned().await;
+    let result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    // Signed with another request's key (a leaked one, say).
+    let key = gatehouse_operator::keys::MasterKey::from_file_contents(
+        gatehouse_tests::operator::MASTER_KEY,
+    )
+    .unwrap()
+    .scan_key("another-uid");
+    let entry = gatehouse_operator::agent::report::entry(&result, &key).unwrap();
+    h.publish_entry(&entry).await.unwrap();
+    // And one whose payload was changed after signing.
+    let honest = gatehouse_operator::agent::report::entry(
+        &result,
+        &gatehouse_operator::keys::MasterKey::from_file_contents(
+            gatehouse_tests::operator::MASTER_KEY,
+        )
+        .unwrap()
+        .scan_key(&result.uid),
+    )
+    .unwrap();
+    let mut edited = result.clone();
+    edited.findings.clear();
+    edited.counts = gatehouse_crds::severity::SeverityCounts::default();
+    h.publish_entry(&ResultEntry {
+        payload: serde_json::to_vec(&edited).unwrap(),
+        encoding: BodyEncoding::Identity,
+        ..honest
+    })
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let reasons = loop {
+        let reasons = h.dead_letters().await.unwrap();
+        if reasons.len() == 2 || tokio::time::Instant::now() > deadline {
+            break reasons;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons.iter().all(|r| r.starts_with("forged")),
+        "{reasons:?}"
+    );
+    assert_eq!(run(&h).unwrap().status, "in_progress");
+    assert!(
+        h.request(SR).unwrap().status.unwrap().scanners[0]
+            .result_id
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_second_different_result_is_refused_as_replayed_and_the_same_one_again_changes_nothing() {
+    let (h, request) = scanned().await;
+    let first = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    h.publish(&first).await.unwrap();
+    h.until("reported", |h| {
+        h.request(SR).unwrap().status.unwrap().scanners[0]
+            .reported
+            .as_deref()
+            == Some("completed/failure")
+    })
+    .await
+    .unwrap();
+    let calls_before = h.github.calls().len();
+    // The same result again (an agent's retried XADD, or a copy): acknowledged, nothing sent.
+    h.publish(&first).await.unwrap();
+    // Another result for the same attempt, validly signed: a replay of an older scan, or a
+    // pod that should not be publishing twice.
+    let mut other = h
+        .kics_result(&request, "kics-v2_zero-findings_e2e073.json", E2E_ROOT, 1)
+        .unwrap();
+    other.result_id = "ffffffffffffffffffffffffffffffff".to_owned();
+    h.publish(&other).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let reasons = loop {
+        let reasons = h.dead_letters().await.unwrap();
+        if !reasons.is_empty() || tokio::time::Instant::now() > deadline {
+            break reasons;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(reasons[0].starts_with("replayed"), "{reasons:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let run = run(&h).unwrap();
+    assert_eq!(run.annotations.len(), 17);
+    assert_eq!(run.conclusion.as_deref(), Some("failure"));
+    let writes = h
+        .github
+        .calls()
+        .iter()
+        .skip(calls_before)
+        .filter(|c| c.method != "GET")
+        .count();
+    assert_eq!(writes, 0, "{:#?}", &h.github.calls()[calls_before..]);
+}
+
+#[tokio::test]
+async fn github_refusing_for_a_while_delays_the_report_and_loses_nothing() {
+    let (h, request) = scanned().await;
+    let id = run(&h).unwrap().id;
+    let route = format!("/repos/Codertocat/Hello-World/check-runs/{id}");
+    // A secondary rate limit with retry-after, then two server errors.
+    h.github.fail_next(
+        "GET",
+        &route,
+        403,
+        vec![("retry-after".to_owned(), "1".to_owned())],
+        1,
+    );
+    h.github.fail_next("GET", &route, 503, vec![], 2);
+    let result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    h.publish(&result).await.unwrap();
+    h.until("concluded", concluded).await.unwrap();
+    let calls = h.github.calls();
+    let limited = calls.iter().find(|c| c.status == 403).unwrap().at;
+    let next = calls
+        .iter()
+        .find(|c| c.at > limited && c.path == route)
+        .unwrap()
+        .at;
+    assert!(
+        next.duration_since(limited) >= Duration::from_millis(900),
+        "asked again {:?} after retry-after: 1",
+        next.duration_since(limited)
+    );
+    assert_eq!(run(&h).unwrap().annotations.len(), 17);
+}
+
+#[tokio::test]
+async fn a_scan_without_a_report_fails_as_a_scanner_error_never_as_no_findings() {
+    let (h, request) = scanned().await;
+    let empty = tempfile::tempdir().unwrap();
+    let read = gatehouse_operator::agent::report::read_output(
+        gatehouse_crds::scanpolicy::ScannerKind::Kics,
+        0,
+        empty.path(),
+        "/workspace/src",
+    );
+    let result = gatehouse_operator::agent::report::result(
+        &gatehouse_operator::agent::report::Identity {
+            namespace: NS.to_owned(),
+            scan_request: SR.to_owned(),
+            uid: request.metadata.uid.clone().unwrap(),
+            scanner: "kics".to_owned(),
+            head_sha: request.spec.pull_request.head_sha.clone(),
+            attempt: 1,
+        },
+        "0123456789abcdef0123456789abcdef".to_owned(),
+        read,
+        None,
+        100,
+    );
+    h.publish(&result).await.unwrap();
+    h.until("concluded", concluded).await.unwrap();
+    let run = run(&h).unwrap();
+    assert_eq!(run.conclusion.as_deref(), Some("failure"));
+    assert_eq!(
+        run.title.as_deref(),
+        Some("Scanner error: exit code 0, no report")
+    );
+    assert!(run.summary.unwrap().contains("no report was written"));
+}
+
+#[tokio::test]
+async fn a_result_that_never_arrives_fails_its_scanner_after_the_timeout() {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    h.result_timeout = Duration::from_secs(2);
+    h.start_operator().unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("the Job", |h| h.k8s.get::<Job>(NS, JOB).is_some())
+        .await
+        .unwrap();
+    h.k8s.set_job_status(NS, JOB, &JobState::Succeeded).unwrap();
+    h.until("concluded", concluded).await.unwrap();
+    let run = run(&h).unwrap();
+    assert_eq!(run.conclusion.as_deref(), Some("failure"));
+    assert!(
+        run.title
+            .as_deref()
+            .unwrap()
+            .starts_with("Scanner error: the scan finished but its result never arrived"),
+        "{:?}",
+        run.title
+    );
+}
+
+#[tokio::test]
+async fn a_result_of_an_earlier_attempt_or_a_deleted_request_is_dropped_not_dead_lettered() {
+    let (h, request) = scanned().await;
+    let mut old = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    old.attempt = 0;
+    h.publish(&old).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!concluded(&h));
+    assert!(h.dead_letters().await.unwrap().is_empty());
+    // The real one still concludes the run.
+    let result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    h.publish(&result).await.unwrap();
+    h.until("concluded", concluded).await.unwrap();
+}
