@@ -5,6 +5,7 @@
 //! Nothing in here is used by production code; only this crate's own tests depend on it, so no
 //! crate depends on it in a cycle.
 
+pub mod binaries;
 pub mod github;
 pub mod http;
 pub mod ingest;

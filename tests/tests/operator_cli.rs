@@ -12,51 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The operator's binary in cargo's target directory, refused when older than the operator's or
-/// the API crate's sources: it is built by `cargo build --workspace`, and a stale binary would
-/// test old code.
 fn binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = dir.join("gatehouse-operator");
-    let built = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; build it with `cargo build --workspace`",
-                path.display()
-            )
-        });
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    for sources in ["operator/src", "crds/src"] {
-        if let Some(newer) = newer_source(&root.join(sources), built) {
-            panic!(
-                "{} is older than {}; rebuild it with `cargo build --workspace`",
-                path.display(),
-                newer.display()
-            );
-        }
-    }
-    path
-}
-
-/// A file under `dir` modified after `time`.
-fn newer_source(dir: &Path, time: std::time::SystemTime) -> Option<PathBuf> {
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            if let Some(newer) = newer_source(&path, time) {
-                return Some(newer);
-            }
-        } else if entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|modified| modified > time)
-        {
-            return Some(path);
-        }
-    }
-    None
+    gatehouse_tests::binaries::operator()
 }
 
 fn samples() -> PathBuf {

@@ -16,17 +16,8 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 
-/// The binary cargo built next to this test (`cargo test --workspace` builds every binary).
 fn binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = dir.join("gatehouse-operator");
-    assert!(
-        path.exists(),
-        "{} not built; run cargo test --workspace",
-        path.display()
-    );
-    path
+    gatehouse_tests::binaries::operator()
 }
 
 struct Operator(Child, u16);

@@ -16,17 +16,8 @@ use gatehouse_tests::ingest::eventually;
 use gatehouse_tests::{KubeEmulator, RedisOptions, RedisServer};
 use kube::api::{Api, PostParams};
 
-/// The binary cargo built next to this test (`cargo test --workspace` builds every binary).
 fn binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = dir.join("gatehouse-webhook");
-    assert!(
-        path.exists(),
-        "{} not built; run cargo test --workspace",
-        path.display()
-    );
-    path
+    gatehouse_tests::binaries::webhook()
 }
 
 fn free_addr() -> SocketAddr {

@@ -1,0 +1,74 @@
+//! The workspace's binaries as the process tests run them: found next to the test in cargo's
+//! target directory (`cargo test --workspace` builds them: the operator and webhook packages
+//! have integration tests of their own), and refused when older than their sources, since a
+//! stale binary would test old code.
+
+// Used only by tests: a missing or stale binary fails the test that asked, saying how to fix it.
+#![allow(clippy::panic)]
+
+use std::path::{Path, PathBuf};
+
+/// The binary `name`, built from the sources under the workspace directories `sources`
+/// (`operator/src`, `crds/src`, ...). Panics, saying how to build it, when it is missing or
+/// older than any of them.
+pub fn built(name: &str, sources: &[&str]) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("the test's own path: {e}"));
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap_or_else(|| panic!("{} is not in cargo's target directory", exe.display()));
+    let path = dir.join(name);
+    let made = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; build it with `cargo build --workspace`",
+                path.display()
+            )
+        });
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    for source in sources {
+        if let Some(newer) = newer_file(&root.join(source), made) {
+            panic!(
+                "{} is older than {}; rebuild it with `cargo build --workspace`",
+                path.display(),
+                newer.display()
+            );
+        }
+    }
+    path
+}
+
+/// A file under `dir` modified after `time`.
+fn newer_file(dir: &Path, time: std::time::SystemTime) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(newer) = newer_file(&path, time) {
+                return Some(newer);
+            }
+        } else if entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|modified| modified > time)
+        {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// `gatehouse-operator`, up to date.
+pub fn operator() -> PathBuf {
+    built("gatehouse-operator", &["operator/src", "crds/src"])
+}
+
+/// `gatehouse-agent`, up to date.
+pub fn agent() -> PathBuf {
+    built("gatehouse-agent", &["operator/src", "crds/src"])
+}
+
+/// `gatehouse-webhook`, up to date.
+pub fn webhook() -> PathBuf {
+    built("gatehouse-webhook", &["webhook/src", "crds/src"])
+}

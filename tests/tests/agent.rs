@@ -1,0 +1,496 @@
+//! `gatehouse-agent` as a process, as a scan pod or a person runs it: `parse` on every real
+//! report in `tests/fixtures/` and on broken ones, `checkout` against a GitHub stand-in
+//! (wiremock) serving tarballs (a repository, and hostile archives), `report` publishing to a
+//! real Redis.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write as _;
+use std::process::{Command, Output};
+
+use gatehouse_crds::stream::{RESULTS_STREAM, ResultEntry, ScanOutcome, ScanResult};
+use gatehouse_tests::RedisServer;
+use serde_json::Value;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn agent(args: &[&str]) -> Output {
+    Command::new(gatehouse_tests::binaries::agent())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn fixture(name: &str) -> String {
+    format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn parse(scanner: &str, report: &str, extra: &[&str]) -> (i32, Value, String) {
+    let mut args = vec!["parse", "--scanner", scanner, report];
+    args.extend_from_slice(extra);
+    let out = agent(&args);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let json = if stdout.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&stdout).unwrap()
+    };
+    (
+        out.status.code().unwrap(),
+        json,
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn parse_reads_every_fixture_report_with_its_counts() {
+    let e2e = ["--source-dir", "/path/e2e/fixtures/samples"];
+    for (scanner, file, extra, total, first_title) in [
+        (
+            "kics",
+            "kics/kics-v2_zero-findings_e2e073.json",
+            &[][..],
+            0,
+            None,
+        ),
+        (
+            "kics",
+            "kics/kics-v2_mixed-17-findings-terraform_e2e086.json",
+            &e2e[..],
+            17,
+            Some("Redshift Publicly Accessible"),
+        ),
+        (
+            "kics",
+            "kics/kics-v2_mixed-24-findings-cloudformation_e2e032.json",
+            &e2e[..],
+            24,
+            Some("Unrestricted Security Group Ingress"),
+        ),
+        (
+            "kics",
+            "kics/kics-v2_critical-2-findings-cicd_e2e089.json",
+            &[][..],
+            2,
+            Some("Run Block Injection"),
+        ),
+        (
+            "kics",
+            "kics/kics-v2_high-1-result-cicd_e2e080.sarif",
+            &[][..],
+            1,
+            Some("Script Block Injection"),
+        ),
+        (
+            "blackduck",
+            "blackduck/detect-DeveloperMode-Result_legacy-schema_3-violations.json",
+            &[][..],
+            2,
+            Some("gogo-protobuf v1.2.0 violates overall score => 9"),
+        ),
+        (
+            "blackduck",
+            "blackduck/SANITIZED_detect-action_full-result-item_no-violations.json",
+            &[][..],
+            0,
+            None,
+        ),
+    ] {
+        let (code, json, stderr) = parse(scanner, &fixture(file), extra);
+        assert_eq!(code, 0, "{file}: {stderr}");
+        assert_eq!(json["total"], total, "{file}");
+        assert_eq!(
+            json["findings"].as_array().unwrap().len() as u64,
+            total,
+            "{file}"
+        );
+        assert_eq!(json["findings"][0]["title"].as_str(), first_title, "{file}");
+    }
+    let (_, json, _) = parse(
+        "kics",
+        &fixture("kics/kics-v2_mixed-17-findings-terraform_e2e086.json"),
+        &e2e,
+    );
+    assert_eq!(
+        json["counts"],
+        serde_json::json!({"critical": 0, "high": 6, "medium": 2, "low": 7, "info": 2})
+    );
+    assert_eq!(json["findings"][0]["path"], "terraform.tf");
+}
+
+#[test]
+fn parse_refuses_broken_reports_with_a_clear_error_and_a_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = std::fs::read(fixture(
+        "kics/kics-v2_mixed-17-findings-terraform_e2e086.json",
+    ))
+    .unwrap();
+    let mut wrong: Value = serde_json::from_slice(&whole).unwrap();
+    wrong["queries"][0]["files"][1]["line"] = Value::String("five".into());
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "truncated.json",
+            whole[..whole.len() / 3].to_vec(),
+            "not valid JSON at line",
+        ),
+        ("empty.json", Vec::new(), "the report is empty"),
+        (
+            "wrong-type.json",
+            serde_json::to_vec(&wrong).unwrap(),
+            "queries[0].files[1].line: invalid type: string \"five\"",
+        ),
+        (
+            "html.json",
+            b"<html>502 Bad Gateway</html>".to_vec(),
+            "not valid JSON",
+        ),
+    ];
+    for (name, bytes, expected) in cases {
+        let file = dir.path().join(name);
+        std::fs::write(&file, bytes).unwrap();
+        let (code, json, stderr) = parse("kics", file.to_str().unwrap(), &[]);
+        assert_eq!(code, 1, "{name}");
+        assert_eq!(json, Value::Null, "{name}: nothing on stdout");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+    }
+    let (code, _, stderr) = parse("kics", "/nonexistent/results.json", &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("/nonexistent/results.json"), "{stderr}");
+    // An exit code that means the scanner failed: no report is trusted.
+    let (code, _, stderr) = parse(
+        "kics",
+        &fixture("kics/kics-v2_zero-findings_e2e073.json"),
+        &["--exit-code", "126"],
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("exit code 126: engine error"), "{stderr}");
+    let (code, _, stderr) = parse(
+        "blackduck",
+        &fixture("blackduck/detect-DeveloperMode-Result_legacy-schema_3-violations.json"),
+        &["--exit-code", "1"],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("FAILURE_BLACKDUCK_CONNECTIVITY"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn parse_reads_a_hundred_thousand_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("results.json");
+    std::fs::write(&file, huge_kics_report(100_000)).unwrap();
+    let (code, json, stderr) = parse(
+        "kics",
+        file.to_str().unwrap(),
+        &["--source-dir", "/path/e2e/fixtures/samples"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(json["total"], 100_000);
+    assert_eq!(
+        json["counts"],
+        serde_json::json!({"critical": 0, "high": 35_298, "medium": 11_764, "low": 41_174, "info": 11_764})
+    );
+}
+
+/// A KICS report of `n` findings: the Terraform fixture's 17 repeated (each copy with its own
+/// fingerprints), as KICS would write them for a large repository.
+fn huge_kics_report(n: usize) -> Vec<u8> {
+    let mut report: Value = serde_json::from_slice(
+        &std::fs::read(fixture(
+            "kics/kics-v2_mixed-17-findings-terraform_e2e086.json",
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let queries = report["queries"].as_array_mut().unwrap();
+    let originals: Vec<Vec<Value>> = queries
+        .iter()
+        .map(|q| q["files"].as_array().unwrap().clone())
+        .collect();
+    let mut made = 0;
+    let mut copy = 0;
+    'outer: loop {
+        for (q, files) in originals.iter().enumerate() {
+            for file in files {
+                if made == n {
+                    break 'outer;
+                }
+                if copy > 0 {
+                    let mut file = file.clone();
+                    file["similarity_id"] = Value::String(format!(
+                        "{}-{copy}",
+                        file["similarity_id"].as_str().unwrap()
+                    ));
+                    queries[q]["files"].as_array_mut().unwrap().push(file);
+                }
+                made += 1;
+            }
+        }
+        copy += 1;
+    }
+    serde_json::to_vec(&report).unwrap()
+}
+
+/// A repository tarball as GitHub serves it, with `entries` (path, contents) under its top
+/// directory; a `..` in a path is written as given.
+fn tarball(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, data) in entries {
+        let mut header = tar::Header::new_gnu();
+        let full = format!("Codertocat-Hello-World-ec26c3e/{name}");
+        header.as_old_mut().name[..full.len()].copy_from_slice(full.as_bytes());
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        builder.append(&header, *data).unwrap();
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&builder.into_inner().unwrap()).unwrap();
+    gz.finish().unwrap()
+}
+
+const SHA: &str = "ec26c3e57ca3a959ca5aad62de7213c562f8c821";
+
+/// GitHub's tarball endpoint answering with a redirect to an archive URL on the same server,
+/// which serves `archive`; only a request with the token gets the redirect.
+async fn github_serving(archive: Vec<u8>) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/Codertocat/Hello-World/tarball/{SHA}")))
+        .and(header("authorization", "Bearer ghs_scan_token"))
+        .respond_with(ResponseTemplate::new(302).insert_header(
+            "location",
+            format!("{}/codeload/archive.tar.gz", server.uri()),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/codeload/archive.tar.gz"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(archive))
+        .mount(&server)
+        .await;
+    server
+}
+
+fn checkout(server: &MockServer, into: &std::path::Path, token_dir: &std::path::Path) -> Output {
+    let token = token_dir.join("token");
+    std::fs::write(&token, "ghs_scan_token\n").unwrap();
+    Command::new(gatehouse_tests::binaries::agent())
+        .args([
+            "checkout",
+            "--repository",
+            "Codertocat/Hello-World",
+            "--sha",
+            SHA,
+        ])
+        .arg("--into")
+        .arg(into)
+        .arg("--token-file")
+        .arg(&token)
+        .args(["--api-url", &server.uri(), "--remove", "kics.config"])
+        .env("TMPDIR", token_dir)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn checkout_downloads_the_commit_with_the_token_and_unpacks_it_without_its_config() {
+    let server = github_serving(tarball(&[
+        ("main.tf", b"resource \"aws_s3_bucket\" \"b\" {}\n"),
+        ("modules/net/vpc.tf", b"# vpc\n"),
+        ("kics.config", b"{\"exclude-severities\": \"high\"}"),
+    ]))
+    .await;
+    let into = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = checkout(&server, into.path(), tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("removed kics.config"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(into.path().join("modules/net/vpc.tf")).unwrap(),
+        "# vpc\n"
+    );
+    assert!(!into.path().join("kics.config").exists());
+    assert!(into.path().join("main.tf").exists());
+}
+
+#[tokio::test]
+async fn checkout_refuses_a_hostile_archive_for_good_and_says_which_entry() {
+    let server = github_serving(tarball(&[
+        ("README.md", b"hello"),
+        ("../../../tmp/owned", b"x"),
+    ]))
+    .await;
+    let into = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = checkout(&server, into.path(), tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "refused for good: {stderr}");
+    assert!(stderr.contains("climbs out of the repository"), "{stderr}");
+    assert!(stderr.contains("../../../tmp/owned"), "{stderr}");
+}
+
+#[tokio::test]
+async fn checkout_failures_of_github_may_pass_and_refusals_will_not() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/Codertocat/Hello-World/tarball/{SHA}")))
+        .respond_with(ResponseTemplate::new(503).set_body_string("unavailable"))
+        .mount(&server)
+        .await;
+    let into = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = checkout(&server, into.path(), tmp.path());
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = MockServer::start().await;
+    let out = checkout(&server, into.path(), tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("404"), "{stderr}");
+}
+
+#[tokio::test]
+async fn report_publishes_a_signed_result_the_operator_can_verify() {
+    let redis = RedisServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    std::fs::copy(
+        fixture("kics/kics-v2_mixed-17-findings-terraform_e2e086.json"),
+        out_dir.join("results.json"),
+    )
+    .unwrap();
+    let master = gatehouse_operator::keys::MasterKey::from_file_contents(
+        gatehouse_tests::operator::MASTER_KEY,
+    )
+    .unwrap();
+    let uid = "5f0c7a4e-1b2d-4c3e-8f9a-0b1c2d3e4f50";
+    let key_file = dir.path().join("signing-key");
+    std::fs::write(&key_file, master.scan_key(uid).to_hex()).unwrap();
+    let out = Command::new(gatehouse_tests::binaries::agent())
+        .args(["report", "--scanner", "kics", "--scanner-name", "kics"])
+        .args([
+            "--scan-request",
+            "gatehouse-scans/hello-world-pr2-ec26c3e-016643a9",
+        ])
+        .args(["--uid", uid, "--attempt", "1", "--sha", SHA])
+        .arg("--output-dir")
+        .arg(&out_dir)
+        .args(["--source-dir", "/path/e2e/fixtures/samples"])
+        .arg("--key-file")
+        .arg(&key_file)
+        .args(["--redis-url", &redis.url()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("17 findings"), "{stderr}");
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(RESULTS_STREAM)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(reply.ids.len(), 1);
+    let fields: Vec<(String, Vec<u8>)> = reply.ids[0]
+        .map
+        .iter()
+        .map(|(k, v)| match v {
+            redis::Value::BulkString(b) => (k.clone(), b.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let entry =
+        ResultEntry::from_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).unwrap();
+    assert_eq!(entry.uid, uid);
+    let signed = ResultEntry::signed_bytes(entry.encoding, &entry.payload);
+    assert!(master.scan_key(uid).verify(&signed, &entry.signature));
+    assert!(!master.scan_key("another").verify(&signed, &entry.signature));
+    let result: ScanResult = serde_json::from_slice(&entry.payload).unwrap();
+    assert_eq!(result.outcome, ScanOutcome::Completed);
+    assert_eq!(result.counts.high, 6);
+    assert_eq!(result.findings.len(), 17);
+    assert_eq!(result.head_sha, SHA);
+    assert_eq!(result.result_id.len(), 32);
+}
+
+#[tokio::test]
+async fn report_failures_say_whether_trying_again_can_help() {
+    let redis = RedisServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    std::fs::copy(
+        fixture("kics/kics-v2_mixed-17-findings-terraform_e2e086.json"),
+        out_dir.join("results.json"),
+    )
+    .unwrap();
+    let master = gatehouse_operator::keys::MasterKey::from_file_contents(
+        gatehouse_tests::operator::MASTER_KEY,
+    )
+    .unwrap();
+    let uid = "5f0c7a4e-1b2d-4c3e-8f9a-0b1c2d3e4f50";
+    let key_file = dir.path().join("signing-key");
+    std::fs::write(&key_file, master.scan_key(uid).to_hex()).unwrap();
+    // Without Redis: a failure that may pass (the pod fails, the operator tries again).
+    let out = Command::new(gatehouse_tests::binaries::agent())
+        .args(["report", "--scanner", "kics", "--scanner-name", "kics"])
+        .args([
+            "--scan-request",
+            "ns/name",
+            "--uid",
+            uid,
+            "--attempt",
+            "1",
+            "--sha",
+            SHA,
+        ])
+        .arg("--output-dir")
+        .arg(&out_dir)
+        .arg("--key-file")
+        .arg(&key_file)
+        .args(["--redis-url", "redis://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A key that is not one: refused for good.
+    std::fs::write(&key_file, "not hex").unwrap();
+    let out = Command::new(gatehouse_tests::binaries::agent())
+        .args(["report", "--scanner", "kics", "--scanner-name", "kics"])
+        .args([
+            "--scan-request",
+            "ns/name",
+            "--uid",
+            uid,
+            "--attempt",
+            "1",
+            "--sha",
+            SHA,
+        ])
+        .arg("--output-dir")
+        .arg(&out_dir)
+        .arg("--key-file")
+        .arg(&key_file)
+        .args(["--redis-url", &redis.url()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("64 hex digits"));
+}
