@@ -298,15 +298,53 @@ pub struct InProcessOperator {
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
     ),
+    results: Option<(
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 impl Drop for InProcessOperator {
     fn drop(&mut self) {
         self.running.1.abort();
+        if let Some((_, task)) = &self.results {
+            task.abort();
+        }
     }
 }
 
 impl InProcessOperator {
+    /// Also runs the operator's results consumer on the Redis at `redis_url` (the results
+    /// stream), as `run` does.
+    pub async fn with_results(
+        mut self,
+        k8s: &KubeEmulator,
+        github: &FakeGitHub,
+        redis_url: &str,
+    ) -> anyhow::Result<InProcessOperator> {
+        let key = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/github-app/test-app-key.pem"
+        ))?;
+        let consumer = gatehouse_operator::results::Consumer::new(
+            &redis::Client::open(redis_url)?,
+            k8s.client(),
+            Arc::new(GitHub::new(APP_ID, &key, &github.url())?),
+            MasterKey::from_file_contents(MASTER_KEY)?,
+            self.metrics.clone(),
+            gatehouse_operator::results::ResultsConfig {
+                consumer: "in-process".to_owned(),
+                block: Duration::from_millis(200),
+                first_retry: Duration::from_millis(200),
+                ..gatehouse_operator::results::ResultsConfig::default()
+            },
+        )
+        .await?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        self.results = Some((stop, tokio::spawn(consumer.run(stopped))));
+        Ok(self)
+    }
+
     /// Starts one operator (all namespaces, the settings of [`OperatorHarness`]) against `k8s`
     /// and `github`. Must be called inside the Tokio runtime (the GitHub client starts a task).
     pub fn start(k8s: &KubeEmulator, github: &FakeGitHub) -> anyhow::Result<InProcessOperator> {
@@ -319,7 +357,11 @@ impl InProcessOperator {
             Duration::from_secs(600),
             metrics.clone(),
         )?;
-        Ok(InProcessOperator { metrics, running })
+        Ok(InProcessOperator {
+            metrics,
+            running,
+            results: None,
+        })
     }
 }
 

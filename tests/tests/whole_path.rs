@@ -1,8 +1,10 @@
-//! The whole path a pull request takes today, every part real but GitHub and the cluster: a
-//! signed `pull_request.opened` delivery goes through the receive role into a private Redis, a
-//! real ingest consumer turns it into a ScanRequest in the Kubernetes API emulator, and the
-//! operator's real controllers turn that into the per-scan Secret, the scanner Job and a `queued`
-//! check run at the GitHub stand-in. Nothing plays a part by hand: no Job status is set here.
+//! The whole path a pull request takes, every part real but GitHub and the cluster: a signed
+//! `pull_request.opened` delivery goes through the receive role into a private Redis, a real
+//! ingest consumer turns it into a ScanRequest in the Kubernetes API emulator, the operator's
+//! real controllers turn that into the per-scan Secret, the scanner Job and a `queued` check run
+//! at the GitHub stand-in; then (the test playing the cluster's Job controller and the scanner)
+//! the agent's report code publishes a real KICS report signed with the key from the per-scan
+//! Secret, and the operator's results consumer concludes the check run from it.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -39,7 +41,11 @@ impl WholePath {
             .await
             .unwrap();
         let github = FakeGitHub::start().await.unwrap();
-        let operator = InProcessOperator::start(&front.k8s, &github).unwrap();
+        let operator = InProcessOperator::start(&front.k8s, &github)
+            .unwrap()
+            .with_results(&front.k8s, &github, &front.redis.url())
+            .await
+            .unwrap();
         WholePath {
             _operator: operator,
             github,
@@ -213,4 +219,109 @@ async fn the_same_pull_request_event_under_a_new_delivery_id_makes_no_second_job
     w.front.wait_until_drained().await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     w.assert_one_scan().await;
+}
+
+#[tokio::test]
+async fn a_delivery_ends_as_a_concluded_check_run_with_the_scanners_findings_annotated() {
+    let w = WholePath::start().await;
+    assert_eq!(w.deliver_opened(DELIVERY).await, 202);
+    w.wait_for_job_and_queued_check_run().await;
+    let request = w.scan_requests().await.remove(0);
+    let name = request.metadata.name.clone().unwrap();
+    let job = format!("{name}-kics");
+
+    // The cluster runs the Job: its pod starts, then the scan and its report step finish.
+    w.front
+        .k8s
+        .set_job_status(NS, &job, &gatehouse_tests::JobState::Active)
+        .unwrap();
+    // The report step: the agent's own code reads a real KICS report (two critical findings)
+    // and signs it with the key the operator put into the per-scan Secret.
+    let secret = w
+        .front
+        .k8s
+        .get::<Secret>(NS, &format!("{name}-scan"))
+        .unwrap();
+    let key_hex = base64_decode(secret["data"]["signing-key"].as_str().unwrap());
+    let key = gatehouse_operator::keys::ScanKey::from_hex(&key_hex).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        format!(
+            "{}/fixtures/kics/kics-v2_critical-2-findings-cicd_e2e089.json",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+        out.path().join("results.json"),
+    )
+    .unwrap();
+    let read = gatehouse_operator::agent::report::read_output(
+        gatehouse_crds::scanpolicy::ScannerKind::Kics,
+        0,
+        out.path(),
+        "/workspace/src",
+    );
+    let result = gatehouse_operator::agent::report::result(
+        &gatehouse_operator::agent::report::Identity {
+            namespace: NS.to_owned(),
+            scan_request: name.clone(),
+            uid: request.metadata.uid.clone().unwrap(),
+            scanner: "kics".to_owned(),
+            head_sha: SHA.to_owned(),
+            attempt: 1,
+        },
+        "5eeded5eeded5eeded5eeded5eeded5e".to_owned(),
+        read,
+        None,
+        20_000,
+    );
+    let entry = gatehouse_operator::agent::report::entry(&result, &key).unwrap();
+    gatehouse_operator::agent::report::publish(
+        &redis::Client::open(w.front.redis.url()).unwrap(),
+        &entry,
+        1,
+    )
+    .await
+    .unwrap();
+    w.front
+        .k8s
+        .set_job_status(NS, &job, &gatehouse_tests::JobState::Succeeded)
+        .unwrap();
+
+    w.github
+        .wait_for("the concluded check run", Duration::from_secs(30), |g| {
+            g.check_runs().iter().any(|r| r.status == "completed")
+        })
+        .await
+        .unwrap();
+    let run = w.github.check_runs().remove(0);
+    assert_eq!(run.conclusion.as_deref(), Some("failure"));
+    assert_eq!(run.title.as_deref(), Some("2 findings: 2 critical"));
+    assert_eq!(run.annotations.len(), 2);
+    assert_eq!(
+        run.annotations[0]["path"],
+        "path/test/fixtures/test_critical_severity/run_block_injection/test/positive1.yaml"
+    );
+    assert_eq!(run.annotations[0]["start_line"], 10);
+    assert_eq!(run.history.first().map(String::as_str), Some("queued"));
+    assert_eq!(
+        run.history.last().map(String::as_str),
+        Some("completed/failure")
+    );
+    eventually("the ScanRequest Failed with its counts", || async {
+        w.front.k8s.get::<ScanRequest>(NS, &name).is_some_and(|r| {
+            r.pointer("/status/phase") == Some(&json!("Failed"))
+                && r.pointer("/status/findings/critical") == Some(&json!(2))
+        })
+    })
+    .await
+    .unwrap();
+}
+
+fn base64_decode(text: &str) -> String {
+    use base64::Engine as _;
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap(),
+    )
+    .unwrap()
 }
