@@ -192,7 +192,11 @@ fn run_report(
     )?;
     let mut args: Vec<String> = report["args"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     for (flag, value) in [
         ("--output-dir", out.display().to_string()),

@@ -103,12 +103,19 @@ impl OperatorHarness {
         } else {
             self.k8s.client_without_retries()
         };
+        let baseline_cache = match &self.redis {
+            Some(redis) => Some(redis::Client::open(redis.url())?),
+            None => None,
+        };
         let running = spawn_operator(
             client,
             &self.github.url(),
-            self.max_running,
-            &self.namespaces,
-            self.result_timeout,
+            Start {
+                max_running: self.max_running,
+                namespaces: &self.namespaces,
+                result_timeout: self.result_timeout,
+                baseline_cache,
+            },
             metrics.clone(),
         )?;
         self.metrics = metrics;
@@ -352,9 +359,12 @@ impl InProcessOperator {
         let running = spawn_operator(
             k8s.client(),
             &github.url(),
-            50,
-            &[None],
-            Duration::from_secs(600),
+            Start {
+                max_running: 50,
+                namespaces: &[None],
+                result_timeout: Duration::from_secs(600),
+                baseline_cache: None,
+            },
             metrics.clone(),
         )?;
         Ok(InProcessOperator {
@@ -366,12 +376,18 @@ impl InProcessOperator {
 }
 
 /// Spawns the operator's controllers with the tests' settings; the sender stops them gracefully.
+/// What differs between the tests' operator starts.
+struct Start<'a> {
+    max_running: usize,
+    namespaces: &'a [Option<String>],
+    result_timeout: Duration,
+    baseline_cache: Option<redis::Client>,
+}
+
 fn spawn_operator(
     client: kube::Client,
     github_url: &str,
-    max_running: usize,
-    namespaces: &[Option<String>],
-    result_timeout: Duration,
+    start: Start<'_>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<(
     tokio::sync::oneshot::Sender<()>,
@@ -390,13 +406,13 @@ fn spawn_operator(
             results_redis_url: "redis://127.0.0.1:6379".to_owned(),
             github_api_url: github_url.to_owned(),
         },
-        baseline_cache: None,
-        max_running,
+        baseline_cache: start.baseline_cache,
+        max_running: start.max_running,
         details_url: Some("https://gatehouse.example/scans".to_owned()),
         queue_poll: Duration::from_millis(200),
-        result_timeout,
+        result_timeout: start.result_timeout,
     };
-    let watches = Watches::new(&client, namespaces, 16);
+    let watches = Watches::new(&client, start.namespaces, 16);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         watches

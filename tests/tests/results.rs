@@ -423,3 +423,118 @@ async fn a_result_of_an_earlier_attempt_or_a_deleted_request_is_dropped_not_dead
     h.publish(&result).await.unwrap();
     h.until("concluded", concluded).await.unwrap();
 }
+
+#[tokio::test]
+async fn baseline_mode_scans_the_base_once_and_counts_only_what_each_pull_request_introduces() {
+    const BASE: &str = "0000000000000000000000000000000000000bb5";
+    let mut policy = kics_policy();
+    policy.spec.reporting.baseline = true;
+    let mut h = OperatorHarness::start(vec![policy]).await.unwrap();
+    h.start_results().await.unwrap();
+    h.start_operator().unwrap();
+    let mut first = sample_request();
+    first.spec.pull_request.base_sha = Some(BASE.to_owned());
+    h.create(&first).await.unwrap();
+    h.until("the Job", |h| h.k8s.get::<Job>(NS, JOB).is_some())
+        .await
+        .unwrap();
+    // The base commit's findings are not known yet: this pod scans it too.
+    let job = h.k8s.get::<Job>(NS, JOB).unwrap();
+    let steps: Vec<&str> = job["spec"]["template"]["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["checkout", "scan", "scan-base"]);
+    h.k8s.set_job_status(NS, JOB, &JobState::Succeeded).unwrap();
+    let request = h.request(SR).unwrap();
+    let mut result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    // The base had every finding but the two "Redshift Publicly Accessible".
+    let mut base: Vec<String> = result
+        .findings
+        .iter()
+        .filter(|f| f.title != "Redshift Publicly Accessible")
+        .map(|f| f.fingerprint.clone())
+        .collect();
+    base.sort();
+    result.baseline = Some(gatehouse_crds::stream::Baseline {
+        sha: BASE.to_owned(),
+        outcome: gatehouse_crds::stream::ScanOutcome::Completed,
+        counts: gatehouse_crds::severity::SeverityCounts {
+            high: 4,
+            medium: 2,
+            low: 7,
+            info: 2,
+            critical: 0,
+        },
+        fingerprints: base,
+    });
+    h.publish(&result).await.unwrap();
+    h.until("concluded", concluded).await.unwrap();
+    let run = run(&h).unwrap();
+    assert_eq!(
+        run.title.as_deref(),
+        Some("2 new findings: 2 high (17 in all)")
+    );
+    assert_eq!(run.conclusion.as_deref(), Some("failure"));
+    assert_eq!(run.annotations.len(), 2);
+    assert!(
+        run.summary.unwrap().contains("| high | 2 | 4 | 6 |"),
+        "both numbers in the summary"
+    );
+    let status = h.request(SR).unwrap().status.unwrap();
+    assert_eq!(status.scanners[0].new_findings.unwrap().high, 2);
+    assert_eq!(status.scanners[0].findings.unwrap().high, 6);
+
+    // Another pull request on the same base: no second scan of it, its findings come from
+    // what Redis keeps; this one introduces nothing at or above high.
+    let mut second = gatehouse_tests::operator::request("sr-second", 'c');
+    second.spec.pull_request.number = 3;
+    second.spec.pull_request.base_sha = Some(BASE.to_owned());
+    h.create(&second).await.unwrap();
+    h.until("its Job", |h| {
+        h.k8s.get::<Job>(NS, "sr-second-kics").is_some()
+    })
+    .await
+    .unwrap();
+    let job = h.k8s.get::<Job>(NS, "sr-second-kics").unwrap();
+    assert_eq!(
+        job["spec"]["template"]["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "checkout and scan only"
+    );
+    h.k8s
+        .set_job_status(NS, "sr-second-kics", &JobState::Succeeded)
+        .unwrap();
+    let request = h.request("sr-second").unwrap();
+    let mut result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    result
+        .findings
+        .retain(|f| f.title != "Redshift Publicly Accessible");
+    result.counts.high = 4;
+    h.publish(&result).await.unwrap();
+    h.until("the second concluded", |h| {
+        h.github
+            .check_runs()
+            .iter()
+            .any(|r| r.external_id.contains("sr-second") && r.status == "completed")
+    })
+    .await
+    .unwrap();
+    let second_run = h
+        .github
+        .check_runs()
+        .into_iter()
+        .find(|r| r.external_id.contains("sr-second"))
+        .unwrap();
+    assert_eq!(second_run.conclusion.as_deref(), Some("success"));
+    assert_eq!(
+        second_run.title.as_deref(),
+        Some("No new findings (15 pre-existing)")
+    );
+    assert!(second_run.annotations.is_empty());
+}
