@@ -21,6 +21,8 @@
 //! REDIS_URL; the Job then succeeds (or fails when the report step does).
 
 use std::collections::HashSet;
+
+use base64::Engine as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -185,7 +187,6 @@ fn run_report(
     std::fs::create_dir(&out)?;
     std::fs::copy(&stand_in.report, out.join("results.json"))?;
     let key_file = work.path().join("signing-key");
-    use base64::Engine as _;
     std::fs::write(
         &key_file,
         base64::engine::general_purpose::STANDARD.decode(key)?,
