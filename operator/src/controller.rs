@@ -159,6 +159,8 @@ pub struct Settings {
     /// Where the base commits' findings are kept (baseline mode): a Job scans the base commit
     /// too unless they are there. `None`: always scan it.
     pub baseline_cache: Option<redis::Client>,
+    /// The per-request locks shared with the results consumer.
+    pub locks: Arc<crate::locks::RequestLocks>,
 }
 
 /// What every reconcile shares.
@@ -434,6 +436,13 @@ pub async fn reconcile(request: Arc<ScanRequest>, ctx: Arc<Context>) -> Result<A
         .namespace()
         .ok_or(Error::Incomplete("metadata.namespace"))?;
     let api: Api<ScanRequest> = Api::namespaced(ctx.client.clone(), &namespace);
+    // The results consumer never works on this request between this reconcile's status write
+    // and its report to GitHub (see `locks`).
+    let _guard = ctx
+        .settings
+        .locks
+        .lock(&namespace, &request.name_any())
+        .await;
     let result = finalizer(&api, FINALIZER, request, |event| async {
         match event {
             finalizer::Event::Apply(request) => apply(&request, &ctx).await,

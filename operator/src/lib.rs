@@ -15,6 +15,7 @@ pub mod decide;
 pub mod github;
 pub mod jobs;
 pub mod keys;
+pub mod locks;
 pub mod metrics;
 pub mod offline;
 pub mod policy_status;

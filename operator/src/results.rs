@@ -153,9 +153,25 @@ impl Breaker {
     }
 }
 
+/// What the consumer works with, shared with the rest of the operator.
+#[derive(Clone)]
+pub struct Parts {
+    /// Kubernetes client.
+    pub client: kube::Client,
+    /// GitHub App client.
+    pub github: Arc<GitHub>,
+    /// Master key the per-scan keys derive from.
+    pub master_key: MasterKey,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The per-request locks shared with the controller.
+    pub locks: Arc<crate::locks::RequestLocks>,
+}
+
 /// The results consumer.
 pub struct Consumer {
     conn: ConnectionManager,
+    locks: Arc<crate::locks::RequestLocks>,
     client: kube::Client,
     github: Arc<GitHub>,
     master_key: MasterKey,
@@ -178,12 +194,16 @@ impl Consumer {
     /// A consumer; creates the group (from the start of the stream) when it does not exist.
     pub async fn new(
         redis: &redis::Client,
-        client: kube::Client,
-        github: Arc<GitHub>,
-        master_key: MasterKey,
-        metrics: Arc<Metrics>,
+        parts: Parts,
         config: ResultsConfig,
     ) -> Result<Consumer, ResultsError> {
+        let Parts {
+            client,
+            github,
+            master_key,
+            metrics,
+            locks,
+        } = parts;
         let conn = ConnectionManager::new(redis.clone())
             .await
             .map_err(redis_error("connect to Redis"))?;
@@ -203,6 +223,7 @@ impl Consumer {
         }
         Ok(Consumer {
             conn,
+            locks,
             client,
             github,
             master_key,
@@ -476,6 +497,10 @@ impl Consumer {
     }
 
     async fn process(&mut self, result: &ScanResult) -> Handled {
+        // The controller never works on this request between this status write and this report
+        // to GitHub (see `locks`).
+        let locks = Arc::clone(&self.locks);
+        let _guard = locks.lock(&result.namespace, &result.scan_request).await;
         let api: Api<ScanRequest> = Api::namespaced(self.client.clone(), &result.namespace);
         // The status is read and written again on a conflict: the controller writes it too.
         for _ in 0..5 {

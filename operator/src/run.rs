@@ -328,6 +328,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     }
     metrics.set_leader(true);
 
+    let locks = Arc::new(crate::locks::RequestLocks::default());
     let settings = Settings {
         build: BuildSettings {
             agent_image: args.agent_image.clone(),
@@ -336,6 +337,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             github_api_url: args.github_api_url.clone(),
         },
         baseline_cache: Some(redis.clone()),
+        locks: Arc::clone(&locks),
         max_running: usize::try_from(args.max_running).unwrap_or(usize::MAX),
         details_url: args.details_url.clone(),
         queue_poll: Duration::from_secs(args.queue_poll_seconds),
@@ -344,10 +346,13 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     let (results_stop, results_stopped) = tokio::sync::watch::channel(false);
     let results = tokio::spawn(consume_results(
         redis,
-        client.clone(),
-        github.clone(),
-        master_key.clone(),
-        metrics.clone(),
+        crate::results::Parts {
+            client: client.clone(),
+            github: github.clone(),
+            master_key: master_key.clone(),
+            metrics: metrics.clone(),
+            locks,
+        },
         crate::results::ResultsConfig {
             consumer: identity.clone(),
             details_url: args.details_url.clone(),
@@ -471,10 +476,7 @@ fn fenced(lease: &str, why: &str) -> ! {
 /// Runs the results consumer, connecting (again) until Redis answers.
 async fn consume_results(
     redis: redis::Client,
-    client: kube::Client,
-    github: Arc<GitHub>,
-    master_key: MasterKey,
-    metrics: Arc<Metrics>,
+    parts: crate::results::Parts,
     config: crate::results::ResultsConfig,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -482,16 +484,7 @@ async fn consume_results(
         if *stop.borrow() {
             return;
         }
-        match crate::results::Consumer::new(
-            &redis,
-            client.clone(),
-            github.clone(),
-            master_key.clone(),
-            metrics.clone(),
-            config.clone(),
-        )
-        .await
-        {
+        match crate::results::Consumer::new(&redis, parts.clone(), config.clone()).await {
             Ok(consumer) => return consumer.run(stop).await,
             Err(error) => {
                 tracing::warn!(%error, "results consumer not started; trying again in 5 s");

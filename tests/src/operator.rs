@@ -47,6 +47,8 @@ pub struct OperatorHarness {
     pub result_timeout: Duration,
     /// Redis of the results stream, once [`Self::start_results`] started it.
     pub redis: Option<crate::RedisServer>,
+    /// The per-request locks the operator's controller and results consumer share.
+    locks: Arc<gatehouse_operator::locks::RequestLocks>,
     results: Vec<(
         tokio::sync::watch::Sender<bool>,
         tokio::task::JoinHandle<()>,
@@ -89,6 +91,7 @@ impl OperatorHarness {
             client_retries: true,
             result_timeout: Duration::from_secs(600),
             redis: None,
+            locks: Arc::default(),
             results: Vec::new(),
             running: Vec::new(),
         })
@@ -115,6 +118,7 @@ impl OperatorHarness {
                 namespaces: &self.namespaces,
                 result_timeout: self.result_timeout,
                 baseline_cache,
+                locks: Arc::clone(&self.locks),
             },
             metrics.clone(),
         )?;
@@ -144,10 +148,13 @@ impl OperatorHarness {
         let github = Arc::new(GitHub::new(APP_ID, &key, &self.github.url())?);
         let consumer = gatehouse_operator::results::Consumer::new(
             &redis,
-            self.k8s.client(),
-            github,
-            MasterKey::from_file_contents(MASTER_KEY)?,
-            self.metrics.clone(),
+            gatehouse_operator::results::Parts {
+                client: self.k8s.client(),
+                github,
+                master_key: MasterKey::from_file_contents(MASTER_KEY)?,
+                metrics: self.metrics.clone(),
+                locks: Arc::clone(&self.locks),
+            },
             gatehouse_operator::results::ResultsConfig {
                 consumer: format!("test-{}", self.results.len()),
                 block: Duration::from_millis(200),
@@ -309,6 +316,7 @@ pub struct InProcessOperator {
         tokio::sync::watch::Sender<bool>,
         tokio::task::JoinHandle<()>,
     )>,
+    locks: Arc<gatehouse_operator::locks::RequestLocks>,
 }
 
 impl Drop for InProcessOperator {
@@ -335,10 +343,13 @@ impl InProcessOperator {
         ))?;
         let consumer = gatehouse_operator::results::Consumer::new(
             &redis::Client::open(redis_url)?,
-            k8s.client(),
-            Arc::new(GitHub::new(APP_ID, &key, &github.url())?),
-            MasterKey::from_file_contents(MASTER_KEY)?,
-            self.metrics.clone(),
+            gatehouse_operator::results::Parts {
+                client: k8s.client(),
+                github: Arc::new(GitHub::new(APP_ID, &key, &github.url())?),
+                master_key: MasterKey::from_file_contents(MASTER_KEY)?,
+                metrics: self.metrics.clone(),
+                locks: Arc::clone(&self.locks),
+            },
             gatehouse_operator::results::ResultsConfig {
                 consumer: "in-process".to_owned(),
                 block: Duration::from_millis(200),
@@ -356,6 +367,7 @@ impl InProcessOperator {
     /// and `github`. Must be called inside the Tokio runtime (the GitHub client starts a task).
     pub fn start(k8s: &KubeEmulator, github: &FakeGitHub) -> anyhow::Result<InProcessOperator> {
         let metrics = Arc::new(Metrics::default());
+        let locks = Arc::new(gatehouse_operator::locks::RequestLocks::default());
         let running = spawn_operator(
             k8s.client(),
             &github.url(),
@@ -364,6 +376,7 @@ impl InProcessOperator {
                 namespaces: &[None],
                 result_timeout: Duration::from_secs(600),
                 baseline_cache: None,
+                locks: Arc::clone(&locks),
             },
             metrics.clone(),
         )?;
@@ -371,6 +384,7 @@ impl InProcessOperator {
             metrics,
             running,
             results: None,
+            locks,
         })
     }
 }
@@ -382,6 +396,7 @@ struct Start<'a> {
     namespaces: &'a [Option<String>],
     result_timeout: Duration,
     baseline_cache: Option<redis::Client>,
+    locks: Arc<gatehouse_operator::locks::RequestLocks>,
 }
 
 fn spawn_operator(
@@ -407,6 +422,7 @@ fn spawn_operator(
             github_api_url: github_url.to_owned(),
         },
         baseline_cache: start.baseline_cache,
+        locks: start.locks,
         max_running: start.max_running,
         details_url: Some("https://gatehouse.example/scans".to_owned()),
         queue_poll: Duration::from_millis(200),

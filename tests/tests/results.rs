@@ -533,3 +533,39 @@ async fn baseline_mode_scans_the_base_once_and_counts_only_what_each_pull_reques
     );
     assert!(second_run.annotations.is_empty());
 }
+
+#[tokio::test]
+async fn a_result_never_lets_the_controller_reopen_a_concluded_run() {
+    let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    h.start_operator().unwrap();
+    h.start_results().await.unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("queued", |h| {
+        run(h).is_some_and(|r| r.history == ["queued"])
+    })
+    .await
+    .unwrap();
+    // The Job succeeds before its pod was ever seen running: the controller writes Completed
+    // and is about to post in_progress; its status write's answer is held meanwhile.
+    let mut written = h
+        .k8s
+        .pause_next_answer("PATCH", &format!("/scanrequests/{SR}/status"));
+    h.k8s.set_job_status(NS, JOB, &JobState::Succeeded).unwrap();
+    written.arrived().await.unwrap();
+    let request = h.request(SR).unwrap();
+    let result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    h.publish(&result).await.unwrap();
+    // Time for the consumer to act, were it free to.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    written.release();
+    h.until("concluded", concluded).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let run = run(&h).unwrap();
+    assert_eq!(
+        run.history.last().map(String::as_str),
+        Some("completed/failure"),
+        "{:?}",
+        run.history
+    );
+    assert_eq!(run.status, "completed");
+}
