@@ -260,6 +260,10 @@ pub struct ScanResult {
     /// once, paths outside the repository).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The scanner's SARIF report, gzip-compressed and base64-encoded as GitHub's code scanning
+    /// upload takes it, when the policy asks for the upload and the scanner wrote one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sarif: Option<String>,
     /// The pull request's base commit as the same pod scanned it (baseline mode), when it did;
     /// absent when the operator had that commit's findings already.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -403,6 +407,7 @@ mod tests {
             truncated: false,
             scanner_version: Some("v2.1.19".into()),
             notes: Vec::new(),
+            sarif: None,
             baseline: None,
         };
         let entry = ResultEntry {

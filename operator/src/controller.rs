@@ -708,8 +708,9 @@ async fn start_jobs(
             continue;
         };
         let base = baseline_to_scan(ctx, request, status, &spec).await;
+        // Built from the status decided so far (its policy snapshot), not the stored one.
         let job = jobs::desired_job(
-            request,
+            &with_status(request, status),
             &spec,
             attempt,
             &ctx.settings.build,

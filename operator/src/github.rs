@@ -331,6 +331,20 @@ struct CheckRunsAnswer {
     check_runs: Vec<CheckRunAnswer>,
 }
 
+/// Body of `POST /repos/{owner}/{repo}/code-scanning/sarifs`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SarifUpload {
+    /// The commit analysed.
+    pub commit_sha: String,
+    /// The ref (`refs/pull/<n>/head`).
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// The SARIF report, gzip-compressed and base64-encoded.
+    pub sarif: String,
+    /// Which tool, as code scanning shows it.
+    pub tool_name: String,
+}
+
 /// What GitHub holds of one check run (`GET /repos/{owner}/{repo}/check-runs/{id}`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckRunState {
@@ -652,6 +666,31 @@ impl GitHub {
         self.call_text(&client, Verb::Patch, &route, Some(update))
             .await
             .map(drop)
+    }
+
+    /// Uploads a SARIF report (gzip-compressed, base64) to code scanning for `commit_sha` on
+    /// `git_ref` (`refs/pull/<n>/head`: the alerts show on the pull request). Returns GitHub's id
+    /// of the upload. Needs the App's `security_events: write`.
+    pub async fn upload_sarif(
+        &self,
+        installation_id: i64,
+        owner: &str,
+        repo: &str,
+        upload: &SarifUpload,
+    ) -> Result<String, GitHubError> {
+        #[derive(Deserialize)]
+        struct Receipt {
+            #[serde(default)]
+            id: Option<String>,
+        }
+        let client = self.installation(installation_id)?;
+        let route = format!(
+            "/repos/{}/{}/code-scanning/sarifs",
+            encode(owner),
+            encode(repo)
+        );
+        let receipt: Receipt = self.call(&client, Verb::Post, &route, Some(upload)).await?;
+        Ok(receipt.id.unwrap_or_default())
     }
 
     /// What GitHub holds of a check run: its status, conclusion and number of annotations (so

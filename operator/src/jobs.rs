@@ -283,6 +283,13 @@ fn report_container(
     settings: &BuildSettings,
     base_sha: Option<&str>,
 ) -> Container {
+    // KICS writes SARIF; the policy decides whether it goes to code scanning.
+    let sarif_upload = scanner.kind == ScannerKind::Kics
+        && request
+            .status
+            .as_ref()
+            .and_then(|s| s.policy.as_ref())
+            .is_some_and(|p| p.reporting.sarif_upload);
     let name = request.metadata.name.clone().unwrap_or_default();
     let mut args = vec![
         "report".to_owned(),
@@ -316,6 +323,9 @@ fn report_container(
         "--source-dir".to_owned(),
         scan.source_mount.to_owned(),
     ];
+    if sarif_upload {
+        args.push("--include-sarif".to_owned());
+    }
     let mut mounts = vec![
         mount("output", OUTPUT_DIR, true),
         mount("report-tmp", "/tmp", false),

@@ -1314,7 +1314,14 @@ pub fn render_preview(
         } else {
             None
         };
-        let job = jobs::desired_job(&request, scanner, 1, settings, base);
+        let view = ScanRequest {
+            status: Some(gatehouse_crds::ScanRequestStatus {
+                policy: Some(snapshot.clone()),
+                ..gatehouse_crds::ScanRequestStatus::default()
+            }),
+            ..request.clone()
+        };
+        let job = jobs::desired_job(&view, scanner, 1, settings, base);
         let what = format!("the Job of scanner {}", scanner.name);
         let kind = to_json(&what, &scanner.kind)?;
         let _ = writeln!(

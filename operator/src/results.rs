@@ -749,8 +749,53 @@ impl Consumer {
             return handled;
         }
         self.breaker.succeeded();
-        self.record_reported(request, result, id, verdict.conclusion)
+        let handled = self
+            .record_reported(request, result, id, verdict.conclusion)
+            .await;
+        if handled == Handled::Done("reported") {
+            self.upload_sarif(request, result).await;
+        }
+        handled
+    }
+
+    /// Uploads the scanner's SARIF to code scanning when the policy asks for it: best effort,
+    /// once (the check run, which holds the conclusion, is reported already; code scanning
+    /// takes the same upload again without harm).
+    async fn upload_sarif(&self, request: &ScanRequest, result: &ScanResult) {
+        let wanted = request
+            .status
+            .as_ref()
+            .and_then(|s| s.policy.as_ref())
+            .is_some_and(|p| p.reporting.sarif_upload);
+        let Some(sarif) = result.sarif.clone().filter(|_| wanted) else {
+            return;
+        };
+        let spec = &request.spec;
+        let upload = crate::github::SarifUpload {
+            commit_sha: spec.pull_request.head_sha.clone(),
+            git_ref: format!("refs/pull/{}/head", spec.pull_request.number),
+            sarif,
+            tool_name: gatehouse_crds::external_id::check_run_name(&result.scanner),
+        };
+        match self
+            .github
+            .upload_sarif(
+                spec.installation_id,
+                &spec.repository.owner,
+                &spec.repository.name,
+                &upload,
+            )
             .await
+        {
+            Ok(id) => {
+                self.metrics.result_handled("sarif_uploaded");
+                tracing::info!(scanrequest = %format!("{}/{}", result.namespace, result.scan_request), scanner = %result.scanner, upload = %id, "SARIF uploaded to code scanning");
+            }
+            Err(error) => {
+                self.metrics.result_handled("sarif_upload_failed");
+                tracing::warn!(scanrequest = %format!("{}/{}", result.namespace, result.scan_request), scanner = %result.scanner, %error, "SARIF not uploaded to code scanning");
+            }
+        }
     }
 
     /// The id of the scanner's check run: recorded, found by its `external_id`, or created now

@@ -30,6 +30,7 @@ fn terraform() -> ScanResult {
         truncated: false,
         scanner_version: parsed.scanner_version,
         notes: parsed.notes,
+        sarif: None,
         baseline: None,
     }
 }

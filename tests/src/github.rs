@@ -151,6 +151,8 @@ pub const DEFAULT_INSTALLATION: i64 = 1;
 #[derive(Debug)]
 struct State {
     runs: Vec<Stored>,
+    /// SARIF uploads to code scanning: (owner/repo, the request body).
+    sarif_uploads: Vec<(String, Value)>,
     next_id: i64,
     calls: Vec<Call>,
     /// Minted tokens, in order.
@@ -216,6 +218,7 @@ impl FakeGitHub {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 runs: Vec::new(),
+                sarif_uploads: Vec::new(),
                 next_id: FIRST_ID,
                 calls: Vec::new(),
                 tokens: Vec::new(),
@@ -341,6 +344,11 @@ impl FakeGitHub {
             after: false,
             skip,
         });
+    }
+
+    /// The SARIF uploads to code scanning received: repository (`owner/repo`) and body.
+    pub fn sarif_uploads(&self) -> Vec<(String, Value)> {
+        self.shared.lock().sarif_uploads.clone()
     }
 
     /// Drops every injected fault not used yet: GitHub answers normally again.
@@ -588,6 +596,25 @@ fn repos(state: &mut State, request: &Request<'_>, segments: &[&str]) -> Answer 
             }),
         ("GET", ["repos", owner, repo, "commits", reference, "check-runs"]) => {
             list_runs(state, request, owner, repo, reference)
+        }
+        ("POST", ["repos", owner, repo, "code-scanning", "sarifs"]) => {
+            with_object(request, |body| {
+                let text = |key: &str| body.get(key).and_then(Value::as_str).unwrap_or_default();
+                if text("commit_sha").len() != 40
+                    || !text("ref").starts_with("refs/")
+                    || text("sarif").is_empty()
+                {
+                    return Answer::invalid("commit_sha, ref and sarif are required");
+                }
+                let id = format!("sarif-{}", state.sarif_uploads.len() + 1);
+                state
+                    .sarif_uploads
+                    .push((format!("{owner}/{repo}"), Value::Object(body.clone())));
+                Answer::json(
+                    202,
+                    json!({"id": id, "url": format!("{}/repos/{owner}/{repo}/code-scanning/sarifs/{id}", request.base)}),
+                )
+            })
         }
         ("GET", ["repos", owner, repo, "pulls", number, "files"]) => match number.parse() {
             Ok(number) => pull_files(state, request, owner, repo, number),

@@ -4,7 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::io::Read as _;
 use std::time::Duration;
+
+use base64::Engine as _;
 
 use gatehouse_crds::stream::{BodyEncoding, Finding, ResultEntry, ScanResult};
 use gatehouse_crds::{ScanPolicy, ScanRequest};
@@ -568,4 +571,58 @@ async fn a_result_never_lets_the_controller_reopen_a_concluded_run() {
         run.history
     );
     assert_eq!(run.status, "completed");
+}
+
+#[tokio::test]
+async fn with_the_policys_sarif_upload_on_the_report_goes_to_code_scanning_too() {
+    let mut policy = kics_policy();
+    policy.spec.reporting.sarif_upload = true;
+    let mut h = OperatorHarness::start(vec![policy]).await.unwrap();
+    h.start_operator().unwrap();
+    h.start_results().await.unwrap();
+    h.create(&sample_request()).await.unwrap();
+    h.until("the Job", |h| h.k8s.get::<Job>(NS, JOB).is_some())
+        .await
+        .unwrap();
+    let job = h.k8s.get::<Job>(NS, JOB).unwrap();
+    let report_args = job["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(report_args.contains("--include-sarif"), "{report_args}");
+    h.k8s.set_job_status(NS, JOB, &JobState::Succeeded).unwrap();
+    // The report step read the scanner's SARIF as well (a real KICS SARIF report).
+    let request = h.request(SR).unwrap();
+    let mut result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let sarif_fixture = format!(
+        "{}/fixtures/kics/kics-v2_high-1-result-cicd_e2e080.sarif",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::copy(&sarif_fixture, out.path().join("results.sarif")).unwrap();
+    result.sarif = Some(
+        gatehouse_operator::agent::report::sarif_for_upload(
+            gatehouse_crds::scanpolicy::ScannerKind::Kics,
+            out.path(),
+        )
+        .unwrap(),
+    );
+    h.publish(&result).await.unwrap();
+    h.until("uploaded", |h| !h.github.sarif_uploads().is_empty())
+        .await
+        .unwrap();
+    assert!(concluded(&h));
+    let (repo, body) = h.github.sarif_uploads().remove(0);
+    assert_eq!(repo, "Codertocat/Hello-World");
+    assert_eq!(body["ref"], "refs/pull/2/head");
+    assert_eq!(
+        body["commit_sha"],
+        request.spec.pull_request.head_sha.as_str()
+    );
+    assert_eq!(body["tool_name"], "gatehouse/kics");
+    let gz = base64::engine::general_purpose::STANDARD
+        .decode(body["sarif"].as_str().unwrap())
+        .unwrap();
+    let mut sarif = String::new();
+    flate2::read::GzDecoder::new(gz.as_slice())
+        .read_to_string(&mut sarif)
+        .unwrap();
+    assert_eq!(sarif, std::fs::read_to_string(sarif_fixture).unwrap());
 }

@@ -168,6 +168,9 @@ pub struct ReportArgs {
     /// Most findings sent (most severe first; the counts always cover all of them).
     #[arg(long, default_value_t = 20_000)]
     pub max_findings: usize,
+    /// Also send the scanner's SARIF report, for the operator to upload to code scanning.
+    #[arg(long)]
+    pub include_sarif: bool,
 }
 
 /// Flags of `parse`.
@@ -428,7 +431,15 @@ async fn run_report(args: &ReportArgs) -> Result<String, (i32, String)> {
         ),
         gatehouse_crds::stream::ScanOutcome::ScannerError { message, .. } => message.clone(),
     };
-    let result = report::result(&identity, random_id(), head, base, args.max_findings);
+    let mut result = report::result(&identity, random_id(), head, base, args.max_findings);
+    if args.include_sarif && result.outcome == gatehouse_crds::stream::ScanOutcome::Completed {
+        match report::sarif_for_upload(kind, &args.output_dir) {
+            Ok(sarif) => result.sarif = Some(sarif),
+            Err(why) => result
+                .notes
+                .push(format!("SARIF not uploaded to code scanning: {why}")),
+        }
+    }
     let entry = report::entry(&result, &key)
         .map_err(|e| (EXIT_REFUSED, format!("failed to encode the result: {e}")))?;
     let client = redis_client(&args.redis_url, args.redis_password_file.as_deref())?;

@@ -248,6 +248,7 @@ pub fn result(
         truncated,
         scanner_version: parsed.scanner_version,
         notes: parsed.notes,
+        sarif: None,
         baseline: base.map(|(sha, read)| {
             let mut fingerprints: Vec<String> = read
                 .parsed
@@ -269,6 +270,34 @@ pub fn result(
             }
         }),
     }
+}
+
+/// GitHub's code scanning takes at most 10 MB of gzip-compressed SARIF.
+pub const MAX_SARIF_GZIP_BYTES: usize = 10 << 20;
+
+/// The SARIF report in `output_dir` as code scanning's upload takes it (gzip, then base64), or
+/// why not (none written, too large).
+pub fn sarif_for_upload(kind: ScannerKind, output_dir: &Path) -> Result<String, String> {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    if kind != ScannerKind::Kics {
+        return Err("this scanner writes no SARIF".to_owned());
+    }
+    let file = output_dir.join(format!("{}.sarif", kics::OUTPUT_NAME));
+    let bytes = read_capped(&file)?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&bytes)
+        .and_then(|()| gz.try_finish())
+        .map_err(|e| format!("compressing {}: {e}", file.display()))?;
+    let compressed = gz.get_ref();
+    if compressed.len() > MAX_SARIF_GZIP_BYTES {
+        return Err(format!(
+            "{} is {} bytes compressed, more than code scanning takes ({MAX_SARIF_GZIP_BYTES})",
+            file.display(),
+            compressed.len()
+        ));
+    }
+    Ok(base64::engine::general_purpose::STANDARD.encode(compressed))
 }
 
 /// The stream entry of `result`: its JSON, LZ4-compressed above [`COMPRESS_ABOVE`], signed.
