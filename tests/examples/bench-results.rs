@@ -36,50 +36,6 @@ use gatehouse_tests::operator::{NS, OperatorHarness};
 use k8s_openapi::api::batch::v1::Job;
 use serde_json::{Value, json};
 
-fn fixture(name: &str) -> String {
-    format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A KICS report of `n` findings made from the Terraform fixture.
-fn kics_report(n: usize) -> anyhow::Result<Vec<u8>> {
-    let mut report: Value = serde_json::from_slice(&std::fs::read(fixture(
-        "kics/kics-v2_mixed-17-findings-terraform_e2e086.json",
-    ))?)?;
-    let queries = report["queries"]
-        .as_array_mut()
-        .context("queries in the fixture")?;
-    let originals: Vec<Vec<Value>> = queries
-        .iter()
-        .map(|q| q["files"].as_array().cloned().unwrap_or_default())
-        .collect();
-    let mut made = 0;
-    let mut copy = 0;
-    'outer: loop {
-        for (q, files) in originals.iter().enumerate() {
-            for file in files {
-                if made == n {
-                    break 'outer;
-                }
-                if copy > 0 {
-                    let mut file = file.clone();
-                    let id = file["similarity_id"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                    file["similarity_id"] = Value::String(format!("{id}-{copy}"));
-                    file["line"] = json!(copy % 5000 + 1);
-                    if let Some(files) = queries[q]["files"].as_array_mut() {
-                        files.push(file);
-                    }
-                }
-                made += 1;
-            }
-        }
-        copy += 1;
-    }
-    Ok(serde_json::to_vec(&report)?)
-}
-
 /// Peak and current resident memory of this process, in MB.
 fn memory() -> (f64, f64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -278,7 +234,7 @@ async fn main() -> anyhow::Result<()> {
         "generate-kics" => {
             let n: usize = args.next().context("N")?.parse()?;
             let file = args.next().context("FILE")?;
-            std::fs::write(&file, kics_report(n)?)?;
+            std::fs::write(&file, gatehouse_tests::reports::repeated_kics_report(n)?)?;
             return Ok(());
         }
         "parse-dir" => parse_dir(std::path::Path::new(&args.next().context("DIR")?))?,

@@ -13,6 +13,7 @@ pub mod kube_emulator;
 pub mod kube_support;
 pub mod operator;
 pub mod redis_server;
+pub mod reports;
 pub mod webhook;
 
 pub use kube_emulator::{Controller, ControllerHold, Failure, JobState, KubeEmulator, Pause};

@@ -448,6 +448,18 @@ fn spawn_operator(
     Ok((tx, task))
 }
 
+/// The sample KICS policy (`deploy/samples/scanpolicy-kics.yaml`, `acme-iac`).
+pub fn kics_policy() -> ScanPolicy {
+    crate::kube_support::sample("scanpolicy-kics.yaml")
+}
+
+/// The sample ScanRequest (`deploy/samples/scanrequest.yaml`), ready to create.
+pub fn sample_request() -> ScanRequest {
+    let mut request: ScanRequest = crate::kube_support::sample("scanrequest.yaml");
+    request.metadata.resource_version = None;
+    request
+}
+
 /// A ScanRequest for the sample pull request with another name, commit and trigger.
 pub fn request(name: &str, sha_digit: char) -> ScanRequest {
     let mut request: ScanRequest = crate::kube_support::sample("scanrequest.yaml");

@@ -180,7 +180,11 @@ fn parse_refuses_broken_reports_with_a_clear_error_and_a_non_zero_exit() {
 fn parse_reads_a_hundred_thousand_findings() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("results.json");
-    std::fs::write(&file, huge_kics_report(100_000)).unwrap();
+    std::fs::write(
+        &file,
+        gatehouse_tests::reports::repeated_kics_report(100_000).unwrap(),
+    )
+    .unwrap();
     let (code, json, stderr) = parse(
         "kics",
         file.to_str().unwrap(),
@@ -192,45 +196,6 @@ fn parse_reads_a_hundred_thousand_findings() {
         json["counts"],
         serde_json::json!({"critical": 0, "high": 35_298, "medium": 11_764, "low": 41_174, "info": 11_764})
     );
-}
-
-/// A KICS report of `n` findings: the Terraform fixture's 17 repeated (each copy with its own
-/// fingerprints), as KICS would write them for a large repository.
-fn huge_kics_report(n: usize) -> Vec<u8> {
-    let mut report: Value = serde_json::from_slice(
-        &std::fs::read(fixture(
-            "kics/kics-v2_mixed-17-findings-terraform_e2e086.json",
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    let queries = report["queries"].as_array_mut().unwrap();
-    let originals: Vec<Vec<Value>> = queries
-        .iter()
-        .map(|q| q["files"].as_array().unwrap().clone())
-        .collect();
-    let mut made = 0;
-    let mut copy = 0;
-    'outer: loop {
-        for (q, files) in originals.iter().enumerate() {
-            for file in files {
-                if made == n {
-                    break 'outer;
-                }
-                if copy > 0 {
-                    let mut file = file.clone();
-                    file["similarity_id"] = Value::String(format!(
-                        "{}-{copy}",
-                        file["similarity_id"].as_str().unwrap()
-                    ));
-                    queries[q]["files"].as_array_mut().unwrap().push(file);
-                }
-                made += 1;
-            }
-        }
-        copy += 1;
-    }
-    serde_json::to_vec(&report).unwrap()
 }
 
 /// A repository tarball as GitHub serves it, with `entries` (path, contents) under its top

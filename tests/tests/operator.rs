@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use gatehouse_crds::lifecycle::{STOP, ScanRef, StopRequest};
 use gatehouse_crds::{ScanPolicy, ScanRequest};
-use gatehouse_tests::kube_support::sample;
-use gatehouse_tests::operator::{NS, OperatorHarness, request};
+
+use gatehouse_tests::operator::{NS, OperatorHarness, kics_policy, request, sample_request};
 use gatehouse_tests::{Controller, Failure, JobState};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
@@ -18,16 +18,6 @@ use serde_json::{Value, json};
 
 const SR: &str = "hello-world-pr2-ec26c3e-016643a9";
 const JOB: &str = "hello-world-pr2-ec26c3e-016643a9-kics";
-
-fn kics_policy() -> ScanPolicy {
-    sample("scanpolicy-kics.yaml")
-}
-
-fn sample_request() -> ScanRequest {
-    let mut request: ScanRequest = sample("scanrequest.yaml");
-    request.metadata.resource_version = None;
-    request
-}
 
 fn posts(h: &OperatorHarness) -> usize {
     h.github

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
+use gatehouse_crds::ScanRequest;
 use gatehouse_crds::stream::{BodyEncoding, Finding, ResultEntry, ScanResult};
-use gatehouse_crds::{ScanPolicy, ScanRequest};
 use gatehouse_tests::JobState;
 use gatehouse_tests::github::CheckRun;
-use gatehouse_tests::kube_support::sample;
-use gatehouse_tests::operator::{NS, OperatorHarness};
+
+use gatehouse_tests::operator::{NS, OperatorHarness, kics_policy, sample_request};
 use k8s_openapi::api::batch::v1::Job;
 
 const SR: &str = "hello-world-pr2-ec26c3e-016643a9";
@@ -22,16 +22,6 @@ const JOB: &str = "hello-world-pr2-ec26c3e-016643a9-kics";
 /// Where the e2e scans of KICS's own fixtures saw their files.
 const E2E_ROOT: &str = "/path/e2e/fixtures/samples";
 const TERRAFORM: &str = "kics-v2_mixed-17-findings-terraform_e2e086.json";
-
-fn kics_policy() -> ScanPolicy {
-    sample("scanpolicy-kics.yaml")
-}
-
-fn sample_request() -> ScanRequest {
-    let mut request: ScanRequest = sample("scanrequest.yaml");
-    request.metadata.resource_version = None;
-    request
-}
 
 /// A harness with the operator and the results consumer running, the sample request's Job
 /// created and finished (its `report` step published, the test publishes in its stead).
