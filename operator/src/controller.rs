@@ -760,12 +760,25 @@ async fn baseline_to_scan(
         return Some(base);
     };
     let key = crate::results::baseline_key(request.spec.repository.id, &base, spec);
+    // Kept at least until this scan's result can still arrive: the Job's deadline, the wait for
+    // its result, and the consumer's retry window.
+    let keep = u64::try_from(spec.timeout_seconds.max(0))
+        .unwrap_or(0)
+        .saturating_mul(2)
+        .saturating_add(ctx.settings.result_timeout.as_secs())
+        .saturating_add(24 * 3600);
     let kept = async {
         let mut conn = redis.get_multiplexed_async_connection().await?;
-        redis::cmd("EXISTS")
+        let (exists, _): (bool, i64) = redis::pipe()
+            .cmd("EXISTS")
             .arg(&key)
-            .query_async::<bool>(&mut conn)
-            .await
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(keep)
+            .arg("GT")
+            .query_async(&mut conn)
+            .await?;
+        Ok::<bool, redis::RedisError>(exists)
     };
     match tokio::time::timeout(Duration::from_secs(5), kept).await {
         Ok(Ok(true)) => None,
@@ -1191,9 +1204,11 @@ async fn sync_check_runs(
         if scanner.reported.as_deref() == Some(key.as_str()) {
             continue;
         }
-        if desired.owner == checks::Owner::Results && create_missing {
+        if desired.owner == checks::Owner::Results && create_missing && !report_overdue(&scanner) {
             // The results consumer posts it, with its annotations; the controller does only
-            // for a request going away (stopped or deleted), so the run is never left open.
+            // for a request going away (stopped or deleted), or when the consumer has not for
+            // a day (its result dead-lettered after its retry window), so the run is never left
+            // open.
             continue;
         }
         let output = CheckOutput::new(desired.title.clone(), desired.summary.clone());
@@ -1326,6 +1341,19 @@ async fn sync_check_runs(
         status.scanners[index].reported = Some(key);
     }
     Ok(())
+}
+
+/// How long a conclusion recorded from a result may wait for the results consumer to report
+/// it before the controller reports it itself (without annotations): the consumer's retry
+/// window and an hour.
+const REPORT_GIVE_UP: Duration = Duration::from_secs(25 * 3600);
+
+/// Whether the results consumer has had a day to report the scanner's recorded conclusion.
+fn report_overdue(scanner: &gatehouse_crds::scanrequest::ScannerStatus) -> bool {
+    scanner.finished_at.as_ref().is_some_and(|finished| {
+        Duration::try_from(k8s_openapi::jiff::Timestamp::now().duration_since(finished.0))
+            .is_ok_and(|waited| waited > REPORT_GIVE_UP)
+    })
 }
 
 /// Whether the ScanPolicy is gone, asked of the API: the cache alone may not have it yet (a

@@ -492,6 +492,15 @@ fn failed_pod_outcome(pods: &[Pod]) -> Option<JobOutcome> {
         if terminated.exit_code == 0 {
             continue;
         }
+        if terminated.reason.as_deref() == Some("OOMKilled") && container.name == "report" {
+            // The report step's memory goes with the report's size: another attempt would
+            // read the same report.
+            return Some(JobOutcome::Refused {
+                step: container.name.clone(),
+                message: "the report step ran out of memory reading the scanner's report"
+                    .to_owned(),
+            });
+        }
         if terminated.reason.as_deref() == Some("OOMKilled") {
             return Some(JobOutcome::Infrastructure {
                 reason: format!("step {:?} ran out of memory (OOMKilled)", container.name),
@@ -511,7 +520,10 @@ fn failed_pod_outcome(pods: &[Pod]) -> Option<JobOutcome> {
         if container.name == "checkout" && terminated.exit_code == crate::agent::EXIT_REFUSED {
             return Some(JobOutcome::Refused {
                 step: container.name.clone(),
-                message: last_lines(terminated.message.as_deref().unwrap_or_default(), 5),
+                message: format!(
+                    "the checkout step refused the repository: {}",
+                    last_lines(terminated.message.as_deref().unwrap_or_default(), 5)
+                ),
             });
         }
         return Some(JobOutcome::Infrastructure {
@@ -637,12 +649,12 @@ pub fn observe(
                     now,
                 );
             }
-            JobOutcome::Refused { step, message } => {
+            JobOutcome::Refused { message, .. } => {
                 conclude(
                     scanner,
                     ScannerPhase::Errored,
                     Conclusion::Failure,
-                    &format!("the {step} step refused the repository: {message}"),
+                    &message,
                     now,
                 );
             }

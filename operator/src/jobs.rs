@@ -184,9 +184,11 @@ pub fn default_scanner_resources(kind: ScannerKind) -> ResourceRequirements {
 }
 
 fn agent_resources() -> ResourceRequirements {
+    // 512 MiB: the report step reads reports of up to 96 MB (100,000 findings peak at about
+    // 140 MB).
     resources(
         &[("cpu", "50m"), ("memory", "64Mi")],
-        &[("cpu", "1"), ("memory", "256Mi")],
+        &[("cpu", "1"), ("memory", "512Mi")],
     )
 }
 
@@ -368,18 +370,22 @@ pub fn desired_job(
     let report = report_container(request, scanner, &scan, attempt, settings, base_sha);
     let mut init_containers = vec![checkout];
     if base_sha.is_some() {
-        // The same scanner, the same arguments and mount paths, the base commit's volumes.
+        // The same scanner, the same arguments and mount paths, the base commit's volumes, and
+        // a /tmp of its own; it runs before `scan`, so nothing the pull request's code does in
+        // its scan (Detect runs build tools) can reach the base's scan or its findings, which
+        // are kept for other pull requests.
         let mut base = scanner_container(scanner, scan.clone());
         "scan-base".clone_into(&mut base.name);
         for mount in base.volume_mounts.iter_mut().flatten() {
             match mount.name.as_str() {
                 "source" => "base-source".clone_into(&mut mount.name),
                 "output" => "base-output".clone_into(&mut mount.name),
+                "scan-tmp" => "scan-base-tmp".clone_into(&mut mount.name),
                 _ => {}
             }
         }
-        init_containers.push(scanner_container(scanner, scan));
         init_containers.push(base);
+        init_containers.push(scanner_container(scanner, scan));
     } else {
         init_containers.push(scanner_container(scanner, scan));
     }
@@ -398,6 +404,7 @@ pub fn desired_job(
     if base_sha.is_some() {
         volumes.push(empty_dir("base-source", Some("4Gi")));
         volumes.push(empty_dir("base-output", Some("1Gi")));
+        volumes.push(empty_dir("scan-base-tmp", Some("2Gi")));
     }
     if kics_config {
         volumes.push(secret_volume(
@@ -834,7 +841,7 @@ mod tests {
             .flatten()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(order, ["checkout", "scan", "scan-base"]);
+        assert_eq!(order, ["checkout", "scan-base", "scan"]);
         let checkout = container(&job, "checkout").args.as_ref().unwrap().join(" ");
         assert!(
             checkout.contains(&format!("--base-sha {base} --base-into /workspace/base")),
@@ -861,10 +868,17 @@ mod tests {
             "/workspace/out".to_owned(),
             false
         )));
+        // No writable volume shared with the pull request's scan.
+        let head_writable: Vec<String> = mounts(scan)
+            .into_iter()
+            .filter(|(_, _, read_only)| !read_only)
+            .map(|(name, _, _)| name)
+            .collect();
         assert!(
             !base_mounts
                 .iter()
-                .any(|(name, _, _)| name == "source" || name == "output")
+                .any(|(name, _, _)| head_writable.contains(name)),
+            "{base_mounts:?} {head_writable:?}"
         );
         let report = container(&job, "report").args.as_ref().unwrap().join(" ");
         assert!(

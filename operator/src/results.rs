@@ -242,15 +242,10 @@ impl Consumer {
             if *stop.borrow() {
                 return;
             }
-            if let Some(wait) = self.breaker.open() {
-                self.metrics.set_circuit_open(true);
-                tokio::select! {
-                    () = tokio::time::sleep(wait.min(Duration::from_secs(1))) => {}
-                    _ = stop.changed() => {}
-                }
-                continue;
-            }
-            self.metrics.set_circuit_open(false);
+            // An open breaker holds back GitHub only: results are still read and recorded in
+            // the ScanRequests (a scan that finished during an outage is not failed for its
+            // result "never arriving"), and reported once GitHub answers again.
+            self.metrics.set_circuit_open(self.breaker.open().is_some());
             match self.step().await {
                 Ok(()) => {}
                 Err(error) => {
@@ -297,10 +292,6 @@ impl Consumer {
             }
         }
         for (entry, deliveries) in batch {
-            if self.breaker.open().is_some() {
-                // Left pending: taken up again once the breaker closes.
-                break;
-            }
             let handled = self.handle(&entry).await;
             self.settle(&entry, deliveries, handled).await?;
         }
@@ -639,10 +630,33 @@ impl Consumer {
         ))
     }
 
-    /// The base commit's findings for baseline mode: from the result itself when its pod
-    /// scanned the base (then kept in Redis for the next pull requests on that base), else from
-    /// what Redis keeps.
+    /// The base commit's findings for baseline mode, decided once per result: the decision is
+    /// kept in Redis under the result's id (for the retry window), so a result delivered again
+    /// is judged exactly as the first time, whatever the base's kept findings did meanwhile.
     async fn baseline(
+        &self,
+        request: &ScanRequest,
+        result: &ScanResult,
+        spec: &gatehouse_crds::scanpolicy::ScannerSpec,
+    ) -> Baseline {
+        let decided_key = format!("{{gatehouse-results}}:decided:{}", result.result_id);
+        if let Some(decision) = self
+            .read_signed(&decided_key)
+            .await
+            .and_then(|bytes| Baseline::decode(&bytes))
+        {
+            return decision;
+        }
+        let decision = self.decide_baseline(request, result, spec).await;
+        let keep = self.config.retry_window + Duration::from_secs(3600);
+        self.write_signed(&decided_key, &decision.encode(), keep, true)
+            .await;
+        decision
+    }
+
+    /// The base commit's findings: from the result itself when its pod scanned the base (then
+    /// kept in Redis for the next pull requests on that base), else from what Redis keeps.
+    async fn decide_baseline(
         &self,
         request: &ScanRequest,
         result: &ScanResult,
@@ -662,55 +676,77 @@ impl Consumer {
             if let ScanOutcome::ScannerError { message, .. } = &base.outcome {
                 return Baseline::Unknown(format!("its scan failed: {message}"));
             }
-            let mut conn = self.conn.clone();
-            let stored: Result<(), redis::RedisError> = redis::cmd("SET")
-                .arg(&key)
-                .arg(lz4_flex::compress_prepend_size(
-                    base.fingerprints.join("\n").as_bytes(),
-                ))
-                .arg("EX")
-                .arg(self.config.baseline_ttl.as_secs().max(1))
-                .query_async(&mut conn)
-                .await;
-            if let Err(error) = stored {
-                tracing::warn!(%error, "the base commit's findings were not kept for the next scans");
-            }
-            return Baseline::Known {
+            let known = Baseline::Known {
                 sha: base_sha,
                 fingerprints: base.fingerprints.clone(),
             };
+            self.write_signed(&key, &known.encode(), self.config.baseline_ttl, false)
+                .await;
+            return known;
         }
-        let mut conn = self.conn.clone();
-        let kept: Result<Option<Vec<u8>>, redis::RedisError> =
-            redis::cmd("GET").arg(&key).query_async(&mut conn).await;
-        match kept {
-            Ok(Some(bytes)) => match lz4_flex::decompress_size_prepended(&bytes)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-            {
-                Some(text) => {
-                    let mut fingerprints: Vec<String> = text
-                        .lines()
-                        .filter(|l| !l.is_empty())
-                        .map(str::to_owned)
-                        .collect();
-                    fingerprints.sort_unstable();
-                    Baseline::Known {
-                        sha: base_sha,
-                        fingerprints,
-                    }
-                }
-                None => {
+        match self.read_signed(&key).await {
+            Some(bytes) => match Baseline::decode(&bytes) {
+                Some(known @ Baseline::Known { .. }) => known,
+                _ => {
                     Baseline::Unknown("the kept findings of the base commit are unreadable".into())
                 }
             },
-            Ok(None) => Baseline::Unknown(
+            None => Baseline::Unknown(
                 "the base commit was not scanned with this scan and its findings were not kept \
-                 (expired)"
+                 (expired, or not written by this operator)"
                     .into(),
             ),
-            Err(error) => Baseline::Unknown(format!("Redis: {error}")),
         }
+    }
+
+    /// Keeps `payload` in Redis under `key` for `keep`, LZ4-compressed and signed with a key
+    /// derived from the master key (scan pods reach Redis too: what they could write there must
+    /// not pass for the operator's). `only_new`: never replace what is there.
+    async fn write_signed(&self, key: &str, payload: &[u8], keep: Duration, only_new: bool) {
+        let compressed = lz4_flex::compress_prepend_size(payload);
+        let signature = self
+            .master_key
+            .scan_key(&format!("redis-value:{key}"))
+            .sign(&compressed);
+        let mut value = signature.into_bytes();
+        value.extend_from_slice(&compressed);
+        let mut command = redis::cmd("SET");
+        command
+            .arg(key)
+            .arg(value)
+            .arg("EX")
+            .arg(keep.as_secs().max(1));
+        if only_new {
+            command.arg("NX");
+        }
+        let mut conn = self.conn.clone();
+        if let Err(error) = command.query_async::<redis::Value>(&mut conn).await {
+            tracing::warn!(%error, key, "a value was not kept in Redis");
+        }
+    }
+
+    /// A value [`Self::write_signed`] wrote: `None` when absent, unreadable, or not signed by
+    /// this operator's master key.
+    async fn read_signed(&self, key: &str) -> Option<Vec<u8>> {
+        let mut conn = self.conn.clone();
+        let bytes: Vec<u8> = redis::cmd("GET")
+            .arg(key)
+            .query_async::<Option<Vec<u8>>>(&mut conn)
+            .await
+            .ok()??;
+        let (signature, compressed) = (bytes.get(..64)?, bytes.get(64..)?);
+        let verified = self
+            .master_key
+            .scan_key(&format!("redis-value:{key}"))
+            .verify(compressed, std::str::from_utf8(signature).ok()?);
+        if !verified {
+            tracing::warn!(
+                key,
+                "a value in Redis does not carry this operator's signature; ignored"
+            );
+            return None;
+        }
+        lz4_flex::decompress_size_prepended(compressed).ok()
     }
 
     /// Reports a result already recorded in status (re-delivered): its verdict again, from the
@@ -741,19 +777,108 @@ impl Consumer {
         result: &ScanResult,
         verdict: &Verdict,
     ) -> Handled {
+        if let Some(wait) = self.breaker.open() {
+            // Recorded already; reported once GitHub answers again.
+            return Handled::Retry {
+                reason: format!(
+                    "GitHub is held back for {} s more (circuit breaker)",
+                    wait.as_secs()
+                ),
+                github: false,
+                wait: None,
+            };
+        }
         let id = match self.check_run(request, result).await {
             Ok(id) => id,
-            Err(handled) => return handled,
+            Err(handled) => return self.given_up(request, result, None, verdict, handled).await,
         };
         if let Err(handled) = self.send(request, id, verdict).await {
-            return handled;
+            return self
+                .given_up(request, result, Some(id), verdict, handled)
+                .await;
         }
         self.breaker.succeeded();
+        self.conclude_duplicates(request, result, id, verdict).await;
         let handled = self
-            .record_reported(request, result, id, verdict.conclusion)
+            .record_reported(request, result, Some(id), verdict.conclusion)
             .await;
         if handled == Handled::Done("reported") {
             self.upload_sarif(request, result).await;
+        }
+        handled
+    }
+
+    /// A create that timed out may have landed after a look for it: every other open run of
+    /// this scanner with its `external_id` is concluded the same way (without annotations), so
+    /// none stays open on the pull request. Best effort.
+    async fn conclude_duplicates(
+        &self,
+        request: &ScanRequest,
+        result: &ScanResult,
+        id: i64,
+        verdict: &Verdict,
+    ) {
+        let spec = &request.spec;
+        let (owner, repo) = (&spec.repository.owner, &spec.repository.name);
+        let name = gatehouse_crds::external_id::check_run_name(&result.scanner);
+        let external_id = checks::external_id(request, &result.scanner);
+        let Ok(runs) = self
+            .github
+            .find_check_runs(
+                spec.installation_id,
+                owner,
+                repo,
+                &spec.pull_request.head_sha,
+                &name,
+                &external_id,
+            )
+            .await
+        else {
+            return;
+        };
+        for run in runs
+            .iter()
+            .filter(|r| r.id != id && r.status != "completed")
+        {
+            let update = CheckRunUpdate {
+                status: Some(CheckStatus::Completed),
+                conclusion: Some(CheckConclusion::from(verdict.conclusion)),
+                completed_at: Some(
+                    k8s_openapi::jiff::Timestamp::now()
+                        .strftime("%Y-%m-%dT%H:%M:%SZ")
+                        .to_string(),
+                ),
+                output: Some(CheckOutput::new(
+                    verdict.title.clone(),
+                    verdict.summary.clone(),
+                )),
+                ..CheckRunUpdate::default()
+            };
+            if let Err(error) = self
+                .github
+                .update_check_run(spec.installation_id, owner, repo, run.id, &update)
+                .await
+            {
+                tracing::warn!(check_run = run.id, %error, "a duplicate check run could not be concluded");
+            }
+        }
+    }
+
+    /// When GitHub refuses the report for good (the App lost access to the repository), the
+    /// conclusion recorded in the status is marked as told all the same: nothing could tell
+    /// GitHub, and the request must not wait for it forever (retention).
+    async fn given_up(
+        &self,
+        request: &ScanRequest,
+        result: &ScanResult,
+        id: Option<i64>,
+        verdict: &Verdict,
+        handled: Handled,
+    ) -> Handled {
+        if matches!(handled, Handled::Dead(_)) {
+            let _ = self
+                .record_reported(request, result, id, verdict.conclusion)
+                .await;
         }
         handled
     }
@@ -851,6 +976,11 @@ impl Consumer {
             )
             .await
             .map_err(|e| github_failed("create the check run", &e))?;
+        // Recorded at once: a retry must find this run, not create another (GitHub's list of
+        // runs may lag behind).
+        let _ = self
+            .record_in_status(request, result, Some(created.id), None)
+            .await;
         Ok(created.id)
     }
 
@@ -896,11 +1026,14 @@ impl Consumer {
             {
                 Ok(()) => rest = after,
                 Err(error) if error.status() == Some(422) => {
+                    // One annotation GitHub will not take costs its batch, not the rest.
                     let _ = write!(
                         summary,
-                        "\n\nGitHub refused the annotations ({error}); they are left out."
+                        "\n\nGitHub refused a batch of {} annotations ({error}); they are left \
+                         out.",
+                        batch.len()
                     );
-                    rest = &[];
+                    rest = after;
                 }
                 Err(error) => return Err(github_failed("add annotations", &error)),
             }
@@ -952,10 +1085,22 @@ impl Consumer {
         &self,
         request: &ScanRequest,
         result: &ScanResult,
-        id: i64,
+        id: Option<i64>,
         conclusion: Conclusion,
     ) -> Handled {
         let key = format!("completed/{}", conclusion.as_github());
+        self.record_in_status(request, result, id, Some(&key)).await
+    }
+
+    /// Records in the status the scanner's check run id and (when given) what GitHub was told,
+    /// on a fresh read, again on a conflict.
+    async fn record_in_status(
+        &self,
+        request: &ScanRequest,
+        result: &ScanResult,
+        id: Option<i64>,
+        reported: Option<&str>,
+    ) -> Handled {
         let api: Api<ScanRequest> = Api::namespaced(self.client.clone(), &result.namespace);
         for _ in 0..5 {
             let fresh = match api.get_opt(&result.scan_request).await {
@@ -973,11 +1118,17 @@ impl Consumer {
             else {
                 return Handled::Done("reported");
             };
-            if s.reported.as_deref() == Some(key.as_str()) && s.check_run_id == Some(id) {
+            if (reported.is_none() || s.reported.as_deref() == reported)
+                && (id.is_none() || s.check_run_id == id)
+            {
                 return Handled::Done("reported");
             }
-            s.reported = Some(key.clone());
-            s.check_run_id = Some(id);
+            if let Some(reported) = reported {
+                s.reported = Some(reported.to_owned());
+            }
+            if id.is_some() {
+                s.check_run_id = id;
+            }
             match crate::controller::apply_status(&self.client, &fresh, &status, None).await {
                 Ok(_) => return Handled::Done("reported"),
                 Err(error) if is_conflict(&error) => {}
@@ -1003,6 +1154,7 @@ fn github_failed(what: &str, error: &crate::github::GitHubError) -> Handled {
 }
 
 /// The base commit's findings, as far as known.
+#[derive(Debug, PartialEq, Eq)]
 enum Baseline {
     Off,
     Known {
@@ -1010,6 +1162,41 @@ enum Baseline {
         fingerprints: Vec<String>,
     },
     Unknown(String),
+}
+
+impl Baseline {
+    /// `known\n<sha>\n<fingerprint>...` or `unknown\n<why>`.
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Baseline::Off => b"off".to_vec(),
+            Baseline::Known { sha, fingerprints } => {
+                let mut text = format!("known\n{sha}");
+                for fingerprint in fingerprints {
+                    text.push('\n');
+                    text.push_str(fingerprint);
+                }
+                text.into_bytes()
+            }
+            Baseline::Unknown(why) => format!("unknown\n{why}").into_bytes(),
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Baseline> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut lines = text.split('\n');
+        match lines.next()? {
+            "off" => Some(Baseline::Off),
+            "known" => {
+                let sha = lines.next()?.to_owned();
+                let mut fingerprints: Vec<String> =
+                    lines.filter(|l| !l.is_empty()).map(str::to_owned).collect();
+                fingerprints.sort_unstable();
+                Some(Baseline::Known { sha, fingerprints })
+            }
+            "unknown" => Some(Baseline::Unknown(lines.collect::<Vec<_>>().join("\n"))),
+            _ => None,
+        }
+    }
 }
 
 /// Where the base commit's findings are kept: by repository, base commit, and the scanner's

@@ -102,13 +102,22 @@ pub fn verdict(
     let is_new = |f: &Finding| baseline.is_none_or(|b| !b.has(&f.fingerprint));
     let considered: Vec<&Finding> = result.findings.iter().filter(|f| is_new(f)).collect();
     // The counts of what the decision is made on. Without baseline they are the result's own
-    // (which cover findings beyond the sent ones too).
-    let new_counts = baseline.map(|_| {
-        let mut counts = SeverityCounts::default();
-        for finding in &considered {
-            counts.add(finding.severity);
+    // (which cover findings beyond the sent ones too). With it, a finding is pre-existing only
+    // when it was sent and its fingerprint is the base's: findings the agent left out (beyond
+    // its cap) count as new, so a cut result never passes what it would fail.
+    let new_counts = baseline.map(|b| {
+        let mut pre_existing = SeverityCounts::default();
+        for finding in result.findings.iter().filter(|f| b.has(&f.fingerprint)) {
+            pre_existing.add(finding.severity);
         }
-        counts
+        let new = |s: Severity| (result.counts.get(s) - pre_existing.get(s)).max(0);
+        SeverityCounts {
+            critical: new(Severity::Critical),
+            high: new(Severity::High),
+            medium: new(Severity::Medium),
+            low: new(Severity::Low),
+            info: new(Severity::Info),
+        }
     });
     let decided_on = new_counts.unwrap_or(result.counts);
     let fails = fail_on.fails(&decided_on);

@@ -204,6 +204,45 @@ fn baseline_mode_decides_and_annotates_on_what_the_pull_request_introduces() {
 }
 
 #[test]
+fn in_baseline_mode_findings_left_out_of_a_cut_result_count_as_new() {
+    // 25,000 low findings, 20,000 sent, every sent one on the base commit: the 5,000 not sent
+    // may be new, and with failOn low they fail the check.
+    let mut result = terraform();
+    let one = result.findings[0].clone();
+    result.findings = (0..20_000)
+        .map(|i| Finding {
+            fingerprint: format!("f{i:05}"),
+            severity: gatehouse_crds::severity::Severity::Low,
+            ..one.clone()
+        })
+        .collect();
+    result.counts = SeverityCounts {
+        low: 25_000,
+        ..SeverityCounts::default()
+    };
+    result.truncated = true;
+    let mut base: Vec<String> = result
+        .findings
+        .iter()
+        .map(|f| f.fingerprint.clone())
+        .collect();
+    base.sort();
+    let view = BaselineView {
+        sha: "0123456789012345678901234567890123456789",
+        fingerprints: &base,
+    };
+    let v = verdict(
+        &result,
+        FailOn::Low,
+        500,
+        &Comparison::Against(view),
+        REPRODUCE,
+    );
+    assert_eq!(v.new_counts.unwrap().low, 5_000);
+    assert_eq!(v.conclusion, Conclusion::Failure);
+}
+
+#[test]
 fn a_huge_result_keeps_its_summary_under_githubs_limit_with_whole_rows() {
     let mut result = terraform();
     let one = result.findings[0].clone();

@@ -442,7 +442,7 @@ async fn baseline_mode_scans_the_base_once_and_counts_only_what_each_pull_reques
         .await
         .unwrap();
     // The base commit's findings are not known yet: this pod scans it too.
-    assert_eq!(init_steps(&h, JOB), ["checkout", "scan", "scan-base"]);
+    assert_eq!(init_steps(&h, JOB), ["checkout", "scan-base", "scan"]);
     h.k8s.set_job_status(NS, JOB, &JobState::Succeeded).unwrap();
     let request = h.request(SR).unwrap();
     let mut result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();

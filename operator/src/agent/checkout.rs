@@ -160,16 +160,59 @@ pub fn unpack(archive: impl Read, into: &Path, limits: &Limits) -> Result<Unpack
             links.push(link);
         }
     }
-    // Each link checked once more where it really leads (a chain of links that each look
-    // harmless on their own can still climb out).
+    // Each link checked once more where it really leads, following the links it goes through
+    // (a chain of links that each look harmless on their own can still climb out, even through
+    // a part that does not exist yet).
     for (entry, path, target) in links {
-        if let Ok(resolved) = path.canonicalize()
-            && !resolved.starts_with(&root)
-        {
+        let relative = path.strip_prefix(&root).unwrap_or(&path).to_path_buf();
+        if escapes(&root, &relative) {
             return Err(ArchiveError::LinkEscapes { entry, target });
         }
     }
     Ok(unpacked)
+}
+
+/// Whether `relative` (inside `root`) leads outside `root` when resolved as the kernel would:
+/// each link on the way replaced by its target, `..` taken from where that leaves; a part that
+/// does not exist is taken as it is written. More than 40 links is a loop: taken as escaping.
+fn escapes(root: &Path, relative: &Path) -> bool {
+    use std::collections::VecDeque;
+    let mut resolved: Vec<std::ffi::OsString> = Vec::new();
+    let mut pending: VecDeque<std::ffi::OsString> = relative
+        .components()
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    let mut hops = 0;
+    while let Some(part) = pending.pop_front() {
+        if part == ".." {
+            if resolved.pop().is_none() {
+                return true;
+            }
+            continue;
+        }
+        if part == "." || part.is_empty() {
+            continue;
+        }
+        let mut at = root.to_path_buf();
+        at.extend(&resolved);
+        at.push(&part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                hops += 1;
+                let Ok(target) = std::fs::read_link(&at) else {
+                    return true;
+                };
+                if hops > 40 || target.has_root() {
+                    return true;
+                }
+                for component in target.components().rev() {
+                    pending.push_front(component.as_os_str().to_owned());
+                }
+            }
+            _ => resolved.push(part),
+        }
+    }
+    false
 }
 
 /// Writes one entry; a symbolic link is returned (entry, path, target) for the final check.

@@ -173,6 +173,30 @@ fn links_that_point_outside_are_refused() {
         matches!(result, Err(ArchiveError::LinkEscapes { ref entry, .. }) if entry.ends_with("/y")),
         "{result:?}"
     );
+    // The same through a part that does not exist while unpacking (it may in the scan pod).
+    let (up, x) = (name("sub/up"), name("x"));
+    let (_dir, result) = unpacked(
+        &[
+            symlink(&up, ".."),
+            symlink(&x, "sub/up/../../etc/gatehouse/kics/kics.config"),
+        ],
+        &Limits::default(),
+    );
+    assert!(
+        matches!(result, Err(ArchiveError::LinkEscapes { ref entry, .. }) if entry.ends_with("/x")),
+        "{result:?}"
+    );
+    // Links that stay inside, through other links, are fine.
+    let (docs, readme, via) = (name("docs/README.md"), name("README.md"), name("via"));
+    let (_dir, result) = unpacked(
+        &[
+            file(&readme, b"hello"),
+            symlink(&docs, "../README.md"),
+            symlink(&via, "docs/README.md"),
+        ],
+        &Limits::default(),
+    );
+    assert!(result.is_ok(), "{result:?}");
 }
 
 #[test]

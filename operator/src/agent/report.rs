@@ -14,8 +14,9 @@ use crate::keys::ScanKey;
 use crate::scanners::parse::{Parsed, ReportError};
 use crate::scanners::{ExitStatus, blackduck, kics};
 
-/// Largest report file read (KICS's JSON for 100,000 findings is about 60 MB).
-pub const MAX_REPORT_BYTES: u64 = 256 << 20;
+/// Largest report file read: KICS's JSON for 100,000 findings is about 50 MB, and reading takes
+/// about three times the file's size in memory (the `report` step has 512 MiB).
+pub const MAX_REPORT_BYTES: u64 = 96 << 20;
 
 /// Results larger than this are stored LZ4-compressed.
 pub const COMPRESS_ABOVE: usize = 64 << 10;
@@ -82,9 +83,26 @@ pub fn parse_report(
     }
 }
 
-/// Reads a file of at most [`MAX_REPORT_BYTES`].
+/// Reads a regular file of at most [`MAX_REPORT_BYTES`]. The output directory is written by a
+/// scanner that ran on hostile code: a link (to the signing key, say), a FIFO (which would
+/// block) or a huge or sparse file is refused before anything is read. The scanner has exited
+/// when this runs, so nothing changes the file between the check and the read.
 pub fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read as _;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.file_type().is_file() {
+        return Err(format!(
+            "{}: not a regular file (a link, a directory or a device): refused",
+            path.display()
+        ));
+    }
+    if meta.len() > MAX_REPORT_BYTES {
+        return Err(format!(
+            "{}: {} bytes, larger than {MAX_REPORT_BYTES}",
+            path.display(),
+            meta.len()
+        ));
+    }
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut bytes = Vec::new();
     file.take(MAX_REPORT_BYTES + 1)

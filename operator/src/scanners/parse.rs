@@ -124,7 +124,9 @@ pub fn repository_path(reported: &str, root: &str) -> Option<String> {
             other => parts.push(other),
         }
     }
-    if path.starts_with('/') || parts.is_empty() || path.contains('\0') {
+    // A control character (a newline, a NUL) names no file an annotation could point at, and
+    // would break the summary's table.
+    if path.starts_with('/') || parts.is_empty() || path.chars().any(char::is_control) {
         return None;
     }
     Some(clip(&parts.join("/"), MAX_FIELD_CHARS))
