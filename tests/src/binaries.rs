@@ -39,7 +39,8 @@ pub fn built(name: &str, sources: &[&str]) -> PathBuf {
     path
 }
 
-/// A file under `dir` modified after `time`.
+/// A file under `dir` modified after `time`; unit-test files (`*_tests.rs`, compiled only into
+/// the crate's tests, so never relinking a binary) are not counted.
 fn newer_file(dir: &Path, time: std::time::SystemTime) -> Option<PathBuf> {
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();
@@ -47,10 +48,11 @@ fn newer_file(dir: &Path, time: std::time::SystemTime) -> Option<PathBuf> {
             if let Some(newer) = newer_file(&path, time) {
                 return Some(newer);
             }
-        } else if entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|modified| modified > time)
+        } else if !path.to_string_lossy().ends_with("_tests.rs")
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| modified > time)
         {
             return Some(path);
         }

@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use gatehouse_crds::stream::{RESULTS_STREAM, ResultEntry, ScanOutcome, ScanResult};
 use gatehouse_tests::RedisServer;
 use serde_json::Value;
-use wiremock::matchers::{header, method, path};
+use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn agent(args: &[&str]) -> Output {
@@ -219,9 +219,11 @@ fn tarball(entries: &[(&str, &[u8])]) -> Vec<u8> {
 
 const SHA: &str = "ec26c3e57ca3a959ca5aad62de7213c562f8c821";
 
-/// GitHub's tarball endpoint answering with a redirect to an archive URL on the same server,
-/// which serves `archive`; only a request with the token gets the redirect.
-async fn github_serving(archive: Vec<u8>) -> MockServer {
+/// GitHub for one commit holding `files` (path, contents): its tarball endpoint answering with
+/// a redirect to an archive URL on the same server, which serves `archived` (only a request
+/// with the token gets the redirect); its tree listing every file of `files`; each file's blob,
+/// raw, by its (made-up) SHA.
+async fn github_serving(files: &[(&str, &[u8])], archived: Vec<u8>) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(format!("/repos/Codertocat/Hello-World/tarball/{SHA}")))
@@ -234,10 +236,43 @@ async fn github_serving(archive: Vec<u8>) -> MockServer {
         .await;
     Mock::given(method("GET"))
         .and(path("/codeload/archive.tar.gz"))
-        .respond_with(ResponseTemplate::new(200).set_body_bytes(archive))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(archived))
+        .mount(&server)
+        .await;
+    let mut tree = Vec::new();
+    for (index, (name, data)) in files.iter().enumerate() {
+        let blob = format!("{index:040x}");
+        tree.push(serde_json::json!({
+            "path": name, "mode": "100644", "type": "blob", "sha": blob, "size": data.len(),
+        }));
+        Mock::given(method("GET"))
+            .and(path(format!(
+                "/repos/Codertocat/Hello-World/git/blobs/{blob}"
+            )))
+            .and(header("authorization", "Bearer ghs_scan_token"))
+            .and(header("accept", "application/vnd.github.raw+json"))
+            .respond_with(ResponseTemplate::new(200).set_body_bytes(data.to_vec()))
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/repos/Codertocat/Hello-World/git/trees/{SHA}"
+        )))
+        .and(query_param("recursive", "1"))
+        .and(header("authorization", "Bearer ghs_scan_token"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"sha": SHA, "tree": tree, "truncated": false})),
+        )
         .mount(&server)
         .await;
     server
+}
+
+/// GitHub serving a commit whose archive holds all its files.
+async fn github_with(files: &[(&str, &[u8])]) -> MockServer {
+    github_serving(files, tarball(files)).await
 }
 
 fn checkout(server: &MockServer, into: &std::path::Path, token_dir: &std::path::Path) -> Output {
@@ -263,11 +298,11 @@ fn checkout(server: &MockServer, into: &std::path::Path, token_dir: &std::path::
 
 #[tokio::test]
 async fn checkout_downloads_the_commit_with_the_token_and_unpacks_it_without_its_config() {
-    let server = github_serving(tarball(&[
+    let server = github_with(&[
         ("main.tf", b"resource \"aws_s3_bucket\" \"b\" {}\n"),
         ("modules/net/vpc.tf", b"# vpc\n"),
         ("kics.config", b"{\"exclude-severities\": \"high\"}"),
-    ]))
+    ])
     .await;
     let into = tempfile::tempdir().unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -285,10 +320,10 @@ async fn checkout_downloads_the_commit_with_the_token_and_unpacks_it_without_its
 
 #[tokio::test]
 async fn checkout_refuses_a_hostile_archive_for_good_and_says_which_entry() {
-    let server = github_serving(tarball(&[
-        ("README.md", b"hello"),
-        ("../../../tmp/owned", b"x"),
-    ]))
+    let server = github_serving(
+        &[("README.md", b"hello")],
+        tarball(&[("README.md", b"hello"), ("../../../tmp/owned", b"x")]),
+    )
     .await;
     let into = tempfile::tempdir().unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -297,6 +332,81 @@ async fn checkout_refuses_a_hostile_archive_for_good_and_says_which_entry() {
     assert_eq!(out.status.code(), Some(2), "refused for good: {stderr}");
     assert!(stderr.contains("climbs out of the repository"), "{stderr}");
     assert!(stderr.contains("../../../tmp/owned"), "{stderr}");
+}
+
+#[tokio::test]
+async fn checkout_fetches_the_files_the_archive_left_out_so_export_ignore_hides_nothing() {
+    // The pull request's .gitattributes says `hidden/** export-ignore`: GitHub's archive lacks
+    // hidden/iam.tf, its tree does not.
+    let files: [(&str, &[u8]); 3] = [
+        ("main.tf", b"# main\n"),
+        (".gitattributes", b"hidden/** export-ignore\n"),
+        ("hidden/iam.tf", b"resource \"aws_iam_policy\" \"all\" {}\n"),
+    ];
+    let server = github_serving(&files, tarball(&files[..2])).await;
+    let into = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = checkout(&server, into.path(), tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(into.path().join("hidden/iam.tf")).unwrap(),
+        "resource \"aws_iam_policy\" \"all\" {}\n"
+    );
+    assert!(
+        stderr.contains("1 files the archive left out (export-ignore) fetched one by one"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn checkout_refuses_git_lfs_pointers_whose_content_the_scanner_would_not_see() {
+    let pointer: &[u8] = b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 12345\n";
+    let server = github_with(&[("main.tf", b"# main\n"), ("infra/iam.tf", pointer)]).await;
+    let into = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = checkout(&server, into.path(), tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "refused for good: {stderr}");
+    assert!(
+        stderr.contains("1 files of Codertocat/Hello-World@") && stderr.contains("infra/iam.tf"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Include Git LFS objects in archives"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn checkout_follows_the_redirect_to_another_host_without_the_token() {
+    let files: [(&str, &[u8]); 1] = [("main.tf", b"# main\n")];
+    // The archive host is another origin: it serves the archive only to a request that does
+    // not carry the installation token.
+    let codeload = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/archive.tar.gz"))
+        .and(|request: &wiremock::Request| !request.headers.contains_key("authorization"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(tarball(&files)))
+        .mount(&codeload)
+        .await;
+    let github = github_with(&files).await;
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/Codertocat/Hello-World/tarball/{SHA}")))
+        .respond_with(
+            ResponseTemplate::new(302)
+                .insert_header("location", format!("{}/archive.tar.gz", codeload.uri())),
+        )
+        .with_priority(1)
+        .mount(&github)
+        .await;
+    let into = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = checkout(&github, into.path(), tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(into.path().join("main.tf").exists());
+    assert_eq!(codeload.received_requests().await.unwrap().len(), 1);
 }
 
 #[tokio::test]

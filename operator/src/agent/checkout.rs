@@ -428,6 +428,209 @@ fn kind_name(kind: tar::EntryType) -> String {
     }
 }
 
+/// The commit's tree as GitHub's trees API lists it (`GET /repos/{o}/{r}/git/trees/{sha}?recursive=1`).
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct Tree {
+    /// Every file, directory, link and submodule of the commit.
+    pub tree: Vec<TreeEntry>,
+    /// Whether GitHub listed only part of it (more than 100,000 entries or 7 MB).
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+/// One entry of a [`Tree`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct TreeEntry {
+    /// Path from the repository root.
+    pub path: String,
+    /// Git's mode: `100644` file, `100755` executable, `120000` link, `040000` directory,
+    /// `160000` submodule.
+    pub mode: String,
+    /// `blob`, `tree` or `commit` (a submodule).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The object's SHA.
+    pub sha: String,
+    /// Size of a blob, in bytes.
+    #[serde(default)]
+    pub size: Option<u64>,
+}
+
+/// The commit's files (and links) that are not in the workspace: left out of GitHub's archive
+/// by `export-ignore` in the commit's `.gitattributes`, which the pull request controls. Files
+/// removed on purpose (`removed`, as given to [`remove_files`]) are not missing.
+pub fn missing_files<'t>(
+    root: &Path,
+    tree: &'t Tree,
+    removed: &[String],
+) -> Result<Vec<&'t TreeEntry>, ArchiveError> {
+    let mut missing = Vec::new();
+    for entry in tree.tree.iter().filter(|e| e.kind == "blob") {
+        let relative = tree_path(&entry.path)?;
+        if removed
+            .iter()
+            .any(|r| entry.path == *r || entry.path.starts_with(&format!("{r}/")))
+        {
+            continue;
+        }
+        match std::fs::symlink_metadata(root.join(&relative)) {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => missing.push(entry),
+            Err(error) => return Err(write_error(&root.join(&relative))(error)),
+        }
+    }
+    Ok(missing)
+}
+
+/// Writes a file (or link) of the commit that the archive left out, from its blob's content,
+/// under the same rules as the archive's entries; [`check_links`] must follow, once every
+/// file is restored.
+pub fn restore(
+    root: &Path,
+    entry: &TreeEntry,
+    content: &mut impl Read,
+    limits: &Limits,
+    unpacked: &mut Unpacked,
+) -> Result<(), ArchiveError> {
+    let root = root.canonicalize().map_err(write_error(root))?;
+    let relative = tree_path(&entry.path)?;
+    let target = root.join(&relative);
+    let raw = entry.path.clone();
+    make_parents(&root, &target, &raw)?;
+    match entry.mode.as_str() {
+        "120000" => {
+            let mut link = String::new();
+            content
+                .take(limits.max_path_bytes as u64 + 1)
+                .read_to_string(&mut link)
+                .map_err(|e| ArchiveError::Unreadable(e.to_string()))?;
+            if link.len() > limits.max_path_bytes || !link_stays_inside(&relative, &link) {
+                return Err(ArchiveError::LinkEscapes {
+                    entry: raw,
+                    target: link,
+                });
+            }
+            std::os::unix::fs::symlink(&link, &target).map_err(write_error(&target))?;
+            unpacked.links += 1;
+        }
+        "100644" | "100755" => {
+            let space_left = limits
+                .max_file_bytes
+                .min(limits.max_total_bytes.saturating_sub(unpacked.bytes));
+            let written = write_file(content, &target, entry.mode == "100755", space_left)
+                .map_err(|error| match error.kind() {
+                    std::io::ErrorKind::AlreadyExists => ArchiveError::Duplicate(raw.clone()),
+                    std::io::ErrorKind::FileTooLarge if space_left < limits.max_file_bytes => {
+                        ArchiveError::TooLarge(limits.max_total_bytes)
+                    }
+                    std::io::ErrorKind::FileTooLarge => ArchiveError::FileTooLarge {
+                        entry: raw.clone(),
+                        limit: limits.max_file_bytes,
+                    },
+                    _ => write_error(&target)(error),
+                })?;
+            unpacked.files += 1;
+            unpacked.bytes += written;
+        }
+        other => {
+            return Err(ArchiveError::Unsupported {
+                entry: raw,
+                kind: format!("blob of mode {other}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A path of the commit's tree, refused unless it is plainly inside the repository.
+fn tree_path(raw: &str) -> Result<PathBuf, ArchiveError> {
+    let path = Path::new(raw);
+    if path.has_root() {
+        return Err(ArchiveError::AbsolutePath(raw.to_owned()));
+    }
+    if raw.is_empty()
+        || path
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_)))
+    {
+        return Err(ArchiveError::ParentDirectory(raw.to_owned()));
+    }
+    Ok(path.to_path_buf())
+}
+
+/// What a Git LFS pointer file starts with (and the name LFS had before its first release).
+const LFS_POINTER_STARTS: [&[u8]; 2] = [
+    b"version https://git-lfs.github.com/spec/v1",
+    b"version https://hawser.github.com/spec/v1",
+];
+
+/// The workspace's files that are Git LFS pointers (a pointer is at most 1024 bytes): GitHub's
+/// archive holds the pointer, not the content, unless the repository includes LFS objects in
+/// its archives. Sorted, relative to `root`; links are not followed.
+pub fn lfs_pointers(root: &Path) -> Result<Vec<String>, ArchiveError> {
+    let mut found = Vec::new();
+    walk(root, &mut |relative, path, kind| {
+        if !kind.is_file() {
+            return Ok(());
+        }
+        if std::fs::symlink_metadata(path)
+            .map_err(write_error(path))?
+            .len()
+            > 1024
+        {
+            return Ok(());
+        }
+        let mut head = Vec::with_capacity(64);
+        std::fs::File::open(path)
+            .and_then(|f| f.take(64).read_to_end(&mut head))
+            .map_err(write_error(path))?;
+        if LFS_POINTER_STARTS.iter().any(|p| head.starts_with(p)) {
+            found.push(relative.display().to_string());
+        }
+        Ok(())
+    })?;
+    found.sort();
+    Ok(found)
+}
+
+/// Checks every link of the workspace once more, where it really leads: a file restored after
+/// unpacking can be a link that another, earlier link goes through.
+pub fn check_links(root: &Path) -> Result<(), ArchiveError> {
+    let root = root.canonicalize().map_err(write_error(root))?;
+    walk(&root, &mut |relative, path, kind| {
+        if kind.is_symlink() && escapes(&root, relative) {
+            return Err(ArchiveError::LinkEscapes {
+                entry: relative.display().to_string(),
+                target: std::fs::read_link(path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default(),
+            });
+        }
+        Ok(())
+    })
+}
+
+/// Calls `visit(relative, path, kind)` for everything under `root`, links not followed.
+fn walk(
+    root: &Path,
+    visit: &mut impl FnMut(&Path, &Path, std::fs::FileType) -> Result<(), ArchiveError>,
+) -> Result<(), ArchiveError> {
+    let mut pending = vec![PathBuf::new()];
+    while let Some(dir) = pending.pop() {
+        let at = root.join(&dir);
+        for item in std::fs::read_dir(&at).map_err(write_error(&at))? {
+            let item = item.map_err(write_error(&at))?;
+            let kind = item.file_type().map_err(write_error(&at))?;
+            let relative = dir.join(item.file_name());
+            visit(&relative, &item.path(), kind)?;
+            if kind.is_dir() {
+                pending.push(relative);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Removes the files the scanner must not read (its repository-provided configuration), given
 /// relative to the repository root; a missing one is fine, a path that is not plainly inside the
 /// repository is refused.

@@ -7,7 +7,10 @@ use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
-use super::checkout::{ArchiveError, Limits, remove_files, unpack};
+use super::checkout::{
+    ArchiveError, Limits, Tree, TreeEntry, check_links, lfs_pointers, missing_files, remove_files,
+    restore, unpack,
+};
 
 /// One entry of a test archive: its raw name bytes (not checked: hostile names included).
 struct Entry<'a> {
@@ -319,4 +322,133 @@ fn the_scanners_own_configuration_is_removed_and_only_inside_the_repository() {
     assert!(!dir.path().join("kics.config").exists());
     assert!(remove_files(dir.path(), &["../x".to_owned()]).is_err());
     assert!(remove_files(dir.path(), &["/etc/passwd".to_owned()]).is_err());
+}
+
+fn blob(path: &str, mode: &str) -> TreeEntry {
+    TreeEntry {
+        path: path.to_owned(),
+        mode: mode.to_owned(),
+        kind: "blob".to_owned(),
+        sha: "95d09f2b10159347eece71399a7e2e907ea3df4f".to_owned(),
+        size: Some(10),
+    }
+}
+
+#[test]
+fn files_the_archive_left_out_are_found_and_restored_under_the_same_rules() {
+    let (dir, result) = unpacked(
+        &[dir(&name("")), file(&name("main.tf"), b"# main\n")],
+        &Limits::default(),
+    );
+    let mut done = result.unwrap();
+    let tree = Tree {
+        tree: vec![
+            blob("main.tf", "100644"),
+            TreeEntry {
+                kind: "tree".to_owned(),
+                mode: "040000".to_owned(),
+                ..blob("hidden", "040000")
+            },
+            blob("hidden/iam.tf", "100644"),
+            blob("kics.config", "100644"),
+            TreeEntry {
+                kind: "commit".to_owned(),
+                ..blob("vendor/lib", "160000")
+            },
+        ],
+        truncated: false,
+    };
+    let missing = missing_files(dir.path(), &tree, &["kics.config".to_owned()]).unwrap();
+    let paths: Vec<&str> = missing.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["hidden/iam.tf"],
+        "removed files and submodules are not missing"
+    );
+    restore(
+        dir.path(),
+        missing[0],
+        &mut &b"resource {}\n"[..],
+        &Limits::default(),
+        &mut done,
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("hidden/iam.tf")).unwrap(),
+        "resource {}\n"
+    );
+    assert_eq!((done.files, done.bytes), (2, 19));
+
+    // A tree path that climbs out, a file too large, a link out: refused like archive entries.
+    for (entry, content, expected) in [
+        (blob("../escape", "100644"), &b"x"[..], "climbs out"),
+        (blob("/etc/passwd", "100644"), b"x", "absolute"),
+        (
+            blob("big.tf", "100644"),
+            b"0123456789abcdef0123",
+            "larger than 16",
+        ),
+        (
+            blob("out", "120000"),
+            b"../../etc/passwd",
+            "outside the repository",
+        ),
+        (blob("main.tf", "100644"), b"again", "twice"),
+    ] {
+        let limits = Limits {
+            max_file_bytes: 16,
+            ..Limits::default()
+        };
+        let error = restore(dir.path(), &entry, &mut &content[..], &limits, &mut done)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(expected), "{}: {error}", entry.path);
+    }
+    assert!(!dir.path().join("out").exists());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("main.tf")).unwrap(),
+        "# main\n"
+    );
+}
+
+#[test]
+fn a_restored_link_that_an_earlier_link_climbs_through_is_caught() {
+    // `x -> d/l/..` is harmless while `d/l` does not exist; once the left-out `d/l -> ..` is
+    // restored, `x` leads to the workspace's parent.
+    let (dir, result) = unpacked(
+        &[dir(&name("")), symlink(&name("x"), "d/l/..")],
+        &Limits::default(),
+    );
+    let mut done = result.unwrap();
+    check_links(dir.path()).unwrap();
+    restore(
+        dir.path(),
+        &blob("d/l", "120000"),
+        &mut &b".."[..],
+        &Limits::default(),
+        &mut done,
+    )
+    .unwrap();
+    let error = check_links(dir.path()).unwrap_err().to_string();
+    assert!(error.contains("\"x\""), "{error}");
+}
+
+#[test]
+fn git_lfs_pointers_are_found_and_other_small_files_are_not() {
+    let pointer = b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 12345\n";
+    let (dir, result) = unpacked(
+        &[
+            dir(&name("")),
+            file(&name("infra/main.tf"), pointer),
+            file(&name("README.md"), b"version https://example.com\n"),
+            file(&name("assets/logo.png"), pointer),
+            symlink(&name("link.tf"), "infra/main.tf"),
+        ],
+        &Limits::default(),
+    );
+    result.unwrap();
+    assert_eq!(
+        lfs_pointers(dir.path()).unwrap(),
+        ["assets/logo.png", "infra/main.tf"]
+    );
 }

@@ -255,20 +255,61 @@ async fn run_checkout(args: &CheckoutArgs) -> Result<String, (i32, String)> {
     if let (Some(sha), Some(into)) = (&args.base_sha, &args.base_into) {
         targets.push((sha.as_str(), into.as_path()));
     }
+    let client = github_client(&args.api_url, &token)?;
     let mut done = Vec::new();
     for (sha, into) in targets {
         if !gatehouse_crds::lifecycle::is_full_sha(sha) {
             return Err((EXIT_REFUSED, format!("{sha:?} is not a full commit SHA")));
         }
         let archive = std::env::temp_dir().join(format!("gatehouse-{sha}.tar.gz"));
-        let bytes = download(&args.api_url, &token, owner, repo, sha, &archive, &limits).await?;
+        let bytes = download(&client, owner, repo, sha, &archive, &limits).await?;
         let file = std::fs::File::open(&archive)
             .map_err(|e| (EXIT_TRANSIENT, format!("{}: {e}", archive.display())))?;
-        let unpacked = checkout::unpack(std::io::BufReader::new(file), into, &limits)
+        let mut unpacked = checkout::unpack(std::io::BufReader::new(file), into, &limits)
             .map_err(|e| (refusal(&e), e.to_string()))?;
         let _ = std::fs::remove_file(&archive);
         let removed =
             checkout::remove_files(into, &args.remove).map_err(|e| (refusal(&e), e.to_string()))?;
+        let listing = tree(&client, owner, repo, sha).await?;
+        let missing = checkout::missing_files(into, &listing, &args.remove)
+            .map_err(|e| (refusal(&e), e.to_string()))?;
+        let restored =
+            restore_missing(&client, owner, repo, into, &missing, &limits, &mut unpacked).await?;
+        let pointers = checkout::lfs_pointers(into).map_err(|e| (refusal(&e), e.to_string()))?;
+        if !pointers.is_empty() {
+            return Err((
+                EXIT_REFUSED,
+                format!(
+                    "{} files of {owner}/{repo}@{sha} are Git LFS pointers, whose content the \
+                     archive does not hold and the scanner would not see (first: {}); turn on \
+                     \"Include Git LFS objects in archives\" in the repository's settings",
+                    pointers.len(),
+                    pointers[0]
+                ),
+            ));
+        }
+        let submodules = listing.tree.iter().filter(|e| e.kind == "commit").count();
+        let mut notes = Vec::new();
+        if !removed.is_empty() {
+            notes.push(format!("removed {}", removed.join(", ")));
+        }
+        if restored > 0 {
+            notes.push(format!(
+                "{restored} files the archive left out (export-ignore) fetched one by one"
+            ));
+        }
+        if submodules > 0 {
+            notes.push(format!(
+                "{submodules} submodules not checked out (GitHub's archives leave them out)"
+            ));
+        }
+        if listing.truncated {
+            notes.push(
+                "GitHub listed the commit's tree only in part: files the archive left out \
+                 were looked for only among those listed"
+                    .to_owned(),
+            );
+        }
         done.push(format!(
             "{owner}/{repo}@{sha}: {bytes} bytes downloaded, {} files ({} bytes), {} directories, \
              {} links into {}{}",
@@ -277,11 +318,10 @@ async fn run_checkout(args: &CheckoutArgs) -> Result<String, (i32, String)> {
             unpacked.directories,
             unpacked.links,
             into.display(),
-            if removed.is_empty() {
-                String::new()
-            } else {
-                format!("; removed {}", removed.join(", "))
-            }
+            notes
+                .iter()
+                .flat_map(|n| ["; ", n.as_str()])
+                .collect::<String>()
         ));
     }
     Ok(done.join("; "))
@@ -294,35 +334,150 @@ fn refusal(error: &checkout::ArchiveError) -> i32 {
     }
 }
 
-/// Downloads `GET /repos/{owner}/{repo}/tarball/{sha}` (GitHub answers with a redirect to a
-/// short-lived archive URL, followed without the token) into `to`, at most
-/// `limits.max_download_bytes`.
-async fn download(
-    api_url: &str,
-    token: &str,
-    owner: &str,
-    repo: &str,
-    sha: &str,
-    to: &Path,
-    limits: &checkout::Limits,
-) -> Result<u64, (i32, String)> {
-    use std::io::Write as _;
-    let transient = |e: String| (EXIT_TRANSIENT, e);
-    let client = octocrab::Octocrab::builder()
+/// Most files of a commit fetched one by one when its archive left them out.
+const MAX_RESTORED_FILES: usize = 1000;
+
+/// Largest tree listing read from GitHub (GitHub truncates its own at 7 MB).
+const MAX_TREE_BYTES: u64 = 64 << 20;
+
+fn github_client(api_url: &str, token: &str) -> Result<octocrab::Octocrab, (i32, String)> {
+    octocrab::Octocrab::builder()
         .base_uri(api_url)
         .map_err(|e| (EXIT_REFUSED, format!("--api-url {api_url:?}: {e}")))?
         .personal_token(token.to_owned())
         .set_connect_timeout(Some(Duration::from_secs(10)))
         .set_read_timeout(Some(Duration::from_secs(60)))
         .build()
-        .map_err(|e| (EXIT_REFUSED, format!("GitHub client: {e}")))?;
+        .map_err(|e| (EXIT_REFUSED, format!("GitHub client: {e}")))
+}
+
+/// Downloads `GET /repos/{owner}/{repo}/tarball/{sha}` (GitHub answers with a redirect to a
+/// short-lived archive URL, followed without the token) into `to`, at most
+/// `limits.max_download_bytes`.
+async fn download(
+    client: &octocrab::Octocrab,
+    owner: &str,
+    repo: &str,
+    sha: &str,
+    to: &Path,
+    limits: &checkout::Limits,
+) -> Result<u64, (i32, String)> {
     let route = format!(
         "/repos/{}/{}/tarball/{sha}",
         crate::github::encode(owner),
         crate::github::encode(repo)
     );
+    let mut file = std::fs::File::create(to)
+        .map_err(|e| (EXIT_TRANSIENT, format!("{}: {e}", to.display())))?;
+    get_into(client, &route, None, limits.max_download_bytes, &mut file)
+        .await
+        .map_err(|(code, e)| (code, e.replace("the answer", "the archive")))
+}
+
+/// The commit's tree, listed by `GET /repos/{owner}/{repo}/git/trees/{sha}?recursive=1`.
+async fn tree(
+    client: &octocrab::Octocrab,
+    owner: &str,
+    repo: &str,
+    sha: &str,
+) -> Result<checkout::Tree, (i32, String)> {
+    let route = format!(
+        "/repos/{}/{}/git/trees/{sha}?recursive=1",
+        crate::github::encode(owner),
+        crate::github::encode(repo)
+    );
+    let mut body = Vec::new();
+    get_into(client, &route, None, MAX_TREE_BYTES, &mut body).await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        (
+            EXIT_REFUSED,
+            format!("GET {route}: not a tree listing: {e}"),
+        )
+    })
+}
+
+/// Fetches the files of the commit that its archive left out (`export-ignore` in the commit's
+/// `.gitattributes`: a pull request could otherwise hide files from the scanner) through
+/// `GET /repos/{owner}/{repo}/git/blobs/{sha}` and writes them into `into`. Returns how many.
+async fn restore_missing(
+    client: &octocrab::Octocrab,
+    owner: &str,
+    repo: &str,
+    into: &Path,
+    missing: &[&checkout::TreeEntry],
+    limits: &checkout::Limits,
+    unpacked: &mut checkout::Unpacked,
+) -> Result<usize, (i32, String)> {
+    if missing.len() > MAX_RESTORED_FILES {
+        return Err((
+            EXIT_REFUSED,
+            format!(
+                "{} files of the commit are left out of its archive (export-ignore in \
+                 .gitattributes?), more than the {MAX_RESTORED_FILES} fetched one by one; the \
+                 first is {:?}",
+                missing.len(),
+                missing[0].path
+            ),
+        ));
+    }
+    let scratch = std::env::temp_dir().join("gatehouse-blob");
+    for entry in missing {
+        if entry.size.is_some_and(|size| size > limits.max_file_bytes) {
+            return Err((
+                EXIT_REFUSED,
+                checkout::ArchiveError::FileTooLarge {
+                    entry: entry.path.clone(),
+                    limit: limits.max_file_bytes,
+                }
+                .to_string(),
+            ));
+        }
+        let route = format!(
+            "/repos/{}/{}/git/blobs/{}",
+            crate::github::encode(owner),
+            crate::github::encode(repo),
+            crate::github::encode(&entry.sha)
+        );
+        let mut file = std::fs::File::create(&scratch)
+            .map_err(|e| (EXIT_TRANSIENT, format!("{}: {e}", scratch.display())))?;
+        get_into(
+            client,
+            &route,
+            Some("application/vnd.github.raw+json"),
+            limits.max_file_bytes,
+            &mut file,
+        )
+        .await?;
+        let mut file = std::fs::File::open(&scratch)
+            .map_err(|e| (EXIT_TRANSIENT, format!("{}: {e}", scratch.display())))?;
+        checkout::restore(into, entry, &mut file, limits, unpacked)
+            .map_err(|e| (refusal(&e), e.to_string()))?;
+    }
+    let _ = std::fs::remove_file(&scratch);
+    checkout::check_links(into).map_err(|e| (refusal(&e), e.to_string()))?;
+    Ok(missing.len())
+}
+
+/// GETs `route` (with `accept` as the media type when given), following one more redirect by
+/// hand when the client did not, and writes the body into `sink`, at most `max_bytes`. A server
+/// error or 429 may pass (exit 1); any other failure status will not (exit 2).
+async fn get_into(
+    client: &octocrab::Octocrab,
+    route: &str,
+    accept: Option<&str>,
+    max_bytes: u64,
+    sink: &mut impl std::io::Write,
+) -> Result<u64, (i32, String)> {
+    let transient = |e: String| (EXIT_TRANSIENT, e);
+    let headers = accept.map(|accept| {
+        let mut headers = http::HeaderMap::new();
+        if let Ok(value) = http::HeaderValue::from_str(accept) {
+            headers.insert(http::header::ACCEPT, value);
+        }
+        headers
+    });
     let mut response = client
-        ._get(route.as_str())
+        ._get_with_headers(route, headers)
         .await
         .map_err(|e| transient(format!("GET {route}: {e}")))?;
     // The follow-redirect layer follows GitHub's redirect to the archive host (and drops the
@@ -359,25 +514,21 @@ async fn download(
         };
         return Err((code, format!("GET {route}: {status}: {body}")));
     }
-    let mut file =
-        std::fs::File::create(to).map_err(|e| transient(format!("{}: {e}", to.display())))?;
     let mut body = response.into_body();
     let mut total = 0_u64;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| transient(format!("reading the archive: {e}")))?;
+        let frame =
+            frame.map_err(|e| transient(format!("GET {route}: reading the answer: {e}")))?;
         if let Ok(data) = frame.into_data() {
             total += data.len() as u64;
-            if total > limits.max_download_bytes {
+            if total > max_bytes {
                 return Err((
                     EXIT_REFUSED,
-                    format!(
-                        "the archive is larger than {} bytes",
-                        limits.max_download_bytes
-                    ),
+                    format!("GET {route}: the answer is larger than {max_bytes} bytes"),
                 ));
             }
-            file.write_all(&data)
-                .map_err(|e| transient(format!("{}: {e}", to.display())))?;
+            sink.write_all(&data)
+                .map_err(|e| transient(format!("GET {route}: writing the answer: {e}")))?;
         }
     }
     Ok(total)
