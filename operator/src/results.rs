@@ -59,6 +59,9 @@ pub struct ResultsConfig {
     pub details_url: Option<String>,
     /// How long the base commit's findings are kept for baseline mode.
     pub baseline_ttl: Duration,
+    /// How long the circuit breaker first holds GitHub back (doubled per failure after it
+    /// opened, at most five minutes).
+    pub breaker_hold: Duration,
 }
 
 impl Default for ResultsConfig {
@@ -72,6 +75,7 @@ impl Default for ResultsConfig {
             retry_window: Duration::from_secs(24 * 3600),
             details_url: None,
             baseline_ttl: Duration::from_secs(24 * 3600),
+            breaker_hold: Duration::from_secs(15),
         }
     }
 }
@@ -117,8 +121,9 @@ fn retry(reason: impl Into<String>) -> Handled {
 
 /// Stops asking GitHub after repeated failures, for a while that doubles up to five minutes;
 /// entries wait in the stream meanwhile.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Breaker {
+    first_hold: Duration,
     failures: u32,
     open_until: Option<Instant>,
 }
@@ -126,11 +131,19 @@ struct Breaker {
 impl Breaker {
     const THRESHOLD: u32 = 5;
 
+    fn new(first_hold: Duration) -> Breaker {
+        Breaker {
+            first_hold,
+            failures: 0,
+            open_until: None,
+        }
+    }
+
     fn failed(&mut self, wait: Option<Duration>) {
         self.failures += 1;
         let backoff = if self.failures >= Self::THRESHOLD {
             Some(
-                Duration::from_secs(15 << (self.failures - Self::THRESHOLD).min(4))
+                (self.first_hold * (1 << (self.failures - Self::THRESHOLD).min(4)))
                     .min(Duration::from_secs(300)),
             )
         } else {
@@ -228,8 +241,8 @@ impl Consumer {
             github,
             master_key,
             metrics,
+            breaker: Breaker::new(config.breaker_hold),
             config,
-            breaker: Breaker::default(),
             last_claim: None,
             last_gauges: None,
         })

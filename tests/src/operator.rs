@@ -160,6 +160,7 @@ impl OperatorHarness {
                 block: Duration::from_millis(200),
                 first_retry: Duration::from_millis(200),
                 longest_retry: Duration::from_secs(2),
+                breaker_hold: Duration::from_secs(1),
                 details_url: Some("https://gatehouse.example/scans".to_owned()),
                 ..gatehouse_operator::results::ResultsConfig::default()
             },

@@ -198,6 +198,88 @@ fn parse_reads_a_hundred_thousand_findings() {
     );
 }
 
+#[test]
+fn parse_keeps_each_kics_findings_rule_place_severity_and_fingerprint() {
+    // Checked against the report itself, read here independently of the parser.
+    for name in [
+        "kics-v2_mixed-17-findings-terraform_e2e086.json",
+        "kics-v2_mixed-24-findings-cloudformation_e2e032.json",
+    ] {
+        let file = fixture(&format!("kics/{name}"));
+        let raw: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let mut expected: Vec<(String, String, i64, String, String)> = Vec::new();
+        for query in raw["queries"].as_array().unwrap() {
+            for place in query["files"].as_array().unwrap() {
+                expected.push((
+                    query["query_id"].as_str().unwrap().to_owned(),
+                    place["file_name"]
+                        .as_str()
+                        .unwrap()
+                        .strip_prefix("/path/e2e/fixtures/samples/")
+                        .unwrap()
+                        .to_owned(),
+                    place["line"].as_i64().unwrap(),
+                    place["similarity_id"].as_str().unwrap().to_owned(),
+                    query["severity"].as_str().unwrap().to_ascii_lowercase(),
+                ));
+            }
+        }
+        let (code, json, stderr) = parse(
+            "kics",
+            &file,
+            &["--source-dir", "/path/e2e/fixtures/samples"],
+        );
+        assert_eq!(code, 0, "{stderr}");
+        let mut parsed: Vec<(String, String, i64, String, String)> = json["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                assert_eq!(f["startLine"], f["endLine"], "{f}");
+                (
+                    f["ruleId"].as_str().unwrap().to_owned(),
+                    f["path"].as_str().unwrap().to_owned(),
+                    f["startLine"].as_i64().unwrap(),
+                    f["fingerprint"].as_str().unwrap().to_owned(),
+                    f["severity"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        expected.sort();
+        parsed.sort();
+        assert_eq!(parsed, expected, "{name}");
+    }
+}
+
+#[test]
+fn parse_makes_one_black_duck_finding_per_violating_component_version() {
+    let file = fixture("blackduck/detect-DeveloperMode-Result_legacy-schema_3-violations.json");
+    let (code, json, stderr) = parse("blackduck", &file, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let titles: Vec<&str> = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["title"].as_str().unwrap())
+        .collect();
+    // The report lists gogo-protobuf v1.3.1 twice (two dependency paths): one finding.
+    assert_eq!(
+        titles,
+        [
+            "gogo-protobuf v1.2.0 violates overall score => 9",
+            "gogo-protobuf v1.3.1 violates overall score => 9"
+        ]
+    );
+    assert!(
+        json["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["severity"] == "critical" && f.get("path").is_none_or(Value::is_null)),
+        "{json}"
+    );
+}
+
 /// A repository tarball as GitHub serves it, with `entries` (path, contents) under its top
 /// directory; a `..` in a path is written as given.
 fn tarball(entries: &[(&str, &[u8])]) -> Vec<u8> {

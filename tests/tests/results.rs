@@ -344,6 +344,161 @@ async fn github_refusing_for_a_while_delays_the_report_and_loses_nothing() {
     assert_eq!(run(&h).unwrap().annotations.len(), 17);
 }
 
+/// Entries of the results stream delivered and not yet acknowledged.
+async fn pending(h: &OperatorHarness) -> i64 {
+    let mut conn = redis::Client::open(h.redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let summary: redis::Value = redis::cmd("XPENDING")
+        .arg("{gatehouse-results}:results")
+        .arg("report")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    match summary {
+        redis::Value::Array(fields) => match fields.first() {
+            Some(redis::Value::Int(n)) => *n,
+            other => panic!("XPENDING: {other:?}"),
+        },
+        other => panic!("XPENDING: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn while_github_is_down_results_are_recorded_and_reported_once_it_is_back() {
+    let (h, request) = scanned().await;
+    let id = run(&h).unwrap().id;
+    let route = format!("/repos/Codertocat/Hello-World/check-runs/{id}");
+    // Down for every read and write of the run, long enough to open the breaker.
+    h.github.fail_next("GET", &route, 503, vec![], 10_000);
+    h.github.fail_next("PATCH", &route, 503, vec![], 10_000);
+    let result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    h.publish(&result).await.unwrap();
+    h.until("the conclusion recorded in the status", |h| {
+        h.request(SR).unwrap().status.unwrap().scanners[0]
+            .conclusion
+            .is_some()
+    })
+    .await
+    .unwrap();
+    let status = h.request(SR).unwrap().status.unwrap();
+    assert_eq!(status.scanners[0].findings.unwrap().high, 6);
+    assert_ne!(
+        status.scanners[0].reported.as_deref(),
+        Some("completed/failure"),
+        "not reported while GitHub is down"
+    );
+    h.until("the breaker open", |h| {
+        h.github.calls().iter().filter(|c| c.status == 503).count() >= 5
+    })
+    .await
+    .unwrap();
+    assert_eq!(run(&h).unwrap().status, "in_progress");
+    assert_eq!(pending(&h).await, 1, "the entry waits in the stream");
+    h.github.clear_faults();
+    h.until("concluded once GitHub is back", concluded)
+        .await
+        .unwrap();
+    assert_eq!(run(&h).unwrap().annotations.len(), 17);
+    h.until("acknowledged", |h| {
+        h.request(SR).unwrap().status.unwrap().scanners[0]
+            .reported
+            .as_deref()
+            == Some("completed/failure")
+    })
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while pending(&h).await != 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(pending(&h).await, 0);
+}
+
+#[tokio::test]
+async fn a_lost_answer_then_a_crash_is_finished_by_the_next_consumer_without_repeats() {
+    let (mut h, request) = scanned().await;
+    let result = with_findings(
+        h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap(),
+        120,
+    );
+    let id = run(&h).unwrap().id;
+    let route = format!("/repos/Codertocat/Hello-World/check-runs/{id}");
+    // GitHub applies the first batch but its answer is lost; the consumer dies right after.
+    h.github.lose_answer_next("PATCH", &route, 502, 1);
+    h.publish(&result).await.unwrap();
+    h.until("the answer lost", |h| {
+        h.github.calls().iter().any(|c| c.status == 502)
+    })
+    .await
+    .unwrap();
+    h.crash_results();
+    let applied = run(&h).unwrap().annotations.len();
+    assert!(
+        applied >= 50,
+        "{applied} annotations applied before the crash"
+    );
+    // The next consumer has another name: it claims the dead one's entry once idle.
+    h.start_results().await.unwrap();
+    h.until("concluded by the next consumer", concluded)
+        .await
+        .unwrap();
+    let run = run(&h).unwrap();
+    assert_eq!(run.annotations.len(), 120, "each annotation once");
+    assert_eq!(run.conclusion.as_deref(), Some("failure"));
+    h.until("reported", |h| {
+        h.request(SR).unwrap().status.unwrap().scanners[0]
+            .reported
+            .as_deref()
+            == Some("completed/failure")
+    })
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while pending(&h).await != 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        pending(&h).await,
+        0,
+        "the dead consumer's entry acknowledged"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_of_annotations_github_refuses_is_left_out_and_the_rest_still_land() {
+    let (h, request) = scanned().await;
+    let result = with_findings(
+        h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap(),
+        120,
+    );
+    let id = run(&h).unwrap().id;
+    // The second batch of fifty is refused as unprocessable.
+    h.github.fail_after(
+        "PATCH",
+        &format!("/repos/Codertocat/Hello-World/check-runs/{id}"),
+        1,
+        422,
+        1,
+    );
+    h.publish(&result).await.unwrap();
+    h.until("concluded", concluded).await.unwrap();
+    let run = run(&h).unwrap();
+    assert_eq!(run.conclusion.as_deref(), Some("failure"));
+    assert_eq!(
+        run.annotations.len(),
+        70,
+        "the refused fifty left out, once"
+    );
+    assert_eq!(
+        h.github.calls().iter().filter(|c| c.status == 422).count(),
+        1,
+        "the refused batch is not sent again"
+    );
+}
+
 #[tokio::test]
 async fn a_scan_without_a_report_fails_as_a_scanner_error_never_as_no_findings() {
     let (h, request) = scanned().await;
@@ -411,6 +566,11 @@ async fn a_result_of_an_earlier_attempt_or_a_deleted_request_is_dropped_not_dead
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!concluded(&h));
     assert!(h.dead_letters().await.unwrap().is_empty());
+    assert_eq!(
+        pending(&h).await,
+        0,
+        "dropped: acknowledged, not left pending"
+    );
     // The real one still concludes the run.
     let result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
     h.publish(&result).await.unwrap();
@@ -525,6 +685,78 @@ async fn baseline_mode_scans_the_base_once_and_counts_only_what_each_pull_reques
         Some("No new findings (15 pre-existing)")
     );
     assert!(second_run.annotations.is_empty());
+
+    // A third on the same base, after something that is not the operator (a scan pod's Redis
+    // access, say) rewrote the kept findings to include the Redshift ones: the forged value
+    // fails its signature, so the base is not known and every finding counts.
+    let key = gatehouse_operator::results::baseline_key(
+        first.spec.repository.id,
+        BASE,
+        &kics_policy().spec.scanners[0],
+    );
+    let mut conn = redis::Client::open(h.redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let kept: Vec<u8> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut text =
+        String::from_utf8(lz4_flex::decompress_size_prepended(&kept[64..]).unwrap()).unwrap();
+    let all = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    for finding in &all.findings {
+        text.push('\n');
+        text.push_str(&finding.fingerprint);
+    }
+    let mut forged = kept[..64].to_vec();
+    forged.extend(lz4_flex::compress_prepend_size(text.as_bytes()));
+    let () = redis::cmd("SET")
+        .arg(&key)
+        .arg(forged)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut third = gatehouse_tests::operator::request("sr-third", 'd');
+    third.spec.pull_request.number = 4;
+    third.spec.pull_request.base_sha = Some(BASE.to_owned());
+    h.create(&third).await.unwrap();
+    h.until("its Job", |h| {
+        h.k8s.get::<Job>(NS, "sr-third-kics").is_some()
+    })
+    .await
+    .unwrap();
+    h.k8s
+        .set_job_status(NS, "sr-third-kics", &JobState::Succeeded)
+        .unwrap();
+    let request = h.request("sr-third").unwrap();
+    let result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    h.publish(&result).await.unwrap();
+    h.until("the third concluded", |h| {
+        h.github
+            .check_runs()
+            .iter()
+            .any(|r| r.external_id.contains("sr-third") && r.status == "completed")
+    })
+    .await
+    .unwrap();
+    let third_run = h
+        .github
+        .check_runs()
+        .into_iter()
+        .find(|r| r.external_id.contains("sr-third"))
+        .unwrap();
+    assert_eq!(third_run.conclusion.as_deref(), Some("failure"));
+    assert_eq!(third_run.annotations.len(), 17);
+    assert!(
+        third_run
+            .summary
+            .unwrap()
+            .contains("the base commit's findings are not known"),
+        "the summary says why every finding counts"
+    );
 }
 
 #[tokio::test]
