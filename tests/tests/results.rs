@@ -587,9 +587,12 @@ fn init_steps(h: &OperatorHarness, job: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn baseline_mode_scans_the_base_once_and_counts_only_what_each_pull_request_introduces() {
-    const BASE: &str = "0000000000000000000000000000000000000bb5";
+const BASE: &str = "0000000000000000000000000000000000000bb5";
+
+/// A harness whose policy has baseline mode on, after the sample pull request (on `BASE`) was
+/// scanned with its base: the base had every finding but the two "Redshift Publicly
+/// Accessible", so two are new.
+async fn base_scanned() -> OperatorHarness {
     let mut policy = kics_policy();
     policy.spec.reporting.baseline = true;
     let mut h = OperatorHarness::start(vec![policy]).await.unwrap();
@@ -601,12 +604,11 @@ async fn baseline_mode_scans_the_base_once_and_counts_only_what_each_pull_reques
     h.until("the Job", |h| h.k8s.get::<Job>(NS, JOB).is_some())
         .await
         .unwrap();
-    // The base commit's findings are not known yet: this pod scans it too.
+    // The base commit's findings are not known yet: this pod scans it too, first.
     assert_eq!(init_steps(&h, JOB), ["checkout", "scan-base", "scan"]);
     h.k8s.set_job_status(NS, JOB, &JobState::Succeeded).unwrap();
     let request = h.request(SR).unwrap();
     let mut result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
-    // The base had every finding but the two "Redshift Publicly Accessible".
     let mut base: Vec<String> = result
         .findings
         .iter()
@@ -628,6 +630,46 @@ async fn baseline_mode_scans_the_base_once_and_counts_only_what_each_pull_reques
     });
     h.publish(&result).await.unwrap();
     h.until("concluded", concluded).await.unwrap();
+    h
+}
+
+/// Another pull request (`name`, head SHA of `digit`s) on `BASE`: its Job must not scan the
+/// base again; it finishes with the terraform report changed by `edit`. Returns its run.
+async fn on_the_same_base(
+    h: &OperatorHarness,
+    name: &str,
+    digit: char,
+    edit: impl FnOnce(&mut ScanResult),
+) -> CheckRun {
+    let mut request = gatehouse_tests::operator::request(name, digit);
+    request.spec.pull_request.number = 3 + i64::from(u32::from(digit) % 100);
+    request.spec.pull_request.base_sha = Some(BASE.to_owned());
+    h.create(&request).await.unwrap();
+    let job = format!("{name}-kics");
+    h.until("its Job", |h| h.k8s.get::<Job>(NS, &job).is_some())
+        .await
+        .unwrap();
+    assert_eq!(init_steps(h, &job), ["checkout", "scan"]);
+    h.k8s
+        .set_job_status(NS, &job, &JobState::Succeeded)
+        .unwrap();
+    let request = h.request(name).unwrap();
+    let mut result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    edit(&mut result);
+    h.publish(&result).await.unwrap();
+    let done = |h: &OperatorHarness| {
+        h.github
+            .check_runs()
+            .into_iter()
+            .find(|r| r.external_id.contains(name) && r.status == "completed")
+    };
+    h.until("concluded", |h| done(h).is_some()).await.unwrap();
+    done(h).unwrap()
+}
+
+#[tokio::test]
+async fn baseline_mode_scans_the_base_once_and_counts_only_what_each_pull_request_introduces() {
+    let h = base_scanned().await;
     let run = run(&h).unwrap();
     assert_eq!(
         run.title.as_deref(),
@@ -645,52 +687,29 @@ async fn baseline_mode_scans_the_base_once_and_counts_only_what_each_pull_reques
 
     // Another pull request on the same base: no second scan of it, its findings come from
     // what Redis keeps; this one introduces nothing at or above high.
-    let mut second = gatehouse_tests::operator::request("sr-second", 'c');
-    second.spec.pull_request.number = 3;
-    second.spec.pull_request.base_sha = Some(BASE.to_owned());
-    h.create(&second).await.unwrap();
-    h.until("its Job", |h| {
-        h.k8s.get::<Job>(NS, "sr-second-kics").is_some()
+    let second = on_the_same_base(&h, "sr-second", 'c', |result| {
+        result
+            .findings
+            .retain(|f| f.title != "Redshift Publicly Accessible");
+        result.counts.high = 4;
     })
-    .await
-    .unwrap();
-    assert_eq!(init_steps(&h, "sr-second-kics"), ["checkout", "scan"]);
-    h.k8s
-        .set_job_status(NS, "sr-second-kics", &JobState::Succeeded)
-        .unwrap();
-    let request = h.request("sr-second").unwrap();
-    let mut result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
-    result
-        .findings
-        .retain(|f| f.title != "Redshift Publicly Accessible");
-    result.counts.high = 4;
-    h.publish(&result).await.unwrap();
-    h.until("the second concluded", |h| {
-        h.github
-            .check_runs()
-            .iter()
-            .any(|r| r.external_id.contains("sr-second") && r.status == "completed")
-    })
-    .await
-    .unwrap();
-    let second_run = h
-        .github
-        .check_runs()
-        .into_iter()
-        .find(|r| r.external_id.contains("sr-second"))
-        .unwrap();
-    assert_eq!(second_run.conclusion.as_deref(), Some("success"));
+    .await;
+    assert_eq!(second.conclusion.as_deref(), Some("success"));
     assert_eq!(
-        second_run.title.as_deref(),
+        second.title.as_deref(),
         Some("No new findings (15 pre-existing)")
     );
-    assert!(second_run.annotations.is_empty());
+    assert!(second.annotations.is_empty());
+}
 
-    // A third on the same base, after something that is not the operator (a scan pod's Redis
-    // access, say) rewrote the kept findings to include the Redshift ones: the forged value
-    // fails its signature, so the base is not known and every finding counts.
+#[tokio::test]
+async fn kept_base_findings_someone_else_rewrote_are_not_trusted() {
+    let h = base_scanned().await;
+    // Something that is not the operator (a scan pod's Redis access, say) rewrites the kept
+    // findings to include the Redshift ones: the value no longer matches its signature, so the
+    // base is not known and every finding counts.
     let key = gatehouse_operator::results::baseline_key(
-        first.spec.repository.id,
+        sample_request().spec.repository.id,
         BASE,
         &kics_policy().spec.scanners[0],
     );
@@ -706,8 +725,12 @@ async fn baseline_mode_scans_the_base_once_and_counts_only_what_each_pull_reques
         .unwrap();
     let mut text =
         String::from_utf8(lz4_flex::decompress_size_prepended(&kept[64..]).unwrap()).unwrap();
-    let all = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
-    for finding in &all.findings {
+    let request = h.request(SR).unwrap();
+    for finding in &h
+        .kics_result(&request, TERRAFORM, E2E_ROOT, 1)
+        .unwrap()
+        .findings
+    {
         text.push('\n');
         text.push_str(&finding.fingerprint);
     }
@@ -719,39 +742,11 @@ async fn baseline_mode_scans_the_base_once_and_counts_only_what_each_pull_reques
         .query_async(&mut conn)
         .await
         .unwrap();
-    let mut third = gatehouse_tests::operator::request("sr-third", 'd');
-    third.spec.pull_request.number = 4;
-    third.spec.pull_request.base_sha = Some(BASE.to_owned());
-    h.create(&third).await.unwrap();
-    h.until("its Job", |h| {
-        h.k8s.get::<Job>(NS, "sr-third-kics").is_some()
-    })
-    .await
-    .unwrap();
-    h.k8s
-        .set_job_status(NS, "sr-third-kics", &JobState::Succeeded)
-        .unwrap();
-    let request = h.request("sr-third").unwrap();
-    let result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
-    h.publish(&result).await.unwrap();
-    h.until("the third concluded", |h| {
-        h.github
-            .check_runs()
-            .iter()
-            .any(|r| r.external_id.contains("sr-third") && r.status == "completed")
-    })
-    .await
-    .unwrap();
-    let third_run = h
-        .github
-        .check_runs()
-        .into_iter()
-        .find(|r| r.external_id.contains("sr-third"))
-        .unwrap();
-    assert_eq!(third_run.conclusion.as_deref(), Some("failure"));
-    assert_eq!(third_run.annotations.len(), 17);
+    let third = on_the_same_base(&h, "sr-third", 'd', |_| {}).await;
+    assert_eq!(third.conclusion.as_deref(), Some("failure"));
+    assert_eq!(third.annotations.len(), 17);
     assert!(
-        third_run
+        third
             .summary
             .unwrap()
             .contains("the base commit's findings are not known"),
