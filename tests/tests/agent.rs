@@ -515,9 +515,11 @@ async fn checkout_failures_of_github_may_pass_and_refusals_will_not() {
     assert!(stderr.contains("404"), "{stderr}");
 }
 
-#[tokio::test]
-async fn report_publishes_a_signed_result_the_operator_can_verify() {
-    let redis = RedisServer::start().unwrap();
+const UID: &str = "5f0c7a4e-1b2d-4c3e-8f9a-0b1c2d3e4f50";
+
+/// A scan pod's report step as the tests set it up: a temporary directory holding `out/`
+/// with the terraform KICS report, and the per-scan key of `UID` in a file.
+fn report_workspace() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("out");
     std::fs::create_dir(&out_dir).unwrap();
@@ -530,9 +532,16 @@ async fn report_publishes_a_signed_result_the_operator_can_verify() {
         gatehouse_tests::operator::MASTER_KEY,
     )
     .unwrap();
-    let uid = "5f0c7a4e-1b2d-4c3e-8f9a-0b1c2d3e4f50";
     let key_file = dir.path().join("signing-key");
-    std::fs::write(&key_file, master.scan_key(uid).to_hex()).unwrap();
+    std::fs::write(&key_file, master.scan_key(UID).to_hex()).unwrap();
+    (dir, out_dir, key_file)
+}
+
+#[tokio::test]
+async fn report_publishes_a_signed_result_the_operator_can_verify() {
+    let redis = RedisServer::start().unwrap();
+    let (_dir, out_dir, key_file) = report_workspace();
+    let uid = UID;
     let out = Command::new(gatehouse_tests::binaries::agent())
         .args(["report", "--scanner", "kics", "--scanner-name", "kics"])
         .args([
@@ -573,6 +582,10 @@ async fn report_publishes_a_signed_result_the_operator_can_verify() {
         ResultEntry::from_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).unwrap();
     assert_eq!(entry.uid, uid);
     let signed = ResultEntry::signed_bytes(entry.encoding, &entry.payload);
+    let master = gatehouse_operator::keys::MasterKey::from_file_contents(
+        gatehouse_tests::operator::MASTER_KEY,
+    )
+    .unwrap();
     assert!(master.scan_key(uid).verify(&signed, &entry.signature));
     assert!(!master.scan_key("another").verify(&signed, &entry.signature));
     let result: ScanResult = serde_json::from_slice(&entry.payload).unwrap();
@@ -586,21 +599,8 @@ async fn report_publishes_a_signed_result_the_operator_can_verify() {
 #[tokio::test]
 async fn report_failures_say_whether_trying_again_can_help() {
     let redis = RedisServer::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let out_dir = dir.path().join("out");
-    std::fs::create_dir(&out_dir).unwrap();
-    std::fs::copy(
-        fixture("kics/kics-v2_mixed-17-findings-terraform_e2e086.json"),
-        out_dir.join("results.json"),
-    )
-    .unwrap();
-    let master = gatehouse_operator::keys::MasterKey::from_file_contents(
-        gatehouse_tests::operator::MASTER_KEY,
-    )
-    .unwrap();
-    let uid = "5f0c7a4e-1b2d-4c3e-8f9a-0b1c2d3e4f50";
-    let key_file = dir.path().join("signing-key");
-    std::fs::write(&key_file, master.scan_key(uid).to_hex()).unwrap();
+    let (_dir, out_dir, key_file) = report_workspace();
+    let uid = UID;
     // Without Redis: a failure that may pass (the pod fails, the operator tries again).
     let out = Command::new(gatehouse_tests::binaries::agent())
         .args(["report", "--scanner", "kics", "--scanner-name", "kics"])
