@@ -10,7 +10,7 @@ use gatehouse_webhook::ingest::apply::Applier;
 use gatehouse_webhook::ingest::consumer::{Consumer, ConsumerConfig};
 use gatehouse_webhook::ingest::github::GitHub;
 use gatehouse_webhook::ingest::state::Memory;
-use gatehouse_webhook::ingest::{Ingest, watch_policies};
+use gatehouse_webhook::ingest::{Ingest, watch_policies_in};
 use gatehouse_webhook::metrics::Metrics;
 use kube::api::{Api, PostParams};
 
@@ -57,6 +57,15 @@ impl Drop for Harness {
 impl Harness {
     /// Starts everything but the consumers; `policies` are created before policy watching starts.
     pub async fn start(policies: Vec<ScanPolicy>) -> anyhow::Result<Harness> {
+        Harness::start_in(policies, &[]).await
+    }
+
+    /// Starts everything but the consumers, with ingest limited to `namespaces` (all when
+    /// empty), as `--policy-namespace` does; `policies` are created first, wherever they are.
+    pub async fn start_in(
+        policies: Vec<ScanPolicy>,
+        namespaces: &[&str],
+    ) -> anyhow::Result<Harness> {
         let redis = RedisServer::start_with(crate::RedisOptions {
             append_only: true,
             ..Default::default()
@@ -75,7 +84,8 @@ impl Harness {
             "/fixtures/github-app/test-app-key.pem"
         ))?;
         let github = Arc::new(GitHub::new(APP_ID, &key, &github_server.uri())?);
-        let (store, watch) = watch_policies(Api::all(k8s.client()));
+        let namespaces: Vec<String> = namespaces.iter().map(|&n| n.to_owned()).collect();
+        let (store, watch) = watch_policies_in(&k8s.client(), &namespaces);
         let policy_watch = tokio::spawn(watch);
         tokio::time::timeout(Duration::from_secs(10), store.wait_until_ready()).await??;
         // The fixtures are from 2019: accept triggers of any age (a test of the default limit

@@ -764,3 +764,44 @@ async fn two_github_calls_of_one_installation_mint_one_token() {
         .count();
     assert_eq!(mints, 1);
 }
+
+#[tokio::test]
+async fn an_ingest_limited_to_namespaces_uses_their_policies_and_lists_scan_requests_only_there() {
+    // A namespaced installation (Roles only): ingest watches NS and team-b. A policy in team-c,
+    // which it does not watch, covers someone/*; and the API refuses cluster-wide lists of
+    // ScanRequests, as RBAC without a ClusterRole does.
+    let mut unwatched = sample_policy();
+    unwatched.metadata.namespace = Some("team-c".to_owned());
+    unwatched.spec.repositories = vec!["someone/*".to_owned()];
+    let mut h = Harness::start_in(vec![sample_policy(), unwatched], &[NS, "team-b"])
+        .await
+        .unwrap();
+    h.k8s.fail_next(
+        Some("GET"),
+        "v1alpha1/scanrequests",
+        usize::MAX,
+        Failure::Forbidden,
+    );
+    h.start_consumer("ingest-0", Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(deliver_opened(&h, "d-open").await, 202);
+    let created = wait_for_requests(&h, 1).await;
+    assert_eq!(created.len(), 1);
+
+    let mut elsewhere = fixture("pull_request.opened.octokit.json");
+    elsewhere["repository"]["full_name"] = json!("someone/else");
+    elsewhere["repository"]["name"] = json!("else");
+    elsewhere["repository"]["owner"]["login"] = json!("someone");
+    assert_eq!(
+        deliver(&h, "pull_request", "d-unwatched", &elsewhere).await,
+        202
+    );
+    wait_until_drained(&h).await;
+    assert!(h.scan_requests("team-c").await.is_empty());
+    let mut conn = h.redis_conn().await;
+    assert_eq!(conn.xlen(EVENTS_DEAD_STREAM).await.unwrap(), 0);
+    let metrics = h.metrics.render(None);
+    assert!(metrics.contains("result=\"no_policy\"} 1"), "{metrics}");
+    assert!(metrics.contains("result=\"created\"} 1"), "{metrics}");
+}

@@ -147,9 +147,11 @@ pub struct Args {
     #[arg(long, env = "GATEHOUSE_MAX_TRIGGER_AGE_DAYS", default_value_t = 30)]
     pub max_trigger_age_days: u64,
 
-    /// Watch ScanPolicies in this namespace only (default: all namespaces).
-    #[arg(long, env = "GATEHOUSE_POLICY_NAMESPACE")]
-    pub policy_namespace: Option<String>,
+    /// Watch ScanPolicies, and look for ScanRequests, in these namespaces only (repeat or
+    /// comma-separate; default: all namespaces). A namespaced installation (Roles, no
+    /// ClusterRole) must name its namespaces here.
+    #[arg(long, env = "GATEHOUSE_POLICY_NAMESPACE", value_delimiter = ',')]
+    pub policy_namespace: Vec<String>,
 
     /// GitHub App id (ingest: reading pull requests for comment commands).
     #[arg(long, env = "GATEHOUSE_GITHUB_APP_ID")]
@@ -257,6 +259,22 @@ pub enum ConfigError {
     /// A limit that must be positive is zero.
     #[error("{0} must be positive")]
     Zero(&'static str),
+    /// A `--policy-namespace` that is not a namespace name.
+    #[error("--policy-namespace {0:?} is not a namespace name (a DNS label)")]
+    PolicyNamespace(String),
+}
+
+/// A Kubernetes namespace name: at most 63 lowercase letters, digits and `-`, starting and
+/// ending with a letter or digit.
+fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first() != Some(&b'-')
+        && bytes.last() != Some(&b'-')
 }
 
 /// Ten years: anything above is a typo, and every product with it stays far from overflow.
@@ -350,6 +368,9 @@ impl Args {
                 deadline,
                 claim_idle: self.claim_idle_seconds,
             });
+        }
+        if let Some(bad) = self.policy_namespace.iter().find(|ns| !is_dns_label(ns)) {
+            return Err(ConfigError::PolicyNamespace(bad.clone()));
         }
         Ok(())
     }

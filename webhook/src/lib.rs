@@ -355,11 +355,7 @@ async fn start_ingest(
         kube::Client::try_from(config.clone()).context("failed to build the Kubernetes client")?;
     let writer = kube::Client::try_from(with_call_timeouts(config))
         .context("failed to build the Kubernetes client")?;
-    let policies: kube::Api<gatehouse_crds::ScanPolicy> = match &args.policy_namespace {
-        Some(ns) => kube::Api::namespaced(client.clone(), ns),
-        None => kube::Api::all(client.clone()),
-    };
-    let (store, watch) = ingest::watch_policies(policies);
+    let (store, watch) = ingest::watch_policies_in(&client, &args.policy_namespace);
     running.workers.spawn(async move {
         watch.await;
         "ScanPolicy watch"

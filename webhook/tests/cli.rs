@@ -259,3 +259,20 @@ fn help_and_the_docs_name_every_flag_and_its_environment_variable() {
         );
     }
 }
+
+#[test]
+fn a_policy_namespace_that_is_not_a_namespace_name_is_refused() {
+    for bad in ["Team-A", "team_a", "a,,b", "a-"] {
+        assert_one_line_error(
+            &[
+                "--role",
+                "ingest",
+                "--redis-url",
+                "redis://127.0.0.1:1/0",
+                "--policy-namespace",
+                bad,
+            ],
+            "is not a namespace name",
+        );
+    }
+}

@@ -27,9 +27,8 @@ use gatehouse_crds::lifecycle::{
 use gatehouse_crds::naming::scan_request_name;
 use gatehouse_crds::scanrequest::{Approval, PolicyRef, Repository, Trigger};
 use gatehouse_crds::selection::{PolicyIndex, PullRequestFacts, Selection, Verdict};
-use gatehouse_crds::{ScanPolicy, ScanRequest, ScanRequestSpec};
+use gatehouse_crds::{ScanRequest, ScanRequestSpec};
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::Store;
 use serde_json::json;
 
 use super::github::{GitHub, GitHubError};
@@ -139,7 +138,7 @@ fn redis_err(operation: &'static str) -> impl FnOnce(redis::RedisError) -> Apply
 #[derive(Clone)]
 pub struct Applier {
     client: kube::Client,
-    policies: Store<ScanPolicy>,
+    policies: super::Policies,
     github: Option<Arc<GitHub>>,
     memory: Memory,
     index_cache: Arc<std::sync::Mutex<Option<PolicyCache>>>,
@@ -197,11 +196,11 @@ fn listed_version(existing: &[ScanRequest], reference: &ScanRef) -> Option<Strin
 }
 
 impl Applier {
-    /// An applier over a client, a policy store fed by a reflector, ingest's Redis memory, and
+    /// An applier over a client, the policy stores fed by reflectors, ingest's Redis memory, and
     /// optionally GitHub.
     pub fn new(
         client: kube::Client,
-        policies: Store<ScanPolicy>,
+        policies: super::Policies,
         memory: Memory,
         github: Option<Arc<GitHub>>,
     ) -> Applier {
@@ -819,17 +818,37 @@ impl Applier {
         Ok(true)
     }
 
+    /// The ScanRequests with these labels: in every namespace, or in each watched one when
+    /// ingest is limited to namespaces (where it may not list cluster-wide).
+    async fn list_labelled(
+        &self,
+        selector: &str,
+        what: &'static str,
+    ) -> Result<Vec<ScanRequest>, ApplyError> {
+        let params = ListParams::default().labels(selector);
+        let Some(namespaces) = self.policies.namespaces() else {
+            let all: Api<ScanRequest> = Api::all(self.client.clone());
+            return Ok(all.list(&params).await.map_err(kube_err(what))?.items);
+        };
+        let mut found = Vec::new();
+        for namespace in namespaces {
+            let api: Api<ScanRequest> = Api::namespaced(self.client.clone(), namespace);
+            found.extend(api.list(&params).await.map_err(kube_err(what))?.items);
+        }
+        Ok(found)
+    }
+
     /// The ScanRequests of one pull request, in every namespace that holds the ScanPolicy each
     /// names: a ScanRequest elsewhere is not Gatehouse's to act on.
     async fn list(&self, repository_id: i64, number: i64) -> Result<Vec<ScanRequest>, ApplyError> {
-        let all: Api<ScanRequest> = Api::all(self.client.clone());
-        let list = all
-            .list(&ListParams::default().labels(&pull_request_selector(repository_id, number)))
-            .await
-            .map_err(kube_err("list ScanRequests of the pull request"))?;
+        let list = self
+            .list_labelled(
+                &pull_request_selector(repository_id, number),
+                "list ScanRequests of the pull request",
+            )
+            .await?;
         let policies = self.policies.state();
         Ok(list
-            .items
             .into_iter()
             .filter(|r| {
                 policies.iter().any(|p| {
@@ -919,13 +938,10 @@ impl Applier {
             use std::fmt::Write as _;
             let _ = write!(selector, ",{}={number}", labels::PULL_REQUEST);
         }
-        let all: Api<ScanRequest> = Api::all(self.client.clone());
-        let list = all
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(kube_err("list ScanRequests of the commit"))?;
+        let list = self
+            .list_labelled(&selector, "list ScanRequests of the commit")
+            .await?;
         Ok(list
-            .items
             .into_iter()
             .filter(|r| r.spec.pull_request.head_sha == target.head_sha)
             .max_by(|a, b| {

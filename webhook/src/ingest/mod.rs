@@ -21,8 +21,82 @@ use crate::metrics::{Metrics, event_label};
 use apply::{Applier, Delivery};
 use consumer::{Consumer, Handled};
 
-/// A store of all ScanPolicies kept current by a watch, and the task that keeps it so (spawn
-/// it; wait for `store.wait_until_ready()` before selecting policies).
+/// The ScanPolicies ingest selects from: one reflector store per watched namespace (or one for
+/// all namespaces), and the namespaces ScanRequests are looked for in.
+#[derive(Clone)]
+pub struct Policies {
+    stores: Vec<kube::runtime::reflector::Store<gatehouse_crds::ScanPolicy>>,
+    namespaces: Option<Vec<String>>,
+}
+
+impl From<kube::runtime::reflector::Store<gatehouse_crds::ScanPolicy>> for Policies {
+    /// Policies of every namespace, from one store.
+    fn from(store: kube::runtime::reflector::Store<gatehouse_crds::ScanPolicy>) -> Policies {
+        Policies {
+            stores: vec![store],
+            namespaces: None,
+        }
+    }
+}
+
+impl Policies {
+    /// Every policy held now, from every store.
+    pub fn state(&self) -> Vec<Arc<gatehouse_crds::ScanPolicy>> {
+        self.stores.iter().flat_map(kube::runtime::reflector::Store::state).collect()
+    }
+
+    /// The namespaces watched, or `None` for all: ScanRequests are listed in these only (a
+    /// namespaced installation has no right to list them cluster-wide).
+    pub fn namespaces(&self) -> Option<&[String]> {
+        self.namespaces.as_deref()
+    }
+
+    /// Waits until every store holds its first full list.
+    pub async fn wait_until_ready(
+        &self,
+    ) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
+        for store in &self.stores {
+            store.wait_until_ready().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Policies of `namespaces` (all namespaces when empty), kept current by one watch per
+/// namespace, and the task that runs the watches (spawn it; wait for
+/// `policies.wait_until_ready()` before selecting policies).
+pub fn watch_policies_in(
+    client: &kube::Client,
+    namespaces: &[String],
+) -> (
+    Policies,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    if namespaces.is_empty() {
+        let (store, task) = watch_policies(kube::Api::all(client.clone()));
+        return (store.into(), futures::future::Either::Left(task));
+    }
+    let mut stores = Vec::new();
+    let mut tasks = Vec::new();
+    for namespace in namespaces {
+        let (store, task) = watch_policies(kube::Api::namespaced(client.clone(), namespace));
+        stores.push(store);
+        tasks.push(task);
+    }
+    let all = async move {
+        futures::future::join_all(tasks).await;
+    };
+    (
+        Policies {
+            stores,
+            namespaces: Some(namespaces.to_vec()),
+        },
+        futures::future::Either::Right(all),
+    )
+}
+
+/// A store of the ScanPolicies `api` reaches, kept current by a watch, and the task that keeps
+/// it so (spawn it; wait for `store.wait_until_ready()` before selecting policies).
 pub fn watch_policies(
     api: kube::Api<gatehouse_crds::ScanPolicy>,
 ) -> (
