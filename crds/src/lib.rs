@@ -9,6 +9,7 @@ pub mod external_id;
 pub mod labels;
 pub mod lifecycle;
 pub mod naming;
+pub mod reference;
 pub mod scanpolicy;
 pub mod scanrequest;
 pub mod selection;
