@@ -3,7 +3,7 @@
 //! the team folders' kustomizations apply every file and put each policy in a namespace they
 //! create, the GitHub App manifest subscribes to exactly the events `gatehouse-webhook` acts on
 //! and asks for exactly the permissions `docs/github-app.md` explains, and the GitOps examples
-//! set only values the chart has.
+//! set only values the chart has and give every team namespace the scan pods' NetworkPolicy.
 //!
 //! `cargo test --workspace` builds the operator binary; a missing or stale one fails the test,
 //! saying so.
@@ -445,6 +445,8 @@ fn gitops_examples_install_the_chart_of_this_repository_with_values_it_has() {
     let values: serde_yaml::Value = serde_yaml::from_str(&read(&values_file)).unwrap();
     let argo = documents(&root().join("deploy/gitops/argocd/application.yaml"));
     let flux = documents(&root().join("deploy/gitops/flux/helmrelease.yaml"));
+    let team_namespaces = team_namespaces();
+    assert!(team_namespaces.len() >= 2, "{team_namespaces:?}");
     let examples = [
         (
             "argocd/application.yaml",
@@ -480,5 +482,27 @@ fn gitops_examples_install_the_chart_of_this_repository_with_values_it_has() {
             str_at(&values, &["secrets", "existingSecret"]),
             "{file}: the Secret named in docs/github-app.md"
         );
+        // Scan pods get the chart's NetworkPolicy only in the namespaces it is told about.
+        let listed: BTreeSet<&str> = example_values["networkPolicy"]["scanNamespaces"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{file}: no networkPolicy.scanNamespaces"))
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            listed,
+            team_namespaces.iter().map(String::as_str).collect(),
+            "{file}: networkPolicy.scanNamespaces against the team folders' namespaces"
+        );
     }
+}
+
+/// The namespaces the team folders create.
+fn team_namespaces() -> BTreeSet<String> {
+    yaml_files(&root().join("deploy/gitops/teams"))
+        .iter()
+        .flat_map(|path| documents(path))
+        .filter(|doc| kind(doc) == "Namespace")
+        .map(|doc| str_at(&doc, &["metadata", "name"]).to_owned())
+        .collect()
 }
