@@ -301,11 +301,30 @@ fn tarball(entries: &[(&str, &[u8])]) -> Vec<u8> {
 
 const SHA: &str = "ec26c3e57ca3a959ca5aad62de7213c562f8c821";
 
-/// GitHub for one commit holding `files` (path, contents): its tarball endpoint answering with
-/// a redirect to an archive URL on the same server, which serves `archived` (only a request
-/// with the token gets the redirect); its tree listing every file of `files`; each file's blob,
-/// raw, by its (made-up) SHA.
-async fn github_serving(files: &[(&str, &[u8])], archived: Vec<u8>) -> MockServer {
+/// The id git gives a blob of `data` (SHA-1 of `blob <length>\0<data>`).
+fn blob_id(data: &[u8]) -> String {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    context.update(format!("blob {}\0", data.len()).as_bytes());
+    context.update(data);
+    hex::encode(context.finish())
+}
+
+/// A tree listing's entry for a file of `data` (a link when `mode` is `120000`).
+fn tree_blob(name: &str, mode: &str, data: &[u8]) -> Value {
+    serde_json::json!({
+        "path": name, "mode": mode, "type": "blob", "sha": blob_id(data), "size": data.len(),
+    })
+}
+
+/// A tree listing as GitHub answers it.
+fn listing(sha: &str, entries: &[Value], truncated: bool) -> Value {
+    serde_json::json!({"sha": sha, "tree": entries, "truncated": truncated})
+}
+
+/// GitHub for one commit: its tarball endpoint answering with a redirect to an archive URL on
+/// the same server, which serves `archived` (only a request with the token gets the
+/// redirect); no tree and no blob yet (see [`serve_tree`], [`serve_blob`]).
+async fn github_archive(archived: Vec<u8>) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(format!("/repos/Codertocat/Hello-World/tarball/{SHA}")))
@@ -321,34 +340,50 @@ async fn github_serving(files: &[(&str, &[u8])], archived: Vec<u8>) -> MockServe
         .respond_with(ResponseTemplate::new(200).set_body_bytes(archived))
         .mount(&server)
         .await;
-    let mut tree = Vec::new();
-    for (index, (name, data)) in files.iter().enumerate() {
-        let blob = format!("{index:040x}");
-        tree.push(serde_json::json!({
-            "path": name, "mode": "100644", "type": "blob", "sha": blob, "size": data.len(),
-        }));
-        Mock::given(method("GET"))
-            .and(path(format!(
-                "/repos/Codertocat/Hello-World/git/blobs/{blob}"
-            )))
-            .and(header("authorization", "Bearer ghs_scan_token"))
-            .and(header("accept", "application/vnd.github.raw+json"))
-            .respond_with(ResponseTemplate::new(200).set_body_bytes(data.to_vec()))
-            .mount(&server)
-            .await;
-    }
+    server
+}
+
+/// Serves `body` as the listing of tree `sha`, asked for with `?recursive=1` or without.
+async fn serve_tree(server: &MockServer, sha: &str, recursive: bool, body: Value) {
+    let mock = Mock::given(method("GET"))
+        .and(path(format!(
+            "/repos/Codertocat/Hello-World/git/trees/{sha}"
+        )))
+        .and(header("authorization", "Bearer ghs_scan_token"));
+    let mock = if recursive {
+        mock.and(query_param("recursive", "1"))
+    } else {
+        mock.and(wiremock::matchers::query_param_is_missing("recursive"))
+    };
+    mock.respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .mount(server)
+        .await;
+}
+
+/// Serves `data` as a blob, raw, by its id.
+async fn serve_blob(server: &MockServer, data: &[u8]) {
     Mock::given(method("GET"))
         .and(path(format!(
-            "/repos/Codertocat/Hello-World/git/trees/{SHA}"
+            "/repos/Codertocat/Hello-World/git/blobs/{}",
+            blob_id(data)
         )))
-        .and(query_param("recursive", "1"))
         .and(header("authorization", "Bearer ghs_scan_token"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(serde_json::json!({"sha": SHA, "tree": tree, "truncated": false})),
-        )
-        .mount(&server)
+        .and(header("accept", "application/vnd.github.raw+json"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(data.to_vec()))
+        .mount(server)
         .await;
+}
+
+/// GitHub for one commit holding `files` (path, contents) whose archive is `archived`: its
+/// tree lists every file of `files`, and each file's blob is served, raw, by its id.
+async fn github_serving(files: &[(&str, &[u8])], archived: Vec<u8>) -> MockServer {
+    let server = github_archive(archived).await;
+    let mut tree = Vec::new();
+    for (name, data) in files {
+        tree.push(tree_blob(name, "100644", data));
+        serve_blob(&server, data).await;
+    }
+    serve_tree(&server, SHA, true, listing(SHA, &tree, false)).await;
     server
 }
 
@@ -513,6 +548,364 @@ async fn checkout_failures_of_github_may_pass_and_refusals_will_not() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("404"), "{stderr}");
+}
+
+#[tokio::test]
+async fn checkout_lists_a_tree_github_cuts_short_directory_by_directory_so_export_ignore_hides_nothing()
+ {
+    // The pull request makes its tree too large for one listing (GitHub cuts it at 100,000
+    // entries or 7 MB) and export-ignores a file the cut listing does not reach.
+    let main: &[u8] = b"# main\n";
+    let hidden: &[u8] = b"resource \"aws_iam_policy\" \"all\" {}\n";
+    let deep: &[u8] = b"# deep\n";
+    let server = github_archive(tarball(&[("main.tf", main), ("zzz/a/deep.tf", deep)])).await;
+    let (zzz, a) = ("1".repeat(40), "2".repeat(40));
+    let subtree = |name: &str, sha: &str| serde_json::json!({"path": name, "mode": "040000", "type": "tree", "sha": sha});
+    serve_tree(
+        &server,
+        SHA,
+        true,
+        listing(SHA, &[tree_blob("main.tf", "100644", main)], true),
+    )
+    .await;
+    serve_tree(
+        &server,
+        SHA,
+        false,
+        listing(
+            SHA,
+            &[tree_blob("main.tf", "100644", main), subtree("zzz", &zzz)],
+            false,
+        ),
+    )
+    .await;
+    // zzz is cut too when listed whole; its subdirectory a is not.
+    serve_tree(
+        &server,
+        &zzz,
+        true,
+        listing(&zzz, &[subtree("a", &a)], true),
+    )
+    .await;
+    serve_tree(
+        &server,
+        &zzz,
+        false,
+        listing(
+            &zzz,
+            &[tree_blob("hidden.tf", "100644", hidden), subtree("a", &a)],
+            false,
+        ),
+    )
+    .await;
+    serve_tree(
+        &server,
+        &a,
+        true,
+        listing(&a, &[tree_blob("deep.tf", "100644", deep)], false),
+    )
+    .await;
+    serve_blob(&server, hidden).await;
+    let into = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = checkout(&server, into.path(), tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        std::fs::read(into.path().join("zzz/hidden.tf")).unwrap(),
+        hidden
+    );
+    assert!(
+        stderr.contains("directory by directory (5 listings)"),
+        "{stderr}"
+    );
+
+    // A directory GitHub cannot list whole even on its own: refused, never scanned in part.
+    let server = github_archive(tarball(&[("main.tf", main)])).await;
+    serve_tree(&server, SHA, true, listing(SHA, &[], true)).await;
+    serve_tree(&server, SHA, false, listing(SHA, &[], true)).await;
+    let into = tempfile::tempdir().unwrap();
+    let out = checkout(&server, into.path(), tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("only in part") && stderr.contains("directory \"/\" alone"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn checkout_scans_the_commits_content_not_what_gitattributes_made_of_it_in_the_archive() {
+    // The pull request's .gitattributes makes GitHub's archive hold main.tf in UTF-16, which
+    // the scanner cannot read, and rewrites version.txt; run.bat only had its line endings
+    // made CRLF, which is the commit's text still.
+    let gitattributes: &[u8] =
+        b"*.tf working-tree-encoding=UTF-16LE\nversion.txt export-subst\n*.bat eol=crlf\n";
+    let main: &[u8] = b"resource \"aws_iam_policy\" \"all\" {}\n";
+    let utf16: Vec<u8> = main.iter().flat_map(|b| [*b, 0]).collect();
+    let version: &[u8] = b"$Format:%H$\n";
+    let batch: &[u8] = b"line one\nline two\n";
+    let files: [(&str, &[u8]); 4] = [
+        (".gitattributes", gitattributes),
+        ("main.tf", main),
+        ("version.txt", version),
+        ("run.bat", batch),
+    ];
+    let archived = tarball(&[
+        (".gitattributes", gitattributes),
+        ("main.tf", &utf16),
+        ("version.txt", b"ec26c3e57ca3a959ca5aad62de7213c562f8c821\n"),
+        ("run.bat", b"line one\r\nline two\r\n"),
+    ]);
+    let server = github_serving(&files, archived).await;
+    let into = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = checkout(&server, into.path(), tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(std::fs::read(into.path().join("main.tf")).unwrap(), main);
+    assert_eq!(
+        std::fs::read(into.path().join("version.txt")).unwrap(),
+        version
+    );
+    assert_eq!(
+        std::fs::read(into.path().join("run.bat")).unwrap(),
+        b"line one\r\nline two\r\n",
+        "only its line endings differ: kept"
+    );
+    assert!(
+        stderr.contains(
+            "2 files the archive holds otherwise than the commit (.gitattributes) fetched"
+        ),
+        "{stderr}"
+    );
+    let fetched: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.url.path().to_owned())
+        .filter(|p| p.contains("/git/blobs/"))
+        .collect();
+    assert_eq!(fetched.len(), 2, "{fetched:?}");
+}
+
+#[tokio::test]
+async fn checkout_keeps_the_git_lfs_objects_an_archive_includes_and_refuses_other_pointers() {
+    let object: &[u8] = b"resource \"aws_s3_bucket\" \"b\" {}\n";
+    let oid = hex::encode(ring::digest::digest(&ring::digest::SHA256, object));
+    let pointer = format!(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {}\n",
+        object.len()
+    );
+    // "Include Git LFS objects in archives": the archive holds the object, the tree its pointer.
+    let server = github_serving(
+        &[("infra/iam.tf", pointer.as_bytes())],
+        tarball(&[("infra/iam.tf", object)]),
+    )
+    .await;
+    let into = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = checkout(&server, into.path(), tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        std::fs::read(into.path().join("infra/iam.tf")).unwrap(),
+        object
+    );
+    assert!(
+        stderr.contains("1 Git LFS objects taken from the archive"),
+        "{stderr}"
+    );
+    // Anything else in the archive where the commit has a pointer: the pointer is what the
+    // commit holds, and it is refused as ever.
+    let server = github_serving(
+        &[("infra/iam.tf", pointer.as_bytes())],
+        tarball(&[("infra/iam.tf", b"# nothing to see\n")]),
+    )
+    .await;
+    let into = tempfile::tempdir().unwrap();
+    let out = checkout(&server, into.path(), tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("infra/iam.tf") && stderr.contains("Include Git LFS objects in archives"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn checkout_waits_out_a_short_rate_limit_and_leaves_a_long_one_to_the_jobs_retry() {
+    let main: &[u8] = b"# main\n";
+    let hidden: &[u8] = b"resource {}\n";
+    let files: [(&str, &[u8]); 2] = [("main.tf", main), ("hidden/iam.tf", hidden)];
+    let blob_route = format!(
+        "/repos/Codertocat/Hello-World/git/blobs/{}",
+        blob_id(hidden)
+    );
+    // The installation's rate limit is spent until long from now: a failure that may pass.
+    let server = github_archive(tarball(&files[..1])).await;
+    let tree: Vec<Value> = files
+        .iter()
+        .map(|(name, data)| tree_blob(name, "100644", data))
+        .collect();
+    serve_tree(&server, SHA, true, listing(SHA, &tree, false)).await;
+    Mock::given(method("GET"))
+        .and(path(blob_route.as_str()))
+        .respond_with(
+            ResponseTemplate::new(403)
+                .insert_header("x-ratelimit-remaining", "0")
+                .insert_header("x-ratelimit-reset", "9999999999")
+                .set_body_string(
+                    "{\"message\":\"API rate limit exceeded for installation ID 1.\"}",
+                ),
+        )
+        .mount(&server)
+        .await;
+    let into = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = checkout(&server, into.path(), tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("rate limited"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+
+    // A secondary rate limit asking for a second: waited out inside the step.
+    let server = github_archive(tarball(&files[..1])).await;
+    serve_tree(&server, SHA, true, listing(SHA, &tree, false)).await;
+    Mock::given(method("GET"))
+        .and(path(blob_route.as_str()))
+        .respond_with(
+            ResponseTemplate::new(403)
+                .insert_header("retry-after", "1")
+                .set_body_string("{\"message\":\"You have exceeded a secondary rate limit.\"}"),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    serve_blob(&server, hidden).await;
+    let into = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = checkout(&server, into.path(), tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        std::fs::read(into.path().join("hidden/iam.tf")).unwrap(),
+        hidden
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+}
+
+#[test]
+fn checkout_reads_only_the_start_of_an_error_answer() {
+    // An error answer whose body never ends: the step says what it got and stops.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { return };
+            std::thread::spawn(move || {
+                use std::io::Read as _;
+                let mut head = [0_u8; 4096];
+                let _ = socket.read(&mut head);
+                let _ = socket.write_all(
+                    b"HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\n\
+                      transfer-encoding: chunked\r\n\r\n",
+                );
+                let chunk = format!("2000\r\n{}\r\n", "x".repeat(0x2000));
+                while socket.write_all(chunk.as_bytes()).is_ok() {}
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "ghs_scan_token\n").unwrap();
+    let mut child = Command::new(gatehouse_tests::binaries::agent())
+        .args([
+            "checkout",
+            "--repository",
+            "Codertocat/Hello-World",
+            "--sha",
+            SHA,
+        ])
+        .arg("--into")
+        .arg(dir.path())
+        .arg("--token-file")
+        .arg(&token)
+        .args(["--api-url", &url])
+        .env("TMPDIR", dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("still reading the error answer after 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("404 Not Found: xxxx"), "{stderr}");
+}
+
+#[tokio::test]
+async fn checkout_refuses_for_good_a_tree_it_cannot_lay_out() {
+    let main: &[u8] = b"# main\n";
+    for (archived, tree, blobs, expected) in [
+        // A link listed twice.
+        (
+            vec![("main.tf", main)],
+            vec![
+                tree_blob("main.tf", "100644", main),
+                tree_blob("l", "120000", b"main.tf"),
+                tree_blob("l", "120000", b"main.tf"),
+            ],
+            vec![&b"main.tf"[..]],
+            "\"l\" appears twice",
+        ),
+        // A link whose target holds a NUL byte.
+        (
+            vec![("main.tf", main)],
+            vec![
+                tree_blob("main.tf", "100644", main),
+                tree_blob("l", "120000", b"main.tf\0x"),
+            ],
+            vec![&b"main.tf\0x"[..]],
+            "\"l\" is a link whose target holds a NUL byte",
+        ),
+        // A file where the tree needs a directory.
+        (
+            vec![("main.tf", main), ("a", main)],
+            vec![
+                tree_blob("main.tf", "100644", main),
+                tree_blob("a", "100644", main),
+                tree_blob("a/b.tf", "100644", b"# b\n"),
+            ],
+            vec![&b"# b\n"[..]],
+            "\"a/b.tf\" is under a file in the workspace",
+        ),
+    ] {
+        let server = github_archive(tarball(&archived)).await;
+        serve_tree(&server, SHA, true, listing(SHA, &tree, false)).await;
+        for blob in blobs {
+            serve_blob(&server, blob).await;
+        }
+        let into = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let out = checkout(&server, into.path(), tmp.path());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{expected}: {stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
 }
 
 const UID: &str = "5f0c7a4e-1b2d-4c3e-8f9a-0b1c2d3e4f50";

@@ -85,6 +85,20 @@ pub enum ArchiveError {
     /// A path longer than the cap.
     #[error("archive entry {0:?}… has a path longer than {1} bytes")]
     PathTooLong(String, usize),
+    /// The commit's tree and the workspace disagree on what a path is (a file where a directory
+    /// must be, a directory where the tree has a file).
+    #[error("{entry:?} is {found} in the workspace, but the commit's tree needs {needed} there")]
+    Conflict {
+        /// The path.
+        entry: String,
+        /// What the workspace has there.
+        found: &'static str,
+        /// What the tree needs there.
+        needed: &'static str,
+    },
+    /// A symbolic link whose target git could not have stored (a NUL byte in it).
+    #[error("{0:?} is a link whose target holds a NUL byte")]
+    BadLinkTarget(String),
     /// Writing into the workspace failed.
     #[error("failed to write {path}: {source}")]
     Write {
@@ -375,7 +389,16 @@ fn make_parents(root: &Path, target: &Path, raw: &str) -> Result<(), ArchiveErro
         at.push(component);
         match std::fs::symlink_metadata(&at) {
             Ok(meta) if meta.is_dir() => {}
-            Ok(_) => return Err(ArchiveError::ThroughLink(raw.to_owned())),
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(ArchiveError::ThroughLink(raw.to_owned()));
+            }
+            Ok(_) => {
+                return Err(ArchiveError::Conflict {
+                    entry: raw.to_owned(),
+                    found: "under a file",
+                    needed: "a directory above it",
+                });
+            }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir(&at).map_err(write_error(&at))?;
             }
@@ -456,15 +479,38 @@ pub struct TreeEntry {
     pub size: Option<u64>,
 }
 
-/// The commit's files (and links) that are not in the workspace: left out of GitHub's archive
-/// by `export-ignore` in the commit's `.gitattributes`, which the pull request controls. Files
-/// removed on purpose (`removed`, as given to [`remove_files`]) are not missing.
-pub fn missing_files<'t>(
+/// How a file (or link) of the commit's tree stands in the workspace, when not as in the commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Difference {
+    /// Not there: left out of GitHub's archive (`export-ignore` in the commit's
+    /// `.gitattributes`, which the pull request controls).
+    Missing,
+    /// There, with other content than the commit's blob: `git archive` applied the commit's own
+    /// `.gitattributes` (`working-tree-encoding`, `export-subst`, `ident`, a filter), or the
+    /// archive holds a Git LFS object where the commit has its pointer.
+    Differs,
+}
+
+/// What the workspace holds at a path.
+enum Found {
+    Nothing,
+    File,
+    Link(std::ffi::OsString),
+}
+
+/// The commit's files (and links) that the workspace lacks or holds with other content than
+/// the commit: each regular file's git blob id (SHA-1 of `blob <length>\0<content>`) is compared
+/// with the tree's, each link's target likewise. A file that differs only by line endings
+/// (`eol=crlf`: LF made CRLF) is the commit's text and is kept. Files removed on purpose
+/// (`removed`, as given to [`remove_files`]) are skipped; a path the workspace has as something
+/// the tree cannot have there (a directory where the tree has a file, a file or link where it
+/// has a directory) is refused.
+pub fn compare<'t>(
     root: &Path,
     tree: &'t Tree,
     removed: &[String],
-) -> Result<Vec<&'t TreeEntry>, ArchiveError> {
-    let mut missing = Vec::new();
+) -> Result<Vec<(&'t TreeEntry, Difference)>, ArchiveError> {
+    let mut differences = Vec::new();
     for entry in tree.tree.iter().filter(|e| e.kind == "blob") {
         let relative = tree_path(&entry.path)?;
         if removed
@@ -473,13 +519,204 @@ pub fn missing_files<'t>(
         {
             continue;
         }
-        match std::fs::symlink_metadata(root.join(&relative)) {
-            Ok(_) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => missing.push(entry),
-            Err(error) => return Err(write_error(&root.join(&relative))(error)),
+        let path = root.join(&relative);
+        let same = match inspect(root, &relative, &entry.path)? {
+            Found::Nothing => {
+                differences.push((entry, Difference::Missing));
+                continue;
+            }
+            Found::Link(target) if entry.mode == "120000" => {
+                blob_id_of(&entry.sha, target.as_encoded_bytes()).eq_ignore_ascii_case(&entry.sha)
+            }
+            Found::File if entry.mode != "120000" => {
+                file_blob_id(&entry.sha, &path, false)
+                    .map_err(write_error(&path))?
+                    .is_some_and(|id| id.eq_ignore_ascii_case(&entry.sha))
+                    || file_blob_id(&entry.sha, &path, true)
+                        .map_err(write_error(&path))?
+                        .is_some_and(|id| id.eq_ignore_ascii_case(&entry.sha))
+            }
+            Found::Link(_) | Found::File => false,
+        };
+        if !same {
+            differences.push((entry, Difference::Differs));
         }
     }
-    Ok(missing)
+    Ok(differences)
+}
+
+/// What the workspace holds at `relative`, every directory above it checked to be one.
+fn inspect(root: &Path, relative: &Path, raw: &str) -> Result<Found, ArchiveError> {
+    let mut at = root.to_path_buf();
+    let parts: Vec<Component<'_>> = relative.components().collect();
+    for (index, part) in parts.iter().enumerate() {
+        at.push(part);
+        let last = index + 1 == parts.len();
+        let meta = match std::fs::symlink_metadata(&at) {
+            Ok(meta) => meta,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Found::Nothing);
+            }
+            Err(error) => return Err(write_error(&at)(error)),
+        };
+        let kind = meta.file_type();
+        let conflict = |found, needed| ArchiveError::Conflict {
+            entry: raw.to_owned(),
+            found,
+            needed,
+        };
+        match (last, kind.is_dir(), kind.is_symlink()) {
+            (false, true, _) => {}
+            (false, false, true) => return Err(conflict("under a link", "a directory above it")),
+            (false, false, false) => return Err(conflict("under a file", "a directory above it")),
+            (true, true, _) => return Err(conflict("a directory", "a file")),
+            (true, false, true) => {
+                return Ok(Found::Link(
+                    std::fs::read_link(&at)
+                        .map_err(write_error(&at))?
+                        .into_os_string(),
+                ));
+            }
+            (true, false, false) if kind.is_file() => return Ok(Found::File),
+            (true, false, false) => {
+                return Err(conflict("neither a file nor a link", "a file"));
+            }
+        }
+    }
+    Ok(Found::Nothing)
+}
+
+/// A digest context for a git object id like `like` (40 hex digits SHA-1, 64 SHA-256), fed the
+/// blob header of `length` bytes.
+fn blob_hasher(like: &str, length: u64) -> ring::digest::Context {
+    let algorithm = if like.len() == 64 {
+        &ring::digest::SHA256
+    } else {
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY
+    };
+    let mut context = ring::digest::Context::new(algorithm);
+    context.update(format!("blob {length}\0").as_bytes());
+    context
+}
+
+/// The git blob id of `content`, of the kind of `like`.
+pub fn blob_id_of(like: &str, data: &[u8]) -> String {
+    let mut context = blob_hasher(like, data.len() as u64);
+    context.update(data);
+    hex::encode(context.finish())
+}
+
+/// The git blob id of the file at `path`, or with `crlf_to_lf` of its content with every CRLF
+/// made LF (`None` then when it has no CRLF).
+fn file_blob_id(like: &str, path: &Path, crlf_to_lf: bool) -> std::io::Result<Option<String>> {
+    let (length, crlf) = if crlf_to_lf {
+        let mut length = 0_u64;
+        let crlf = each_chunk(path, true, |chunk| length += chunk.len() as u64)?;
+        (length, crlf)
+    } else {
+        (std::fs::symlink_metadata(path)?.len(), false)
+    };
+    if crlf_to_lf && !crlf {
+        return Ok(None);
+    }
+    let mut context = blob_hasher(like, length);
+    each_chunk(path, crlf_to_lf, |chunk| context.update(chunk))?;
+    Ok(Some(hex::encode(context.finish())))
+}
+
+/// Feeds the file's content to `sink` in chunks, with `crlf_to_lf` every CRLF made LF; returns
+/// whether there was a CRLF.
+fn each_chunk(path: &Path, crlf_to_lf: bool, mut sink: impl FnMut(&[u8])) -> std::io::Result<bool> {
+    let mut file = std::fs::File::open(path)?;
+    let mut buffer = vec![0_u8; 64 << 10];
+    let (mut held_cr, mut crlf) = (false, false);
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        let chunk = &buffer[..read];
+        if !crlf_to_lf {
+            sink(chunk);
+            continue;
+        }
+        if held_cr {
+            held_cr = false;
+            if chunk[0] == b'\n' {
+                crlf = true;
+            } else {
+                sink(b"\r");
+            }
+        }
+        let mut start = 0;
+        for (i, byte) in chunk.iter().enumerate() {
+            if *byte != b'\r' {
+                continue;
+            }
+            match chunk.get(i + 1) {
+                Some(b'\n') => {
+                    sink(&chunk[start..i]);
+                    start = i + 1;
+                    crlf = true;
+                }
+                Some(_) => {}
+                None => {
+                    sink(&chunk[start..i]);
+                    start = chunk.len();
+                    held_cr = true;
+                }
+            }
+        }
+        sink(&chunk[start..]);
+    }
+    if held_cr {
+        sink(b"\r");
+    }
+    Ok(crlf)
+}
+
+/// The Git LFS object a pointer names (SHA-256 in hex, size), or `None` when `content` is not a
+/// pointer.
+pub fn lfs_pointer(content: &[u8]) -> Option<(String, u64)> {
+    if content.len() > 1024 || !LFS_POINTER_STARTS.iter().any(|p| content.starts_with(p)) {
+        return None;
+    }
+    let text = std::str::from_utf8(content).ok()?;
+    let (mut oid, mut size) = (None, None);
+    for line in text.lines() {
+        if let Some(hex) = line.strip_prefix("oid sha256:") {
+            oid = Some(hex.to_ascii_lowercase())
+                .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        } else if let Some(number) = line.strip_prefix("size ") {
+            size = number.parse().ok();
+        }
+    }
+    Some((oid?, size?))
+}
+
+/// Whether the workspace's file of `entry` is the Git LFS object of SHA-256 `oid` and `size`
+/// bytes (GitHub's "Include Git LFS objects in archives" put it there instead of its pointer).
+pub fn is_lfs_object(
+    root: &Path,
+    entry: &TreeEntry,
+    oid: &str,
+    size: u64,
+) -> Result<bool, ArchiveError> {
+    let relative = tree_path(&entry.path)?;
+    if !matches!(inspect(root, &relative, &entry.path)?, Found::File) {
+        return Ok(false);
+    }
+    let path = root.join(relative);
+    if std::fs::symlink_metadata(&path)
+        .map_err(write_error(&path))?
+        .len()
+        != size
+    {
+        return Ok(false);
+    }
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    each_chunk(&path, false, |chunk| context.update(chunk)).map_err(write_error(&path))?;
+    Ok(hex::encode(context.finish()) == oid)
 }
 
 /// Writes a file (or link) of the commit that the archive left out, from its blob's content,
@@ -504,13 +741,22 @@ pub fn restore(
                 .take(limits.max_path_bytes as u64 + 1)
                 .read_to_string(&mut link)
                 .map_err(|e| ArchiveError::Unreadable(e.to_string()))?;
+            if link.contains('\0') {
+                return Err(ArchiveError::BadLinkTarget(raw));
+            }
             if link.len() > limits.max_path_bytes || !link_stays_inside(&relative, &link) {
                 return Err(ArchiveError::LinkEscapes {
                     entry: raw,
                     target: link,
                 });
             }
-            std::os::unix::fs::symlink(&link, &target).map_err(write_error(&target))?;
+            std::os::unix::fs::symlink(&link, &target).map_err(|error| {
+                if error.kind() == std::io::ErrorKind::AlreadyExists {
+                    ArchiveError::Duplicate(raw.clone())
+                } else {
+                    write_error(&target)(error)
+                }
+            })?;
             unpacked.links += 1;
         }
         "100644" | "100755" => {
@@ -542,11 +788,41 @@ pub fn restore(
     Ok(())
 }
 
+/// Replaces the workspace's file (or link) of `entry`, which differs from the commit's, with
+/// the blob's content, under the same rules as [`restore`].
+pub fn replace(
+    root: &Path,
+    entry: &TreeEntry,
+    content: &mut impl Read,
+    limits: &Limits,
+    unpacked: &mut Unpacked,
+) -> Result<(), ArchiveError> {
+    let relative = tree_path(&entry.path)?;
+    if !matches!(inspect(root, &relative, &entry.path)?, Found::Nothing) {
+        let path = root.join(&relative);
+        let meta = std::fs::symlink_metadata(&path).map_err(write_error(&path))?;
+        std::fs::remove_file(&path).map_err(write_error(&path))?;
+        if meta.file_type().is_symlink() {
+            unpacked.links = unpacked.links.saturating_sub(1);
+        } else {
+            unpacked.files = unpacked.files.saturating_sub(1);
+            unpacked.bytes = unpacked.bytes.saturating_sub(meta.len());
+        }
+    }
+    restore(root, entry, content, limits, unpacked)
+}
+
 /// A path of the commit's tree, refused unless it is plainly inside the repository.
 fn tree_path(raw: &str) -> Result<PathBuf, ArchiveError> {
     let path = Path::new(raw);
     if path.has_root() {
         return Err(ArchiveError::AbsolutePath(raw.to_owned()));
+    }
+    if raw.contains('\0') {
+        return Err(ArchiveError::Unsupported {
+            entry: raw.replace('\0', "\\0"),
+            kind: "path holding a NUL byte".to_owned(),
+        });
     }
     if raw.is_empty()
         || path

@@ -8,8 +8,8 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 use super::checkout::{
-    ArchiveError, Limits, Tree, TreeEntry, check_links, lfs_pointers, missing_files, remove_files,
-    restore, unpack,
+    ArchiveError, Difference, Limits, Tree, TreeEntry, blob_id_of, check_links, compare,
+    lfs_pointer, lfs_pointers, remove_files, replace, restore, unpack,
 };
 
 /// One entry of a test archive: its raw name bytes (not checked: hostile names included).
@@ -324,6 +324,9 @@ fn the_scanners_own_configuration_is_removed_and_only_inside_the_repository() {
     assert!(remove_files(dir.path(), &["/etc/passwd".to_owned()]).is_err());
 }
 
+/// Any 40-digit object id: blob ids are computed with SHA-1, as in the repositories GitHub hosts.
+const SHA1_LIKE: &str = "95d09f2b10159347eece71399a7e2e907ea3df4f";
+
 fn blob(path: &str, mode: &str) -> TreeEntry {
     TreeEntry {
         path: path.to_owned(),
@@ -343,7 +346,10 @@ fn files_the_archive_left_out_are_found_and_restored_under_the_same_rules() {
     let mut done = result.unwrap();
     let tree = Tree {
         tree: vec![
-            blob("main.tf", "100644"),
+            TreeEntry {
+                sha: blob_id_of(SHA1_LIKE, b"# main\n"),
+                ..blob("main.tf", "100644")
+            },
             TreeEntry {
                 kind: "tree".to_owned(),
                 mode: "040000".to_owned(),
@@ -358,16 +364,17 @@ fn files_the_archive_left_out_are_found_and_restored_under_the_same_rules() {
         ],
         truncated: false,
     };
-    let missing = missing_files(dir.path(), &tree, &["kics.config".to_owned()]).unwrap();
-    let paths: Vec<&str> = missing.iter().map(|e| e.path.as_str()).collect();
+    let missing = compare(dir.path(), &tree, &["kics.config".to_owned()]).unwrap();
+    let paths: Vec<(&str, Difference)> =
+        missing.iter().map(|(e, d)| (e.path.as_str(), *d)).collect();
     assert_eq!(
         paths,
-        ["hidden/iam.tf"],
+        [("hidden/iam.tf", Difference::Missing)],
         "removed files and submodules are not missing"
     );
     restore(
         dir.path(),
-        missing[0],
+        missing[0].0,
         &mut &b"resource {}\n"[..],
         &Limits::default(),
         &mut done,
@@ -451,4 +458,135 @@ fn git_lfs_pointers_are_found_and_other_small_files_are_not() {
         lfs_pointers(dir.path()).unwrap(),
         ["assets/logo.png", "infra/main.tf"]
     );
+}
+
+#[test]
+fn blob_ids_are_gits_and_a_file_differing_only_by_crlf_is_the_commits() {
+    // `git hash-object` of "hello\n" and of the empty file.
+    assert_eq!(
+        blob_id_of(SHA1_LIKE, b"hello\n"),
+        "ce013625030ba8dba906f756967f9e9ca394464a"
+    );
+    assert_eq!(
+        blob_id_of(SHA1_LIKE, b""),
+        "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+    );
+    // A CRLF across the 64 KiB read boundary, a lone CR, a CR at the very end.
+    let mut text = vec![b'a'; (64 << 10) - 1];
+    text.extend_from_slice(b"\r\nb\rc\n\r");
+    let committed: Vec<u8> = {
+        let mut t = vec![b'a'; (64 << 10) - 1];
+        t.extend_from_slice(b"\nb\rc\n\r");
+        t
+    };
+    let (dir, result) = unpacked(
+        &[
+            dir(&name("")),
+            file(&name("crlf.txt"), &text),
+            file(&name("utf16.tf"), b"#\0 \0m\0\n\0"),
+        ],
+        &Limits::default(),
+    );
+    let mut done = result.unwrap();
+    let tree = Tree {
+        tree: vec![
+            TreeEntry {
+                sha: blob_id_of(SHA1_LIKE, &committed),
+                ..blob("crlf.txt", "100644")
+            },
+            TreeEntry {
+                sha: blob_id_of(SHA1_LIKE, b"# m\n"),
+                ..blob("utf16.tf", "100644")
+            },
+        ],
+        truncated: false,
+    };
+    let differences = compare(dir.path(), &tree, &[]).unwrap();
+    assert_eq!(differences.len(), 1, "{differences:?}");
+    assert_eq!(differences[0].0.path, "utf16.tf");
+    assert_eq!(differences[0].1, Difference::Differs);
+    replace(
+        dir.path(),
+        differences[0].0,
+        &mut &b"# m\n"[..],
+        &Limits::default(),
+        &mut done,
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("utf16.tf")).unwrap(),
+        b"# m\n"
+    );
+    assert_eq!(done.files, 2);
+    assert!(compare(dir.path(), &tree, &[]).unwrap().is_empty());
+}
+
+#[test]
+fn git_lfs_pointers_name_their_object() {
+    let pointer = b"version https://git-lfs.github.com/spec/v1\noid sha256:4D7A214614AB2935C943F9E0FF69D22EADBB8F32B1258DAAA5E2CA24D17E2393\nsize 12345\n";
+    assert_eq!(
+        lfs_pointer(pointer),
+        Some((
+            "4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393".to_owned(),
+            12345
+        ))
+    );
+    assert_eq!(
+        lfs_pointer(b"version https://git-lfs.github.com/spec/v1\nsize 1\n"),
+        None
+    );
+    assert_eq!(lfs_pointer(b"# not a pointer\n"), None);
+}
+
+#[test]
+fn a_tree_the_workspace_cannot_hold_is_refused_not_a_write_failure() {
+    let (dir, result) = unpacked(
+        &[dir(&name("")), file(&name("a"), b"x"), dir(&name("d/"))],
+        &Limits::default(),
+    );
+    let mut done = result.unwrap();
+    for (tree, expected) in [
+        (vec![blob("a/b.tf", "100644")], "under a file"),
+        (vec![blob("d", "100644")], "is a directory in the workspace"),
+    ] {
+        let error = compare(
+            dir.path(),
+            &Tree {
+                tree,
+                truncated: false,
+            },
+            &[],
+        )
+        .unwrap_err();
+        assert!(!matches!(error, ArchiveError::Write { .. }), "{error}");
+        assert!(error.to_string().contains(expected), "{error}");
+    }
+    let link = blob("l", "120000");
+    restore(
+        dir.path(),
+        &link,
+        &mut &b"a"[..],
+        &Limits::default(),
+        &mut done,
+    )
+    .unwrap();
+    for (content, expected) in [(&b"a"[..], "appears twice"), (b"a\0b", "NUL byte")] {
+        let error = restore(
+            dir.path(),
+            &TreeEntry {
+                path: if expected == "NUL byte" {
+                    "m".to_owned()
+                } else {
+                    "l".to_owned()
+                },
+                ..link.clone()
+            },
+            &mut &content[..],
+            &Limits::default(),
+            &mut done,
+        )
+        .unwrap_err();
+        assert!(!matches!(error, ArchiveError::Write { .. }), "{error}");
+        assert!(error.to_string().contains(expected), "{error}");
+    }
 }

@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use gatehouse_crds::scanpolicy::ScannerKind;
-use http_body_util::BodyExt as _;
+use std::io::Read as _;
+
+use http_body_util::BodyExt;
 
 use crate::keys::ScanKey;
 
@@ -270,11 +272,19 @@ async fn run_checkout(args: &CheckoutArgs) -> Result<String, (i32, String)> {
         let _ = std::fs::remove_file(&archive);
         let removed =
             checkout::remove_files(into, &args.remove).map_err(|e| (refusal(&e), e.to_string()))?;
-        let listing = tree(&client, owner, repo, sha).await?;
-        let missing = checkout::missing_files(into, &listing, &args.remove)
+        let (listing, listings) = tree(&client, owner, repo, sha, &limits).await?;
+        let differences = checkout::compare(into, &listing, &args.remove)
             .map_err(|e| (refusal(&e), e.to_string()))?;
-        let restored =
-            restore_missing(&client, owner, repo, into, &missing, &limits, &mut unpacked).await?;
+        let completed = complete(
+            &client,
+            owner,
+            repo,
+            into,
+            &differences,
+            &limits,
+            &mut unpacked,
+        )
+        .await?;
         let pointers = checkout::lfs_pointers(into).map_err(|e| (refusal(&e), e.to_string()))?;
         if !pointers.is_empty() {
             return Err((
@@ -289,27 +299,7 @@ async fn run_checkout(args: &CheckoutArgs) -> Result<String, (i32, String)> {
             ));
         }
         let submodules = listing.tree.iter().filter(|e| e.kind == "commit").count();
-        let mut notes = Vec::new();
-        if !removed.is_empty() {
-            notes.push(format!("removed {}", removed.join(", ")));
-        }
-        if restored > 0 {
-            notes.push(format!(
-                "{restored} files the archive left out (export-ignore) fetched one by one"
-            ));
-        }
-        if submodules > 0 {
-            notes.push(format!(
-                "{submodules} submodules not checked out (GitHub's archives leave them out)"
-            ));
-        }
-        if listing.truncated {
-            notes.push(
-                "GitHub listed the commit's tree only in part: files the archive left out \
-                 were looked for only among those listed"
-                    .to_owned(),
-            );
-        }
+        let notes = checkout_notes(&removed, &completed, submodules, listings);
         done.push(format!(
             "{owner}/{repo}@{sha}: {bytes} bytes downloaded, {} files ({} bytes), {} directories, \
              {} links into {}{}",
@@ -327,6 +317,50 @@ async fn run_checkout(args: &CheckoutArgs) -> Result<String, (i32, String)> {
     Ok(done.join("; "))
 }
 
+/// What the checkout of one commit says besides its counts.
+fn checkout_notes(
+    removed: &[String],
+    completed: &Completed,
+    submodules: usize,
+    listings: usize,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    if !removed.is_empty() {
+        notes.push(format!("removed {}", removed.join(", ")));
+    }
+    if completed.missing > 0 {
+        notes.push(format!(
+            "{} files the archive left out (export-ignore) fetched one by one",
+            completed.missing
+        ));
+    }
+    if completed.differed > 0 {
+        notes.push(format!(
+            "{} files the archive holds otherwise than the commit (.gitattributes) fetched \
+                 from the commit",
+            completed.differed
+        ));
+    }
+    if completed.lfs_objects > 0 {
+        notes.push(format!(
+            "{} Git LFS objects taken from the archive (their pointers' checksums match)",
+            completed.lfs_objects
+        ));
+    }
+    if submodules > 0 {
+        notes.push(format!(
+            "{submodules} submodules not checked out (GitHub's archives leave them out)"
+        ));
+    }
+    if listings > 1 {
+        notes.push(format!(
+            "GitHub listed the commit's tree only in part at once: listed again directory \
+                 by directory ({listings} listings)"
+        ));
+    }
+    notes
+}
+
 fn refusal(error: &checkout::ArchiveError) -> i32 {
     match error {
         checkout::ArchiveError::Write { .. } => EXIT_TRANSIENT,
@@ -334,28 +368,53 @@ fn refusal(error: &checkout::ArchiveError) -> i32 {
     }
 }
 
-/// Most files of a commit fetched one by one when its archive left them out.
+/// Most files of a commit fetched one by one: those its archive left out and those it holds
+/// otherwise than the commit, together.
 const MAX_RESTORED_FILES: usize = 1000;
 
 /// Largest tree listing read from GitHub (GitHub truncates its own at 7 MB).
 const MAX_TREE_BYTES: u64 = 64 << 20;
 
-fn github_client(api_url: &str, token: &str) -> Result<octocrab::Octocrab, (i32, String)> {
-    octocrab::Octocrab::builder()
+/// Most tree listings asked for when GitHub lists a commit's tree only in part.
+const MAX_TREE_LISTINGS: usize = 1000;
+
+/// Longest wait a rate-limited answer may ask for and still be waited out inside the step;
+/// longer, the step fails at once (exit 1) and the Job is tried again.
+const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+
+/// Longest time one step spends waiting out rate limits, all requests together.
+const MAX_RATE_LIMIT_WAITING: Duration = Duration::from_secs(180);
+
+/// Most bytes of an error answer's body read (its first 300 characters are shown): a body
+/// that never ends must not hold the step.
+const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
+
+/// The GitHub API with the per-scan token, and how long this step waited for its rate limits.
+struct Api {
+    client: octocrab::Octocrab,
+    waited: std::sync::Mutex<Duration>,
+}
+
+fn github_client(api_url: &str, token: &str) -> Result<Api, (i32, String)> {
+    let client = octocrab::Octocrab::builder()
         .base_uri(api_url)
         .map_err(|e| (EXIT_REFUSED, format!("--api-url {api_url:?}: {e}")))?
         .personal_token(token.to_owned())
         .set_connect_timeout(Some(Duration::from_secs(10)))
         .set_read_timeout(Some(Duration::from_secs(60)))
         .build()
-        .map_err(|e| (EXIT_REFUSED, format!("GitHub client: {e}")))
+        .map_err(|e| (EXIT_REFUSED, format!("GitHub client: {e}")))?;
+    Ok(Api {
+        client,
+        waited: std::sync::Mutex::new(Duration::ZERO),
+    })
 }
 
 /// Downloads `GET /repos/{owner}/{repo}/tarball/{sha}` (GitHub answers with a redirect to a
 /// short-lived archive URL, followed without the token) into `to`, at most
 /// `limits.max_download_bytes`.
 async fn download(
-    client: &octocrab::Octocrab,
+    api: &Api,
     owner: &str,
     repo: &str,
     sha: &str,
@@ -369,25 +428,102 @@ async fn download(
     );
     let mut file = std::fs::File::create(to)
         .map_err(|e| (EXIT_TRANSIENT, format!("{}: {e}", to.display())))?;
-    get_into(client, &route, None, limits.max_download_bytes, &mut file)
+    get_into(api, &route, None, limits.max_download_bytes, &mut file)
         .await
         .map_err(|(code, e)| (code, e.replace("the answer", "the archive")))
 }
 
-/// The commit's tree, listed by `GET /repos/{owner}/{repo}/git/trees/{sha}?recursive=1`.
+/// The commit's tree, listed by `GET /repos/{owner}/{repo}/git/trees/{sha}?recursive=1`, and
+/// how many listings it took. When GitHub lists it only in part (more than 100,000 entries or
+/// 7 MB), it is listed again directory by directory, as GitHub advises: each directory without
+/// `recursive`, each of its subdirectories with it (and walked in turn when that is cut too),
+/// at most [`MAX_TREE_LISTINGS`] listings and `limits.max_entries` entries; beyond, or a single
+/// directory GitHub cannot list whole, is a refusal.
 async fn tree(
-    client: &octocrab::Octocrab,
+    api: &Api,
     owner: &str,
     repo: &str,
     sha: &str,
+    limits: &checkout::Limits,
+) -> Result<(checkout::Tree, usize), (i32, String)> {
+    let whole = list_tree(api, owner, repo, sha, true).await?;
+    if !whole.truncated {
+        return Ok((whole, 1));
+    }
+    let refuse = |why: String| {
+        Err((
+            EXIT_REFUSED,
+            format!(
+                "GitHub lists the tree of {owner}/{repo}@{sha} only in part, and it cannot be \
+                 listed directory by directory either: {why}"
+            ),
+        ))
+    };
+    let mut listings = 1;
+    let mut entries: Vec<checkout::TreeEntry> = Vec::new();
+    let mut pending = vec![(String::new(), sha.to_owned())];
+    while let Some((prefix, tree_sha)) = pending.pop() {
+        listings += 1;
+        if listings > MAX_TREE_LISTINGS {
+            return refuse(format!("more than {MAX_TREE_LISTINGS} listings"));
+        }
+        let flat = list_tree(api, owner, repo, &tree_sha, false).await?;
+        if flat.truncated {
+            let directory = prefix.trim_end_matches('/');
+            return refuse(format!(
+                "directory {:?} alone has more entries than GitHub lists at once",
+                if directory.is_empty() { "/" } else { directory }
+            ));
+        }
+        for mut entry in flat.tree {
+            entry.path = format!("{prefix}{}", entry.path);
+            if entry.kind == "tree" {
+                listings += 1;
+                if listings > MAX_TREE_LISTINGS {
+                    return refuse(format!("more than {MAX_TREE_LISTINGS} listings"));
+                }
+                let below = list_tree(api, owner, repo, &entry.sha, true).await?;
+                if below.truncated {
+                    pending.push((format!("{}/", entry.path), entry.sha.clone()));
+                } else {
+                    entries.extend(below.tree.into_iter().map(|mut e| {
+                        e.path = format!("{}/{}", entry.path, e.path);
+                        e
+                    }));
+                }
+            }
+            entries.push(entry);
+            if entries.len() as u64 > limits.max_entries {
+                return refuse(format!("more than {} entries", limits.max_entries));
+            }
+        }
+    }
+    Ok((
+        checkout::Tree {
+            tree: entries,
+            truncated: false,
+        },
+        listings,
+    ))
+}
+
+/// One listing: `GET /repos/{owner}/{repo}/git/trees/{sha}`, `?recursive=1` when `recursive`.
+async fn list_tree(
+    api: &Api,
+    owner: &str,
+    repo: &str,
+    sha: &str,
+    recursive: bool,
 ) -> Result<checkout::Tree, (i32, String)> {
     let route = format!(
-        "/repos/{}/{}/git/trees/{sha}?recursive=1",
+        "/repos/{}/{}/git/trees/{}{}",
         crate::github::encode(owner),
-        crate::github::encode(repo)
+        crate::github::encode(repo),
+        crate::github::encode(sha),
+        if recursive { "?recursive=1" } else { "" }
     );
     let mut body = Vec::new();
-    get_into(client, &route, None, MAX_TREE_BYTES, &mut body).await?;
+    get_into(api, &route, None, MAX_TREE_BYTES, &mut body).await?;
     serde_json::from_slice(&body).map_err(|e| {
         (
             EXIT_REFUSED,
@@ -396,41 +532,53 @@ async fn tree(
     })
 }
 
-/// Fetches the files of the commit that its archive left out (`export-ignore` in the commit's
-/// `.gitattributes`: a pull request could otherwise hide files from the scanner) through
-/// `GET /repos/{owner}/{repo}/git/blobs/{sha}` and writes them into `into`. Returns how many.
-async fn restore_missing(
-    client: &octocrab::Octocrab,
+/// What [`complete`] did.
+#[derive(Debug, Default)]
+struct Completed {
+    /// Files the archive left out, fetched.
+    missing: usize,
+    /// Files the archive holds otherwise than the commit, fetched in their place.
+    differed: usize,
+    /// Git LFS objects the archive holds in place of their pointers, kept.
+    lfs_objects: usize,
+}
+
+/// Makes the workspace the commit's: fetches the files its archive left out (`export-ignore`
+/// in the commit's `.gitattributes`: a pull request could otherwise hide files from the
+/// scanner) and those it holds with other content than the commit (other `.gitattributes`:
+/// `working-tree-encoding` could make a file unreadable to the scanner) through
+/// `GET /repos/{owner}/{repo}/git/blobs/{sha}`. A file whose blob is a Git LFS pointer and
+/// that the archive holds as that LFS object ("Include Git LFS objects in archives") is kept.
+async fn complete(
+    api: &Api,
     owner: &str,
     repo: &str,
     into: &Path,
-    missing: &[&checkout::TreeEntry],
+    differences: &[(&checkout::TreeEntry, checkout::Difference)],
     limits: &checkout::Limits,
     unpacked: &mut checkout::Unpacked,
-) -> Result<usize, (i32, String)> {
-    if missing.len() > MAX_RESTORED_FILES {
+) -> Result<Completed, (i32, String)> {
+    if differences.len() > MAX_RESTORED_FILES {
         return Err((
             EXIT_REFUSED,
             format!(
-                "{} files of the commit are left out of its archive (export-ignore in \
-                 .gitattributes?), more than the {MAX_RESTORED_FILES} fetched one by one; the \
-                 first is {:?}",
-                missing.len(),
-                missing[0].path
+                "{} files of the commit are left out of its archive or differ there from the \
+                 commit (export-ignore or other attributes in .gitattributes?), more than the \
+                 {MAX_RESTORED_FILES} fetched one by one; the first is {:?}",
+                differences.len(),
+                differences[0].0.path
             ),
         ));
     }
+    let mut done = Completed::default();
     let scratch = std::env::temp_dir().join("gatehouse-blob");
-    for entry in missing {
+    let refused = |e: checkout::ArchiveError| (refusal(&e), e.to_string());
+    for (entry, difference) in differences {
         if entry.size.is_some_and(|size| size > limits.max_file_bytes) {
-            return Err((
-                EXIT_REFUSED,
-                checkout::ArchiveError::FileTooLarge {
-                    entry: entry.path.clone(),
-                    limit: limits.max_file_bytes,
-                }
-                .to_string(),
-            ));
+            return Err(refused(checkout::ArchiveError::FileTooLarge {
+                entry: entry.path.clone(),
+                limit: limits.max_file_bytes,
+            }));
         }
         let route = format!(
             "/repos/{}/{}/git/blobs/{}",
@@ -440,29 +588,149 @@ async fn restore_missing(
         );
         let mut file = std::fs::File::create(&scratch)
             .map_err(|e| (EXIT_TRANSIENT, format!("{}: {e}", scratch.display())))?;
-        get_into(
-            client,
+        let size = get_into(
+            api,
             &route,
             Some("application/vnd.github.raw+json"),
             limits.max_file_bytes,
             &mut file,
         )
         .await?;
-        let mut file = std::fs::File::open(&scratch)
-            .map_err(|e| (EXIT_TRANSIENT, format!("{}: {e}", scratch.display())))?;
-        checkout::restore(into, entry, &mut file, limits, unpacked)
-            .map_err(|e| (refusal(&e), e.to_string()))?;
+        let reopen = || {
+            std::fs::File::open(&scratch)
+                .map_err(|e| (EXIT_TRANSIENT, format!("{}: {e}", scratch.display())))
+        };
+        match difference {
+            checkout::Difference::Missing => {
+                checkout::restore(into, entry, &mut reopen()?, limits, unpacked)
+                    .map_err(refused)?;
+                done.missing += 1;
+            }
+            checkout::Difference::Differs => {
+                if size <= 1024 {
+                    let mut blob = Vec::new();
+                    reopen()?
+                        .read_to_end(&mut blob)
+                        .map_err(|e| (EXIT_TRANSIENT, format!("{}: {e}", scratch.display())))?;
+                    if let Some((oid, size)) = checkout::lfs_pointer(&blob)
+                        && checkout::is_lfs_object(into, entry, &oid, size).map_err(refused)?
+                    {
+                        done.lfs_objects += 1;
+                        continue;
+                    }
+                }
+                checkout::replace(into, entry, &mut reopen()?, limits, unpacked)
+                    .map_err(refused)?;
+                done.differed += 1;
+            }
+        }
     }
     let _ = std::fs::remove_file(&scratch);
-    checkout::check_links(into).map_err(|e| (refusal(&e), e.to_string()))?;
-    Ok(missing.len())
+    checkout::check_links(into).map_err(refused)?;
+    Ok(done)
+}
+
+/// What a failed answer says about GitHub's rate limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RateLimit {
+    /// Not a rate limit.
+    No,
+    /// A rate limit (GitHub's primary or secondary limit, or 429), with how long it asks to
+    /// wait when it says (`retry-after`, else the time until `x-ratelimit-reset` when
+    /// `x-ratelimit-remaining` is 0).
+    Wait(Option<Duration>),
+}
+
+fn rate_limited(status: http::StatusCode, headers: &http::HeaderMap, body: &str) -> RateLimit {
+    let number = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let retry_after = number("retry-after");
+    let remaining = number("x-ratelimit-remaining");
+    let limited = match status.as_u16() {
+        429 => true,
+        403 => {
+            let body = body.to_ascii_lowercase();
+            retry_after.is_some()
+                || remaining == Some(0)
+                || body.contains("rate limit")
+                || body.contains("abuse")
+        }
+        _ => false,
+    };
+    if !limited {
+        return RateLimit::No;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let until_reset = match (remaining, number("x-ratelimit-reset")) {
+        (Some(0), Some(reset)) => Some(Duration::from_secs(reset.saturating_sub(now).max(1))),
+        _ => None,
+    };
+    RateLimit::Wait(
+        retry_after
+            .map(|s| Duration::from_secs(s.max(1)))
+            .or(until_reset),
+    )
+}
+
+/// Waits out a rate limit inside the step when it asks for at most [`MAX_RATE_LIMIT_WAIT`] and
+/// the step has waited less than [`MAX_RATE_LIMIT_WAITING`] in all; whether it waited.
+async fn wait_out(api: &Api, route: &str, wait: Option<Duration>) -> bool {
+    let Some(wait) = wait.filter(|w| *w <= MAX_RATE_LIMIT_WAIT) else {
+        return false;
+    };
+    {
+        let mut waited = api
+            .waited
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *waited + wait > MAX_RATE_LIMIT_WAITING {
+            return false;
+        }
+        *waited += wait;
+    }
+    eprintln!(
+        "gatehouse-agent: GET {route}: rate limited; waiting {} s",
+        wait.as_secs()
+    );
+    tokio::time::sleep(wait).await;
+    true
+}
+
+/// The start of an error answer's body: at most [`MAX_ERROR_BODY_BYTES`] read, 300
+/// characters kept (what GitHub says went wrong, never more).
+async fn error_text<B>(mut body: B) -> String
+where
+    B: BodyExt + Unpin,
+    B::Data: AsRef<[u8]>,
+{
+    let mut read = Vec::new();
+    while read.len() < MAX_ERROR_BODY_BYTES {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    let data = data.as_ref();
+                    let room = MAX_ERROR_BODY_BYTES - read.len();
+                    read.extend_from_slice(&data[..data.len().min(room)]);
+                }
+            }
+            Some(Err(_)) | None => break,
+        }
+    }
+    String::from_utf8_lossy(&read).chars().take(300).collect()
 }
 
 /// GETs `route` (with `accept` as the media type when given), following one more redirect by
 /// hand when the client did not, and writes the body into `sink`, at most `max_bytes`. A server
-/// error or 429 may pass (exit 1); any other failure status will not (exit 2).
+/// error or a rate limit may pass (exit 1; a rate limit asking for at most a minute is waited
+/// out here first); any other failure status will not (exit 2).
 async fn get_into(
-    client: &octocrab::Octocrab,
+    api: &Api,
     route: &str,
     accept: Option<&str>,
     max_bytes: u64,
@@ -476,44 +744,49 @@ async fn get_into(
         }
         headers
     });
-    let mut response = client
-        ._get_with_headers(route, headers)
-        .await
-        .map_err(|e| transient(format!("GET {route}: {e}")))?;
-    // The follow-redirect layer follows GitHub's redirect to the archive host (and drops the
-    // token on the way: another origin); one more hop by hand when it did not.
-    if response.status().is_redirection()
-        && let Some(location) = response
-            .headers()
-            .get(http::header::LOCATION)
-            .and_then(|l| l.to_str().ok())
-            .map(str::to_owned)
-    {
-        response = client
-            ._get(location.as_str())
+    let response = loop {
+        let mut response = api
+            .client
+            ._get_with_headers(route, headers.clone())
             .await
-            .map_err(|e| transient(format!("GET {location}: {e}")))?;
-    }
-    let status = response.status();
-    if !status.is_success() {
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| {
-                String::from_utf8_lossy(&b.to_bytes())
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
-            })
-            .unwrap_or_default();
-        let code = if status.is_server_error() || status.as_u16() == 429 {
+            .map_err(|e| transient(format!("GET {route}: {e}")))?;
+        // The follow-redirect layer follows GitHub's redirect to the archive host (and drops
+        // the token on the way: another origin); one more hop by hand when it did not.
+        if response.status().is_redirection()
+            && let Some(location) = response
+                .headers()
+                .get(http::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .map(str::to_owned)
+        {
+            response = api
+                .client
+                ._get(location.as_str())
+                .await
+                .map_err(|e| transient(format!("GET {location}: {e}")))?;
+        }
+        let status = response.status();
+        if status.is_success() {
+            break response;
+        }
+        let answer_headers = response.headers().clone();
+        let body = error_text(response.into_body()).await;
+        if let RateLimit::Wait(wait) = rate_limited(status, &answer_headers, &body) {
+            if wait_out(api, route, wait).await {
+                continue;
+            }
+            return Err(transient(format!(
+                "GET {route}: {status}: rate limited{}: {body}",
+                wait.map_or_else(String::new, |w| format!(" for {} s more", w.as_secs()))
+            )));
+        }
+        let code = if status.is_server_error() {
             EXIT_TRANSIENT
         } else {
             EXIT_REFUSED
         };
         return Err((code, format!("GET {route}: {status}: {body}")));
-    }
+    };
     let mut body = response.into_body();
     let mut total = 0_u64;
     while let Some(frame) = body.frame().await {
