@@ -48,10 +48,40 @@ pub mod secret_keys {
     pub const SIGNING_KEY: &str = "signing-key";
     /// Gatehouse's own KICS configuration file.
     pub const KICS_CONFIG: &str = "kics.config";
+    /// Password of the Redis ACL user the `report` step publishes as (only with
+    /// `--results-redis-password-file`).
+    pub const REDIS_PASSWORD: &str = "redis-password";
 }
 
 /// Where the per-scan credentials are mounted in the containers that need them.
 pub const SECRET_DIR: &str = "/var/run/gatehouse";
+
+/// Where the `report` step finds the Redis password: a directory of its own, not inside
+/// [`SECRET_DIR`] (a mount point inside a read-only Secret volume cannot be created).
+pub const REDIS_PASSWORD_DIR: &str = "/var/run/gatehouse-redis";
+
+/// The password of the Redis ACL user scan pods publish as. Never printed: its `Debug` is
+/// redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisPassword(String);
+
+impl RedisPassword {
+    /// Wraps a password.
+    pub fn new(password: impl Into<String>) -> RedisPassword {
+        RedisPassword(password.into())
+    }
+
+    /// The password itself, for the per-scan Secret.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RedisPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisPassword(redacted)")
+    }
+}
 
 /// Settings of the operator installation the builder needs.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,8 +90,11 @@ pub struct BuildSettings {
     pub agent_image: String,
     /// Seconds a finished Job (and its pod, with its logs) is kept.
     pub ttl_seconds_after_finished: i32,
-    /// Redis URL the `report` step publishes results to (no password in it).
+    /// Redis URL the `report` step publishes results to (no password in it; the ACL user in it).
     pub results_redis_url: String,
+    /// Password of the user in `results_redis_url`: put into each per-scan Secret and mounted
+    /// into the `report` step alone. `None`: scan pods connect without one.
+    pub results_redis_password: Option<RedisPassword>,
     /// GitHub API URL the `checkout` step downloads from (GitHub Enterprise Server's own).
     pub github_api_url: String,
 }
@@ -333,6 +366,13 @@ fn report_container(
         mount("report-tmp", "/tmp", false),
         mount("signing-key", SECRET_DIR, true),
     ];
+    if settings.results_redis_password.is_some() {
+        args.extend([
+            "--redis-password-file".to_owned(),
+            format!("{REDIS_PASSWORD_DIR}/{}", secret_keys::REDIS_PASSWORD),
+        ]);
+        mounts.push(mount("redis-password", REDIS_PASSWORD_DIR, true));
+    }
     if let Some(base) = base_sha {
         args.extend([
             "--base-sha".to_owned(),
@@ -401,6 +441,13 @@ pub fn desired_job(
         secret_volume("token", &secret, secret_keys::TOKEN),
         secret_volume("signing-key", &secret, secret_keys::SIGNING_KEY),
     ];
+    if settings.results_redis_password.is_some() {
+        volumes.push(secret_volume(
+            "redis-password",
+            &secret,
+            secret_keys::REDIS_PASSWORD,
+        ));
+    }
     if base_sha.is_some() {
         volumes.push(empty_dir("base-source", Some("4Gi")));
         volumes.push(empty_dir("base-output", Some("1Gi")));
@@ -463,14 +510,40 @@ pub fn desired_job(
     }
 }
 
-/// The per-scan Secret: the repository-scoped read-only token, the result-signing key, and
-/// Gatehouse's KICS configuration. Owned by the ScanRequest, so it goes with it; written with
-/// server-side apply and never read back.
-pub fn desired_secret(request: &ScanRequest, token: &str, signing_key_hex: &str) -> Secret {
+/// The per-scan Secret: the repository-scoped read-only token, the result-signing key,
+/// Gatehouse's KICS configuration and, when scan pods authenticate to Redis, the password of
+/// their ACL user. Owned by the ScanRequest, so it goes with it; written with server-side apply
+/// and never read back.
+pub fn desired_secret(
+    request: &ScanRequest,
+    token: &str,
+    signing_key_hex: &str,
+    redis_password: Option<&RedisPassword>,
+) -> Secret {
     let name = request.metadata.name.clone().unwrap_or_default();
     let mut labels = labels::scan_request_labels(&request.spec);
     labels.insert(labels::MANAGED_BY.to_owned(), MANAGED_BY.to_owned());
     labels.insert(labels::SCAN_REQUEST.to_owned(), name.clone());
+    let mut data = BTreeMap::from([
+        (
+            secret_keys::TOKEN.to_owned(),
+            ByteString(token.as_bytes().to_vec()),
+        ),
+        (
+            secret_keys::SIGNING_KEY.to_owned(),
+            ByteString(signing_key_hex.as_bytes().to_vec()),
+        ),
+        (
+            secret_keys::KICS_CONFIG.to_owned(),
+            ByteString(scanners::kics::CONFIG_CONTENTS.as_bytes().to_vec()),
+        ),
+    ]);
+    if let Some(password) = redis_password {
+        data.insert(
+            secret_keys::REDIS_PASSWORD.to_owned(),
+            ByteString(password.expose().as_bytes().to_vec()),
+        );
+    }
     Secret {
         metadata: ObjectMeta {
             name: Some(secret_name(&name)),
@@ -480,20 +553,7 @@ pub fn desired_secret(request: &ScanRequest, token: &str, signing_key_hex: &str)
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".to_owned()),
-        data: Some(BTreeMap::from([
-            (
-                secret_keys::TOKEN.to_owned(),
-                ByteString(token.as_bytes().to_vec()),
-            ),
-            (
-                secret_keys::SIGNING_KEY.to_owned(),
-                ByteString(signing_key_hex.as_bytes().to_vec()),
-            ),
-            (
-                secret_keys::KICS_CONFIG.to_owned(),
-                ByteString(scanners::kics::CONFIG_CONTENTS.as_bytes().to_vec()),
-            ),
-        ])),
+        data: Some(data),
         ..Secret::default()
     }
 }
@@ -511,6 +571,7 @@ mod tests {
             agent_image: "ghcr.io/gatehouse-dev/gatehouse@sha256:1111111111111111111111111111111111111111111111111111111111111111".to_owned(),
             ttl_seconds_after_finished: 3600,
             results_redis_url: "redis://gatehouse-redis:6379".to_owned(),
+            results_redis_password: None,
             github_api_url: "https://api.github.com".to_owned(),
         }
     }
@@ -799,7 +860,7 @@ mod tests {
     #[test]
     fn the_per_scan_secret_holds_the_token_the_key_and_the_kics_configuration_and_is_owned() {
         let request = test_support::request();
-        let secret = desired_secret(&request, "ghs_token", "00ff");
+        let secret = desired_secret(&request, "ghs_token", "00ff", None);
         let data = secret.data.as_ref().unwrap();
         assert_eq!(
             data.keys().map(String::as_str).collect::<Vec<_>>(),
@@ -815,6 +876,85 @@ mod tests {
             secret.metadata.name.as_deref(),
             Some("hello-world-pr2-ec26c3e-016643a9-scan")
         );
+    }
+
+    #[test]
+    fn with_a_results_redis_password_only_the_report_step_mounts_it_and_reads_it_from_its_file() {
+        let request = test_support::request();
+        let policy = test_support::kics_policy();
+        let with_password = BuildSettings {
+            results_redis_url: "redis://gatehouse-scan@gatehouse-redis:6379".to_owned(),
+            results_redis_password: Some(RedisPassword::new("scan-secret")),
+            ..settings()
+        };
+        let base = "0123456789abcdef0123456789abcdef01234567";
+        for base_sha in [None, Some(base)] {
+            let job = desired_job(
+                &request,
+                &policy.spec.scanners[0],
+                1,
+                &with_password,
+                base_sha,
+            );
+            let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+            let steps: Vec<&Container> = pod
+                .init_containers
+                .iter()
+                .flatten()
+                .chain(pod.containers.iter())
+                .collect();
+            for step in &steps {
+                let has = mounts(step).iter().any(|(n, _, _)| n == "redis-password");
+                assert_eq!(has, step.name == "report", "step {}", step.name);
+            }
+            assert!(mounts(container(&job, "report")).contains(&(
+                "redis-password".to_owned(),
+                "/var/run/gatehouse-redis".to_owned(),
+                true
+            )));
+            let volume = pod
+                .volumes
+                .iter()
+                .flatten()
+                .find(|v| v.name == "redis-password")
+                .unwrap();
+            let source = volume.secret.as_ref().unwrap();
+            assert_eq!(
+                source.secret_name.as_deref(),
+                Some("hello-world-pr2-ec26c3e-016643a9-scan")
+            );
+            assert_eq!(source.items.as_ref().unwrap()[0].key, "redis-password");
+            let report = container(&job, "report").args.as_ref().unwrap().join(" ");
+            assert!(
+                report.contains("--redis-url redis://gatehouse-scan@gatehouse-redis:6379 "),
+                "{report}"
+            );
+            assert!(
+                report.contains("--redis-password-file /var/run/gatehouse-redis/redis-password"),
+                "{report}"
+            );
+            assert!(!format!("{job:?}").contains("scan-secret"));
+        }
+        // Without one, nothing of it appears.
+        let job = desired_job(&request, &policy.spec.scanners[0], 1, &settings(), None);
+        assert!(!format!("{job:?}").contains("redis-password"));
+        assert_eq!(
+            format!("{:?}", with_password.results_redis_password),
+            "Some(RedisPassword(redacted))"
+        );
+    }
+
+    #[test]
+    fn the_per_scan_secret_holds_the_redis_password_only_when_one_is_configured() {
+        let request = test_support::request();
+        let password = RedisPassword::new("scan-secret");
+        let secret = desired_secret(&request, "ghs_token", "00ff", Some(&password));
+        let data = secret.data.as_ref().unwrap();
+        assert_eq!(
+            data.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["kics.config", "redis-password", "signing-key", "token"]
+        );
+        assert_eq!(data["redis-password"].0, b"scan-secret");
     }
 
     #[test]

@@ -77,6 +77,10 @@ pub struct PreviewArgs {
     /// Redis URL scan pods publish results to.
     #[arg(long, env = "GATEHOUSE_RESULTS_REDIS_URL", default_value = DEFAULT_RESULTS_REDIS_URL)]
     pub results_redis_url: String,
+    /// File holding the password of the user in --results-redis-url (as `run`); not read: the
+    /// Secret shows the key with a redacted value.
+    #[arg(long, env = "GATEHOUSE_RESULTS_REDIS_PASSWORD_FILE")]
+    pub results_redis_password_file: Option<PathBuf>,
     /// GitHub API URL the checkout step downloads from.
     #[arg(
         long,
@@ -1242,6 +1246,11 @@ pub fn preview(args: &PreviewArgs) -> Result<String, OfflineError> {
         agent_image: args.agent_image.clone(),
         ttl_seconds_after_finished: args.job_ttl_seconds,
         results_redis_url: args.results_redis_url.clone(),
+        // Never read: the preview shows where the password goes, not the password.
+        results_redis_password: args
+            .results_redis_password_file
+            .as_ref()
+            .map(|_| jobs::RedisPassword::new(String::new())),
         github_api_url: args.github_api_url.clone(),
     };
     render_preview(
@@ -1292,7 +1301,7 @@ pub fn render_preview(
     let snapshot = decide::snapshot(&request, &policy)?;
 
     let mut out = header(&request, &policy, placeholder_uid);
-    let secret = jobs::desired_secret(&request, "", "");
+    let secret = jobs::desired_secret(&request, "", "", settings.results_redis_password.as_ref());
     let mut secret_value = to_json("the per-scan Secret", &secret)?;
     if let Some(data) = secret_value.get_mut("data").and_then(Value::as_object_mut) {
         for (key, value) in data.iter_mut() {
@@ -1301,7 +1310,7 @@ pub fn render_preview(
                 .as_ref()
                 .and_then(|d| d.get(key))
                 .map_or(0, |b| b.0.len());
-            *value = Value::String(redacted(key, &request, size));
+            *value = Value::String(redacted(key, &request, settings, size));
         }
     }
     out.push_str("---\n# The per-scan Secret, applied before the Jobs; values redacted.\n");
@@ -1488,8 +1497,12 @@ fn header(request: &ScanRequest, policy: &ScanPolicy, placeholder_uid: bool) -> 
 }
 
 /// What a key of the per-scan Secret holds, in place of its value.
-fn redacted(key: &str, request: &ScanRequest, size: usize) -> String {
+fn redacted(key: &str, request: &ScanRequest, settings: &BuildSettings, size: usize) -> String {
     match key {
+        secret_keys::REDIS_PASSWORD => format!(
+            "<redacted: password of the Redis user in {} (--results-redis-password-file), for the report step only>",
+            settings.results_redis_url
+        ),
         secret_keys::TOKEN => format!(
             "<redacted: GitHub App installation token for {} only (contents: read), minted when the scan is admitted>",
             request.spec.repository.full_name()
@@ -1881,6 +1894,7 @@ mod tests {
             agent_image: DEFAULT_AGENT_IMAGE.to_owned(),
             ttl_seconds_after_finished: DEFAULT_JOB_TTL_SECONDS,
             results_redis_url: DEFAULT_RESULTS_REDIS_URL.to_owned(),
+            results_redis_password: None,
             github_api_url: "https://api.github.com".to_owned(),
         }
     }
@@ -1954,12 +1968,51 @@ mod tests {
             data.values()
                 .all(|v| v.as_str().unwrap().starts_with("<redacted: "))
         );
-        let mut expected = serde_json::to_value(jobs::desired_secret(&request, "", "")).unwrap();
+        let mut expected =
+            serde_json::to_value(jobs::desired_secret(&request, "", "", None)).unwrap();
         expected["data"] = secret["data"].clone();
         assert_eq!(*secret, expected);
         // The path filters are said, since the preview cannot know the changed files.
         assert!(
             yaml.contains("# Created only if the pull request changes a file matching **/*.tf")
+        );
+    }
+
+    #[test]
+    fn with_a_results_redis_password_the_preview_shows_its_key_redacted_and_the_report_step_reading_it()
+     {
+        let checker = Checker::new().unwrap();
+        let requests = parse_documents(&sample("scanrequest.yaml"), "request.yaml").unwrap();
+        let policies = parse_documents(&sample("scanpolicy-kics.yaml"), "policy.yaml").unwrap();
+        let settings = BuildSettings {
+            results_redis_url: "redis://gatehouse-scan@gatehouse-redis:6379".to_owned(),
+            results_redis_password: Some(jobs::RedisPassword::new(String::new())),
+            ..settings()
+        };
+        let yaml = render_preview(
+            &checker,
+            (&requests, "request.yaml"),
+            (&policies, "policy.yaml"),
+            &settings,
+        )
+        .unwrap();
+        let documents = parse_documents(&yaml, "preview").unwrap();
+        let data = documents[0]["data"].as_object().unwrap();
+        assert_eq!(
+            data["redis-password"],
+            "<redacted: password of the Redis user in redis://gatehouse-scan@gatehouse-redis:6379 \
+             (--results-redis-password-file), for the report step only>"
+        );
+        let report = documents[1]["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            report.contains("--redis-password-file /var/run/gatehouse-redis/redis-password"),
+            "{report}"
         );
     }
 

@@ -62,13 +62,18 @@ pub struct RunArgs {
     /// Seconds a finished scan Job and its pod (with its logs) are kept.
     #[arg(long, env = "GATEHOUSE_JOB_TTL_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(i32).range(0..=2_592_000))]
     pub job_ttl_seconds: i32,
-    /// Redis URL scan pods publish results to (no password in it).
+    /// Redis URL scan pods publish results to (no password in it; the ACL user in it, as
+    /// redis://gatehouse-scan@host:6379).
     #[arg(
         long,
         env = "GATEHOUSE_RESULTS_REDIS_URL",
         default_value = "redis://gatehouse-redis:6379"
     )]
     pub results_redis_url: String,
+    /// File holding the password of the user in --results-redis-url: put into each per-scan
+    /// Secret and mounted into the scan pod's report step alone.
+    #[arg(long, env = "GATEHOUSE_RESULTS_REDIS_PASSWORD_FILE")]
+    pub results_redis_password_file: Option<PathBuf>,
     /// Redis the operator reads scan results from (the results stream's consumer group
     /// `report`) and keeps baseline findings in; no password in it (rediss:// for TLS).
     #[arg(
@@ -146,6 +151,29 @@ fn redis_client(
         flag: "redis-url",
         reason: e.to_string(),
     })
+}
+
+/// The scan pods' Redis password from its file (trailing newline trimmed, as a mounted Secret
+/// may have one); an unreadable or empty file is a start-up error. The value is never logged.
+fn results_redis_password(
+    path: Option<&std::path::Path>,
+) -> Result<Option<jobs::RedisPassword>, StartError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| StartError::ReadFile {
+        what: "the results Redis password",
+        path: path.display().to_string(),
+        source,
+    })?;
+    let password = text.trim();
+    if password.is_empty() {
+        return Err(StartError::Flag {
+            flag: "results-redis-password-file",
+            reason: format!("{} is empty", path.display()),
+        });
+    }
+    Ok(Some(jobs::RedisPassword::new(password)))
 }
 
 /// Start-up failed.
@@ -238,6 +266,8 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             source,
         })?;
     let redis = redis_client(&args.redis_url, args.redis_password_file.as_deref())?;
+    let results_redis_password =
+        results_redis_password(args.results_redis_password_file.as_deref())?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -334,6 +364,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             agent_image: args.agent_image.clone(),
             ttl_seconds_after_finished: args.job_ttl_seconds,
             results_redis_url: args.results_redis_url.clone(),
+            results_redis_password,
             github_api_url: args.github_api_url.clone(),
         },
         baseline_cache: Some(redis.clone()),

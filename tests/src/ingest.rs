@@ -66,8 +66,12 @@ impl Harness {
         policies: Vec<ScanPolicy>,
         namespaces: &[&str],
     ) -> anyhow::Result<Harness> {
+        // Redis as the Helm chart runs it: the default user off, the receive role and ingest
+        // as `gatehouse` with the chart's rules (a permission they lack fails the test), the
+        // test's own looks (`redis_conn`) as an administrator.
         let redis = RedisServer::start_with(crate::RedisOptions {
             append_only: true,
+            acl: true,
             ..Default::default()
         })?;
         let k8s = KubeEmulator::start().await?;
@@ -160,7 +164,7 @@ impl Harness {
     /// A Redis connection for inspecting streams.
     #[allow(clippy::expect_used)] // test support: an unreachable local Redis is a failed test
     pub async fn redis_conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.redis.url())
+        redis::Client::open(self.redis.admin_url())
             .expect("redis URL of the test server")
             .get_multiplexed_async_connection()
             .await

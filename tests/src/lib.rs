@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod kube_emulator;
 pub mod kube_support;
 pub mod operator;
+pub mod redis_acl;
 pub mod redis_server;
 pub mod reports;
 pub mod webhook;

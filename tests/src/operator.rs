@@ -47,6 +47,11 @@ pub struct OperatorHarness {
     pub result_timeout: Duration,
     /// Redis of the results stream, once [`Self::start_results`] started it.
     pub redis: Option<crate::RedisServer>,
+    /// Whether that Redis runs with the Helm chart's ACL users (set before it starts): the
+    /// operator then connects as `gatehouse`, its Jobs' report steps get the URL and password
+    /// of `gatehouse-scan`, and [`Self::publish`] publishes as a report step would, with the
+    /// password from the per-scan Secret.
+    pub redis_acl: bool,
     /// The per-request locks the operator's controller and results consumer share.
     locks: Arc<gatehouse_operator::locks::RequestLocks>,
     results: Vec<(
@@ -91,6 +96,7 @@ impl OperatorHarness {
             client_retries: true,
             result_timeout: Duration::from_secs(600),
             redis: None,
+            redis_acl: false,
             locks: Arc::default(),
             results: Vec::new(),
             running: Vec::new(),
@@ -106,9 +112,16 @@ impl OperatorHarness {
         } else {
             self.k8s.client_without_retries()
         };
+        if self.redis_acl {
+            self.start_redis()?;
+        }
         let baseline_cache = match &self.redis {
             Some(redis) => Some(redis::Client::open(redis.url())?),
             None => None,
+        };
+        let scan_redis = match &self.redis {
+            Some(redis) if self.redis_acl => ScanRedis::acl_user(redis),
+            _ => ScanRedis::default(),
         };
         let running = spawn_operator(
             client,
@@ -119,6 +132,7 @@ impl OperatorHarness {
                 result_timeout: self.result_timeout,
                 baseline_cache,
                 locks: Arc::clone(&self.locks),
+                scan_redis,
             },
             metrics.clone(),
         )?;
@@ -137,9 +151,7 @@ impl OperatorHarness {
     /// Starts a private Redis (once) and the operator's results consumer on it, with short
     /// retry waits (200 ms, doubling).
     pub async fn start_results(&mut self) -> anyhow::Result<()> {
-        if self.redis.is_none() {
-            self.redis = Some(crate::RedisServer::start()?);
-        }
+        self.start_redis()?;
         let redis = redis::Client::open(self.redis_url())?;
         let key = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -172,6 +184,17 @@ impl OperatorHarness {
         Ok(())
     }
 
+    /// Starts the results Redis once (with the chart's ACL users when [`Self::redis_acl`]).
+    fn start_redis(&mut self) -> anyhow::Result<()> {
+        if self.redis.is_none() {
+            self.redis = Some(crate::RedisServer::start_with(crate::RedisOptions {
+                acl: self.redis_acl,
+                ..crate::RedisOptions::default()
+            })?);
+        }
+        Ok(())
+    }
+
     /// Kills the results consumers at once: what a crash does.
     pub fn crash_results(&mut self) {
         for (_, task) in self.results.drain(..) {
@@ -188,16 +211,27 @@ impl OperatorHarness {
     }
 
     /// Publishes `result` as an agent would: signed with its ScanRequest's key (derived from the
-    /// tests' master key), through the agent's own encoding and `XADD`.
+    /// tests' master key), through the agent's own encoding and `XADD`. With
+    /// [`Self::redis_acl`], as the report step of the request's Job: the user of the URL its
+    /// arguments name, the password from the per-scan Secret.
     pub async fn publish(&self, result: &ScanResult) -> anyhow::Result<String> {
         let key = MasterKey::from_file_contents(MASTER_KEY)?.scan_key(&result.uid);
         let entry = gatehouse_operator::agent::report::entry(result, &key)?;
-        self.publish_entry(&entry).await
+        if !self.redis_acl {
+            return self.publish_entry(&entry).await;
+        }
+        let client = report_step_redis(&self.k8s, &result.namespace, &result.scan_request)?;
+        Ok(gatehouse_operator::agent::report::publish(&client, &entry, 1).await?)
     }
 
-    /// Publishes an entry as given (a forged or replayed one, say).
+    /// Publishes an entry as given (a forged or replayed one, say); as `gatehouse-scan` with
+    /// [`Self::redis_acl`].
     pub async fn publish_entry(&self, entry: &ResultEntry) -> anyhow::Result<String> {
-        let client = redis::Client::open(self.redis_url())?;
+        let url = match &self.redis {
+            Some(redis) if self.redis_acl => redis.url_as(crate::redis_acl::SCAN_USER),
+            _ => self.redis_url(),
+        };
+        let client = redis::Client::open(url)?;
         Ok(gatehouse_operator::agent::report::publish(&client, entry, 1).await?)
     }
 
@@ -367,6 +401,15 @@ impl InProcessOperator {
     /// Starts one operator (all namespaces, the settings of [`OperatorHarness`]) against `k8s`
     /// and `github`. Must be called inside the Tokio runtime (the GitHub client starts a task).
     pub fn start(k8s: &KubeEmulator, github: &FakeGitHub) -> anyhow::Result<InProcessOperator> {
+        InProcessOperator::start_with(k8s, github, ScanRedis::default())
+    }
+
+    /// As [`Self::start`], its Jobs' report steps publishing to `scan_redis`.
+    pub fn start_with(
+        k8s: &KubeEmulator,
+        github: &FakeGitHub,
+        scan_redis: ScanRedis,
+    ) -> anyhow::Result<InProcessOperator> {
         let metrics = Arc::new(Metrics::default());
         let locks = Arc::new(gatehouse_operator::locks::RequestLocks::default());
         let running = spawn_operator(
@@ -378,6 +421,7 @@ impl InProcessOperator {
                 result_timeout: Duration::from_secs(600),
                 baseline_cache: None,
                 locks: Arc::clone(&locks),
+                scan_redis,
             },
             metrics.clone(),
         )?;
@@ -390,6 +434,95 @@ impl InProcessOperator {
     }
 }
 
+/// Where the operator's scan Jobs publish results (`--results-redis-url` and
+/// `--results-redis-password-file`).
+#[derive(Clone, Debug)]
+pub struct ScanRedis {
+    /// The URL, with the user and without the password.
+    pub url: String,
+    /// The password the operator puts into each per-scan Secret.
+    pub password: Option<String>,
+}
+
+impl Default for ScanRedis {
+    fn default() -> ScanRedis {
+        ScanRedis {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            password: None,
+        }
+    }
+}
+
+impl ScanRedis {
+    /// The chart's scan user `gatehouse-scan` on `redis` (started with `RedisOptions::acl`).
+    pub fn acl_user(redis: &crate::RedisServer) -> ScanRedis {
+        let user = crate::redis_acl::SCAN_USER;
+        ScanRedis {
+            url: format!("redis://{user}@127.0.0.1:{}/0", redis.port()),
+            password: Some(crate::redis_acl::password(user)),
+        }
+    }
+}
+
+/// The Redis client a scan pod's `report` step connects with, read from the cluster as the pod
+/// gets it: the URL (and its user) from its Job's `--redis-url`, the password from the per-scan
+/// Secret's `redis-password` key (mounted as the file its `--redis-password-file` names).
+pub fn report_step_redis(
+    k8s: &KubeEmulator,
+    namespace: &str,
+    scan_request: &str,
+) -> anyhow::Result<redis::Client> {
+    use base64::Engine as _;
+    use gatehouse_operator::jobs;
+    let job = k8s
+        .names::<k8s_openapi::api::batch::v1::Job>(namespace)
+        .into_iter()
+        .filter_map(|name| k8s.get::<k8s_openapi::api::batch::v1::Job>(namespace, &name))
+        .find(|job| {
+            job.pointer("/metadata/labels")
+                .and_then(|l| l.get(gatehouse_crds::labels::SCAN_REQUEST))
+                .and_then(Value::as_str)
+                == Some(scan_request)
+        })
+        .ok_or_else(|| anyhow::anyhow!("no Job of {namespace}/{scan_request}"))?;
+    let args: Vec<String> = job
+        .pointer("/spec/template/spec/containers/0/args")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let after = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("the report step has no {flag}: {args:?}"))
+    };
+    let url = after("--redis-url")?;
+    let file = after("--redis-password-file")?;
+    let key = file.rsplit('/').next().unwrap_or_default();
+    anyhow::ensure!(
+        key == jobs::secret_keys::REDIS_PASSWORD,
+        "the report step reads {file}"
+    );
+    let secret = k8s
+        .get::<k8s_openapi::api::core::v1::Secret>(namespace, &jobs::secret_name(scan_request))
+        .ok_or_else(|| anyhow::anyhow!("no per-scan Secret of {namespace}/{scan_request}"))?;
+    let encoded = secret
+        .pointer(&format!("/data/{key}"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow::anyhow!("the per-scan Secret has no {key}"))?;
+    let password = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded)?)?;
+    // As the agent does: the URL's user, the password from the file.
+    let mut info: redis::ConnectionInfo = url.parse()?;
+    let settings = info.redis_settings().clone().set_password(password);
+    info = info.set_redis_settings(settings);
+    Ok(redis::Client::open(info)?)
+}
+
 /// Spawns the operator's controllers with the tests' settings; the sender stops them gracefully.
 /// What differs between the tests' operator starts.
 struct Start<'a> {
@@ -398,6 +531,7 @@ struct Start<'a> {
     result_timeout: Duration,
     baseline_cache: Option<redis::Client>,
     locks: Arc<gatehouse_operator::locks::RequestLocks>,
+    scan_redis: ScanRedis,
 }
 
 fn spawn_operator(
@@ -419,7 +553,11 @@ fn spawn_operator(
         build: BuildSettings {
             agent_image: AGENT_IMAGE.to_owned(),
             ttl_seconds_after_finished: 600,
-            results_redis_url: "redis://127.0.0.1:6379".to_owned(),
+            results_redis_url: start.scan_redis.url,
+            results_redis_password: start
+                .scan_redis
+                .password
+                .map(gatehouse_operator::jobs::RedisPassword::new),
             github_api_url: github_url.to_owned(),
         },
         baseline_cache: start.baseline_cache,

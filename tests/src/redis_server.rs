@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The administrator tests look into Redis as when the chart's ACL users are set up.
+const ADMIN: &str = "test-admin";
+
 /// How long a server may take to answer PING after it was started.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -41,6 +44,9 @@ pub enum RedisServerError {
     /// Local I/O (temporary directory, free port) failed.
     #[error("failed to prepare a test redis-server: {0}")]
     Io(#[from] std::io::Error),
+    /// The chart's ACL users could not be set up.
+    #[error("failed to set up the Redis ACL users: {0}")]
+    Acl(String),
 }
 
 /// Options for a test server.
@@ -51,6 +57,11 @@ pub struct RedisOptions {
     pub append_only: bool,
     /// `maxmemory-policy`, when not Redis's default (`noeviction`).
     pub maxmemory_policy: Option<&'static str>,
+    /// Set up the Helm chart's ACL users from `charts/gatehouse/files/redis-acl-rules.conf`
+    /// (each with [`crate::redis_acl::password`]) and turn the `default` user off, as the chart
+    /// does: [`RedisServer::url`] then authenticates as `gatehouse`, and
+    /// [`RedisServer::url_as`] as any user of the file. Set up again on every restart.
+    pub acl: bool,
 }
 
 /// A running private `redis-server`.
@@ -93,9 +104,30 @@ impl RedisServer {
         }))
     }
 
-    /// `redis://127.0.0.1:<port>/0`.
+    /// `redis://127.0.0.1:<port>/0`; with [`RedisOptions::acl`], as the user `gatehouse`
+    /// (`redis://gatehouse:<password>@127.0.0.1:<port>/0`).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        if self.options.acl {
+            self.url_as(crate::redis_acl::USER)
+        } else {
+            format!("redis://127.0.0.1:{}/0", self.port)
+        }
+    }
+
+    /// A URL for the test's own looks into Redis, allowed everything: the default user's with
+    /// [`RedisOptions::acl`] off, else an administrator the tests add (`test-admin`).
+    pub fn admin_url(&self) -> String {
+        if self.options.acl {
+            self.url_as(ADMIN)
+        } else {
+            self.url()
+        }
+    }
+
+    /// A URL that authenticates as `user` with its test password (a user of the rules file
+    /// exists only with [`RedisOptions::acl`]).
+    pub fn url_as(&self, user: &str) -> String {
+        crate::redis_acl::url_as(self.port, user)
     }
 
     /// The loopback port the server listens on.
@@ -179,6 +211,9 @@ impl RedisServer {
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
             if ping(self.port) {
+                if self.options.acl {
+                    self.set_up_acl()?;
+                }
                 return Ok(());
             }
             let exited = self
@@ -198,6 +233,36 @@ impl RedisServer {
             timeout: START_TIMEOUT,
             log: std::fs::read_to_string(self.log_path()).unwrap_or_default(),
         })
+    }
+}
+
+impl RedisServer {
+    /// Creates the chart's ACL users and turns `default` off (Redis keeps no ACL across a
+    /// restart without an ACL file, so this runs on every start).
+    fn set_up_acl(&self) -> Result<(), RedisServerError> {
+        let acl = |e: &dyn std::fmt::Display| RedisServerError::Acl(e.to_string());
+        let users = crate::redis_acl::users().map_err(|e| acl(&e))?;
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", self.port))
+            .map_err(|e| acl(&e))?;
+        let mut conn = client.get_connection().map_err(|e| acl(&e))?;
+        for user in &users {
+            crate::redis_acl::setuser(user, &crate::redis_acl::password(&user.name))
+                .query::<()>(&mut conn)
+                .map_err(|e| acl(&format!("user {}: {e}", user.name)))?;
+        }
+        crate::redis_acl::setuser(
+            &crate::redis_acl::AclUser {
+                name: ADMIN.to_owned(),
+                rules: ["~*", "&*", "+@all"].map(str::to_owned).to_vec(),
+            },
+            &crate::redis_acl::password(ADMIN),
+        )
+        .query::<()>(&mut conn)
+        .map_err(|e| acl(&e))?;
+        redis::cmd("ACL")
+            .arg(&["SETUSER", "default", "off"][..])
+            .query::<()>(&mut conn)
+            .map_err(|e| acl(&e))
     }
 }
 
@@ -222,6 +287,7 @@ fn ping(port: u16) -> bool {
     if stream.write_all(b"PING\r\n").is_err() {
         return false;
     }
+    // With the default user off (ACL users), a server that is up asks for authentication.
     let mut reply = [0_u8; 7];
-    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    stream.read_exact(&mut reply).is_ok() && (&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
 }

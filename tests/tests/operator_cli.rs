@@ -440,3 +440,40 @@ fn run_with_a_missing_key_file_fails_with_one_line() {
         );
     }
 }
+
+#[test]
+fn run_with_an_empty_or_unreadable_results_redis_password_file_fails_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("master.key");
+    std::fs::write(&master, gatehouse_tests::operator::MASTER_KEY).unwrap();
+    let empty = dir.path().join("redis-password");
+    std::fs::write(&empty, "\n").unwrap();
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/github-app/test-app-key.pem"
+    );
+    let run = |password_file: &Path| {
+        operator(&[
+            "run",
+            "--github-app-id",
+            "1",
+            "--github-private-key-file",
+            key,
+            "--master-key-file",
+            master.to_str().unwrap(),
+            "--results-redis-password-file",
+            password_file.to_str().unwrap(),
+        ])
+    };
+    assert_one_line_error(
+        &run(&empty),
+        &format!(
+            "invalid --results-redis-password-file: {} is empty",
+            empty.display()
+        ),
+    );
+    assert_one_line_error(
+        &run(Path::new("/nonexistent/redis-password")),
+        "failed to read the results Redis password from /nonexistent/redis-password",
+    );
+}

@@ -27,6 +27,9 @@ const TERRAFORM: &str = "kics-v2_mixed-17-findings-terraform_e2e086.json";
 /// created and finished (its `report` step published, the test publishes in its stead).
 async fn scanned() -> (OperatorHarness, ScanRequest) {
     let mut h = OperatorHarness::start(vec![kics_policy()]).await.unwrap();
+    // Redis as the Helm chart runs it: the operator as `gatehouse`, the report step as
+    // `gatehouse-scan` with the password from the per-scan Secret.
+    h.redis_acl = true;
     h.start_operator().unwrap();
     h.start_results().await.unwrap();
     h.create(&sample_request()).await.unwrap();
@@ -596,6 +599,7 @@ async fn base_scanned() -> OperatorHarness {
     let mut policy = kics_policy();
     policy.spec.reporting.baseline = true;
     let mut h = OperatorHarness::start(vec![policy]).await.unwrap();
+    h.redis_acl = true;
     h.start_results().await.unwrap();
     h.start_operator().unwrap();
     let mut first = sample_request();

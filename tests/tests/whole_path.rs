@@ -4,7 +4,8 @@
 //! real controllers turn that into the per-scan Secret, the scanner Job and a `queued` check run
 //! at the GitHub stand-in; then (the test playing the cluster's Job controller and the scanner)
 //! the agent's report code publishes a real KICS report signed with the key from the per-scan
-//! Secret, and the operator's results consumer concludes the check run from it.
+//! Secret, and the operator's results consumer concludes the check run from it. Redis runs as
+//! the Helm chart runs it: every part authenticates as the ACL user the chart gives it.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -14,7 +15,7 @@ use std::time::Duration;
 use gatehouse_crds::ScanRequest;
 use gatehouse_tests::github::FakeGitHub;
 use gatehouse_tests::ingest::{Harness, NS, SHA, eventually, fixture, sample_policy};
-use gatehouse_tests::operator::InProcessOperator;
+use gatehouse_tests::operator::{InProcessOperator, ScanRedis, report_step_redis};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::json;
@@ -35,17 +36,22 @@ impl WholePath {
     async fn start() -> WholePath {
         // Ingest needs no GitHub for `opened` (only for comment commands and re-runs): the front
         // door's wiremock stays unused, and the operator talks to the stand-in.
+        // Redis as the Helm chart runs it (the front door's harness): the default user off,
+        // the webhook and the operator as `gatehouse`, the scan pods' report step as
+        // `gatehouse-scan` (charts/gatehouse/files/redis-acl-rules.conf: a permission missing
+        // there fails here).
         let mut front = Harness::start(vec![sample_policy()]).await.unwrap();
         front
             .start_consumer("ingest-0", Duration::from_millis(300))
             .await
             .unwrap();
         let github = FakeGitHub::start().await.unwrap();
-        let operator = InProcessOperator::start(&front.k8s, &github)
-            .unwrap()
-            .with_results(&front.k8s, &github, &front.redis.url())
-            .await
-            .unwrap();
+        let operator =
+            InProcessOperator::start_with(&front.k8s, &github, ScanRedis::acl_user(&front.redis))
+                .unwrap()
+                .with_results(&front.k8s, &github, &front.redis.url())
+                .await
+                .unwrap();
         WholePath {
             _operator: operator,
             github,
@@ -162,7 +168,10 @@ async fn a_signed_pull_request_opened_delivery_becomes_a_scanner_job_and_a_queue
         .get::<Secret>(NS, &format!("{name}-scan"))
         .expect("the per-scan Secret");
     let keys: Vec<&String> = secret["data"].as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["kics.config", "signing-key", "token"]);
+    assert_eq!(
+        keys,
+        ["kics.config", "redis-password", "signing-key", "token"]
+    );
 
     // The check run on the pull request's head commit, at the stand-in.
     let runs = w.github.check_runs();
@@ -274,8 +283,10 @@ async fn a_delivery_ends_as_a_concluded_check_run_with_the_scanners_findings_ann
         20_000,
     );
     let entry = gatehouse_operator::agent::report::entry(&result, &key).unwrap();
+    // As the report step connects: the user of its --redis-url (gatehouse-scan), the password
+    // from the per-scan Secret.
     gatehouse_operator::agent::report::publish(
-        &redis::Client::open(w.front.redis.url()).unwrap(),
+        &report_step_redis(&w.front.k8s, NS, &name).unwrap(),
         &entry,
         1,
     )
