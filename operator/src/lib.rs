@@ -11,6 +11,7 @@ pub mod admission;
 pub mod agent;
 pub mod checks;
 pub mod controller;
+pub mod crd_upgrade;
 pub mod decide;
 pub mod github;
 pub mod jobs;

@@ -105,6 +105,13 @@ pub struct RunArgs {
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, env = "GATEHOUSE_LISTEN", default_value = "0.0.0.0:9090")]
     pub listen: SocketAddr,
+    /// At start, apply the CRDs this binary was built with (server-side apply) unless the
+    /// cluster holds ones applied by a newer version, and wait until they are Established.
+    #[arg(long, env = "GATEHOUSE_APPLY_CRDS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub apply_crds: bool,
+    /// Seconds --apply-crds waits for each CRD to be Established before the start fails.
+    #[arg(long, env = "GATEHOUSE_APPLY_CRDS_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub apply_crds_timeout_seconds: u64,
     /// Elect a leader through a Lease, so only one replica acts.
     #[arg(long, env = "GATEHOUSE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
@@ -222,6 +229,9 @@ pub enum StartError {
     /// Leader election failed.
     #[error("leader election failed: {0}")]
     Lease(String),
+    /// `--apply-crds` failed.
+    #[error("{0}")]
+    Crds(#[from] crate::crd_upgrade::CrdError),
 }
 
 fn read(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, StartError> {
@@ -314,6 +324,15 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             .await
     });
 
+    // Every replica, leading or not: the CRDs must be served before any controller watches
+    // them, and a replica of an older version leaves a newer one's CRDs alone.
+    if args.apply_crds {
+        crate::crd_upgrade::apply(
+            &client,
+            Duration::from_secs(args.apply_crds_timeout_seconds),
+        )
+        .await?;
+    }
     // Ready once configured, leading or not: readiness tied to the lease would keep a new
     // replica unready while the old one leads, and a rolling update would wait forever.
     ready.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -1629,3 +1629,63 @@ async fn a_controller_status_write_labels_an_unlabelled_job() {
         job["metadata"]
     );
 }
+
+/// apiextensions-apiserver's CRD strategy, defaults and validation, and its naming and
+/// establishing controllers (the emulator stores CRDs; the types it serves stay as registered).
+#[tokio::test]
+async fn a_crd_is_stored_with_its_defaults_and_stored_version_and_established_by_its_controller() {
+    use gatehouse_tests::Controller;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let k8s = KubeEmulator::start().await.unwrap();
+    let api: Api<CustomResourceDefinition> = Api::all(k8s.client());
+    let mut crd = <gatehouse_crds::ScanPolicy as kube::CustomResourceExt>::crd();
+    let hold = k8s.hold(Controller::CrdEstablishing);
+    let created = api.create(&PostParams::default(), &crd).await.unwrap();
+    let stored = serde_json::to_value(&created).unwrap();
+    assert_eq!(stored["metadata"]["generation"], 1);
+    assert_eq!(stored["spec"]["names"]["listKind"], "ScanPolicyList");
+    assert_eq!(stored["spec"]["conversion"], json!({"strategy": "None"}));
+    assert_eq!(stored["status"], json!({"storedVersions": ["v1alpha1"]}));
+    // Zero values of pointer fields in the schema are kept (`default: 0`).
+    assert_eq!(
+        stored["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["priority"]["default"],
+        json!(0)
+    );
+    drop(hold);
+    let established = k8s
+        .get::<CustomResourceDefinition>("", "scanpolicies.gatehouse.dev")
+        .unwrap();
+    let conditions: Vec<(&str, &str)> = established["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["type"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        conditions,
+        [("NamesAccepted", "True"), ("Established", "True")]
+    );
+    assert_eq!(established["status"]["acceptedNames"]["kind"], "ScanPolicy");
+
+    // The name must be <plural>.<group>; exactly one storage version; the group is immutable.
+    crd.metadata.name = Some("policies.gatehouse.dev".to_owned());
+    let refused = api.create(&PostParams::default(), &crd).await.unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("must be spec.names.plural+\".\"+spec.group"),
+        "{refused}"
+    );
+    let mut changed: CustomResourceDefinition = serde_json::from_value(established).unwrap();
+    changed.spec.group = "other.dev".to_owned();
+    let refused = api
+        .replace(
+            "scanpolicies.gatehouse.dev",
+            &PostParams::default(),
+            &changed,
+        )
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("spec.group"), "{refused}");
+}

@@ -41,6 +41,9 @@ pub enum Behaviour {
     Event,
     /// `coordination.k8s.io/v1` Lease.
     Lease,
+    /// `apiextensions.k8s.io/v1` CustomResourceDefinition (stored and validated; the types the
+    /// emulator serves do not change with it).
+    CustomResourceDefinition,
 }
 
 impl Behaviour {
@@ -53,6 +56,9 @@ impl Behaviour {
             ("", "ConfigMap") => Behaviour::ConfigMap,
             ("events.k8s.io", "Event") => Behaviour::Event,
             ("coordination.k8s.io", "Lease") => Behaviour::Lease,
+            ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+                Behaviour::CustomResourceDefinition
+            }
             _ => Behaviour::Generic,
         }
     }
@@ -117,6 +123,34 @@ pub(crate) fn apply_defaults(behaviour: Behaviour, object: &mut Value, creating:
         Behaviour::Secret => {
             if let Some(map) = object.as_object_mut() {
                 default_field(map, "type", json!("Opaque"));
+            }
+        }
+        Behaviour::CustomResourceDefinition => {
+            // SetDefaults_CustomResourceDefinitionSpec.
+            if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+                if let Some(names) = spec.get_mut("names").and_then(Value::as_object_mut) {
+                    let kind = names
+                        .get("kind")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    if names
+                        .get("singular")
+                        .and_then(Value::as_str)
+                        .is_none_or(str::is_empty)
+                    {
+                        names.insert("singular".into(), json!(kind.to_lowercase()));
+                    }
+                    if !kind.is_empty()
+                        && names
+                            .get("listKind")
+                            .and_then(Value::as_str)
+                            .is_none_or(str::is_empty)
+                    {
+                        names.insert("listKind".into(), json!(format!("{kind}List")));
+                    }
+                }
+                default_field(spec, "conversion", json!({"strategy": "None"}));
             }
         }
         _ => {}
@@ -284,6 +318,21 @@ pub(crate) fn prepare_create(behaviour: Behaviour, object: &mut Value) {
             }
         }
         Behaviour::Secret => merge_string_data(object),
+        Behaviour::CustomResourceDefinition => {
+            // The CRD strategy's PrepareForCreate: a fresh status recording the storage version.
+            let storage: Vec<Value> = object
+                .pointer("/spec/versions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|v| v.get("storage") == Some(&json!(true)))
+                .filter_map(|v| v.get("name").cloned())
+                .take(1)
+                .collect();
+            if let Some(map) = object.as_object_mut() {
+                map.insert("status".into(), json!({"storedVersions": storage}));
+            }
+        }
         _ => {}
     }
 }
@@ -432,7 +481,60 @@ pub(crate) fn validate_create(behaviour: Behaviour, object: &Value, out: &mut Ve
         Behaviour::ConfigMap => validate_config_map(object, out),
         Behaviour::Event => validate_event(object, out),
         Behaviour::Lease => validate_lease(object, out),
+        Behaviour::CustomResourceDefinition => validate_crd(object, out),
         Behaviour::Generic => {}
+    }
+}
+
+/// The parts of the apiextensions validation Gatehouse's CRDs meet: the name is
+/// `<plural>.<group>`, the scope is `Namespaced` or `Cluster`, exactly one version is stored.
+fn validate_crd(crd: &Value, out: &mut Vec<FieldError>) {
+    let (plural, group) = (text(crd, "/spec/names/plural"), text(crd, "/spec/group"));
+    if plural.is_empty() {
+        out.push(FieldError::required("spec.names.plural", ""));
+    }
+    if text(crd, "/spec/names/kind").is_empty() {
+        out.push(FieldError::required("spec.names.kind", ""));
+    }
+    if group.is_empty() {
+        out.push(FieldError::required("spec.group", ""));
+    }
+    let name = text(crd, "/metadata/name");
+    if !plural.is_empty() && !group.is_empty() && name != format!("{plural}.{group}") {
+        out.push(FieldError::invalid(
+            "metadata.name",
+            json!(name),
+            "must be spec.names.plural+\".\"+spec.group",
+        ));
+    }
+    let scope = text(crd, "/spec/scope");
+    if scope != "Namespaced" && scope != "Cluster" {
+        out.push(FieldError::unsupported(
+            "spec.scope",
+            json!(scope),
+            &["Cluster", "Namespaced"],
+        ));
+    }
+    let versions = at(crd, "/spec/versions")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    if versions.is_empty() {
+        out.push(FieldError::invalid(
+            "spec.versions",
+            json!([]),
+            "must have exactly one version marked as storage version",
+        ));
+    } else if versions
+        .iter()
+        .filter(|v| v.get("storage") == Some(&json!(true)))
+        .count()
+        != 1
+    {
+        out.push(FieldError::invalid(
+            "spec.versions",
+            json!(versions),
+            "must have exactly one version marked as storage version",
+        ));
     }
 }
 
@@ -456,6 +558,20 @@ pub(crate) fn validate_update(
             validate_job_update(old, new, out);
         }
         Behaviour::Pod => validate_pod_update(old, new, out),
+        Behaviour::CustomResourceDefinition => {
+            validate_crd(new, out);
+            for field in ["group", "scope"] {
+                if old.pointer(&format!("/spec/{field}")) != new.pointer(&format!("/spec/{field}"))
+                {
+                    out.push(FieldError::immutable(
+                        format!("spec.{field}"),
+                        new.pointer(&format!("/spec/{field}"))
+                            .cloned()
+                            .unwrap_or(Value::Null),
+                    ));
+                }
+            }
+        }
         Behaviour::Secret | Behaviour::ConfigMap => {
             if behaviour == Behaviour::Secret {
                 validate_secret(new, out);

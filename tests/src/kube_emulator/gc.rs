@@ -189,6 +189,7 @@ impl Store {
             Controller::GarbageCollector,
             Controller::TtlAfterFinished,
             Controller::JobDeadline,
+            Controller::CrdEstablishing,
         ]
         .into_iter()
         .filter(|c| self.held.get(c).is_none_or(|n| *n == 0))
@@ -211,6 +212,7 @@ impl Store {
                     Controller::GarbageCollector => self.gc_pass(),
                     Controller::TtlAfterFinished => self.ttl_pass(),
                     Controller::JobDeadline => self.deadline_pass(),
+                    Controller::CrdEstablishing => self.establishing_pass(),
                 };
             }
             if !progressed {
@@ -538,6 +540,49 @@ impl Store {
         for (key, job) in due {
             let status = deadline_status(&job, &self.now());
             progressed |= self.controller_write(&key, status, true).is_ok();
+        }
+        progressed
+    }
+
+    /// One step of the naming and establishing controllers: every CustomResourceDefinition not
+    /// yet `Established` gets its names accepted (`acceptedNames`, `NamesAccepted`) and
+    /// `Established`, as a real server does within moments when no other CRD claims the names.
+    fn establishing_pass(&mut self) -> bool {
+        let now = self.now();
+        let due: Vec<(ObjKey, Value)> = self
+            .objects
+            .iter()
+            .filter(|((t, _, _), _)| {
+                self.types[*t].behaviour == super::builtin::Behaviour::CustomResourceDefinition
+            })
+            .filter(|(_, crd)| {
+                !condition_true(crd, "Established")
+                    || crd.pointer("/status/acceptedNames") != crd.pointer("/spec/names")
+            })
+            .map(|(key, crd)| (key.clone(), crd.clone()))
+            .collect();
+        let mut progressed = false;
+        for (key, mut crd) in due {
+            let names = crd.pointer("/spec/names").cloned().unwrap_or(json!({}));
+            let mut status = crd
+                .get_mut("status")
+                .filter(|s| s.is_object())
+                .map_or_else(|| json!({}), Value::take);
+            status["acceptedNames"] = names;
+            let condition = |type_: &str, reason: &str, message: &str| {
+                json!({"type": type_, "status": "True", "reason": reason, "message": message,
+                       "lastTransitionTime": now})
+            };
+            status["conditions"] = json!([
+                condition("NamesAccepted", "NoConflicts", "no conflicts found"),
+                condition(
+                    "Established",
+                    "InitialNamesAccepted",
+                    "the initial names have been accepted"
+                ),
+            ]);
+            crd["status"] = status;
+            progressed |= self.controller_write(&key, crd, true).is_ok();
         }
         progressed
     }

@@ -41,6 +41,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Value, json};
 
 use error::ApiError;
@@ -338,7 +339,9 @@ impl KubeEmulatorBuilder {
 impl KubeEmulator {
     /// A builder preloaded with the types Gatehouse uses: Pod, Secret, ConfigMap,
     /// ServiceAccount, core and events.k8s.io Events, batch/v1 Job (status subresource, Orphan
-    /// by default as the real API), coordination Lease, and the Gatehouse CRDs.
+    /// by default as the real API), coordination Lease, apiextensions CustomResourceDefinition
+    /// (status subresource; the objects are stored, the served types stay as registered), and
+    /// the Gatehouse CRDs.
     pub fn builder() -> KubeEmulatorBuilder {
         let mut types = vec![
             ResourceType::namespaced::<Pod>().with_status(),
@@ -351,6 +354,7 @@ impl KubeEmulator {
                 .with_status()
                 .with_default_propagation(Propagation::Orphan),
             ResourceType::namespaced::<Lease>(),
+            ResourceType::cluster::<CustomResourceDefinition>().with_status(),
         ];
         types.extend(gatehouse_crds::crds().iter().map(ResourceType::from_crd));
         KubeEmulatorBuilder {

@@ -115,7 +115,10 @@ impl ResourceType {
         ResourceType {
             returns_deleted_object: group.is_empty()
                 && matches!(kind.as_str(), "Pod" | "ServiceAccount"),
-            has_generation: matches!(behaviour, Behaviour::Job | Behaviour::Pod),
+            has_generation: matches!(
+                behaviour,
+                Behaviour::Job | Behaviour::Pod | Behaviour::CustomResourceDefinition
+            ),
             unconditional_update: behaviour != Behaviour::Lease,
             group,
             version: K::version(&()).into_owned(),

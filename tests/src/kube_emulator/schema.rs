@@ -260,6 +260,85 @@ const ATOMIC_STRUCTS: &[&str] = &[
 /// (structured-merge-diff 6.3): a container port without `protocol` is keyed as TCP.
 const KEY_DEFAULTS: &[(&str, &str, &str)] = &[("api.core.v1.ContainerPort", "protocol", "TCP")];
 
+/// [`KEEP_ZERO`] for the `apiextensions.k8s.io/v1` types (CustomResourceDefinition), which
+/// `scripts/gen-keep-zero` does not read (they live in k8s.io/apiextensions-apiserver): written
+/// by hand from its v0.35 `types.go` and `types_jsonschema.go`, the fields without `omitempty`
+/// and the pointer fields. Without it a schema's `default: 0` or `minimum: 0` would vanish.
+const APIEXTENSIONS_KEEP_ZERO: &[(&str, &[&str])] = &[
+    (
+        "apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinitionSpec",
+        &["group", "names", "scope", "versions", "conversion"],
+    ),
+    (
+        "apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinitionNames",
+        &["plural", "kind"],
+    ),
+    (
+        "apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinitionVersion",
+        &[
+            "name",
+            "served",
+            "storage",
+            "deprecationWarning",
+            "schema",
+            "subresources",
+        ],
+    ),
+    (
+        "apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceColumnDefinition",
+        &["name", "type", "jsonPath"],
+    ),
+    (
+        "apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceConversion",
+        &["strategy", "webhook"],
+    ),
+    (
+        "apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceSubresources",
+        &["status", "scale"],
+    ),
+    (
+        "apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceValidation",
+        &["openAPIV3Schema"],
+    ),
+    (
+        "apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinitionStatus",
+        &["acceptedNames", "storedVersions"],
+    ),
+    (
+        "apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinitionCondition",
+        &["type", "status"],
+    ),
+    (
+        "apiextensions-apiserver.pkg.apis.apiextensions.v1.ValidationRule",
+        &["rule", "reason", "optionalOldSelf"],
+    ),
+    (
+        "apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaProps",
+        &[
+            "$ref",
+            "default",
+            "maximum",
+            "minimum",
+            "maxLength",
+            "minLength",
+            "maxItems",
+            "minItems",
+            "multipleOf",
+            "maxProperties",
+            "minProperties",
+            "items",
+            "not",
+            "additionalProperties",
+            "additionalItems",
+            "externalDocs",
+            "example",
+            "x-kubernetes-preserve-unknown-fields",
+            "x-kubernetes-list-type",
+            "x-kubernetes-map-type",
+        ],
+    ),
+];
+
 #[derive(Clone, Copy, Debug)]
 enum Semantics {
     Set,
@@ -298,7 +377,7 @@ fn annotate(defs: &mut Map<String, Value>) {
     {
         map.insert("x-emulator-quantity".into(), json!(true));
     }
-    for (def, fields) in KEEP_ZERO {
+    for (def, fields) in KEEP_ZERO.iter().chain(APIEXTENSIONS_KEEP_ZERO) {
         if let Some(Value::Object(map)) = defs.get_mut(&format!("io.k8s.{def}")) {
             map.insert("x-emulator-keep-zero".into(), json!(fields));
         }

@@ -135,6 +135,9 @@ pub enum Controller {
     TtlAfterFinished,
     /// The part of the Job controller that fails Jobs past `activeDeadlineSeconds`.
     JobDeadline,
+    /// The apiextensions naming and establishing controllers: a CustomResourceDefinition's
+    /// names are accepted and it becomes `Established`.
+    CrdEstablishing,
 }
 
 /// A snapshot of one type's objects for a paginated list (what etcd serves at a revision).
