@@ -9,7 +9,8 @@
 //! that does not decode, whose signature does not verify under the key of the ScanRequest it
 //! names (forged), or that is a second, different result for a scanner that has one already
 //! (replayed). Dropped (acknowledged, counted, logged): a result for a ScanRequest that is gone,
-//! for an earlier attempt, or for a scanner concluded otherwise meanwhile (stopped, timed out).
+//! for an earlier attempt (even one arriving after a later attempt's result), or for a scanner
+//! concluded otherwise meanwhile (stopped, timed out).
 //!
 //! Re-delivery of the same result posts no annotation twice: GitHub's count of the run's
 //! annotations says how many were sent already, and the findings come in the same order.
@@ -109,6 +110,15 @@ pub enum Handled {
     },
     /// Refused for good: dead-lettered with the reason.
     Dead(String),
+}
+
+/// Why [`Consumer::send`] did not report.
+#[derive(Debug)]
+enum Sent {
+    /// GitHub no longer has the check run (404).
+    Gone,
+    /// Any other failure, as the entry is to be handled.
+    Failed(Handled),
 }
 
 fn retry(reason: impl Into<String>) -> Handled {
@@ -379,10 +389,9 @@ impl Consumer {
                 if outcome == "reported" {
                     self.metrics.result_reported_after(age_of(&entry.id));
                 }
+                // Only an answer of GitHub closes the breaker (see `post`): a result dropped or
+                // recognised as reported says nothing about GitHub.
                 self.metrics.result_handled(outcome);
-                if outcome != "duplicate" {
-                    self.breaker.succeeded();
-                }
                 let mut conn = self.conn.clone();
                 redis::cmd("XACK")
                     .arg(RESULTS_STREAM)
@@ -529,6 +538,17 @@ impl Consumer {
                 // Recorded before (a crash, or this result published twice): report it.
                 return self.report(&request, result).await;
             }
+            // An earlier attempt's result is late, not replayed, even when a later attempt's
+            // result is recorded already.
+            if result.attempt < scanner.attempts {
+                return Self::dropped(
+                    result,
+                    &format!(
+                        "the result of attempt {}, the scan is at attempt {}",
+                        result.attempt, scanner.attempts
+                    ),
+                );
+            }
             if let Some(other) = &scanner.result_id {
                 return Handled::Dead(format!(
                     "replayed: scanner {} has result {other} already; this is another ({})",
@@ -548,15 +568,6 @@ impl Consumer {
                         "scanner {} was concluded {} meanwhile",
                         result.scanner,
                         scanner.conclusion.map_or("", Conclusion::as_github)
-                    ),
-                );
-            }
-            if result.attempt < scanner.attempts {
-                return Self::dropped(
-                    result,
-                    &format!(
-                        "the result of attempt {}, the scan is at attempt {}",
-                        result.attempt, scanner.attempts
                     ),
                 );
             }
@@ -623,7 +634,7 @@ impl Consumer {
         let max_annotations = usize::try_from(snapshot.reporting.max_annotations).unwrap_or(0);
         let reproduce = crate::scanners::reproduce(request, spec);
         let comparison = if snapshot.reporting.baseline {
-            self.baseline(request, result, spec).await
+            self.baseline(request, result, spec).await?
         } else {
             Baseline::Off
         };
@@ -646,76 +657,185 @@ impl Consumer {
     /// The base commit's findings for baseline mode, decided once per result: the decision is
     /// kept in Redis under the result's id (for the retry window), so a result delivered again
     /// is judged exactly as the first time, whatever the base's kept findings did meanwhile.
+    /// Redis failing is a reason to try again later, never a decision ("not known" would count
+    /// every finding, and be kept).
     async fn baseline(
         &self,
         request: &ScanRequest,
         result: &ScanResult,
         spec: &gatehouse_crds::scanpolicy::ScannerSpec,
-    ) -> Baseline {
+    ) -> Result<Baseline, Handled> {
         let decided_key = format!("{{gatehouse-results}}:decided:{}", result.result_id);
-        if let Some(decision) = self
+        let kept = self
             .read_signed(&decided_key)
             .await
-            .and_then(|bytes| Baseline::decode(&bytes))
+            .map_err(|e| retry(format!("read the baseline decision from Redis: {e}")))?;
+        if let Kept::Value(bytes) = kept
+            && let Some(decision) = Baseline::decode(&bytes)
         {
-            return decision;
+            return Ok(decision);
         }
-        let decision = self.decide_baseline(request, result, spec).await;
+        let decision = self.decide_baseline(request, result, spec).await?;
         let keep = self.config.retry_window + Duration::from_secs(3600);
-        self.write_signed(&decided_key, &decision.encode(), keep, true)
-            .await;
-        decision
+        let written = self
+            .write_signed(&decided_key, &decision.encode(), keep, true)
+            .await
+            .map_err(|e| retry(format!("keep the baseline decision in Redis: {e}")))?;
+        if !written {
+            // Decided meanwhile by another consumer (or a value that is not ours, which a
+            // later delivery will not trust either): that decision is the one.
+            let kept = self
+                .read_signed(&decided_key)
+                .await
+                .map_err(|e| retry(format!("read the baseline decision from Redis: {e}")))?;
+            if let Kept::Value(bytes) = kept
+                && let Some(decision) = Baseline::decode(&bytes)
+            {
+                return Ok(decision);
+            }
+        }
+        Ok(decision)
     }
 
-    /// The base commit's findings: from the result itself when its pod scanned the base (then
-    /// kept in Redis for the next pull requests on that base), else from what Redis keeps.
+    /// The base commit's findings: from the result itself when its pod scanned the base (its
+    /// Job, which scan pods cannot change, has the `scan-base` step for this base), then kept
+    /// in Redis for the next pull requests on that base unless findings are kept there already;
+    /// else from what Redis keeps.
     async fn decide_baseline(
         &self,
         request: &ScanRequest,
         result: &ScanResult,
         spec: &gatehouse_crds::scanpolicy::ScannerSpec,
-    ) -> Baseline {
+    ) -> Result<Baseline, Handled> {
         let Some(base_sha) = request.spec.pull_request.base_sha.clone() else {
-            return Baseline::Unknown("the ScanRequest does not name its base commit".into());
+            return Ok(Baseline::Unknown(
+                "the ScanRequest does not name its base commit".into(),
+            ));
         };
         let key = baseline_key(request.spec.repository.id, &base_sha, spec);
         if let Some(base) = &result.baseline {
-            if base.sha != base_sha {
-                return Baseline::Unknown(format!(
-                    "the pod scanned {} as the base, the ScanRequest names {base_sha}",
-                    base.sha
-                ));
+            if self.job_scanned_base(request, result, &base_sha).await? {
+                if base.sha != base_sha {
+                    return Ok(Baseline::Unknown(format!(
+                        "the pod scanned {} as the base, the ScanRequest names {base_sha}",
+                        base.sha
+                    )));
+                }
+                if let ScanOutcome::ScannerError { message, .. } = &base.outcome {
+                    return Ok(Baseline::Unknown(format!("its scan failed: {message}")));
+                }
+                // Sorted here: the comparison searches them, whatever order the pod sent.
+                let mut fingerprints = base.fingerprints.clone();
+                fingerprints.sort_unstable();
+                fingerprints.dedup();
+                let known = Baseline::Known {
+                    sha: base_sha,
+                    fingerprints,
+                };
+                self.keep_base(&key, &known).await;
+                return Ok(known);
             }
-            if let ScanOutcome::ScannerError { message, .. } = &base.outcome {
-                return Baseline::Unknown(format!("its scan failed: {message}"));
-            }
-            let known = Baseline::Known {
-                sha: base_sha,
-                fingerprints: base.fingerprints.clone(),
-            };
-            self.write_signed(&key, &known.encode(), self.config.baseline_ttl, false)
-                .await;
-            return known;
+            tracing::warn!(scanrequest = %format!("{}/{}", result.namespace, result.scan_request), scanner = %result.scanner, result = %result.result_id, "the result carries base findings, but its Job did not scan the base; ignored");
         }
-        match self.read_signed(&key).await {
-            Some(bytes) => match Baseline::decode(&bytes) {
+        let kept = self
+            .read_signed(&key)
+            .await
+            .map_err(|e| retry(format!("read the base commit's findings from Redis: {e}")))?;
+        Ok(match kept {
+            Kept::Value(bytes) => match Baseline::decode(&bytes) {
                 Some(known @ Baseline::Known { .. }) => known,
                 _ => {
                     Baseline::Unknown("the kept findings of the base commit are unreadable".into())
                 }
             },
-            None => Baseline::Unknown(
+            Kept::Absent | Kept::Forged => Baseline::Unknown(
                 "the base commit was not scanned with this scan and its findings were not kept \
                  (expired, or not written by this operator)"
                     .into(),
             ),
+        })
+    }
+
+    /// Whether the Job of this result's attempt scanned `base_sha`: the Job the status names for
+    /// the scanner, owned by this ScanRequest, with a `scan-base` step and `--base-sha
+    /// <base_sha>` in its steps' arguments. A Job gone already cannot say so: no.
+    async fn job_scanned_base(
+        &self,
+        request: &ScanRequest,
+        result: &ScanResult,
+        base_sha: &str,
+    ) -> Result<bool, Handled> {
+        let Some(job_name) = request
+            .status
+            .as_ref()
+            .and_then(|s| s.scanners.iter().find(|s| s.name == result.scanner))
+            .and_then(|s| s.job_name.clone())
+        else {
+            return Ok(false);
+        };
+        let jobs: Api<k8s_openapi::api::batch::v1::Job> =
+            Api::namespaced(self.client.clone(), &result.namespace);
+        let job = jobs
+            .get_opt(&job_name)
+            .await
+            .map_err(|e| retry(format!("get the Job {job_name}: {e}")))?;
+        let Some(job) = job else {
+            return Ok(false);
+        };
+        let owned = job
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| Some(&o.uid) == request.metadata.uid.as_ref());
+        let pod = job.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+        let steps = pod
+            .into_iter()
+            .flat_map(|p| p.init_containers.iter().flatten().chain(&p.containers));
+        let mut scan_base = false;
+        let mut names_base = false;
+        for step in steps {
+            scan_base |= step.name == "scan-base";
+            names_base |= step.args.as_ref().is_some_and(|args| {
+                args.windows(2)
+                    .any(|pair| pair[0] == "--base-sha" && pair[1] == base_sha)
+            });
+        }
+        Ok(owned && scan_base && names_base)
+    }
+
+    /// Keeps the base commit's findings for the next pull requests on that base: written only
+    /// when nothing valid is kept (`SET … NX`: a value kept already, and the lifetime the
+    /// controller extended it to, stay as they are), a value that fails its signature replaced.
+    /// Best effort: this result's decision does not depend on it.
+    async fn keep_base(&self, key: &str, known: &Baseline) {
+        let ttl = self.config.baseline_ttl;
+        let kept = match self.write_signed(key, &known.encode(), ttl, true).await {
+            Ok(true) => return,
+            Ok(false) => self.read_signed(key).await,
+            Err(error) => Err(error),
+        };
+        let replaced = match kept {
+            Ok(Kept::Value(bytes)) if Baseline::decode(&bytes).is_some() => return,
+            Ok(_) => self.write_signed(key, &known.encode(), ttl, false).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = replaced {
+            tracing::warn!(%error, key, "the base commit's findings were not kept in Redis");
         }
     }
 
     /// Keeps `payload` in Redis under `key` for `keep`, LZ4-compressed and signed with a key
     /// derived from the master key (scan pods reach Redis too: what they could write there must
-    /// not pass for the operator's). `only_new`: never replace what is there.
-    async fn write_signed(&self, key: &str, payload: &[u8], keep: Duration, only_new: bool) {
+    /// not pass for the operator's). `only_new`: never replace what is there. Whether it was
+    /// written.
+    async fn write_signed(
+        &self,
+        key: &str,
+        payload: &[u8],
+        keep: Duration,
+        only_new: bool,
+    ) -> Result<bool, redis::RedisError> {
         let compressed = lz4_flex::compress_prepend_size(payload);
         let signature = self
             .master_key
@@ -733,33 +853,43 @@ impl Consumer {
             command.arg("NX");
         }
         let mut conn = self.conn.clone();
-        if let Err(error) = command.query_async::<redis::Value>(&mut conn).await {
-            tracing::warn!(%error, key, "a value was not kept in Redis");
-        }
+        let answer: redis::Value = command.query_async(&mut conn).await?;
+        Ok(!matches!(answer, redis::Value::Nil))
     }
 
-    /// A value [`Self::write_signed`] wrote: `None` when absent, unreadable, or not signed by
-    /// this operator's master key.
-    async fn read_signed(&self, key: &str) -> Option<Vec<u8>> {
+    /// A value [`Self::write_signed`] wrote, as far as Redis holds one: absent, there but not
+    /// signed by this operator's master key (or unreadable), or its payload. A Redis error is an
+    /// error, never "absent".
+    async fn read_signed(&self, key: &str) -> Result<Kept, redis::RedisError> {
         let mut conn = self.conn.clone();
-        let bytes: Vec<u8> = redis::cmd("GET")
+        let Some(bytes) = redis::cmd("GET")
             .arg(key)
             .query_async::<Option<Vec<u8>>>(&mut conn)
-            .await
-            .ok()??;
-        let (signature, compressed) = (bytes.get(..64)?, bytes.get(64..)?);
-        let verified = self
-            .master_key
-            .scan_key(&format!("redis-value:{key}"))
-            .verify(compressed, std::str::from_utf8(signature).ok()?);
-        if !verified {
-            tracing::warn!(
-                key,
-                "a value in Redis does not carry this operator's signature; ignored"
-            );
-            return None;
-        }
-        lz4_flex::decompress_size_prepended(compressed).ok()
+            .await?
+        else {
+            return Ok(Kept::Absent);
+        };
+        let verified = match (bytes.get(..64), bytes.get(64..)) {
+            (Some(signature), Some(compressed)) => std::str::from_utf8(signature)
+                .ok()
+                .filter(|signature| {
+                    self.master_key
+                        .scan_key(&format!("redis-value:{key}"))
+                        .verify(compressed, signature)
+                })
+                .and_then(|_| lz4_flex::decompress_size_prepended(compressed).ok()),
+            _ => None,
+        };
+        Ok(verified.map_or_else(
+            || {
+                tracing::warn!(
+                    key,
+                    "a value in Redis does not carry this operator's signature; ignored"
+                );
+                Kept::Forged
+            },
+            Kept::Value,
+        ))
     }
 
     /// Reports a result already recorded in status (re-delivered): its verdict again, from the
@@ -801,11 +931,31 @@ impl Consumer {
                 wait: None,
             };
         }
-        let id = match self.check_run(request, result).await {
+        let mut id = match self.check_run(request, result, None).await {
             Ok(id) => id,
             Err(handled) => return self.given_up(request, result, None, verdict, handled).await,
         };
-        if let Err(handled) = self.send(request, id, verdict).await {
+        let mut sent = self.send(request, id, verdict).await;
+        if matches!(sent, Err(Sent::Gone)) {
+            // GitHub no longer has the run (404): the report goes into another one, found by
+            // its external_id or made now; the controller makes none for a concluded scanner.
+            tracing::warn!(scanrequest = %format!("{}/{}", result.namespace, result.scan_request), scanner = %result.scanner, check_run = id, "the check run is gone at GitHub; reporting into a new one");
+            id = match self.check_run(request, result, Some(id)).await {
+                Ok(id) => id,
+                Err(handled) => {
+                    return self.given_up(request, result, None, verdict, handled).await;
+                }
+            };
+            sent = self.send(request, id, verdict).await;
+        }
+        let failed = match sent {
+            Ok(()) => None,
+            Err(Sent::Gone) => Some(Handled::Dead(format!(
+                "check run {id}, made in place of one GitHub no longer had, is gone too"
+            ))),
+            Err(Sent::Failed(handled)) => Some(handled),
+        };
+        if let Some(handled) = failed {
             return self
                 .given_up(request, result, Some(id), verdict, handled)
                 .await;
@@ -881,7 +1031,7 @@ impl Consumer {
     /// conclusion recorded in the status is marked as told all the same: nothing could tell
     /// GitHub, and the request must not wait for it forever (retention).
     async fn given_up(
-        &self,
+        &mut self,
         request: &ScanRequest,
         result: &ScanResult,
         id: Option<i64>,
@@ -889,6 +1039,8 @@ impl Consumer {
         handled: Handled,
     ) -> Handled {
         if matches!(handled, Handled::Dead(_)) {
+            // GitHub answered, if only to refuse.
+            self.breaker.succeeded();
             let _ = self
                 .record_reported(request, result, id, verdict.conclusion)
                 .await;
@@ -937,8 +1089,14 @@ impl Consumer {
     }
 
     /// The id of the scanner's check run: recorded, found by its `external_id`, or created now
-    /// (GitHub was down while the scan ran).
-    async fn check_run(&self, request: &ScanRequest, result: &ScanResult) -> Result<i64, Handled> {
+    /// (GitHub was down while the scan ran). With `gone`, the recorded run is one GitHub no
+    /// longer has (404): another is found by its `external_id` or created, and recorded.
+    async fn check_run(
+        &self,
+        request: &ScanRequest,
+        result: &ScanResult,
+        gone: Option<i64>,
+    ) -> Result<i64, Handled> {
         let spec = &request.spec;
         let (owner, repo) = (&spec.repository.owner, &spec.repository.name);
         let recorded = request
@@ -946,7 +1104,7 @@ impl Consumer {
             .as_ref()
             .and_then(|s| s.scanners.iter().find(|s| s.name == result.scanner))
             .and_then(|s| s.check_run_id);
-        if let Some(id) = recorded {
+        if let Some(id) = recorded.filter(|_| gone.is_none()) {
             return Ok(id);
         }
         let name = gatehouse_crds::external_id::check_run_name(&result.scanner);
@@ -963,7 +1121,12 @@ impl Consumer {
             )
             .await
             .map_err(|e| github_failed("look up the check run", &e))?;
-        if let Some(run) = runs.first() {
+        if let Some(run) = runs.iter().find(|r| Some(r.id) != gone) {
+            if gone.is_some() {
+                let _ = self
+                    .record_in_status(request, result, Some(run.id), None)
+                    .await;
+            }
             return Ok(run.id);
         }
         let created = self
@@ -999,7 +1162,12 @@ impl Consumer {
 
     /// Sends the annotations GitHub does not have yet (GitHub's count of the run's annotations
     /// says how many it has; the order is the same every time), then the conclusion.
-    async fn send(&self, request: &ScanRequest, id: i64, verdict: &Verdict) -> Result<(), Handled> {
+    ///
+    /// The annotations GitHub holds are always the first ones of the list, so that its count is
+    /// where to resume: when GitHub refuses a batch (422), no later batch is sent, and the
+    /// conclusion says how many annotations were not posted (on a retry the refused batch is
+    /// offered again, and the note made again should GitHub refuse it again).
+    async fn send(&self, request: &ScanRequest, id: i64, verdict: &Verdict) -> Result<(), Sent> {
         use std::fmt::Write as _;
         let spec = &request.spec;
         let (owner, repo, installation) = (
@@ -1013,13 +1181,13 @@ impl Consumer {
             .await
         {
             Ok(state) => state,
-            // Deleted at GitHub: the controller creates it anew; try again then.
-            Err(error) if error.status() == Some(404) => {
-                return Err(retry(format!("check run {id} is gone at GitHub")));
+            Err(error) if error.status() == Some(404) => return Err(Sent::Gone),
+            Err(error) => {
+                return Err(Sent::Failed(github_failed("read the check run", &error)));
             }
-            Err(error) => return Err(github_failed("read the check run", &error)),
         };
-        let sent = state.annotations_count.min(verdict.annotations.len());
+        let total = verdict.annotations.len();
+        let sent = state.annotations_count.min(total);
         let mut rest = &verdict.annotations[sent..];
         let mut summary = verdict.summary.clone();
         // Every batch but the last alone, status untouched: a batch whose answer is lost cannot
@@ -1039,16 +1207,16 @@ impl Consumer {
             {
                 Ok(()) => rest = after,
                 Err(error) if error.status() == Some(422) => {
-                    // One annotation GitHub will not take costs its batch, not the rest.
                     let _ = write!(
                         summary,
-                        "\n\nGitHub refused a batch of {} annotations ({error}); they are left \
-                         out.",
-                        batch.len()
+                        "\n\nGitHub refused a batch of annotations ({error}): {} of the {total} \
+                         annotations were not posted.",
+                        rest.len()
                     );
-                    rest = after;
+                    rest = &[];
                 }
-                Err(error) => return Err(github_failed("add annotations", &error)),
+                Err(error) if error.status() == Some(404) => return Err(Sent::Gone),
+                Err(error) => return Err(Sent::Failed(github_failed("add annotations", &error))),
             }
         }
         let mut update = CheckRunUpdate {
@@ -1081,7 +1249,9 @@ impl Consumer {
             update.output = Some(CheckOutput::new(
                 verdict.title.clone(),
                 format!(
-                    "{summary}\n\nGitHub refused the annotations ({error}); they are left out."
+                    "{summary}\n\nGitHub refused the annotations ({error}): {} of the {total} \
+                     annotations were not posted.",
+                    rest.len()
                 ),
             ));
             outcome = self
@@ -1089,7 +1259,14 @@ impl Consumer {
                 .update_check_run(installation, owner, repo, id, &update)
                 .await;
         }
-        outcome.map_err(|e| github_failed("conclude the check run", &e))
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(error) if error.status() == Some(404) => Err(Sent::Gone),
+            Err(error) => Err(Sent::Failed(github_failed(
+                "conclude the check run",
+                &error,
+            ))),
+        }
     }
 
     /// Records in the status that GitHub has the conclusion (retention may go ahead; nothing
@@ -1164,6 +1341,17 @@ fn github_failed(what: &str, error: &crate::github::GitHubError) -> Handled {
     } else {
         Handled::Dead(format!("GitHub refused to {what}: {error}"))
     }
+}
+
+/// What Redis holds under a key the operator signs its values in.
+#[derive(Debug)]
+enum Kept {
+    /// Nothing.
+    Absent,
+    /// Something this operator did not write (or cannot read): not trusted.
+    Forged,
+    /// The payload of a value this operator wrote.
+    Value(Vec<u8>),
 }
 
 /// The base commit's findings, as far as known.

@@ -369,47 +369,126 @@ async fn pending(h: &OperatorHarness) -> i64 {
     }
 }
 
+/// The operator's metrics as exposed.
+fn metrics(h: &OperatorHarness) -> String {
+    h.metrics.render(&[], None)
+}
+
+/// Whether the results consumer's circuit breaker holds GitHub back.
+fn circuit_open(h: &OperatorHarness) -> bool {
+    metrics(h).contains("\ngatehouse_operator_github_circuit_open 1\n")
+}
+
+/// Another pull request (`name`, head SHA of `digit`s, base commit `base` when given), its Job
+/// created and finished; returns it as stored.
+async fn finished(h: &OperatorHarness, name: &str, digit: char, base: Option<&str>) -> ScanRequest {
+    let mut request = gatehouse_tests::operator::request(name, digit);
+    request.spec.pull_request.number = 3 + i64::from(u32::from(digit) % 100);
+    request.spec.pull_request.base_sha = base.map(str::to_owned);
+    h.create(&request).await.unwrap();
+    let job = format!("{name}-kics");
+    h.until("its Job", |h| h.k8s.get::<Job>(NS, &job).is_some())
+        .await
+        .unwrap();
+    h.k8s
+        .set_job_status(NS, &job, &JobState::Succeeded)
+        .unwrap();
+    h.request(name).unwrap()
+}
+
+/// GETs of the check run `id` (only the results consumer reads a run by its id).
+fn reads_of(h: &OperatorHarness, id: i64) -> usize {
+    let route = format!("/repos/Codertocat/Hello-World/check-runs/{id}");
+    h.github
+        .calls()
+        .iter()
+        .filter(|c| c.method == "GET" && c.path == route)
+        .count()
+}
+
 #[tokio::test]
 async fn while_github_is_down_results_are_recorded_and_reported_once_it_is_back() {
     let (h, request) = scanned().await;
     let id = run(&h).unwrap().id;
     let route = format!("/repos/Codertocat/Hello-World/check-runs/{id}");
-    // Down for every read and write of the run, long enough to open the breaker.
-    h.github.fail_next("GET", &route, 503, vec![], 10_000);
-    h.github.fail_next("PATCH", &route, 503, vec![], 10_000);
+    // GitHub is down for request A's run and asks to come back in ten seconds: the breaker
+    // opens on A's result.
+    let down = vec![("retry-after".to_owned(), "10".to_owned())];
+    h.github.fail_next("GET", &route, 503, down.clone(), 10_000);
+    h.github.fail_next("PATCH", &route, 503, down, 10_000);
     let result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
     h.publish(&result).await.unwrap();
-    h.until("the conclusion recorded in the status", |h| {
-        h.request(SR).unwrap().status.unwrap().scanners[0]
+    h.until("the breaker open", circuit_open).await.unwrap();
+    // Request B's scan finishes while the breaker is open: its conclusion is recorded in its
+    // status all the same (kubectl shows it), nothing is asked of GitHub.
+    let b = finished(&h, "sr-b", 'b', None).await;
+    let b_result = h.kics_result(&b, TERRAFORM, E2E_ROOT, 1).unwrap();
+    h.publish(&b_result).await.unwrap();
+    h.until("B's conclusion recorded in its status", |h| {
+        h.request("sr-b").unwrap().status.unwrap().scanners[0]
             .conclusion
             .is_some()
     })
     .await
     .unwrap();
-    let status = h.request(SR).unwrap().status.unwrap();
-    assert_eq!(status.scanners[0].findings.unwrap().high, 6);
+    assert!(circuit_open(&h), "recorded while the breaker is open");
+    let b_status = h.request("sr-b").unwrap().status.unwrap();
+    assert_eq!(b_status.scanners[0].findings.unwrap().high, 6);
     assert_ne!(
-        status.scanners[0].reported.as_deref(),
-        Some("completed/failure"),
-        "not reported while GitHub is down"
+        b_status.scanners[0].reported.as_deref(),
+        Some("completed/failure")
     );
-    h.until("the breaker open", |h| {
-        h.github.calls().iter().filter(|c| c.status == 503).count() >= 5
+    let b_id = b_status.scanners[0].check_run_id.unwrap();
+    // A result that is dropped (its ScanRequest is gone) says nothing about GitHub: the breaker
+    // stays open, and neither run is asked for.
+    let mut late = b_result.clone();
+    "sr-gone".clone_into(&mut late.scan_request);
+    late.result_id = "d".repeat(32);
+    let key = gatehouse_operator::keys::MasterKey::from_file_contents(
+        gatehouse_tests::operator::MASTER_KEY,
+    )
+    .unwrap()
+    .scan_key(&late.uid);
+    h.publish_entry(&gatehouse_operator::agent::report::entry(&late, &key).unwrap())
+        .await
+        .unwrap();
+    h.until("dropped", |h| {
+        metrics(h).contains("gatehouse_operator_results_total{outcome=\"dropped\"} 1")
     })
     .await
     .unwrap();
+    let reads = (reads_of(&h, id), reads_of(&h, b_id));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        circuit_open(&h),
+        "a dropped result does not close the breaker"
+    );
+    assert_eq!(
+        (reads_of(&h, id), reads_of(&h, b_id)),
+        reads,
+        "GitHub not asked while the breaker is open"
+    );
     assert_eq!(run(&h).unwrap().status, "in_progress");
-    assert_eq!(pending(&h).await, 1, "the entry waits in the stream");
+    assert_eq!(pending(&h).await, 2, "both entries wait in the stream");
     h.github.clear_faults();
-    h.until("concluded once GitHub is back", concluded)
-        .await
-        .unwrap();
+    h.until("both concluded once GitHub is back", |h| {
+        h.github
+            .check_runs()
+            .iter()
+            .filter(|r| r.status == "completed")
+            .count()
+            == 2
+    })
+    .await
+    .unwrap();
     assert_eq!(run(&h).unwrap().annotations.len(), 17);
-    h.until("acknowledged", |h| {
-        h.request(SR).unwrap().status.unwrap().scanners[0]
-            .reported
-            .as_deref()
-            == Some("completed/failure")
+    h.until("both reported", |h| {
+        ["sr-b", SR].iter().all(|name| {
+            h.request(name).unwrap().status.unwrap().scanners[0]
+                .reported
+                .as_deref()
+                == Some("completed/failure")
+        })
     })
     .await
     .unwrap();
@@ -471,34 +550,72 @@ async fn a_lost_answer_then_a_crash_is_finished_by_the_next_consumer_without_rep
 }
 
 #[tokio::test]
-async fn a_batch_of_annotations_github_refuses_is_left_out_and_the_rest_still_land() {
+async fn a_batch_of_annotations_github_refuses_ends_the_annotations_and_the_conclusion_says_so() {
     let (h, request) = scanned().await;
     let result = with_findings(
         h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap(),
         120,
     );
     let id = run(&h).unwrap().id;
-    // The second batch of fifty is refused as unprocessable.
-    h.github.fail_after(
-        "PATCH",
-        &format!("/repos/Codertocat/Hello-World/check-runs/{id}"),
-        1,
-        422,
-        1,
-    );
+    let route = format!("/repos/Codertocat/Hello-World/check-runs/{id}");
+    // The second batch of fifty is refused as unprocessable, the conclusion after it fails
+    // once, and on the retry GitHub refuses that batch again.
+    h.github.fail_after("PATCH", &route, 1, 422, 1);
+    h.github.fail_after("PATCH", &route, 0, 502, 1);
+    h.github.fail_after("PATCH", &route, 0, 422, 1);
     h.publish(&result).await.unwrap();
     h.until("concluded", concluded).await.unwrap();
     let run = run(&h).unwrap();
     assert_eq!(run.conclusion.as_deref(), Some("failure"));
-    assert_eq!(
-        run.annotations.len(),
-        70,
-        "the refused fifty left out, once"
+    // The annotations GitHub holds are the first fifty, so its count stays where to resume.
+    let lines: Vec<i64> = run
+        .annotations
+        .iter()
+        .map(|a| a["start_line"].as_i64().unwrap())
+        .collect();
+    assert_eq!(lines, (1..=50).collect::<Vec<i64>>());
+    let summary = run.summary.unwrap();
+    assert!(
+        summary.contains("70 of the 120 annotations were not posted"),
+        "{summary}"
     );
     assert_eq!(
         h.github.calls().iter().filter(|c| c.status == 422).count(),
-        1,
-        "the refused batch is not sent again"
+        2,
+        "no batch after a refused one"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_batch_then_a_lost_conclusion_posts_no_annotation_twice() {
+    let (h, request) = scanned().await;
+    let result = with_findings(
+        h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap(),
+        170,
+    );
+    let id = run(&h).unwrap().id;
+    let route = format!("/repos/Codertocat/Hello-World/check-runs/{id}");
+    // GitHub takes the first batch, refuses the second, takes the next request and fails the
+    // one after that (502): were the third batch sent, the retry would resume at GitHub's
+    // count (100), send 101-150 again and never 51-100.
+    h.github.fail_after("PATCH", &route, 1, 422, 1);
+    h.github.fail_after("PATCH", &route, 1, 502, 1);
+    h.publish(&result).await.unwrap();
+    h.until("concluded", concluded).await.unwrap();
+    let run = run(&h).unwrap();
+    let lines: Vec<i64> = run
+        .annotations
+        .iter()
+        .map(|a| a["start_line"].as_i64().unwrap())
+        .collect();
+    let mut distinct = lines.clone();
+    distinct.dedup();
+    assert_eq!(lines, distinct, "no annotation twice");
+    assert_eq!(lines, (1..=50).collect::<Vec<i64>>());
+    let summary = run.summary.unwrap();
+    assert!(
+        summary.contains("120 of the 170 annotations were not posted"),
+        "the final summary says so: {summary}"
     );
 }
 
@@ -846,4 +963,242 @@ async fn with_the_policys_sarif_upload_on_the_report_goes_to_code_scanning_too()
         .read_to_string(&mut sarif)
         .unwrap();
     assert_eq!(sarif, std::fs::read_to_string(sarif_fixture).unwrap());
+}
+
+#[tokio::test]
+async fn an_earlier_attempts_result_arriving_after_the_recorded_one_is_dropped_not_dead_lettered() {
+    let (h, request) = scanned().await;
+    let result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    h.publish(&result).await.unwrap();
+    h.until("concluded", concluded).await.unwrap();
+    // The result of an attempt before the recorded one, delivered late.
+    let mut old = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    old.attempt = 0;
+    h.publish(&old).await.unwrap();
+    h.until("dropped", |h| {
+        h.metrics
+            .render(&[], None)
+            .contains("gatehouse_operator_results_total{outcome=\"dropped\"} 1")
+    })
+    .await
+    .unwrap();
+    assert!(h.dead_letters().await.unwrap().is_empty());
+    assert_eq!(pending(&h).await, 0, "dropped: acknowledged");
+}
+
+#[tokio::test]
+async fn a_check_run_github_no_longer_has_is_made_again_and_the_report_goes_into_it() {
+    let (h, request) = scanned().await;
+    let gone = run(&h).unwrap().id;
+    // GitHub answers 404 for the run the status records.
+    let route = format!("/repos/Codertocat/Hello-World/check-runs/{gone}");
+    h.github.fail_next("GET", &route, 404, vec![], 10_000);
+    h.github.fail_next("PATCH", &route, 404, vec![], 10_000);
+    let result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    h.publish(&result).await.unwrap();
+    let replacement = |h: &OperatorHarness| {
+        h.github
+            .check_runs()
+            .into_iter()
+            .find(|r| r.external_id.contains(SR) && r.id != gone && r.status == "completed")
+    };
+    h.until("concluded in a new run", |h| replacement(h).is_some())
+        .await
+        .unwrap();
+    let new = replacement(&h).unwrap();
+    assert_eq!(new.name, "gatehouse/kics");
+    assert_eq!(new.conclusion.as_deref(), Some("failure"));
+    assert_eq!(new.annotations.len(), 17);
+    h.until("reported", |h| {
+        h.request(SR).unwrap().status.unwrap().scanners[0]
+            .reported
+            .as_deref()
+            == Some("completed/failure")
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        h.request(SR).unwrap().status.unwrap().scanners[0].check_run_id,
+        Some(new.id)
+    );
+}
+
+/// The kept findings of `BASE` (signed, as the operator keeps them), their key, and a
+/// connection to the results Redis.
+async fn kept_base(h: &OperatorHarness) -> (String, Vec<u8>, redis::aio::MultiplexedConnection) {
+    let key = gatehouse_operator::results::baseline_key(
+        sample_request().spec.repository.id,
+        BASE,
+        &kics_policy().spec.scanners[0],
+    );
+    let mut conn = redis::Client::open(h.redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let kept: Vec<u8> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    (key, kept, conn)
+}
+
+#[tokio::test]
+async fn a_redis_failure_while_judging_against_the_base_is_retried_never_taken_for_an_unknown_base()
+{
+    let h = base_scanned().await;
+    // Redis cannot answer for the kept findings a while (any error; here the key holds a value
+    // of another type, so GET fails with WRONGTYPE).
+    let (key, kept, mut conn) = kept_base(&h).await;
+    let () = redis::cmd("EXPIRE")
+        .arg(&key)
+        .arg(0)
+        .query_async::<i64>(&mut conn)
+        .await
+        .map(|_| ())
+        .unwrap();
+    let () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("held")
+        .arg("by something else")
+        .query_async::<i64>(&mut conn)
+        .await
+        .map(|_| ())
+        .unwrap();
+    let request = finished(&h, "sr-second", 'c', Some(BASE)).await;
+    assert_eq!(init_steps(&h, "sr-second-kics"), ["checkout", "scan"]);
+    let result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    h.publish(&result).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = h.request("sr-second").unwrap().status.unwrap();
+    assert!(
+        status.scanners[0].conclusion.is_none(),
+        "nothing decided while Redis fails: {:?}",
+        status.scanners[0]
+    );
+    // Redis answers again: the result is judged against the kept findings.
+    let () = redis::cmd("SET")
+        .arg(&key)
+        .arg(kept)
+        .arg("EX")
+        .arg(3600)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let done = |h: &OperatorHarness| {
+        h.github
+            .check_runs()
+            .into_iter()
+            .find(|r| r.external_id.contains("sr-second") && r.status == "completed")
+    };
+    h.until("concluded", |h| done(h).is_some()).await.unwrap();
+    assert_eq!(
+        done(&h).unwrap().title.as_deref(),
+        Some("2 new findings: 2 high (17 in all)")
+    );
+}
+
+#[tokio::test]
+async fn base_findings_from_a_job_that_did_not_scan_the_base_are_ignored_and_replace_nothing() {
+    let h = base_scanned().await;
+    // The second pull request's Job does not scan the base (its findings are kept); its report
+    // step (a per-scan key that leaked, say) sends base findings all the same, listing every
+    // finding so that none would be new, for this pull request and every later one.
+    let second = on_the_same_base(&h, "sr-second", 'c', |result| {
+        result.baseline = Some(gatehouse_crds::stream::Baseline {
+            sha: BASE.to_owned(),
+            outcome: gatehouse_crds::stream::ScanOutcome::Completed,
+            counts: result.counts,
+            fingerprints: result
+                .findings
+                .iter()
+                .map(|f| f.fingerprint.clone())
+                .collect(),
+        });
+    })
+    .await;
+    assert_eq!(
+        second.title.as_deref(),
+        Some("2 new findings: 2 high (17 in all)")
+    );
+    assert_eq!(second.conclusion.as_deref(), Some("failure"));
+    let third = on_the_same_base(&h, "sr-third", 'd', |_| {}).await;
+    assert_eq!(
+        third.title.as_deref(),
+        Some("2 new findings: 2 high (17 in all)")
+    );
+}
+
+#[tokio::test]
+async fn a_second_scan_of_a_base_keeps_the_first_ones_findings() {
+    let mut policy = kics_policy();
+    policy.spec.reporting.baseline = true;
+    let mut h = OperatorHarness::start(vec![policy]).await.unwrap();
+    h.start_results().await.unwrap();
+    h.start_operator().unwrap();
+    // Two pull requests on a base nobody scanned yet, at the same moment: both Jobs scan it.
+    let mut first = sample_request();
+    first.spec.pull_request.base_sha = Some(BASE.to_owned());
+    h.create(&first).await.unwrap();
+    h.until("the Job", |h| h.k8s.get::<Job>(NS, JOB).is_some())
+        .await
+        .unwrap();
+    let mut second = gatehouse_tests::operator::request("sr-second", 'c');
+    second.spec.pull_request.number = 7;
+    second.spec.pull_request.base_sha = Some(BASE.to_owned());
+    h.create(&second).await.unwrap();
+    h.until("its Job", |h| {
+        h.k8s.get::<Job>(NS, "sr-second-kics").is_some()
+    })
+    .await
+    .unwrap();
+    assert_eq!(init_steps(&h, JOB), ["checkout", "scan-base", "scan"]);
+    assert_eq!(
+        init_steps(&h, "sr-second-kics"),
+        ["checkout", "scan-base", "scan"]
+    );
+    for (name, job) in [(SR, JOB), ("sr-second", "sr-second-kics")] {
+        h.k8s.set_job_status(NS, job, &JobState::Succeeded).unwrap();
+        let request = h.request(name).unwrap();
+        let mut result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+        // The first saw the Redshift findings as new; the second's base scan (say the base
+        // changed under a rewritten history, or a report step that lies) saw every finding.
+        let fingerprints = result
+            .findings
+            .iter()
+            .filter(|f| name != SR || f.title != "Redshift Publicly Accessible")
+            .map(|f| f.fingerprint.clone())
+            .collect();
+        result.baseline = Some(gatehouse_crds::stream::Baseline {
+            sha: BASE.to_owned(),
+            outcome: gatehouse_crds::stream::ScanOutcome::Completed,
+            counts: result.counts,
+            fingerprints,
+        });
+        h.publish(&result).await.unwrap();
+        let done = |h: &OperatorHarness| {
+            h.github
+                .check_runs()
+                .into_iter()
+                .any(|r| r.external_id.contains(name) && r.status == "completed")
+        };
+        h.until("concluded", done).await.unwrap();
+    }
+    // Each was judged against its own base scan; the findings kept are the first ones.
+    let second = h
+        .github
+        .check_runs()
+        .into_iter()
+        .find(|r| r.external_id.contains("sr-second"))
+        .unwrap();
+    assert_eq!(
+        second.title.as_deref(),
+        Some("No new findings (17 pre-existing)")
+    );
+    let third = on_the_same_base(&h, "sr-third", 'd', |_| {}).await;
+    assert_eq!(
+        third.title.as_deref(),
+        Some("2 new findings: 2 high (17 in all)")
+    );
 }
