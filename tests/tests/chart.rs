@@ -223,10 +223,11 @@ fn rendered_scan_policies_pass_the_operators_own_check() {
         if policies.is_empty() {
             continue;
         }
-        let text: String = policies
-            .iter()
-            .map(|p| format!("---\n{}", serde_yaml::to_string(p).unwrap()))
-            .collect();
+        let mut text = String::new();
+        for policy in &policies {
+            text.push_str("---\n");
+            text.push_str(&serde_yaml::to_string(policy).unwrap());
+        }
         let mut child = Command::new(gatehouse_tests::binaries::operator())
             .args(["check-policy", "-"])
             .stdin(Stdio::piped())
@@ -855,4 +856,56 @@ fn the_charts_redis_acl_loads_in_redis_and_lets_scan_pods_only_publish() {
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
+}
+
+#[test]
+fn the_redis_users_the_pods_name_are_the_users_the_acl_defines() {
+    let rules = std::fs::read_to_string(chart().join("files/redis-acl-rules.conf")).unwrap();
+    let users: BTreeSet<&str> = rules
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let objects = objects(&render(&[]).unwrap());
+    let user_of = |url: &str| {
+        url.split("://")
+            .nth(1)
+            .unwrap()
+            .split('@')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let operator = container_env(&objects, "gatehouse-operator");
+    let webhook = container_env(&objects, "gatehouse-webhook");
+    let get = |env: &[(String, String)], name: &str| {
+        env.iter().find(|(n, _)| n == name).unwrap().1.clone()
+    };
+    let named: BTreeSet<String> = [
+        user_of(&get(&operator, "GATEHOUSE_REDIS_URL")),
+        user_of(&get(&operator, "GATEHOUSE_RESULTS_REDIS_URL")),
+        user_of(&get(&webhook, "GATEHOUSE_REDIS_URL")),
+    ]
+    .into_iter()
+    .collect();
+    let defined: BTreeSet<String> = users.iter().map(|&u| u.to_owned()).collect();
+    assert_eq!(named, defined);
+    // Scan pods, which run in other namespaces, get the Service's namespaced name.
+    assert!(
+        get(&operator, "GATEHOUSE_RESULTS_REDIS_URL")
+            .starts_with("redis://gatehouse-scan@gatehouse-redis.gatehouse.svc:"),
+        "{operator:?}"
+    );
+    // And the password files the pods read are the keys the chart's Redis loads.
+    let secret = objects
+        .iter()
+        .find(|o| name(o) == "Secret gatehouse/gatehouse-redis-users")
+        .unwrap();
+    let keys: BTreeSet<String> = secret["data"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys, defined);
 }
