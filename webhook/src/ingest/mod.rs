@@ -42,7 +42,10 @@ impl From<kube::runtime::reflector::Store<gatehouse_crds::ScanPolicy>> for Polic
 impl Policies {
     /// Every policy held now, from every store.
     pub fn state(&self) -> Vec<Arc<gatehouse_crds::ScanPolicy>> {
-        self.stores.iter().flat_map(kube::runtime::reflector::Store::state).collect()
+        self.stores
+            .iter()
+            .flat_map(kube::runtime::reflector::Store::state)
+            .collect()
     }
 
     /// The namespaces watched, or `None` for all: ScanRequests are listed in these only (a
