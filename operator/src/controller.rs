@@ -767,18 +767,36 @@ async fn baseline_to_scan(
         .saturating_mul(2)
         .saturating_add(ctx.settings.result_timeout.as_secs())
         .saturating_add(24 * 3600);
+    // Only findings the consumer will trust spare the Job its base scan: the value is checked
+    // as the consumer checks it (a value rewritten by something else, or signed under a master
+    // key since rotated, would otherwise make every later Job skip the base scan and every
+    // finding count). An invalid value is removed (`EXPIRE … 0`: the operator's Redis user may
+    // not `DEL`), and the base scanned; only a valid one has its lifetime extended.
     let kept = async {
         let mut conn = redis.get_multiplexed_async_connection().await?;
-        let (exists, _): (bool, i64) = redis::pipe()
-            .cmd("EXISTS")
-            .arg(&key)
-            .cmd("EXPIRE")
+        let value: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+        let Some(value) = value else {
+            return Ok(false);
+        };
+        if !crate::results::is_kept_base(&ctx.master_key, &key, &value) {
+            tracing::warn!(
+                key,
+                "kept base findings fail their signature; removed, the base is scanned"
+            );
+            redis::cmd("EXPIRE")
+                .arg(&key)
+                .arg(0)
+                .query_async::<i64>(&mut conn)
+                .await?;
+            return Ok(false);
+        }
+        redis::cmd("EXPIRE")
             .arg(&key)
             .arg(keep)
             .arg("GT")
-            .query_async(&mut conn)
+            .query_async::<i64>(&mut conn)
             .await?;
-        Ok::<bool, redis::RedisError>(exists)
+        Ok::<bool, redis::RedisError>(true)
     };
     match tokio::time::timeout(Duration::from_secs(5), kept).await {
         Ok(Ok(true)) => None,

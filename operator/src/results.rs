@@ -869,18 +869,7 @@ impl Consumer {
         else {
             return Ok(Kept::Absent);
         };
-        let verified = match (bytes.get(..64), bytes.get(64..)) {
-            (Some(signature), Some(compressed)) => std::str::from_utf8(signature)
-                .ok()
-                .filter(|signature| {
-                    self.master_key
-                        .scan_key(&format!("redis-value:{key}"))
-                        .verify(compressed, signature)
-                })
-                .and_then(|_| lz4_flex::decompress_size_prepended(compressed).ok()),
-            _ => None,
-        };
-        Ok(verified.map_or_else(
+        Ok(verified(&self.master_key, key, &bytes).map_or_else(
             || {
                 tracing::warn!(
                     key,
@@ -1398,6 +1387,31 @@ impl Baseline {
             _ => None,
         }
     }
+}
+
+/// The payload of a value kept in Redis under `key` as [`Consumer`] keeps them (signed with a
+/// key derived from `master_key` over the key's name and the value, LZ4-compressed), or `None`
+/// when it is not one (written by something else, or under another master key).
+fn verified(master_key: &MasterKey, key: &str, bytes: &[u8]) -> Option<Vec<u8>> {
+    let (signature, compressed) = (bytes.get(..64)?, bytes.get(64..)?);
+    let signature = std::str::from_utf8(signature).ok()?;
+    if !master_key
+        .scan_key(&format!("redis-value:{key}"))
+        .verify(compressed, signature)
+    {
+        return None;
+    }
+    lz4_flex::decompress_size_prepended(compressed).ok()
+}
+
+/// Whether `bytes`, read from Redis under `key` (a [`baseline_key`]), are a base commit's
+/// findings this operator kept: the same check the consumer makes before using them, which the
+/// controller makes before sparing a Job the base scan.
+pub fn is_kept_base(master_key: &MasterKey, key: &str, bytes: &[u8]) -> bool {
+    matches!(
+        verified(master_key, key, bytes).and_then(|payload| Baseline::decode(&payload)),
+        Some(Baseline::Known { .. })
+    )
 }
 
 /// Where the base commit's findings are kept: by repository, base commit, and the scanner's

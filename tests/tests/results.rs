@@ -827,31 +827,16 @@ async fn baseline_mode_scans_the_base_once_and_counts_only_what_each_pull_reques
 async fn kept_base_findings_someone_else_rewrote_are_not_trusted() {
     let h = base_scanned().await;
     // Something that is not the operator (a scan pod's Redis access, say) rewrites the kept
-    // findings to include the Redshift ones: the value no longer matches its signature, so the
-    // base is not known and every finding counts.
-    let key = gatehouse_operator::results::baseline_key(
-        sample_request().spec.repository.id,
-        BASE,
-        &kics_policy().spec.scanners[0],
-    );
-    let mut conn = redis::Client::open(h.redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let kept: Vec<u8> = redis::cmd("GET")
-        .arg(&key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    // findings to include the Redshift ones: the value no longer matches its signature.
+    let (key, kept, mut conn) = kept_base(&h).await;
     let mut text =
         String::from_utf8(lz4_flex::decompress_size_prepended(&kept[64..]).unwrap()).unwrap();
     let request = h.request(SR).unwrap();
-    for finding in &h
+    let findings = h
         .kics_result(&request, TERRAFORM, E2E_ROOT, 1)
         .unwrap()
-        .findings
-    {
+        .findings;
+    for finding in &findings {
         text.push('\n');
         text.push_str(&finding.fingerprint);
     }
@@ -863,15 +848,49 @@ async fn kept_base_findings_someone_else_rewrote_are_not_trusted() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let third = on_the_same_base(&h, "sr-third", 'd', |_| {}).await;
-    assert_eq!(third.conclusion.as_deref(), Some("failure"));
-    assert_eq!(third.annotations.len(), 17);
-    assert!(
-        third
-            .summary
-            .unwrap()
-            .contains("the base commit's findings are not known"),
-        "the summary says why every finding counts"
+    // The controller checks the kept findings as the consumer does: the next pull request's
+    // Job scans the base again, and the forged value is gone.
+    let third = finished(&h, "sr-third", 'd', Some(BASE)).await;
+    assert_eq!(
+        init_steps(&h, "sr-third-kics"),
+        ["checkout", "scan-base", "scan"]
+    );
+    let gone: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(gone, None);
+    let mut result = h.kics_result(&third, TERRAFORM, E2E_ROOT, 1).unwrap();
+    let mut base: Vec<String> = findings
+        .iter()
+        .filter(|f| f.title != "Redshift Publicly Accessible")
+        .map(|f| f.fingerprint.clone())
+        .collect();
+    base.sort();
+    result.baseline = Some(gatehouse_crds::stream::Baseline {
+        sha: BASE.to_owned(),
+        outcome: gatehouse_crds::stream::ScanOutcome::Completed,
+        counts: gatehouse_crds::severity::SeverityCounts::default(),
+        fingerprints: base,
+    });
+    h.publish(&result).await.unwrap();
+    let done = |h: &OperatorHarness| {
+        h.github
+            .check_runs()
+            .into_iter()
+            .find(|r| r.external_id.contains("sr-third") && r.status == "completed")
+    };
+    h.until("concluded", |h| done(h).is_some()).await.unwrap();
+    assert_eq!(
+        done(&h).unwrap().title.as_deref(),
+        Some("2 new findings: 2 high (17 in all)")
+    );
+    // Its base scan is kept again, signed: the next pull request is spared it.
+    let fourth = on_the_same_base(&h, "sr-fourth", 'e', |_| {}).await;
+    assert_eq!(
+        fourth.title.as_deref(),
+        Some("2 new findings: 2 high (17 in all)")
     );
 }
 
@@ -1048,9 +1067,11 @@ async fn kept_base(h: &OperatorHarness) -> (String, Vec<u8>, redis::aio::Multipl
 async fn a_redis_failure_while_judging_against_the_base_is_retried_never_taken_for_an_unknown_base()
 {
     let h = base_scanned().await;
-    // Redis cannot answer for the kept findings a while (any error; here the key holds a value
-    // of another type, so GET fails with WRONGTYPE).
     let (key, kept, mut conn) = kept_base(&h).await;
+    let request = finished(&h, "sr-second", 'c', Some(BASE)).await;
+    assert_eq!(init_steps(&h, "sr-second-kics"), ["checkout", "scan"]);
+    // Then Redis cannot answer for the kept findings a while (any error; here the key holds a
+    // value of another type, so GET fails with WRONGTYPE).
     let () = redis::cmd("EXPIRE")
         .arg(&key)
         .arg(0)
@@ -1066,8 +1087,6 @@ async fn a_redis_failure_while_judging_against_the_base_is_retried_never_taken_f
         .await
         .map(|_| ())
         .unwrap();
-    let request = finished(&h, "sr-second", 'c', Some(BASE)).await;
-    assert_eq!(init_steps(&h, "sr-second-kics"), ["checkout", "scan"]);
     let result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
     h.publish(&result).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
