@@ -63,6 +63,10 @@ pub struct ResultsConfig {
     /// How long the circuit breaker first holds GitHub back (doubled per failure after it
     /// opened, at most five minutes).
     pub breaker_hold: Duration,
+    /// How often reported (acknowledged) entries are trimmed from the stream.
+    pub trim_every: Duration,
+    /// How long acknowledged entries stay in the stream (for people debugging).
+    pub keep_acknowledged: Duration,
 }
 
 impl Default for ResultsConfig {
@@ -77,6 +81,8 @@ impl Default for ResultsConfig {
             details_url: None,
             baseline_ttl: Duration::from_secs(24 * 3600),
             breaker_hold: Duration::from_secs(15),
+            trim_every: Duration::from_secs(30),
+            keep_acknowledged: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -203,6 +209,7 @@ pub struct Consumer {
     breaker: Breaker,
     last_claim: Option<Instant>,
     last_gauges: Option<Instant>,
+    last_trim: Option<Instant>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -255,6 +262,7 @@ impl Consumer {
             config,
             last_claim: None,
             last_gauges: None,
+            last_trim: None,
         })
     }
 
@@ -282,8 +290,8 @@ impl Consumer {
         }
     }
 
-    /// One round: gauges now and then, due retries, then new entries; each entry handled and
-    /// settled.
+    /// One round: gauges and trimming now and then, due retries, then new entries; each entry
+    /// handled and settled.
     pub async fn step(&mut self) -> Result<(), ResultsError> {
         if self
             .last_gauges
@@ -291,6 +299,28 @@ impl Consumer {
         {
             self.last_gauges = Some(Instant::now());
             self.gauges().await?;
+        }
+        if self
+            .last_trim
+            .is_none_or(|at| at.elapsed() >= self.config.trim_every)
+        {
+            // Reported results would otherwise stay in Redis for good (a full Redis refuses
+            // the webhook's deliveries); nothing unreported is ever trimmed.
+            self.last_trim = Some(Instant::now());
+            let mut conn = self.conn.clone();
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            if let Err(error) = gatehouse_crds::trim::trim_acknowledged(
+                &mut conn,
+                RESULTS_STREAM,
+                self.config.keep_acknowledged,
+                now_ms,
+            )
+            .await
+            {
+                tracing::warn!(%error, "results stream not trimmed this time");
+            }
         }
         let mut batch = Vec::new();
         if self

@@ -173,6 +173,7 @@ impl OperatorHarness {
                 first_retry: Duration::from_millis(200),
                 longest_retry: Duration::from_secs(2),
                 breaker_hold: Duration::from_secs(1),
+                trim_every: Duration::from_millis(300),
                 details_url: Some("https://gatehouse.example/scans".to_owned()),
                 ..gatehouse_operator::results::ResultsConfig::default()
             },

@@ -1221,3 +1221,67 @@ async fn a_second_scan_of_a_base_keeps_the_first_ones_findings() {
         Some("2 new findings: 2 high (17 in all)")
     );
 }
+
+/// Entries in the results stream.
+async fn stream_length(h: &OperatorHarness) -> u64 {
+    let client = redis::Client::open(h.redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("XLEN")
+        .arg(gatehouse_crds::stream::RESULTS_STREAM)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn handled_results_are_trimmed_from_the_stream_and_recent_ones_kept() {
+    let (h, request) = scanned().await;
+    // 300 entries from 20 minutes ago (older than the 15 minutes kept for debugging), as a
+    // stream that ran for a while holds them; they are not results, so the consumer
+    // dead-letters (and acknowledges) each. Redis trims whole nodes of 100 entries.
+    let client = redis::Client::open(h.redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let old_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        - 20 * 60 * 1000;
+    for i in 0..300 {
+        let _: String = redis::cmd("XADD")
+            .arg(gatehouse_crds::stream::RESULTS_STREAM)
+            .arg(format!("{old_ms}-{i}"))
+            .arg("junk")
+            .arg("x")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while h.dead_letters().await.unwrap().len() < 300 {
+        assert!(tokio::time::Instant::now() < deadline, "not dead-lettered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while stream_length(&h).await > 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "handled entries were never trimmed: {} left",
+            stream_length(&h).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A result published now is reported, and stays in the stream for a while after.
+    let result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    h.publish(&result).await.unwrap();
+    h.until("concluded", concluded).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let client = redis::Client::open(h.redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let recent: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(gatehouse_crds::stream::RESULTS_STREAM)
+        .arg(format!("{}", old_ms + 60_000))
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(recent.ids.len(), 1, "the recent result is kept");
+}

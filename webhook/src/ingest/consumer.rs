@@ -406,41 +406,14 @@ impl Consumer {
     /// [`KEEP_ACKNOWLEDGED`]); never anything still to be processed, for any group.
     pub async fn trim(&self) -> Result<Option<String>, ConsumerError> {
         let mut conn = self.conn.clone();
-        let groups: redis::streams::StreamInfoGroupsReply =
-            redis::AsyncCommands::xinfo_groups(&mut conn, EVENTS_STREAM)
-                .await
-                .map_err(err("read consumer groups"))?;
-        let mut floor: Option<(u64, u64)> = None;
-        for group in &groups.groups {
-            let mut candidate = parse_id(&group.last_delivered_id).map(|(ms, seq)| (ms, seq + 1));
-            let pending: redis::streams::StreamPendingReply =
-                redis::AsyncCommands::xpending(&mut conn, EVENTS_STREAM, &group.name)
-                    .await
-                    .map_err(err("read pending summary"))?;
-            if let redis::streams::StreamPendingReply::Data(data) = pending
-                && let Some(oldest) = parse_id(&data.start_id)
-            {
-                candidate = Some(candidate.map_or(oldest, |c| c.min(oldest)));
-            }
-            if let Some(c) = candidate {
-                floor = Some(floor.map_or(c, |f| f.min(c)));
-            }
-        }
-        let Some(floor) = floor else {
-            return Ok(None);
-        };
-        let keep_from = crate::unix_millis().saturating_sub(millis(KEEP_ACKNOWLEDGED));
-        let min_id = floor.min((keep_from, 0));
-        let min_id = format!("{}-{}", min_id.0, min_id.1);
-        redis::cmd("XTRIM")
-            .arg(EVENTS_STREAM)
-            .arg("MINID")
-            .arg("~")
-            .arg(&min_id)
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(err("trim"))?;
-        Ok(Some(min_id))
+        gatehouse_crds::trim::trim_acknowledged(
+            &mut conn,
+            EVENTS_STREAM,
+            KEEP_ACKNOWLEDGED,
+            crate::unix_millis(),
+        )
+        .await
+        .map_err(err("trim"))
     }
 }
 
