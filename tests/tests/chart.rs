@@ -909,3 +909,237 @@ fn the_redis_users_the_pods_name_are_the_users_the_acl_defines() {
         .collect();
     assert_eq!(keys, defined);
 }
+
+/// The shell lines of the ```sh blocks of `markdown` after `heading`, up to the next `## `
+/// heading, with backslash continuations joined.
+fn shell_lines(markdown: &str, heading: &str) -> Vec<String> {
+    let section = markdown
+        .split_once(heading)
+        .unwrap_or_else(|| panic!("no {heading}"))
+        .1;
+    let section = section.split("\n## ").next().unwrap();
+    let mut lines = Vec::new();
+    let mut in_block = false;
+    let mut current = String::new();
+    for line in section.lines() {
+        if line.starts_with("```") {
+            in_block = line.trim() == "```sh";
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        let line = line.split(" #").next().unwrap().trim_end();
+        if let Some(start) = line.strip_suffix('\\') {
+            current.push_str(start);
+            current.push(' ');
+        } else {
+            current.push_str(line);
+            lines.push(std::mem::take(&mut current).trim().to_owned());
+        }
+    }
+    lines
+}
+
+#[test]
+fn the_documented_installs_create_every_namespace_first_and_pull_only_what_they_load() {
+    for (file, heading) in [
+        ("README.md", "## Install on a cluster"),
+        ("docs/install.md", "## Quick start on a laptop"),
+    ] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        let lines = shell_lines(&text, heading);
+        let mut created: BTreeSet<String> = BTreeSet::new();
+        let mut installs = 0;
+        for line in &lines {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let Some(i) = words
+                .windows(3)
+                .position(|w| w == ["kubectl", "create", "namespace"])
+            {
+                created.insert(words[i + 3].to_owned());
+            }
+            if words.starts_with(&["helm", "install"]) {
+                installs += 1;
+                let mut args: Vec<String> = Vec::new();
+                let mut it = words.iter().skip(3);
+                while let Some(word) = it.next() {
+                    if *word == "--set" {
+                        args.push("--set".into());
+                        args.push(it.next().unwrap().trim_matches('\'').to_owned());
+                    }
+                }
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let objects = objects(&render(&args).unwrap());
+                for o in &objects {
+                    if let Some(ns) = o["metadata"]["namespace"].as_str() {
+                        assert!(
+                            created.contains(ns),
+                            "{file}: `{line}` puts {} in namespace {ns}, not created before it",
+                            name(o)
+                        );
+                    }
+                }
+                for (owner, pod) in pod_specs(&objects) {
+                    for c in containers(&pod) {
+                        assert_ne!(
+                            c["imagePullPolicy"].as_str(),
+                            Some("Never"),
+                            "{file}: {owner} would never pull {}",
+                            c["image"].as_str().unwrap()
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(installs, 1, "{file}: {lines:?}");
+    }
+}
+
+#[test]
+fn the_redis_acl_script_refuses_a_user_without_a_password() {
+    let config = redis_config();
+    for (gatehouse, scan) in [(Some("a"), None), (Some("a"), Some("")), (None, Some("b"))] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("acl-rules.conf"),
+            config["acl-rules.conf"].as_str().unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("make-acl.sh"),
+            config["make-acl.sh"].as_str().unwrap(),
+        )
+        .unwrap();
+        let passwords = dir.path().join("passwords");
+        std::fs::create_dir_all(&passwords).unwrap();
+        for (user, password) in [("gatehouse", gatehouse), ("gatehouse-scan", scan)] {
+            if let Some(p) = password {
+                std::fs::write(passwords.join(user), p).unwrap();
+            }
+        }
+        let output = Command::new("sh")
+            .arg(dir.path().join("make-acl.sh"))
+            .env("CONFIG_DIR", dir.path())
+            .env("PASSWORDS_DIR", &passwords)
+            .env("ACL_FILE", dir.path().join("users.acl"))
+            .output()
+            .unwrap();
+        assert!(
+            !output.status.success(),
+            "{gatehouse:?} {scan:?}: {}",
+            std::fs::read_to_string(dir.path().join("users.acl")).unwrap_or_default()
+        );
+        assert!(String::from_utf8_lossy(&output.stderr).contains("no password for Redis user"));
+    }
+}
+
+#[test]
+fn the_values_schema_refuses_what_the_binaries_would_refuse_at_start() {
+    for set in [
+        "operator.maxRunning=100001",
+        "operator.jobTtlSeconds=2592001",
+        "operator.resultTimeoutSeconds=86401",
+        "operator.resultTimeoutSeconds=9",
+        "operator.baselineTtlHours=721",
+        "webhook.dedupTtlHours=87841",
+        "webhook.dedupTtlHours=71",
+    ] {
+        let error = render(&["--set", set]).expect_err(set);
+        assert!(error.contains("schema"), "--set {set}: {error}");
+    }
+    // An environment value must be a string: the API server refuses a number there.
+    let error = render(&[
+        "--set",
+        "webhook.extraEnv[0].name=GATEHOUSE_MAX_CONNECTIONS",
+        "--set",
+        "webhook.extraEnv[0].value=2048",
+    ])
+    .expect_err("a number as an env value");
+    assert!(error.contains("schema"), "{error}");
+    render(&[
+        "--set",
+        "webhook.extraEnv[0].name=GATEHOUSE_MAX_CONNECTIONS",
+        "--set-string",
+        "webhook.extraEnv[0].value=2048",
+        "--set",
+        "operator.baselineTtlHours=720",
+    ])
+    .unwrap();
+}
+
+#[test]
+fn a_new_chart_version_does_not_restart_redis() {
+    fn redis_template(chart_dir: &Path) -> Value {
+        let output = Command::new(tool("helm"))
+            .args(["template", "gatehouse"])
+            .arg(chart_dir)
+            .args(["--namespace", "gatehouse", "--kube-version", KUBE_VERSION])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        objects(&String::from_utf8(output.stdout).unwrap())
+            .into_iter()
+            .find(|o| kind(o) == "StatefulSet")
+            .unwrap()["spec"]["template"]
+            .clone()
+    }
+    let copy = tempfile::tempdir().unwrap();
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(chart())
+        .arg(copy.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bumped = copy.path().join("gatehouse");
+    let meta = std::fs::read_to_string(bumped.join("Chart.yaml")).unwrap();
+    std::fs::write(
+        bumped.join("Chart.yaml"),
+        meta.replace("version: 0.1.0", "version: 0.2.0")
+            .replace("appVersion: \"0.1.0\"", "appVersion: \"0.2.0\""),
+    )
+    .unwrap();
+    assert_ne!(
+        meta,
+        std::fs::read_to_string(bumped.join("Chart.yaml")).unwrap()
+    );
+    assert_eq!(redis_template(&chart()), redis_template(&bumped));
+}
+
+#[test]
+fn scan_pods_resolve_names_where_dns_egress_says() {
+    let default = objects(&render(&["--set", "networkPolicy.scanNamespaces={team-a}"]).unwrap());
+    let scan = |objects: &[Value]| {
+        objects
+            .iter()
+            .find(|o| name(o) == "NetworkPolicy team-a/gatehouse-scan")
+            .unwrap()["spec"]["egress"][0]
+            .clone()
+    };
+    assert_eq!(
+        scan(&default)["to"][0]["podSelector"]["matchLabels"]["k8s-app"].as_str(),
+        Some("kube-dns")
+    );
+    let node_local = objects(
+        &render(&[
+            "--set",
+            "networkPolicy.scanNamespaces={team-a}",
+            "--set",
+            "networkPolicy.dnsEgress[0].to[0].ipBlock.cidr=169.254.20.10/32",
+            "--set",
+            "networkPolicy.dnsEgress[0].ports[0].port=53",
+            "--set",
+            "networkPolicy.dnsEgress[0].ports[0].protocol=UDP",
+        ])
+        .unwrap(),
+    );
+    assert_eq!(
+        scan(&node_local)["to"][0]["ipBlock"]["cidr"].as_str(),
+        Some("169.254.20.10/32")
+    );
+}
