@@ -12,10 +12,13 @@ pub mod ingest;
 pub mod kube_emulator;
 pub mod kube_support;
 pub mod operator;
+pub mod rbac;
 pub mod redis_acl;
 pub mod redis_server;
 pub mod reports;
 pub mod webhook;
 
-pub use kube_emulator::{Controller, ControllerHold, Failure, JobState, KubeEmulator, Pause};
+pub use kube_emulator::{
+    Controller, ControllerHold, Failure, JobState, KubeEmulator, Pause, RequestRecord,
+};
 pub use redis_server::{RedisOptions, RedisServer, RedisServerError};

@@ -1,6 +1,6 @@
 //! The HTTP side of the emulator: routes Kubernetes REST paths to the store, streams watches as
-//! newline-delimited JSON, serves discovery and `Table` responses, records writes and injects the
-//! failures a test asked for.
+//! newline-delimited JSON, serves discovery and `Table` responses, records every request (who,
+//! and its RBAC attributes) and every write, and injects the failures a test asked for.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use super::resource::Propagation;
 use super::selector::{FieldSelector, LabelSelector};
 use super::store::{DeleteOptions, EventType, FieldValidation, PatchRequest, TypeId, WriteContext};
 use super::table;
-use super::{Shared, WriteRecord};
+use super::{RequestRecord, Shared, WriteRecord};
 
 type Query = HashMap<String, String>;
 
@@ -47,6 +47,12 @@ pub(crate) fn handle(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    let mut record = super::requests::attributes(
+        method,
+        &path,
+        &query,
+        super::requests::user(headers).as_deref(),
+    );
     let injected = shared.take_failure(method.as_str(), &path, false);
     let mut ctx = WriteContext::default();
     let result = match injected {
@@ -86,6 +92,17 @@ pub(crate) fn handle(
         if let Ok(value) = HeaderValue::from_str(&text) {
             response.headers_mut().append(header::WARNING, value);
         }
+    }
+    record.status = response.status().as_u16();
+    // A server-side apply that created its object was authorised as `create` too.
+    let created_by_apply = (*method == Method::PATCH && ctx.created).then(|| RequestRecord {
+        verb: "create".to_owned(),
+        created_by_apply: true,
+        ..record.clone()
+    });
+    shared.log_request(record);
+    if let Some(create) = created_by_apply {
+        shared.log_request(create);
     }
     if *method != Method::GET {
         shared.log_write(WriteRecord {

@@ -15,7 +15,7 @@
 //!
 //! Tests play the cluster's other parts through [`KubeEmulator`]: mark a Job's status as the Job
 //! controller would, hold or run controllers, move the clock, inject failures, stall watches,
-//! read the write log. What it does **not** model is listed in `docs/testing.md`; it is never
+//! read the write log and the request log (who asked for what, in RBAC terms). What it does **not** model is listed in `docs/testing.md`; it is never
 //! used by production code.
 
 pub mod builtin;
@@ -27,6 +27,7 @@ mod http;
 mod keep_zero;
 mod managed;
 mod meta;
+mod requests;
 pub mod resource;
 mod schema;
 pub mod selector;
@@ -45,6 +46,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use serde_json::{Value, json};
 
 use error::ApiError;
+pub use requests::RequestRecord;
 pub use resource::{Propagation, ResourceType};
 pub use store::Controller;
 use store::{FailRule, Store};
@@ -164,6 +166,7 @@ pub(crate) struct Shared {
     store: Mutex<Store>,
     changes: tokio::sync::watch::Sender<u64>,
     writes: Mutex<Vec<WriteRecord>>,
+    requests: Mutex<Vec<RequestRecord>>,
     bookmark_interval: Duration,
     pauses: Mutex<Vec<PauseRule>>,
 }
@@ -237,6 +240,13 @@ impl Shared {
             .any(|(_, pattern)| path.contains(pattern.as_str()))
     }
 
+    fn log_request(&self, record: RequestRecord) {
+        self.requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(record);
+    }
+
     fn log_write(&self, record: WriteRecord) {
         self.writes
             .lock()
@@ -298,6 +308,7 @@ impl KubeEmulatorBuilder {
             store: Mutex::new(store),
             changes,
             writes: Mutex::new(Vec::new()),
+            requests: Mutex::new(Vec::new()),
             bookmark_interval: self.bookmark_interval,
             pauses: Mutex::new(Vec::new()),
         });
@@ -390,19 +401,51 @@ impl KubeEmulator {
         self.client_with(false)
     }
 
+    /// A kube client (configured as [`Self::client`]) that authenticates as `user`: its
+    /// requests are logged under that name ([`Self::requests`]).
+    pub fn client_as(&self, user: &str) -> kube::Client {
+        self.client_for(true, Some(user))
+    }
+
     fn client_with(&self, retries: bool) -> kube::Client {
+        self.client_for(retries, None)
+    }
+
+    fn client_for(&self, retries: bool, user: Option<&str>) -> kube::Client {
         let url = self.url().parse().unwrap_or_else(|_| unreachable_url());
         let mut config = kube::Config::new(url);
         config.default_retry = retries;
+        if let Some(user) = user {
+            // The emulator takes a bearer token as the name of its user.
+            config.auth_info.token = Some(user.to_owned().into());
+        }
         kube::Client::try_from(config).unwrap_or_else(|e| unreachable_client(&e))
     }
 
-    /// A kubeconfig file content pointing at the emulator, for `kubectl --kubeconfig`.
+    /// A kubeconfig file content pointing at the emulator, for `kubectl --kubeconfig`
+    /// (no credentials: requests are logged without a user).
     pub fn kubeconfig(&self) -> String {
+        self.kubeconfig_for(None)
+    }
+
+    /// A kubeconfig whose user is `user` (a bearer token the emulator takes as the user's
+    /// name), for a process with its own identity, such as
+    /// `system:serviceaccount:gatehouse:gatehouse-operator`; its requests are logged under
+    /// that name ([`Self::requests`]).
+    pub fn kubeconfig_as(&self, user: &str) -> String {
+        self.kubeconfig_for(Some(user))
+    }
+
+    fn kubeconfig_for(&self, user: Option<&str>) -> String {
+        // A JSON string is a YAML double-quoted scalar.
+        let credentials = user.map_or_else(
+            || "{}".to_owned(),
+            |u| format!("\n    token: {}", Value::String(u.to_owned())),
+        );
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: emulator\n  cluster:\n    server: {}\n\
-             contexts:\n- name: emulator\n  context:\n    cluster: emulator\n    user: nobody\n    namespace: default\n\
-             current-context: emulator\nusers:\n- name: nobody\n  user: {{}}\n",
+             contexts:\n- name: emulator\n  context:\n    cluster: emulator\n    user: emulator-user\n    namespace: default\n\
+             current-context: emulator\nusers:\n- name: emulator-user\n  user: {credentials}\n",
             self.url()
         )
     }
@@ -614,6 +657,17 @@ impl KubeEmulator {
     pub fn writes(&self) -> Vec<WriteRecord> {
         self.shared
             .writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every request so far, in order of their answers, each with its user and RBAC
+    /// attributes; a server-side apply that created its object appears twice (`patch`, then
+    /// `create` with [`RequestRecord::created_by_apply`]). A watch is logged when it starts.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared
+            .requests
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
