@@ -33,11 +33,15 @@ const ATTEMPTS: u32 = 5;
 /// Applying the CRDs failed; the operator does not start.
 #[derive(Debug, thiserror::Error)]
 pub enum CrdError {
-    /// RBAC (or an admission webhook) refused a call.
+    /// RBAC (or an admission webhook) refused a call. The API server authorises a server-side
+    /// apply as `patch`, and one that creates its object also as `create`: a `patch` refused
+    /// on a cluster without the CRD may be the missing `create`.
     #[error(
         "failed to {verb} customresourcedefinitions {name}: forbidden ({message}); --apply-crds \
-         needs get and patch on apiextensions.k8s.io customresourcedefinitions (resourceNames \
-         scanpolicies.gatehouse.dev, scanrequests.gatehouse.dev) for the operator's ServiceAccount"
+         needs get, patch and create on apiextensions.k8s.io customresourcedefinitions \
+         (resourceNames scanpolicies.gatehouse.dev, scanrequests.gatehouse.dev) for the \
+         operator's ServiceAccount (a server-side apply that creates a CRD is authorised as \
+         create too)"
     )]
     Forbidden {
         /// `get` or `patch`.

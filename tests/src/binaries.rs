@@ -74,3 +74,58 @@ pub fn agent() -> PathBuf {
 pub fn webhook() -> PathBuf {
     built("gatehouse-webhook", &["webhook/src", "crds/src"])
 }
+
+/// One of the binaries running as a process, its output in files; killed when dropped.
+pub struct Process {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// Starts `exe` with `args` and only the environment `env` (plus `KUBECONFIG` pointing at
+    /// `kubeconfig` when given, written into the process's own directory); stdout and stderr
+    /// go to files there.
+    pub fn start(
+        exe: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        kubeconfig: Option<&str>,
+    ) -> std::io::Result<Process> {
+        let dir = tempfile::tempdir()?;
+        let mut command = std::process::Command::new(exe);
+        command.args(args).env_clear().envs(env.iter().copied());
+        if let Some(config) = kubeconfig {
+            std::fs::write(dir.path().join("kubeconfig"), config)?;
+            command.env("KUBECONFIG", dir.path().join("kubeconfig"));
+        }
+        command
+            .stdout(std::fs::File::create(dir.path().join("stdout"))?)
+            .stderr(std::fs::File::create(dir.path().join("stderr"))?);
+        Ok(Process {
+            child: command.spawn()?,
+            dir,
+        })
+    }
+
+    /// What it wrote to stdout and stderr so far.
+    pub fn output(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name));
+        format!(
+            "stdout:\n{}\nstderr:\n{}",
+            read("stdout").unwrap_or_default(),
+            read("stderr").unwrap_or_default()
+        )
+    }
+
+    /// Its exit status, if it exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}

@@ -1,7 +1,9 @@
 //! `gatehouse-operator run --apply-crds` as a process against the Kubernetes API emulator: the
 //! CRDs the binary was built with are applied at start and waited for until Established; an
 //! older CRD is brought up to date, one applied by a newer version is left alone, and a missing
-//! permission or a CRD that is never established fails the start with one line.
+//! permission or a CRD that is never established fails the start with one line. The operator
+//! runs as the chart's ServiceAccount; on a fresh cluster everything it calls must be allowed by
+//! the chart's RBAC (creating a CRD by server-side apply is authorised as `create` too).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,6 +11,7 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use gatehouse_tests::operator::MASTER_KEY;
+use gatehouse_tests::rbac::{self, Rbac};
 use gatehouse_tests::{Controller, Failure, KubeEmulator};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
@@ -36,7 +39,12 @@ impl Drop for Operator {
 impl Operator {
     fn start(k8s: &KubeEmulator, extra: &[&str]) -> Operator {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("kubeconfig"), k8s.kubeconfig()).unwrap();
+        // As the chart's ServiceAccount: its requests are logged under that user.
+        std::fs::write(
+            dir.path().join("kubeconfig"),
+            k8s.kubeconfig_as(rbac::OPERATOR),
+        )
+        .unwrap();
         std::fs::write(dir.path().join("master-key"), MASTER_KEY).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -271,6 +279,47 @@ async fn on_a_fresh_cluster_the_crds_are_created_marked_with_the_version_and_est
 }
 
 #[tokio::test]
+async fn on_a_fresh_cluster_applying_the_crds_and_running_calls_only_what_the_charts_rbac_allows() {
+    let k8s = KubeEmulator::start().await.unwrap();
+    assert!(crd(&k8s, POLICIES).is_none());
+    let mut operator = Operator::start(&k8s, &[]);
+    operator.wait_ready().await;
+    // Leading, its controllers watching: the calls of a running operator are in the log too.
+    let watching = || {
+        k8s.requests().iter().any(|r| {
+            r.user.as_deref() == Some(rbac::OPERATOR)
+                && r.verb == "watch"
+                && r.resource == "scanrequests"
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !watching() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never watched: {}",
+            operator.stdout()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let requests = k8s.requests();
+    // Each CRD was created by its server-side apply: authorised as patch and as create.
+    for name in [POLICIES, REQUESTS] {
+        for verb in ["patch", "create"] {
+            assert!(
+                requests
+                    .iter()
+                    .any(|r| r.resource == "customresourcedefinitions"
+                        && r.verb == verb
+                        && r.name.as_deref() == Some(name)),
+                "{verb} {name}: {requests:#?}"
+            );
+        }
+    }
+    let rbac = Rbac::from_manifest(&rbac::render_chart(&[]).unwrap()).unwrap();
+    rbac.assert_allows_all("--apply-crds on a fresh cluster", rbac::OPERATOR, &requests);
+}
+
+#[tokio::test]
 async fn an_older_crd_is_brought_up_to_date() {
     for version in [None, Some("0.0.1")] {
         let k8s = KubeEmulator::start().await.unwrap();
@@ -341,8 +390,9 @@ async fn without_the_permission_the_start_fails_with_one_line_naming_it() {
         );
         assert!(
             stderr.contains(
-                "needs get and patch on apiextensions.k8s.io customresourcedefinitions \
-                 (resourceNames scanpolicies.gatehouse.dev, scanrequests.gatehouse.dev)"
+                "needs get, patch and create on apiextensions.k8s.io \
+                 customresourcedefinitions (resourceNames scanpolicies.gatehouse.dev, \
+                 scanrequests.gatehouse.dev)"
             ),
             "{stderr}"
         );
