@@ -234,7 +234,12 @@ impl Consumer {
             metrics,
             locks,
         } = parts;
-        let conn = ConnectionManager::new(redis.clone())
+        // The group read blocks up to `config.block`: the connection's response timeout must be
+        // longer (redis's default of 500 ms made every idle read fail and the loop sleep 2 s).
+        let manager = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(config.block + Duration::from_secs(10)));
+        let conn = ConnectionManager::new_with_config(redis.clone(), manager)
             .await
             .map_err(redis_error("connect to Redis"))?;
         let mut c = conn.clone();
