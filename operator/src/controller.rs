@@ -1129,12 +1129,7 @@ async fn apply_secret(ctx: &Context, request: &ScanRequest, namespace: &str) -> 
         .await
         .map_err(github_error("mint the per-scan repository token"))?;
     let key = ctx.master_key.scan_key(uid);
-    let secret = jobs::desired_secret(
-        request,
-        &token.token,
-        &key.to_hex(),
-        ctx.settings.build.results_redis_password.as_ref(),
-    );
+    let secret = jobs::desired_secret(request, &token.token, &key.to_hex(), &ctx.settings.build);
     let name = secret.metadata.name.clone().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     api.patch(

@@ -51,14 +51,21 @@ pub mod secret_keys {
     /// Password of the Redis ACL user the `report` step publishes as (only with
     /// `--results-redis-password-file`).
     pub const REDIS_PASSWORD: &str = "redis-password";
+    /// PEM bundle of the CA certificates the `report` step verifies Redis's TLS certificate
+    /// with (only with `--results-redis-ca-file`).
+    pub const REDIS_CA: &str = "redis-ca.crt";
 }
 
 /// Where the per-scan credentials are mounted in the containers that need them.
 pub const SECRET_DIR: &str = "/var/run/gatehouse";
 
-/// Where the `report` step finds the Redis password: a directory of its own, not inside
-/// [`SECRET_DIR`] (a mount point inside a read-only Secret volume cannot be created).
+/// Where the `report` step finds the Redis password and CA bundle: a directory of its own, not
+/// inside [`SECRET_DIR`] (a mount point inside a read-only Secret volume cannot be created).
 pub const REDIS_PASSWORD_DIR: &str = "/var/run/gatehouse-redis";
+
+/// The name of the volume (the per-scan Secret's Redis keys) the `report` step mounts at
+/// [`REDIS_PASSWORD_DIR`].
+const REDIS_VOLUME: &str = "redis";
 
 /// The password of the Redis ACL user scan pods publish as. Never printed: its `Debug` is
 /// redacted.
@@ -83,6 +90,29 @@ impl std::fmt::Debug for RedisPassword {
     }
 }
 
+/// The PEM bundle of CA certificates scan pods verify Redis's TLS certificate with (checked when
+/// read: see `crate::agent::redis_tls_client`). Its `Debug` gives its size, not its text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisCa(Vec<u8>);
+
+impl RedisCa {
+    /// Wraps a PEM bundle.
+    pub fn new(pem: impl Into<Vec<u8>>) -> RedisCa {
+        RedisCa(pem.into())
+    }
+
+    /// The bundle itself, for the per-scan Secret.
+    pub fn pem(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RedisCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisCa({} bytes)", self.0.len())
+    }
+}
+
 /// Settings of the operator installation the builder needs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BuildSettings {
@@ -95,6 +125,10 @@ pub struct BuildSettings {
     /// Password of the user in `results_redis_url`: put into each per-scan Secret and mounted
     /// into the `report` step alone. `None`: scan pods connect without one.
     pub results_redis_password: Option<RedisPassword>,
+    /// CA bundle the `report` step verifies a `rediss://` `results_redis_url` with: put into
+    /// each per-scan Secret and mounted into the `report` step alone. `None`: the agent image's
+    /// system trust store.
+    pub results_redis_ca: Option<RedisCa>,
     /// GitHub API URL the `checkout` step downloads from (GitHub Enterprise Server's own).
     pub github_api_url: String,
 }
@@ -155,21 +189,42 @@ fn empty_dir(name: &str, limit: Option<&str>) -> Volume {
     }
 }
 
-fn secret_volume(name: &str, secret: &str, key: &str) -> Volume {
+/// The per-scan Secret's `keys` alone, each a file of its own name.
+fn secret_volume(name: &str, secret: &str, keys: &[&str]) -> Volume {
     Volume {
         name: name.to_owned(),
         secret: Some(SecretVolumeSource {
             secret_name: Some(secret.to_owned()),
-            items: Some(vec![KeyToPath {
-                key: key.to_owned(),
-                path: key.to_owned(),
-                mode: None,
-            }]),
+            items: Some(
+                keys.iter()
+                    .map(|key| KeyToPath {
+                        key: (*key).to_owned(),
+                        path: (*key).to_owned(),
+                        mode: None,
+                    })
+                    .collect(),
+            ),
             default_mode: Some(0o440),
             optional: Some(false),
         }),
         ..Volume::default()
     }
+}
+
+/// The per-scan Secret's keys the `report` step reads to reach Redis, as configured.
+fn redis_keys(settings: &BuildSettings) -> impl Iterator<Item = &'static str> {
+    [
+        settings
+            .results_redis_password
+            .as_ref()
+            .map(|_| secret_keys::REDIS_PASSWORD),
+        settings
+            .results_redis_ca
+            .as_ref()
+            .map(|_| secret_keys::REDIS_CA),
+    ]
+    .into_iter()
+    .flatten()
 }
 
 fn hardened() -> SecurityContext {
@@ -371,7 +426,15 @@ fn report_container(
             "--redis-password-file".to_owned(),
             format!("{REDIS_PASSWORD_DIR}/{}", secret_keys::REDIS_PASSWORD),
         ]);
-        mounts.push(mount("redis-password", REDIS_PASSWORD_DIR, true));
+    }
+    if settings.results_redis_ca.is_some() {
+        args.extend([
+            "--redis-ca-file".to_owned(),
+            format!("{REDIS_PASSWORD_DIR}/{}", secret_keys::REDIS_CA),
+        ]);
+    }
+    if redis_keys(settings).next().is_some() {
+        mounts.push(mount(REDIS_VOLUME, REDIS_PASSWORD_DIR, true));
     }
     if let Some(base) = base_sha {
         args.extend([
@@ -438,15 +501,12 @@ pub fn desired_job(
         empty_dir("checkout-tmp", Some("1Gi")),
         empty_dir("scan-tmp", Some("2Gi")),
         empty_dir("report-tmp", Some("64Mi")),
-        secret_volume("token", &secret, secret_keys::TOKEN),
-        secret_volume("signing-key", &secret, secret_keys::SIGNING_KEY),
+        secret_volume("token", &secret, &[secret_keys::TOKEN]),
+        secret_volume("signing-key", &secret, &[secret_keys::SIGNING_KEY]),
     ];
-    if settings.results_redis_password.is_some() {
-        volumes.push(secret_volume(
-            "redis-password",
-            &secret,
-            secret_keys::REDIS_PASSWORD,
-        ));
+    let redis: Vec<&str> = redis_keys(settings).collect();
+    if !redis.is_empty() {
+        volumes.push(secret_volume(REDIS_VOLUME, &secret, &redis));
     }
     if base_sha.is_some() {
         volumes.push(empty_dir("base-source", Some("4Gi")));
@@ -457,7 +517,7 @@ pub fn desired_job(
         volumes.push(secret_volume(
             "kics-config",
             &secret,
-            secret_keys::KICS_CONFIG,
+            &[secret_keys::KICS_CONFIG],
         ));
     }
 
@@ -511,14 +571,14 @@ pub fn desired_job(
 }
 
 /// The per-scan Secret: the repository-scoped read-only token, the result-signing key,
-/// Gatehouse's KICS configuration and, when scan pods authenticate to Redis, the password of
-/// their ACL user. Owned by the ScanRequest, so it goes with it; written with server-side apply
-/// and never read back.
+/// Gatehouse's KICS configuration and, as configured in `settings`, the password of the Redis
+/// ACL user scan pods publish as and the CA bundle they verify Redis with. Owned by the
+/// ScanRequest, so it goes with it; written with server-side apply and never read back.
 pub fn desired_secret(
     request: &ScanRequest,
     token: &str,
     signing_key_hex: &str,
-    redis_password: Option<&RedisPassword>,
+    settings: &BuildSettings,
 ) -> Secret {
     let name = request.metadata.name.clone().unwrap_or_default();
     let mut labels = labels::scan_request_labels(&request.spec);
@@ -538,10 +598,16 @@ pub fn desired_secret(
             ByteString(scanners::kics::CONFIG_CONTENTS.as_bytes().to_vec()),
         ),
     ]);
-    if let Some(password) = redis_password {
+    if let Some(password) = &settings.results_redis_password {
         data.insert(
             secret_keys::REDIS_PASSWORD.to_owned(),
             ByteString(password.expose().as_bytes().to_vec()),
+        );
+    }
+    if let Some(ca) = &settings.results_redis_ca {
+        data.insert(
+            secret_keys::REDIS_CA.to_owned(),
+            ByteString(ca.pem().to_vec()),
         );
     }
     Secret {
@@ -572,6 +638,7 @@ mod tests {
             ttl_seconds_after_finished: 3600,
             results_redis_url: "redis://gatehouse-redis:6379".to_owned(),
             results_redis_password: None,
+            results_redis_ca: None,
             github_api_url: "https://api.github.com".to_owned(),
         }
     }
@@ -860,7 +927,7 @@ mod tests {
     #[test]
     fn the_per_scan_secret_holds_the_token_the_key_and_the_kics_configuration_and_is_owned() {
         let request = test_support::request();
-        let secret = desired_secret(&request, "ghs_token", "00ff", None);
+        let secret = desired_secret(&request, "ghs_token", "00ff", &settings());
         let data = secret.data.as_ref().unwrap();
         assert_eq!(
             data.keys().map(String::as_str).collect::<Vec<_>>(),
@@ -904,11 +971,11 @@ mod tests {
                 .chain(pod.containers.iter())
                 .collect();
             for step in &steps {
-                let has = mounts(step).iter().any(|(n, _, _)| n == "redis-password");
+                let has = mounts(step).iter().any(|(n, _, _)| n == "redis");
                 assert_eq!(has, step.name == "report", "step {}", step.name);
             }
             assert!(mounts(container(&job, "report")).contains(&(
-                "redis-password".to_owned(),
+                "redis".to_owned(),
                 "/var/run/gatehouse-redis".to_owned(),
                 true
             )));
@@ -916,14 +983,20 @@ mod tests {
                 .volumes
                 .iter()
                 .flatten()
-                .find(|v| v.name == "redis-password")
+                .find(|v| v.name == "redis")
                 .unwrap();
             let source = volume.secret.as_ref().unwrap();
             assert_eq!(
                 source.secret_name.as_deref(),
                 Some("hello-world-pr2-ec26c3e-016643a9-scan")
             );
-            assert_eq!(source.items.as_ref().unwrap()[0].key, "redis-password");
+            let keys: Vec<&str> = source
+                .items
+                .iter()
+                .flatten()
+                .map(|i| i.key.as_str())
+                .collect();
+            assert_eq!(keys, ["redis-password"], "the password alone, no CA");
             let report = container(&job, "report").args.as_ref().unwrap().join(" ");
             assert!(
                 report.contains("--redis-url redis://gatehouse-scan@gatehouse-redis:6379 "),
@@ -938,6 +1011,7 @@ mod tests {
         // Without one, nothing of it appears.
         let job = desired_job(&request, &policy.spec.scanners[0], 1, &settings(), None);
         assert!(!format!("{job:?}").contains("redis-password"));
+        assert!(!format!("{job:?}").contains("/var/run/gatehouse-redis"));
         assert_eq!(
             format!("{:?}", with_password.results_redis_password),
             "Some(RedisPassword(redacted))"
@@ -947,14 +1021,143 @@ mod tests {
     #[test]
     fn the_per_scan_secret_holds_the_redis_password_only_when_one_is_configured() {
         let request = test_support::request();
-        let password = RedisPassword::new("scan-secret");
-        let secret = desired_secret(&request, "ghs_token", "00ff", Some(&password));
+        let with_password = BuildSettings {
+            results_redis_password: Some(RedisPassword::new("scan-secret")),
+            ..settings()
+        };
+        let secret = desired_secret(&request, "ghs_token", "00ff", &with_password);
         let data = secret.data.as_ref().unwrap();
         assert_eq!(
             data.keys().map(String::as_str).collect::<Vec<_>>(),
             ["kics.config", "redis-password", "signing-key", "token"]
         );
         assert_eq!(data["redis-password"].0, b"scan-secret");
+    }
+
+    const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBcA==\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn with_a_results_redis_ca_only_the_report_step_mounts_it_beside_the_password_and_verifies_redis_with_it()
+     {
+        let request = test_support::request();
+        let policy = test_support::kics_policy();
+        let tls = BuildSettings {
+            results_redis_url: "rediss://gatehouse-scan@redis.example:6380".to_owned(),
+            results_redis_ca: Some(RedisCa::new(CA)),
+            ..settings()
+        };
+        let with_password = BuildSettings {
+            results_redis_password: Some(RedisPassword::new("scan-secret")),
+            ..tls.clone()
+        };
+        let base = "0123456789abcdef0123456789abcdef01234567";
+        for (settings, keys) in [
+            (&tls, &["redis-ca.crt"][..]),
+            (&with_password, &["redis-password", "redis-ca.crt"][..]),
+        ] {
+            for base_sha in [None, Some(base)] {
+                let job = desired_job(&request, &policy.spec.scanners[0], 1, settings, base_sha);
+                let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+                for step in pod
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .chain(pod.containers.iter())
+                {
+                    let has = mounts(step)
+                        .iter()
+                        .any(|(n, path, _)| n == "redis" || path.contains("gatehouse-redis"));
+                    assert_eq!(has, step.name == "report", "step {}", step.name);
+                    let args = step.args.as_ref().unwrap().join(" ");
+                    assert_eq!(
+                        args.contains("--redis-ca-file"),
+                        step.name == "report",
+                        "{args}"
+                    );
+                }
+                assert!(mounts(container(&job, "report")).contains(&(
+                    "redis".to_owned(),
+                    "/var/run/gatehouse-redis".to_owned(),
+                    true
+                )));
+                let volumes: Vec<&Volume> = pod
+                    .volumes
+                    .iter()
+                    .flatten()
+                    .filter(|v| {
+                        v.secret.as_ref().is_some_and(|s| {
+                            s.items
+                                .iter()
+                                .flatten()
+                                .any(|i| i.key == secret_keys::REDIS_CA)
+                        })
+                    })
+                    .collect();
+                assert_eq!(volumes.len(), 1, "one volume holds the CA");
+                assert_eq!(volumes[0].name, "redis");
+                let source = volumes[0].secret.as_ref().unwrap();
+                assert_eq!(
+                    source.secret_name.as_deref(),
+                    Some("hello-world-pr2-ec26c3e-016643a9-scan")
+                );
+                let items: Vec<(&str, &str)> = source
+                    .items
+                    .iter()
+                    .flatten()
+                    .map(|i| (i.key.as_str(), i.path.as_str()))
+                    .collect();
+                assert_eq!(
+                    items,
+                    keys.iter().map(|k| (*k, *k)).collect::<Vec<_>>(),
+                    "each key a file of its own name"
+                );
+                let report = container(&job, "report").args.as_ref().unwrap().join(" ");
+                assert!(
+                    report.contains("--redis-ca-file /var/run/gatehouse-redis/redis-ca.crt"),
+                    "{report}"
+                );
+                assert!(
+                    report.contains("--redis-url rediss://gatehouse-scan@redis.example:6380 "),
+                    "{report}"
+                );
+                assert_eq!(
+                    report
+                        .contains("--redis-password-file /var/run/gatehouse-redis/redis-password"),
+                    settings.results_redis_password.is_some(),
+                    "{report}"
+                );
+                assert!(!serde_json::to_string(&job).unwrap().contains("MIIBcA"));
+            }
+        }
+        // Without one, nothing of it appears.
+        let job = desired_job(&request, &policy.spec.scanners[0], 1, &settings(), None);
+        let text = serde_json::to_string(&job).unwrap();
+        assert!(
+            !text.contains("redis-ca") && !text.contains("/var/run/gatehouse-redis"),
+            "{text}"
+        );
+        assert_eq!(
+            format!("{:?}", tls.results_redis_ca),
+            "Some(RedisCa(63 bytes))"
+        );
+    }
+
+    #[test]
+    fn the_per_scan_secret_holds_the_redis_ca_only_when_one_is_configured() {
+        let request = test_support::request();
+        let tls = BuildSettings {
+            results_redis_ca: Some(RedisCa::new(CA)),
+            ..settings()
+        };
+        let secret = desired_secret(&request, "ghs_token", "00ff", &tls);
+        let data = secret.data.as_ref().unwrap();
+        assert_eq!(
+            data.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["kics.config", "redis-ca.crt", "signing-key", "token"]
+        );
+        assert_eq!(data["redis-ca.crt"].0, CA.as_bytes());
+        let plain = desired_secret(&request, "ghs_token", "00ff", &settings());
+        assert!(!plain.data.as_ref().unwrap().contains_key("redis-ca.crt"));
     }
 
     #[test]

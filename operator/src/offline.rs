@@ -81,6 +81,10 @@ pub struct PreviewArgs {
     /// Secret shows the key with a redacted value.
     #[arg(long, env = "GATEHOUSE_RESULTS_REDIS_PASSWORD_FILE")]
     pub results_redis_password_file: Option<PathBuf>,
+    /// PEM bundle of the CA certificates scan pods verify Redis with (as `run`); not read: the
+    /// Secret shows the key with a redacted value.
+    #[arg(long, env = "GATEHOUSE_RESULTS_REDIS_CA_FILE")]
+    pub results_redis_ca_file: Option<PathBuf>,
     /// GitHub API URL the checkout step downloads from.
     #[arg(
         long,
@@ -1251,6 +1255,11 @@ pub fn preview(args: &PreviewArgs) -> Result<String, OfflineError> {
             .results_redis_password_file
             .as_ref()
             .map(|_| jobs::RedisPassword::new(String::new())),
+        // Not read either: where the bundle goes is the same whatever it holds.
+        results_redis_ca: args
+            .results_redis_ca_file
+            .as_ref()
+            .map(|_| jobs::RedisCa::new(Vec::new())),
         github_api_url: args.github_api_url.clone(),
     };
     render_preview(
@@ -1301,7 +1310,7 @@ pub fn render_preview(
     let snapshot = decide::snapshot(&request, &policy)?;
 
     let mut out = header(&request, &policy, placeholder_uid);
-    let secret = jobs::desired_secret(&request, "", "", settings.results_redis_password.as_ref());
+    let secret = jobs::desired_secret(&request, "", "", settings);
     let mut secret_value = to_json("the per-scan Secret", &secret)?;
     if let Some(data) = secret_value.get_mut("data").and_then(Value::as_object_mut) {
         for (key, value) in data.iter_mut() {
@@ -1501,6 +1510,10 @@ fn redacted(key: &str, request: &ScanRequest, settings: &BuildSettings, size: us
     match key {
         secret_keys::REDIS_PASSWORD => format!(
             "<redacted: password of the Redis user in {} (--results-redis-password-file), for the report step only>",
+            settings.results_redis_url
+        ),
+        secret_keys::REDIS_CA => format!(
+            "<redacted: PEM bundle of the CA certificates that verify Redis at {} (--results-redis-ca-file), for the report step only>",
             settings.results_redis_url
         ),
         secret_keys::TOKEN => format!(
@@ -1895,6 +1908,7 @@ mod tests {
             ttl_seconds_after_finished: DEFAULT_JOB_TTL_SECONDS,
             results_redis_url: DEFAULT_RESULTS_REDIS_URL.to_owned(),
             results_redis_password: None,
+            results_redis_ca: None,
             github_api_url: "https://api.github.com".to_owned(),
         }
     }
@@ -1969,7 +1983,7 @@ mod tests {
                 .all(|v| v.as_str().unwrap().starts_with("<redacted: "))
         );
         let mut expected =
-            serde_json::to_value(jobs::desired_secret(&request, "", "", None)).unwrap();
+            serde_json::to_value(jobs::desired_secret(&request, "", "", &settings())).unwrap();
         expected["data"] = secret["data"].clone();
         assert_eq!(*secret, expected);
         // The path filters are said, since the preview cannot know the changed files.
@@ -2014,6 +2028,46 @@ mod tests {
             report.contains("--redis-password-file /var/run/gatehouse-redis/redis-password"),
             "{report}"
         );
+    }
+
+    #[test]
+    fn with_a_results_redis_ca_the_preview_shows_its_key_redacted_and_the_report_step_reading_it() {
+        let checker = Checker::new().unwrap();
+        let requests = parse_documents(&sample("scanrequest.yaml"), "request.yaml").unwrap();
+        let policies = parse_documents(&sample("scanpolicy-kics.yaml"), "policy.yaml").unwrap();
+        let settings = BuildSettings {
+            results_redis_url: "rediss://gatehouse-scan@redis.example:6380".to_owned(),
+            results_redis_ca: Some(jobs::RedisCa::new(Vec::new())),
+            ..settings()
+        };
+        let yaml = render_preview(
+            &checker,
+            (&requests, "request.yaml"),
+            (&policies, "policy.yaml"),
+            &settings,
+        )
+        .unwrap();
+        let documents = parse_documents(&yaml, "preview").unwrap();
+        let data = documents[0]["data"].as_object().unwrap();
+        assert_eq!(
+            data["redis-ca.crt"],
+            "<redacted: PEM bundle of the CA certificates that verify Redis at \
+             rediss://gatehouse-scan@redis.example:6380 (--results-redis-ca-file), for the report \
+             step only>"
+        );
+        let pod = &documents[1]["spec"]["template"]["spec"];
+        let report = pod["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            report.contains("--redis-ca-file /var/run/gatehouse-redis/redis-ca.crt"),
+            "{report}"
+        );
+        assert!(!report.contains("--redis-password-file"), "{report}");
     }
 
     #[test]

@@ -74,6 +74,10 @@ pub struct RunArgs {
     /// Secret and mounted into the scan pod's report step alone.
     #[arg(long, env = "GATEHOUSE_RESULTS_REDIS_PASSWORD_FILE")]
     pub results_redis_password_file: Option<PathBuf>,
+    /// PEM bundle of the CA certificates scan pods verify a rediss:// --results-redis-url with
+    /// (a private CA): put into each per-scan Secret and mounted into the report step alone.
+    #[arg(long, env = "GATEHOUSE_RESULTS_REDIS_CA_FILE")]
+    pub results_redis_ca_file: Option<PathBuf>,
     /// Redis the operator reads scan results from (the results stream's consumer group
     /// `report`) and keeps baseline findings in; no password in it (rediss:// for TLS).
     #[arg(
@@ -183,6 +187,58 @@ fn results_redis_password(
     Ok(Some(jobs::RedisPassword::new(password)))
 }
 
+/// Largest `--results-redis-ca-file`: the bundle is copied into every per-scan Secret, and a
+/// Secret holds at most 1 MiB.
+pub const MAX_RESULTS_REDIS_CA_BYTES: usize = 512 << 10;
+
+/// The CA bundle scan pods verify Redis with, from its file, checked as the `report` step will
+/// use it: an unreadable or empty file, one larger than [`MAX_RESULTS_REDIS_CA_BYTES`], one
+/// without PEM certificates or with one that does not parse, and a `--results-redis-url` that is
+/// not `rediss://` are start-up errors.
+pub fn results_redis_ca(
+    path: Option<&std::path::Path>,
+    results_redis_url: &str,
+) -> Result<Option<jobs::RedisCa>, StartError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(path).map_err(|source| StartError::ReadFile {
+        what: "the results Redis CA bundle",
+        path: path.display().to_string(),
+        source,
+    })?;
+    let invalid = |reason: String| StartError::Flag {
+        flag: "results-redis-ca-file",
+        reason,
+    };
+    if pem.iter().all(u8::is_ascii_whitespace) {
+        return Err(invalid(format!("{} is empty", path.display())));
+    }
+    if pem.len() > MAX_RESULTS_REDIS_CA_BYTES {
+        return Err(invalid(format!(
+            "{} is {} bytes, more than {MAX_RESULTS_REDIS_CA_BYTES} (it is copied into every \
+             per-scan Secret): keep only the CA certificates that sign Redis's certificate",
+            path.display(),
+            pem.len()
+        )));
+    }
+    let info: redis::ConnectionInfo =
+        results_redis_url
+            .parse()
+            .map_err(|e: redis::RedisError| StartError::Flag {
+                flag: "results-redis-url",
+                reason: e.to_string(),
+            })?;
+    match crate::agent::redis_tls_client(info, &pem) {
+        Ok(_) => Ok(Some(jobs::RedisCa::new(pem))),
+        Err(crate::agent::RedisCaError::NotTls) => Err(invalid(format!(
+            "--results-redis-url {results_redis_url} is not rediss:// (TLS), so scan pods would \
+             not use the CA bundle"
+        ))),
+        Err(error) => Err(invalid(format!("{}: {error}", path.display()))),
+    }
+}
+
 /// Start-up failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -278,6 +334,10 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     let redis = redis_client(&args.redis_url, args.redis_password_file.as_deref())?;
     let results_redis_password =
         results_redis_password(args.results_redis_password_file.as_deref())?;
+    let results_redis_ca = results_redis_ca(
+        args.results_redis_ca_file.as_deref(),
+        &args.results_redis_url,
+    )?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -384,6 +444,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             ttl_seconds_after_finished: args.job_ttl_seconds,
             results_redis_url: args.results_redis_url.clone(),
             results_redis_password,
+            results_redis_ca,
             github_api_url: args.github_api_url.clone(),
         },
         baseline_cache: Some(redis.clone()),

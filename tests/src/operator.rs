@@ -559,6 +559,7 @@ fn spawn_operator(
                 .scan_redis
                 .password
                 .map(gatehouse_operator::jobs::RedisPassword::new),
+            results_redis_ca: None,
             github_api_url: github_url.to_owned(),
         },
         baseline_cache: start.baseline_cache,

@@ -477,3 +477,106 @@ fn run_with_an_empty_or_unreadable_results_redis_password_file_fails_with_one_li
         "failed to read the results Redis password from /nonexistent/redis-password",
     );
 }
+
+#[test]
+fn run_with_a_results_redis_ca_file_it_cannot_use_fails_with_one_line_naming_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("master.key");
+    std::fs::write(&master, gatehouse_tests::operator::MASTER_KEY).unwrap();
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/github-app/test-app-key.pem"
+    );
+    let run = |ca_file: &Path, url: &str| {
+        operator(&[
+            "run",
+            "--github-app-id",
+            "1",
+            "--github-private-key-file",
+            key,
+            "--master-key-file",
+            master.to_str().unwrap(),
+            "--results-redis-url",
+            url,
+            "--results-redis-ca-file",
+            ca_file.to_str().unwrap(),
+        ])
+    };
+    let tls = "rediss://gatehouse-scan@redis.example:6380";
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    assert_one_line_error(
+        &run(Path::new("/nonexistent/ca.crt"), tls),
+        "failed to read the results Redis CA bundle from /nonexistent/ca.crt: No such file",
+    );
+    let empty = file("empty.crt", "\n");
+    assert_one_line_error(
+        &run(&empty, tls),
+        &format!(
+            "invalid --results-redis-ca-file: {} is empty",
+            empty.display()
+        ),
+    );
+    // Text, and a PEM file of something else (a key): no certificate in either.
+    let key_only = std::fs::read_to_string(key).unwrap();
+    for (name, text) in [("text.crt", "not a certificate\n"), ("key.pem", &key_only)] {
+        let path = file(name, text);
+        assert_one_line_error(
+            &run(&path, tls),
+            &format!(
+                "invalid --results-redis-ca-file: {}: failed to find a PEM certificate \
+                 (-----BEGIN CERTIFICATE-----) in it",
+                path.display()
+            ),
+        );
+    }
+    let broken = file(
+        "broken.crt",
+        "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+    );
+    assert_one_line_error(
+        &run(&broken, tls),
+        &format!(
+            "invalid --results-redis-ca-file: {}: failed to read certificate 1 of it:",
+            broken.display()
+        ),
+    );
+    // Good base64, but not a certificate inside.
+    let not_der = file(
+        "not-der.crt",
+        "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
+    );
+    assert_one_line_error(
+        &run(&not_der, tls),
+        &format!(
+            "invalid --results-redis-ca-file: {}: failed to build a TLS client with it:",
+            not_der.display()
+        ),
+    );
+    // Copied into every per-scan Secret (at most 1 MiB): a whole trust store is too large.
+    let large = file("large.crt", &"#".repeat(600_000));
+    assert_one_line_error(
+        &run(&large, tls),
+        &format!(
+            "invalid --results-redis-ca-file: {} is 600000 bytes, more than 524288",
+            large.display()
+        ),
+    );
+    // A good certificate for a results URL without TLS would never be used.
+    let params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    let good = file(
+        "ca.crt",
+        &params
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap()
+            .pem(),
+    );
+    assert_one_line_error(
+        &run(&good, "redis://gatehouse-scan@redis.example:6379"),
+        "invalid --results-redis-ca-file: --results-redis-url \
+         redis://gatehouse-scan@redis.example:6379 is not rediss:// (TLS)",
+    );
+}

@@ -167,6 +167,10 @@ pub struct ReportArgs {
     /// File holding the Redis password (ACL user: give it in the URL as redis://user@host).
     #[arg(long, env = "GATEHOUSE_REDIS_PASSWORD_FILE")]
     pub redis_password_file: Option<PathBuf>,
+    /// PEM bundle of the CA certificates to verify Redis's TLS certificate with, in place of
+    /// the system's trust store (needs a rediss:// --redis-url).
+    #[arg(long, env = "GATEHOUSE_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     /// Most findings sent (most severe first; the counts always cover all of them).
     #[arg(long, default_value_t = 20_000)]
     pub max_findings: usize,
@@ -866,7 +870,11 @@ async fn run_report(args: &ReportArgs) -> Result<String, (i32, String)> {
     }
     let entry = report::entry(&result, &key)
         .map_err(|e| (EXIT_REFUSED, format!("failed to encode the result: {e}")))?;
-    let client = redis_client(&args.redis_url, args.redis_password_file.as_deref())?;
+    let client = redis_client(
+        &args.redis_url,
+        args.redis_password_file.as_deref(),
+        args.redis_ca_file.as_deref(),
+    )?;
     let id = report::publish(&client, &entry, 5)
         .await
         .map_err(|e| (EXIT_TRANSIENT, e.to_string()))?;
@@ -877,7 +885,11 @@ async fn run_report(args: &ReportArgs) -> Result<String, (i32, String)> {
     ))
 }
 
-fn redis_client(url: &str, password_file: Option<&Path>) -> Result<redis::Client, (i32, String)> {
+fn redis_client(
+    url: &str,
+    password_file: Option<&Path>,
+    ca_file: Option<&Path>,
+) -> Result<redis::Client, (i32, String)> {
     let mut info: redis::ConnectionInfo = url
         .parse()
         .map_err(|e: redis::RedisError| (EXIT_REFUSED, format!("--redis-url: {e}")))?;
@@ -886,7 +898,86 @@ fn redis_client(url: &str, password_file: Option<&Path>) -> Result<redis::Client
         let settings = info.redis_settings().clone().set_password(password);
         info = info.set_redis_settings(settings);
     }
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            (
+                EXIT_REFUSED,
+                format!(
+                    "failed to read the Redis CA bundle from {}: {e}",
+                    path.display()
+                ),
+            )
+        })?;
+        return redis_tls_client(info, &pem)
+            .map(|(client, _)| client)
+            .map_err(|e| {
+                (
+                    EXIT_REFUSED,
+                    format!("--redis-ca-file {}: {e}", path.display()),
+                )
+            });
+    }
     redis::Client::open(info).map_err(|e| (EXIT_REFUSED, format!("--redis-url: {e}")))
+}
+
+/// Why a PEM bundle cannot be the CA certificates a Redis client verifies the server with.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisCaError {
+    /// The Redis URL is not `rediss://`: the bundle would not be used.
+    #[error("failed to use it: the Redis URL is not rediss:// (TLS)")]
+    NotTls,
+    /// Nothing in it is a PEM certificate.
+    #[error("failed to find a PEM certificate (-----BEGIN CERTIFICATE-----) in it")]
+    NoCertificate,
+    /// A certificate's PEM block does not decode.
+    #[error("failed to read certificate {index} of it: {reason}")]
+    Certificate {
+        /// Which, from 1.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
+    /// The TLS client refused it (a certificate that is not one, inside a good PEM block).
+    #[error("failed to build a TLS client with it: {0}")]
+    Client(String),
+}
+
+/// The Redis client of `info` (a `rediss://` URL) that verifies the server with the CA
+/// certificates of the PEM bundle `pem` alone, in place of the system's trust store, and how many
+/// certificates the bundle holds. Sections other than certificates are skipped. The `report`
+/// step connects with it; `gatehouse-operator run` checks `--results-redis-ca-file` with it at
+/// start, so a bundle the scan pods could not use stops the operator, not every scan.
+pub fn redis_tls_client(
+    info: redis::ConnectionInfo,
+    pem: &[u8],
+) -> Result<(redis::Client, usize), RedisCaError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    if !matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+        return Err(RedisCaError::NotTls);
+    }
+    let mut count = 0;
+    for certificate in CertificateDer::pem_slice_iter(pem) {
+        certificate.map_err(|e| RedisCaError::Certificate {
+            index: count + 1,
+            reason: e.to_string(),
+        })?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(RedisCaError::NoCertificate);
+    }
+    // The redis crate reads the bundle the same way and adds each certificate as a trust
+    // anchor, which parses it.
+    let client = redis::Client::build_with_tls(
+        info,
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.to_vec()),
+        },
+    )
+    .map_err(|e| RedisCaError::Client(e.to_string()))?;
+    Ok((client, count))
 }
 
 /// 128 random bits, hex.
