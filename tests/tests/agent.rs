@@ -393,6 +393,16 @@ async fn github_with(files: &[(&str, &[u8])]) -> MockServer {
 }
 
 fn checkout(server: &MockServer, into: &std::path::Path, token_dir: &std::path::Path) -> Output {
+    checkout_with(server, into, token_dir, &[])
+}
+
+/// [`checkout`] with more flags.
+fn checkout_with(
+    server: &MockServer,
+    into: &std::path::Path,
+    token_dir: &std::path::Path,
+    extra: &[&str],
+) -> Output {
     let token = token_dir.join("token");
     std::fs::write(&token, "ghs_scan_token\n").unwrap();
     Command::new(gatehouse_tests::binaries::agent())
@@ -408,6 +418,7 @@ fn checkout(server: &MockServer, into: &std::path::Path, token_dir: &std::path::
         .arg("--token-file")
         .arg(&token)
         .args(["--api-url", &server.uri(), "--remove", "kics.config"])
+        .args(extra)
         .env("TMPDIR", token_dir)
         .output()
         .unwrap()
@@ -769,6 +780,14 @@ async fn checkout_waits_out_a_short_rate_limit_and_leaves_a_long_one_to_the_jobs
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("rate limited"), "{stderr}");
+    assert!(
+        stderr.contains("GitHub says it resets at 2286-11-20T17:46:39Z"),
+        "when it resets, as GitHub said: {stderr}"
+    );
+    assert!(
+        stderr.contains("the operator makes 3 attempts in all and does not wait for the reset"),
+        "{stderr}"
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 
     // A secondary rate limit asking for a second: waited out inside the step.
@@ -906,6 +925,236 @@ async fn checkout_refuses_for_good_a_tree_it_cannot_lay_out() {
         assert_eq!(out.status.code(), Some(2), "{expected}: {stderr}");
         assert!(stderr.contains(expected), "{stderr}");
     }
+}
+
+#[tokio::test]
+async fn checkout_scans_a_directory_named_like_the_scanners_configuration() {
+    // The pull request adds a directory `kics.config/`: it is not configuration, and what it
+    // holds is scanned, whether the archive has it or left it out (export-ignore).
+    let evil: &[u8] = b"resource \"aws_iam_policy\" \"all\" {}\n";
+    let hidden: &[u8] = b"resource \"aws_s3_bucket\" \"public\" {}\n";
+    let files: [(&str, &[u8]); 4] = [
+        ("main.tf", b"# main\n"),
+        (".gitattributes", b"kics.config/hidden.tf export-ignore\n"),
+        ("kics.config/evil.tf", evil),
+        ("kics.config/hidden.tf", hidden),
+    ];
+    let server = github_serving(&files, tarball(&files[..3])).await;
+    let into = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = checkout(&server, into.path(), tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("removed kics.config"), "{stderr}");
+    assert_eq!(
+        std::fs::read(into.path().join("kics.config/evil.tf")).unwrap(),
+        evil
+    );
+    assert_eq!(
+        std::fs::read(into.path().join("kics.config/hidden.tf")).unwrap(),
+        hidden
+    );
+    // `kics.config` as a file is the scanner's configuration: still removed, and not fetched.
+    let server = github_with(&[
+        ("main.tf", b"# main\n"),
+        ("kics.config", b"{\"exclude-severities\": \"high\"}"),
+    ])
+    .await;
+    let into = tempfile::tempdir().unwrap();
+    let out = checkout(&server, into.path(), tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("removed kics.config"), "{stderr}");
+    assert!(!into.path().join("kics.config").exists());
+}
+
+#[tokio::test]
+async fn checkout_with_a_token_github_no_longer_takes_may_pass_with_the_next_attempts_token() {
+    // The per-scan token lives an hour; a pod that waited longer to start meets 401.
+    let bad_credentials = || {
+        ResponseTemplate::new(401).set_body_string(
+            "{\"message\":\"Bad credentials\",\"documentation_url\":\"https://docs.github.com/rest\"}",
+        )
+    };
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/Codertocat/Hello-World/tarball/{SHA}")))
+        .respond_with(bad_credentials())
+        .mount(&server)
+        .await;
+    let into = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = checkout(&server, into.path(), tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("401") && stderr.contains("the next attempt gets a new one"),
+        "{stderr}"
+    );
+    // The token expires between the archive and the tree.
+    let server = github_archive(tarball(&[("main.tf", b"# main\n")])).await;
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/repos/Codertocat/Hello-World/git/trees/{SHA}"
+        )))
+        .respond_with(bad_credentials())
+        .mount(&server)
+        .await;
+    let into = tempfile::tempdir().unwrap();
+    let out = checkout(&server, into.path(), tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("git/trees"), "{stderr}");
+}
+
+#[tokio::test]
+async fn checkout_without_permission_is_refused_for_good_not_taken_for_a_rate_limit() {
+    // GitHub's plain 403 carries its usual rate-limit headers, with requests left.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/Codertocat/Hello-World/tarball/{SHA}")))
+        .respond_with(
+            ResponseTemplate::new(403)
+                .insert_header("x-ratelimit-limit", "5000")
+                .insert_header("x-ratelimit-remaining", "4999")
+                .insert_header("x-ratelimit-reset", "9999999999")
+                .set_body_string("{\"message\":\"Resource not accessible by integration\"}"),
+        )
+        .mount(&server)
+        .await;
+    let into = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = checkout(&server, into.path(), tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("403 Forbidden: {\"message\":\"Resource not accessible by integration\"}"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("rate limited"), "{stderr}");
+}
+
+#[tokio::test]
+async fn checkout_refuses_a_commit_whose_archive_leaves_out_more_files_than_it_fetches_one_by_one()
+{
+    // The PHP convention `/tests export-ignore`, in a repository with 1,001 test files.
+    let test: &[u8] = b"<?php // test\n";
+    let main: &[u8] = b"# main\n";
+    let attributes: &[u8] = b"/tests export-ignore\n";
+    let server = github_archive(tarball(&[
+        ("main.tf", main),
+        (".gitattributes", attributes),
+    ]))
+    .await;
+    let mut tree = vec![
+        tree_blob("main.tf", "100644", main),
+        tree_blob(".gitattributes", "100644", attributes),
+    ];
+    for i in 0..1001 {
+        tree.push(tree_blob(&format!("tests/T{i}Test.php"), "100644", test));
+    }
+    serve_tree(&server, SHA, true, listing(SHA, &tree, false)).await;
+    serve_blob(&server, test).await;
+    let into = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = checkout(&server, into.path(), tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("1001 files of the commit"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    for said in [
+        "/tests export-ignore",
+        "Git LFS",
+        "more than the 1000 this version of Gatehouse fetches one by one",
+        "tests/T0Test.php",
+        "remove export-ignore from the paths to be scanned",
+    ] {
+        assert!(line.contains(said), "{said:?} in one line: {stderr}");
+    }
+    let fetched = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path().contains("/git/blobs/"))
+        .count();
+    assert_eq!(fetched, 0, "refused before fetching any");
+}
+
+#[tokio::test]
+async fn checkout_refuses_a_tree_that_takes_more_than_a_thousand_listings_directory_by_directory() {
+    let main: &[u8] = b"# main\n";
+    let server = github_archive(tarball(&[("main.tf", main)])).await;
+    // Cut short at once; its root holds 1,000 directories, each listed whole on its own.
+    let directory = "3".repeat(40);
+    let mut root = vec![tree_blob("main.tf", "100644", main)];
+    for i in 0..1000 {
+        root.push(serde_json::json!({
+            "path": format!("d{i}"), "mode": "040000", "type": "tree", "sha": directory,
+        }));
+    }
+    serve_tree(&server, SHA, true, listing(SHA, &[], true)).await;
+    serve_tree(&server, SHA, false, listing(SHA, &root, false)).await;
+    serve_tree(&server, &directory, true, listing(&directory, &[], false)).await;
+    let into = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = checkout(&server, into.path(), tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("only in part") && stderr.contains("more than 1000 listings"),
+        "{stderr}"
+    );
+    let listings = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path().contains("/git/trees/"))
+        .count();
+    assert_eq!(listings, 1000, "the 1,001st listing is never asked for");
+}
+
+#[tokio::test]
+async fn checkout_stops_waiting_out_rate_limits_once_its_budget_is_spent() {
+    let main: &[u8] = b"# main\n";
+    let hidden: &[u8] = b"resource {}\n";
+    let files: [(&str, &[u8]); 2] = [("main.tf", main), ("hidden/iam.tf", hidden)];
+    let server = github_serving(&files, tarball(&files[..1])).await;
+    // Three secondary limits of a second each, then the blob; the step may wait 2 s in all.
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/repos/Codertocat/Hello-World/git/blobs/{}",
+            blob_id(hidden)
+        )))
+        .respond_with(
+            ResponseTemplate::new(403)
+                .insert_header("retry-after", "1")
+                .set_body_string("{\"message\":\"You have exceeded a secondary rate limit.\"}"),
+        )
+        .up_to_n_times(3)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let into = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = checkout_with(
+        &server,
+        into.path(),
+        tmp.path(),
+        &["--rate-limit-wait-budget-seconds", "2"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("this step already waited 2 s for rate limits, 2 s at most"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    assert!(!into.path().join("hidden/iam.tf").exists());
 }
 
 const UID: &str = "5f0c7a4e-1b2d-4c3e-8f9a-0b1c2d3e4f50";

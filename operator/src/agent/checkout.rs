@@ -502,7 +502,8 @@ enum Found {
 /// the commit: each regular file's git blob id (SHA-1 of `blob <length>\0<content>`) is compared
 /// with the tree's, each link's target likewise. A file that differs only by line endings
 /// (`eol=crlf`: LF made CRLF) is the commit's text and is kept. Files removed on purpose
-/// (`removed`, as given to [`remove_files`]) are skipped; a path the workspace has as something
+/// (`removed`, as given to [`remove_files`]) are skipped, at exactly those paths (what a
+/// directory of that name holds is compared like the rest); a path the workspace has as something
 /// the tree cannot have there (a directory where the tree has a file, a file or link where it
 /// has a directory) is refused.
 pub fn compare<'t>(
@@ -513,10 +514,7 @@ pub fn compare<'t>(
     let mut differences = Vec::new();
     for entry in tree.tree.iter().filter(|e| e.kind == "blob") {
         let relative = tree_path(&entry.path)?;
-        if removed
-            .iter()
-            .any(|r| entry.path == *r || entry.path.starts_with(&format!("{r}/")))
-        {
+        if removed.contains(&entry.path) {
             continue;
         }
         let path = root.join(&relative);
@@ -908,8 +906,10 @@ fn walk(
 }
 
 /// Removes the files the scanner must not read (its repository-provided configuration), given
-/// relative to the repository root; a missing one is fine, a path that is not plainly inside the
-/// repository is refused.
+/// relative to the repository root: a regular file or a link at exactly that path. A directory
+/// of that name is not configuration and stays, with everything in it (a pull request could
+/// otherwise hide `kics.config/main.tf` from the scanner). A missing one is fine, a path that is
+/// not plainly inside the repository is refused.
 pub fn remove_files(root: &Path, files: &[String]) -> Result<Vec<String>, ArchiveError> {
     let mut removed = Vec::new();
     for file in files {
@@ -923,10 +923,8 @@ pub fn remove_files(root: &Path, files: &[String]) -> Result<Vec<String>, Archiv
         }
         let path = root.join(relative);
         match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_dir() => {
-                std::fs::remove_dir_all(&path).map_err(write_error(&path))?;
-                removed.push(file.clone());
-            }
+            // A directory of that name is not configuration: it is scanned like the rest.
+            Ok(meta) if meta.is_dir() => {}
             Ok(_) => {
                 std::fs::remove_file(&path).map_err(write_error(&path))?;
                 removed.push(file.clone());

@@ -320,6 +320,28 @@ fn the_scanners_own_configuration_is_removed_and_only_inside_the_repository() {
     .unwrap();
     assert_eq!(removed, ["kics.config"]);
     assert!(!dir.path().join("kics.config").exists());
+    // A link of that name goes (not what it points to); a directory of that name is not
+    // configuration: it stays with what it holds, and only the exact path is skipped when
+    // the workspace is compared with the commit.
+    std::fs::write(dir.path().join("real.yaml"), "x").unwrap();
+    std::os::unix::fs::symlink("real.yaml", dir.path().join(".bd-rapid-scan.yaml")).unwrap();
+    std::fs::create_dir(dir.path().join("kics.config")).unwrap();
+    std::fs::write(dir.path().join("kics.config/evil.tf"), "resource {}\n").unwrap();
+    let removed = remove_files(
+        dir.path(),
+        &["kics.config".to_owned(), ".bd-rapid-scan.yaml".to_owned()],
+    )
+    .unwrap();
+    assert_eq!(removed, [".bd-rapid-scan.yaml"]);
+    assert!(dir.path().join("real.yaml").exists());
+    assert!(dir.path().join("kics.config/evil.tf").exists());
+    let tree = Tree {
+        tree: vec![blob("kics.config/hidden.tf", "100644")],
+        truncated: false,
+    };
+    let missing = compare(dir.path(), &tree, &["kics.config".to_owned()]).unwrap();
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert_eq!(missing[0].1, Difference::Missing);
     assert!(remove_files(dir.path(), &["../x".to_owned()]).is_err());
     assert!(remove_files(dir.path(), &["/etc/passwd".to_owned()]).is_err());
 }

@@ -120,6 +120,10 @@ pub struct CheckoutArgs {
     /// Largest total, unpacked, in bytes.
     #[arg(long, default_value_t = checkout::Limits::default().max_total_bytes)]
     pub max_total_bytes: u64,
+    /// Longest time the step spends waiting out GitHub's rate limits, all requests together,
+    /// in seconds (hidden: the default is what scan Jobs need; tests shorten it).
+    #[arg(long, hide = true, default_value_t = MAX_RATE_LIMIT_WAITING.as_secs())]
+    pub rate_limit_wait_budget_seconds: u64,
 }
 
 /// Flags of `report`.
@@ -261,7 +265,11 @@ async fn run_checkout(args: &CheckoutArgs) -> Result<String, (i32, String)> {
     if let (Some(sha), Some(into)) = (&args.base_sha, &args.base_into) {
         targets.push((sha.as_str(), into.as_path()));
     }
-    let client = github_client(&args.api_url, &token)?;
+    let client = github_client(
+        &args.api_url,
+        &token,
+        Duration::from_secs(args.rate_limit_wait_budget_seconds),
+    )?;
     let mut done = Vec::new();
     for (sha, into) in targets {
         if !gatehouse_crds::lifecycle::is_full_sha(sha) {
@@ -386,20 +394,23 @@ const MAX_TREE_LISTINGS: usize = 1000;
 /// longer, the step fails at once (exit 1) and the Job is tried again.
 const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 
-/// Longest time one step spends waiting out rate limits, all requests together.
+/// Longest time one step spends waiting out rate limits, all requests together (the default of
+/// `--rate-limit-wait-budget-seconds`).
 const MAX_RATE_LIMIT_WAITING: Duration = Duration::from_secs(180);
 
 /// Most bytes of an error answer's body read (its first 300 characters are shown): a body
 /// that never ends must not hold the step.
 const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
 
-/// The GitHub API with the per-scan token, and how long this step waited for its rate limits.
+/// The GitHub API with the per-scan token, how long this step waited for its rate limits and
+/// how long it may wait in all.
 struct Api {
     client: octocrab::Octocrab,
     waited: std::sync::Mutex<Duration>,
+    wait_budget: Duration,
 }
 
-fn github_client(api_url: &str, token: &str) -> Result<Api, (i32, String)> {
+fn github_client(api_url: &str, token: &str, wait_budget: Duration) -> Result<Api, (i32, String)> {
     let client = octocrab::Octocrab::builder()
         .base_uri(api_url)
         .map_err(|e| (EXIT_REFUSED, format!("--api-url {api_url:?}: {e}")))?
@@ -411,6 +422,7 @@ fn github_client(api_url: &str, token: &str) -> Result<Api, (i32, String)> {
     Ok(Api {
         client,
         waited: std::sync::Mutex::new(Duration::ZERO),
+        wait_budget,
     })
 }
 
@@ -467,9 +479,8 @@ async fn tree(
     let mut entries: Vec<checkout::TreeEntry> = Vec::new();
     let mut pending = vec![(String::new(), sha.to_owned())];
     while let Some((prefix, tree_sha)) = pending.pop() {
-        listings += 1;
-        if listings > MAX_TREE_LISTINGS {
-            return refuse(format!("more than {MAX_TREE_LISTINGS} listings"));
+        if let Err(why) = one_more_listing(&mut listings) {
+            return refuse(why);
         }
         let flat = list_tree(api, owner, repo, &tree_sha, false).await?;
         if flat.truncated {
@@ -482,9 +493,8 @@ async fn tree(
         for mut entry in flat.tree {
             entry.path = format!("{prefix}{}", entry.path);
             if entry.kind == "tree" {
-                listings += 1;
-                if listings > MAX_TREE_LISTINGS {
-                    return refuse(format!("more than {MAX_TREE_LISTINGS} listings"));
+                if let Err(why) = one_more_listing(&mut listings) {
+                    return refuse(why);
                 }
                 let below = list_tree(api, owner, repo, &entry.sha, true).await?;
                 if below.truncated {
@@ -509,6 +519,16 @@ async fn tree(
         },
         listings,
     ))
+}
+
+/// Counts one more listing of the directory-by-directory walk, before it is asked for; more
+/// than [`MAX_TREE_LISTINGS`] in all is refused (why, as the refusal says it).
+fn one_more_listing(listings: &mut usize) -> Result<(), String> {
+    *listings += 1;
+    if *listings > MAX_TREE_LISTINGS {
+        return Err(format!("more than {MAX_TREE_LISTINGS} listings"));
+    }
+    Ok(())
 }
 
 /// One listing: `GET /repos/{owner}/{repo}/git/trees/{sha}`, `?recursive=1` when `recursive`.
@@ -566,9 +586,11 @@ async fn complete(
         return Err((
             EXIT_REFUSED,
             format!(
-                "{} files of the commit are left out of its archive or differ there from the \
-                 commit (export-ignore or other attributes in .gitattributes?), more than the \
-                 {MAX_RESTORED_FILES} fetched one by one; the first is {:?}",
+                "{} files of the commit are left out of its archive or differ there (export-ignore \
+                 in .gitattributes, such as `/tests export-ignore`, or Git LFS objects), more than \
+                 the {MAX_RESTORED_FILES} this version of Gatehouse fetches one by one (first: \
+                 {:?}); remove export-ignore from the paths to be scanned (files in Git LFS \
+                 count too)",
                 differences.len(),
                 differences[0].0.path
             ),
@@ -640,9 +662,14 @@ enum RateLimit {
     /// Not a rate limit.
     No,
     /// A rate limit (GitHub's primary or secondary limit, or 429), with how long it asks to
-    /// wait when it says (`retry-after`, else the time until `x-ratelimit-reset` when
-    /// `x-ratelimit-remaining` is 0).
-    Wait(Option<Duration>),
+    /// wait and when it resets (seconds since the epoch) when it says (`retry-after`, else
+    /// `x-ratelimit-reset` when `x-ratelimit-remaining` is 0).
+    Wait {
+        /// How long from now.
+        wait: Option<Duration>,
+        /// When, in seconds since the epoch.
+        resets_at: Option<u64>,
+    },
 }
 
 fn rate_limited(status: http::StatusCode, headers: &http::HeaderMap, body: &str) -> RateLimit {
@@ -671,19 +698,44 @@ fn rate_limited(status: http::StatusCode, headers: &http::HeaderMap, body: &str)
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let until_reset = match (remaining, number("x-ratelimit-reset")) {
-        (Some(0), Some(reset)) => Some(Duration::from_secs(reset.saturating_sub(now).max(1))),
+    let reset = match (remaining, number("x-ratelimit-reset")) {
+        (Some(0), Some(reset)) => Some(reset),
         _ => None,
     };
-    RateLimit::Wait(
-        retry_after
-            .map(|s| Duration::from_secs(s.max(1)))
-            .or(until_reset),
+    let wait = retry_after
+        .map(|s| s.max(1))
+        .or(reset.map(|r| r.saturating_sub(now).max(1)));
+    RateLimit::Wait {
+        wait: wait.map(Duration::from_secs),
+        resets_at: wait.map(|w| now.saturating_add(w)),
+    }
+}
+
+/// How a rate limit the step does not wait out is told: when GitHub said it resets (UTC), and
+/// what happens next.
+fn rate_limit_message(
+    route: &str,
+    status: http::StatusCode,
+    resets_at: Option<u64>,
+    body: &str,
+) -> String {
+    let when = resets_at
+        .and_then(|at| i64::try_from(at).ok())
+        .and_then(|at| k8s_openapi::jiff::Timestamp::from_second(at).ok())
+        .map_or_else(
+            || "GitHub did not say when it resets".to_owned(),
+            |at| format!("GitHub says it resets at {at}"),
+        );
+    format!(
+        "GET {route}: {status}: rate limited; {when}; this attempt fails and the Job is tried \
+         again at once (the operator makes 3 attempts in all and does not wait for the reset): \
+         {body}"
     )
 }
 
 /// Waits out a rate limit inside the step when it asks for at most [`MAX_RATE_LIMIT_WAIT`] and
-/// the step has waited less than [`MAX_RATE_LIMIT_WAITING`] in all; whether it waited.
+/// the step would not wait more than its budget in all (`--rate-limit-wait-budget-seconds`);
+/// whether it waited.
 async fn wait_out(api: &Api, route: &str, wait: Option<Duration>) -> bool {
     let Some(wait) = wait.filter(|w| *w <= MAX_RATE_LIMIT_WAIT) else {
         return false;
@@ -693,7 +745,14 @@ async fn wait_out(api: &Api, route: &str, wait: Option<Duration>) -> bool {
             .waited
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if *waited + wait > MAX_RATE_LIMIT_WAITING {
+        if *waited + wait > api.wait_budget {
+            eprintln!(
+                "gatehouse-agent: GET {route}: rate limited for {} s; not waited: this step \
+                 already waited {} s for rate limits, {} s at most",
+                wait.as_secs(),
+                waited.as_secs(),
+                api.wait_budget.as_secs()
+            );
             return false;
         }
         *waited += wait;
@@ -731,8 +790,9 @@ where
 
 /// GETs `route` (with `accept` as the media type when given), following one more redirect by
 /// hand when the client did not, and writes the body into `sink`, at most `max_bytes`. A server
-/// error or a rate limit may pass (exit 1; a rate limit asking for at most a minute is waited
-/// out here first); any other failure status will not (exit 2).
+/// error, a rate limit or a token GitHub no longer takes (401) may pass (exit 1; a rate limit
+/// asking for at most a minute is waited out here first); any other failure status will not
+/// (exit 2).
 async fn get_into(
     api: &Api,
     route: &str,
@@ -775,13 +835,20 @@ async fn get_into(
         }
         let answer_headers = response.headers().clone();
         let body = error_text(response.into_body()).await;
-        if let RateLimit::Wait(wait) = rate_limited(status, &answer_headers, &body) {
+        if let RateLimit::Wait { wait, resets_at } = rate_limited(status, &answer_headers, &body) {
             if wait_out(api, route, wait).await {
                 continue;
             }
+            return Err(transient(rate_limit_message(
+                route, status, resets_at, &body,
+            )));
+        }
+        if status == http::StatusCode::UNAUTHORIZED {
+            // The per-scan token lives an hour from when the operator minted it, and a pod can
+            // wait longer than that to start: the next attempt gets a new token.
             return Err(transient(format!(
-                "GET {route}: {status}: rate limited{}: {body}",
-                wait.map_or_else(String::new, |w| format!(" for {} s more", w.as_secs()))
+                "GET {route}: {status}: GitHub refused the per-scan token (expired? it lives one \
+                 hour from when the Job was created); the next attempt gets a new one: {body}"
             )));
         }
         let code = if status.is_server_error() {
