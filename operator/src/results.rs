@@ -1192,7 +1192,6 @@ impl Consumer {
     /// conclusion says how many annotations were not posted (on a retry the refused batch is
     /// offered again, and the note made again should GitHub refuse it again).
     async fn send(&self, request: &ScanRequest, id: i64, verdict: &Verdict) -> Result<(), Sent> {
-        use std::fmt::Write as _;
         let spec = &request.spec;
         let (owner, repo, installation) = (
             &spec.repository.owner,
@@ -1231,11 +1230,13 @@ impl Consumer {
             {
                 Ok(()) => rest = after,
                 Err(error) if error.status() == Some(422) => {
-                    let _ = write!(
-                        summary,
-                        "\n\nGitHub refused a batch of annotations ({error}): {} of the {total} \
-                         annotations were not posted.",
-                        rest.len()
+                    // GitHub's message is clipped, and the summary kept within its limit.
+                    summary = verdict::with_unposted_note(
+                        &summary,
+                        "a batch of annotations",
+                        &error.to_string(),
+                        rest.len(),
+                        total,
                     );
                     rest = &[];
                 }
@@ -1272,10 +1273,12 @@ impl Consumer {
             // The conclusion must land even when an annotation is refused.
             update.output = Some(CheckOutput::new(
                 verdict.title.clone(),
-                format!(
-                    "{summary}\n\nGitHub refused the annotations ({error}): {} of the {total} \
-                     annotations were not posted.",
-                    rest.len()
+                verdict::with_unposted_note(
+                    &summary,
+                    "the annotations",
+                    &error.to_string(),
+                    rest.len(),
+                    total,
                 ),
             ));
             outcome = self

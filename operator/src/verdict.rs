@@ -15,6 +15,10 @@ use gatehouse_crds::stream::{Finding, ScanOutcome, ScanResult};
 
 /// GitHub's limit on a check run's summary, in characters, less a margin.
 pub const MAX_SUMMARY_CHARS: usize = 65_000;
+/// GitHub's own limit on a check run's summary, in characters: a longer one is refused (422).
+pub const GITHUB_SUMMARY_LIMIT: usize = 65_535;
+/// Characters of an error of GitHub's quoted in a summary.
+pub const QUOTED_ERROR_CHARS: usize = 300;
 /// Most findings listed in the summary's table.
 pub const TOP_FINDINGS: usize = 30;
 /// Annotations GitHub takes per request.
@@ -494,6 +498,32 @@ pub fn annotation(finding: &Finding) -> Option<Annotation> {
         ),
         message: clip_chars(&message, 60_000),
     })
+}
+
+/// `summary` with a note that GitHub refused `what` (`a batch of annotations`, `the
+/// annotations`) with `error` and `not_posted` of the `total` annotations were not posted.
+/// Within GitHub's limit whatever the error says: the quoted error is clipped to
+/// [`QUOTED_ERROR_CHARS`], and what would still pass [`GITHUB_SUMMARY_LIMIT`] is cut from the
+/// summary's end, never from the note (a summary GitHub refuses would leave the run open).
+pub fn with_unposted_note(
+    summary: &str,
+    what: &str,
+    error: &str,
+    not_posted: usize,
+    total: usize,
+) -> String {
+    let mut quoted = clip_chars(error, QUOTED_ERROR_CHARS);
+    if quoted.len() < error.len() {
+        quoted.push('…');
+    }
+    let note = format!(
+        "\n\nGitHub refused {what} ({quoted}): {not_posted} of the {total} annotations were not \
+         posted."
+    );
+    let room = GITHUB_SUMMARY_LIMIT.saturating_sub(note.chars().count());
+    let mut noted = clip_chars(summary, room);
+    noted.push_str(&note);
+    clip_chars(&noted, GITHUB_SUMMARY_LIMIT)
 }
 
 /// `text` cut to at most `max` characters.

@@ -6,7 +6,10 @@ use gatehouse_crds::scanrequest::Conclusion;
 use gatehouse_crds::severity::{FailOn, SeverityCounts};
 use gatehouse_crds::stream::{Finding, ScanOutcome, ScanResult};
 
-use super::verdict::{BaselineView, Comparison, MAX_SUMMARY_CHARS, verdict};
+use super::verdict::{
+    BaselineView, Comparison, GITHUB_SUMMARY_LIMIT, MAX_SUMMARY_CHARS, QUOTED_ERROR_CHARS, verdict,
+    with_unposted_note,
+};
 use crate::scanners::kics;
 
 fn terraform() -> ScanResult {
@@ -264,6 +267,58 @@ fn a_huge_result_keeps_its_summary_under_githubs_limit_with_whole_rows() {
     assert!(v.summary.chars().count() <= MAX_SUMMARY_CHARS + 60);
     assert_eq!(v.annotations.len(), 500);
     assert_eq!(v.title, "100000 findings: 100000 high");
+}
+
+#[test]
+fn a_note_of_refused_annotations_with_a_huge_error_keeps_the_summary_within_githubs_limit() {
+    // A summary at its cap, and GitHub's 422 message of 100,000 characters, many of them
+    // multi-byte: the summary sent must stay within GitHub's 65,535 characters (a longer one is
+    // refused, and the run stays in progress), the note whole at its end.
+    let mut result = terraform();
+    let one = result.findings[0].clone();
+    result.findings = (0..20_000)
+        .map(|i| Finding {
+            fingerprint: format!("f{i:06}"),
+            title: format!("{} {}", one.title, "é".repeat(150)),
+            ..one.clone()
+        })
+        .collect();
+    result.notes = (0..2_000)
+        .map(|i| format!("note {i}: {}", "y".repeat(40)))
+        .collect();
+    let v = verdict(&result, FailOn::High, 500, &Comparison::Off, REPRODUCE);
+    assert!(v.summary.chars().count() > MAX_SUMMARY_CHARS - 500);
+    let error = format!(
+        "failed to call GitHub PATCH /repos/o/r/check-runs/1 (HTTP 422): {}",
+        "ü".repeat(100_000)
+    );
+    for what in ["a batch of annotations", "the annotations"] {
+        let noted = with_unposted_note(&v.summary, what, &error, 450, 500);
+        assert!(
+            noted.chars().count() <= GITHUB_SUMMARY_LIMIT,
+            "{} characters",
+            noted.chars().count()
+        );
+        assert!(
+            noted.ends_with(": 450 of the 500 annotations were not posted."),
+            "{}",
+            noted.chars().rev().take(200).collect::<String>()
+        );
+        let note = &noted[noted.rfind("\n\nGitHub refused").unwrap()..];
+        assert!(note.starts_with(&format!("\n\nGitHub refused {what} (failed to call GitHub")));
+        assert!(note.chars().count() < QUOTED_ERROR_CHARS + 150, "{note}");
+    }
+    // Whatever summary it is given: its end gives way to the note.
+    let noted = with_unposted_note(&"x".repeat(70_000), "the annotations", &error, 1, 2);
+    assert_eq!(noted.chars().count(), GITHUB_SUMMARY_LIMIT);
+    assert!(noted.ends_with(": 1 of the 2 annotations were not posted."));
+    // A short error is quoted whole, and a short summary kept whole.
+    let noted = with_unposted_note("**Failed**", "the annotations", "HTTP 422: invalid", 3, 20);
+    assert_eq!(
+        noted,
+        "**Failed**\n\nGitHub refused the annotations (HTTP 422: invalid): 3 of the 20 \
+         annotations were not posted."
+    );
 }
 
 #[test]
