@@ -325,6 +325,27 @@ impl FakeGitHub {
         });
     }
 
+    /// Like [`Self::lose_answer_next`], after letting the first `skip` matching requests that
+    /// took effect through (requests an earlier fault refused are not counted).
+    pub fn lose_answer_after(
+        &self,
+        method: &str,
+        path_prefix: &str,
+        skip: usize,
+        status: u16,
+        times: usize,
+    ) {
+        self.shared.lock().faults.push(Fault {
+            method: method.to_ascii_uppercase(),
+            path_prefix: path_prefix.to_owned(),
+            status,
+            headers: Vec::new(),
+            left: times,
+            after: true,
+            skip,
+        });
+    }
+
     /// Like [`Self::fail_next`], after letting the first `skip` matching requests through (the
     /// third PATCH of a run, say).
     pub fn fail_after(

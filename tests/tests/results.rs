@@ -408,12 +408,12 @@ fn reads_of(h: &OperatorHarness, id: i64) -> usize {
 
 #[tokio::test]
 async fn while_github_is_down_results_are_recorded_and_reported_once_it_is_back() {
-    let (h, request) = scanned().await;
+    let (mut h, request) = scanned().await;
     let id = run(&h).unwrap().id;
     let route = format!("/repos/Codertocat/Hello-World/check-runs/{id}");
-    // GitHub is down for request A's run and asks to come back in ten seconds: the breaker
-    // opens on A's result.
-    let down = vec![("retry-after".to_owned(), "10".to_owned())];
+    // GitHub is down for request A's run and asks to come back in a minute: the breaker opens
+    // on A's result, and stays open through everything below however slow the machine.
+    let down = vec![("retry-after".to_owned(), "60".to_owned())];
     h.github.fail_next("GET", &route, 503, down.clone(), 10_000);
     h.github.fail_next("PATCH", &route, 503, down, 10_000);
     let result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
@@ -470,7 +470,12 @@ async fn while_github_is_down_results_are_recorded_and_reported_once_it_is_back(
     );
     assert_eq!(run(&h).unwrap().status, "in_progress");
     assert_eq!(pending(&h).await, 2, "both entries wait in the stream");
+    // GitHub is back. The consumer would wait out the minute GitHub asked for (the breaker's
+    // hold ending is `a_refusal_for_good_closes_the_breaker…`'s); the operator restarts
+    // instead, and the next consumer takes up the entries left pending.
     h.github.clear_faults();
+    h.crash_results();
+    h.start_results().await.unwrap();
     h.until("both concluded once GitHub is back", |h| {
         h.github
             .check_runs()
@@ -595,27 +600,50 @@ async fn a_refused_batch_then_a_lost_conclusion_posts_no_annotation_twice() {
     );
     let id = run(&h).unwrap().id;
     let route = format!("/repos/Codertocat/Hello-World/check-runs/{id}");
-    // GitHub takes the first batch, refuses the second, takes the next request and fails the
-    // one after that (502): were the third batch sent, the retry would resume at GitHub's
-    // count (100), send 101-150 again and never 51-100.
+    // GitHub takes the first batch and refuses the second (422); it takes the next request,
+    // but that answer is lost (502), and the retry finds GitHub taking everything again. The
+    // request after a refused batch must be the conclusion: were the third batch sent instead
+    // and its answer lost, the retry would resume at GitHub's count (100) and post 101-150
+    // twice, 51-100 never.
     h.github.fail_after("PATCH", &route, 1, 422, 1);
-    h.github.fail_after("PATCH", &route, 1, 502, 1);
+    h.github.lose_answer_after("PATCH", &route, 1, 502, 1);
     h.publish(&result).await.unwrap();
-    h.until("concluded", concluded).await.unwrap();
+    h.until("reported", |h| {
+        h.request(SR).unwrap().status.unwrap().scanners[0]
+            .reported
+            .as_deref()
+            == Some("completed/failure")
+    })
+    .await
+    .unwrap();
     let run = run(&h).unwrap();
     let lines: Vec<i64> = run
         .annotations
         .iter()
         .map(|a| a["start_line"].as_i64().unwrap())
         .collect();
-    let mut distinct = lines.clone();
-    distinct.dedup();
-    assert_eq!(lines, distinct, "no annotation twice");
-    assert_eq!(lines, (1..=50).collect::<Vec<i64>>());
+    assert_eq!(
+        lines,
+        (1..=170).collect::<Vec<i64>>(),
+        "each annotation once, in order"
+    );
+    let lost: Vec<_> = h
+        .github
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "PATCH" && c.path == route && c.status == 502)
+        .collect();
+    assert_eq!(lost.len(), 1);
+    assert!(
+        lost[0].body["conclusion"].is_string(),
+        "the lost answer is the conclusion's"
+    );
+    assert_eq!(run.status, "completed");
+    assert_eq!(run.conclusion.as_deref(), Some("failure"));
     let summary = run.summary.unwrap();
     assert!(
-        summary.contains("120 of the 170 annotations were not posted"),
-        "the final summary says so: {summary}"
+        !summary.contains("were not posted"),
+        "the last summary is the retry's, which posted them all: {summary}"
     );
 }
 
@@ -1284,4 +1312,389 @@ async fn handled_results_are_trimmed_from_the_stream_and_recent_ones_kept() {
         .await
         .unwrap();
     assert_eq!(recent.ids.len(), 1, "the recent result is kept");
+}
+
+/// A value under a kept-findings key that the operator did not write: `signature` (64
+/// characters, not the value's) before the LZ4-compressed claim that the base `base` had every
+/// one of `fingerprints`, so that nothing would be new.
+fn forged_base(signature: &[u8], base: &str, fingerprints: &[String]) -> Vec<u8> {
+    let mut text = format!("known\n{base}");
+    for fingerprint in fingerprints {
+        text.push('\n');
+        text.push_str(fingerprint);
+    }
+    let mut forged = signature[..64].to_vec();
+    forged.extend(lz4_flex::compress_prepend_size(text.as_bytes()));
+    forged
+}
+
+/// Whether `bytes`, kept under `key`, carry the operator's signature.
+fn signed_by_the_operator(key: &str, bytes: &[u8]) -> bool {
+    let master = gatehouse_operator::keys::MasterKey::from_file_contents(
+        gatehouse_tests::operator::MASTER_KEY,
+    )
+    .unwrap();
+    gatehouse_operator::results::is_kept_base(&master, key, bytes)
+}
+
+#[tokio::test]
+async fn a_forged_base_planted_while_a_job_scans_the_base_is_replaced_by_that_scan() {
+    let mut policy = kics_policy();
+    policy.spec.reporting.baseline = true;
+    let mut h = OperatorHarness::start(vec![policy]).await.unwrap();
+    h.redis_acl = true;
+    h.start_results().await.unwrap();
+    h.start_operator().unwrap();
+    let mut first = sample_request();
+    first.spec.pull_request.base_sha = Some(BASE.to_owned());
+    h.create(&first).await.unwrap();
+    h.until("the Job", |h| h.k8s.get::<Job>(NS, JOB).is_some())
+        .await
+        .unwrap();
+    assert_eq!(init_steps(&h, JOB), ["checkout", "scan-base", "scan"]);
+    // Once the Job is planned (the controller checked the key then), something that is not the
+    // operator writes findings for the base claiming every finding is pre-existing.
+    let request = h.request(SR).unwrap();
+    let mut result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    let every: Vec<String> = result
+        .findings
+        .iter()
+        .map(|f| f.fingerprint.clone())
+        .collect();
+    let key = gatehouse_operator::results::baseline_key(
+        request.spec.repository.id,
+        BASE,
+        &kics_policy().spec.scanners[0],
+    );
+    let mut conn = redis::Client::open(h.redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("SET")
+        .arg(&key)
+        .arg(forged_base(&[b'0'; 64], BASE, &every))
+        .arg("EX")
+        .arg(3600)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // The pod scanned the base: every finding but the two Redshift ones was there.
+    h.k8s.set_job_status(NS, JOB, &JobState::Succeeded).unwrap();
+    let mut base: Vec<String> = result
+        .findings
+        .iter()
+        .filter(|f| f.title != "Redshift Publicly Accessible")
+        .map(|f| f.fingerprint.clone())
+        .collect();
+    base.sort();
+    result.baseline = Some(gatehouse_crds::stream::Baseline {
+        sha: BASE.to_owned(),
+        outcome: gatehouse_crds::stream::ScanOutcome::Completed,
+        counts: gatehouse_crds::severity::SeverityCounts::default(),
+        fingerprints: base,
+    });
+    h.publish(&result).await.unwrap();
+    h.until("concluded", concluded).await.unwrap();
+    // Judged on its own scan of the base, not on the forged value...
+    assert_eq!(
+        run(&h).unwrap().title.as_deref(),
+        Some("2 new findings: 2 high (17 in all)")
+    );
+    // ...which is replaced by that scan's findings, signed...
+    let kept: Vec<u8> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        signed_by_the_operator(&key, &kept),
+        "the forged value was left in place"
+    );
+    // ...so the next pull request on that base is spared the base scan, and judged on them.
+    let second = on_the_same_base(&h, "sr-second", 'c', |_| {}).await;
+    assert_eq!(
+        second.title.as_deref(),
+        Some("2 new findings: 2 high (17 in all)")
+    );
+}
+
+#[tokio::test]
+async fn a_forged_base_planted_after_a_job_was_spared_the_base_scan_counts_every_finding() {
+    let h = base_scanned().await;
+    let (key, kept, mut conn) = kept_base(&h).await;
+    let request = finished(&h, "sr-second", 'c', Some(BASE)).await;
+    assert_eq!(init_steps(&h, "sr-second-kics"), ["checkout", "scan"]);
+    // After the controller checked the kept findings and spared the Job its base scan,
+    // something that is not the operator rewrites them to claim every finding (keeping the
+    // old signature, which no longer matches).
+    let result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    let every: Vec<String> = result
+        .findings
+        .iter()
+        .map(|f| f.fingerprint.clone())
+        .collect();
+    let () = redis::cmd("SET")
+        .arg(&key)
+        .arg(forged_base(&kept, BASE, &every))
+        .arg("EX")
+        .arg(3600)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    h.publish(&result).await.unwrap();
+    let done = |h: &OperatorHarness| {
+        h.github
+            .check_runs()
+            .into_iter()
+            .find(|r| r.external_id.contains("sr-second") && r.status == "completed")
+    };
+    h.until("concluded", |h| done(h).is_some()).await.unwrap();
+    let run = done(&h).unwrap();
+    // The base is not known: every finding counts, and the summary says why; the forged
+    // findings are never subtracted.
+    assert_eq!(run.conclusion.as_deref(), Some("failure"));
+    assert_eq!(
+        run.title.as_deref(),
+        Some("17 findings: 6 high, 2 medium, 7 low, 2 info")
+    );
+    let summary = run.summary.unwrap();
+    assert!(
+        summary.contains("the base commit's findings are not known"),
+        "{summary}"
+    );
+    assert!(!summary.contains("pre-existing"), "{summary}");
+    assert_eq!(run.annotations.len(), 17);
+}
+
+/// Deletes the Job `name` and makes it again as it was (owned by its request, with its
+/// `scan-base` step), but with `base` in its arguments where it had its own base commit.
+async fn remake_job_scanning(h: &OperatorHarness, name: &str, base: &str) {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use kube::api::{Api, DeleteParams, PostParams};
+    let jobs: Api<Job> = Api::namespaced(h.k8s.client(), NS);
+    let mut job = jobs.get(name).await.unwrap();
+    jobs.delete(name, &DeleteParams::default()).await.unwrap();
+    h.until("the Job gone", |h| h.k8s.get::<Job>(NS, name).is_none())
+        .await
+        .unwrap();
+    job.metadata = ObjectMeta {
+        name: job.metadata.name.clone(),
+        namespace: job.metadata.namespace.clone(),
+        owner_references: job.metadata.owner_references.clone(),
+        ..ObjectMeta::default()
+    };
+    job.status = None;
+    let spec = job.spec.as_mut().unwrap();
+    spec.selector = None;
+    if let Some(labels) = spec
+        .template
+        .metadata
+        .as_mut()
+        .and_then(|m| m.labels.as_mut())
+    {
+        labels.retain(|k, _| !k.contains("controller-uid") && !k.contains("job-name"));
+    }
+    let pod = spec.template.spec.as_mut().unwrap();
+    let old_base = pod
+        .containers
+        .iter()
+        .chain(pod.init_containers.iter().flatten())
+        .flat_map(|c| c.args.iter().flatten())
+        .skip_while(|a| *a != "--base-sha")
+        .nth(1)
+        .cloned()
+        .unwrap();
+    for step in pod
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .chain(pod.containers.iter_mut())
+    {
+        for arg in step.args.iter_mut().flatten() {
+            if *arg == old_base {
+                base.clone_into(arg);
+            }
+        }
+    }
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+}
+
+#[tokio::test]
+async fn base_findings_from_a_job_not_the_requests_or_not_of_its_base_are_ignored() {
+    use kube::api::{Api, Patch, PatchParams};
+    const OTHER_BASE: &str = "0000000000000000000000000000000000000bb6";
+    const SECOND_JOB: &str = "sr-second-kics";
+    let mut policy = kics_policy();
+    policy.spec.reporting.baseline = true;
+    let mut h = OperatorHarness::start(vec![policy]).await.unwrap();
+    h.start_results().await.unwrap();
+    h.start_operator().unwrap();
+    // Two pull requests on bases nobody scanned yet: each Job scans its base.
+    let mut first = sample_request();
+    first.spec.pull_request.base_sha = Some(BASE.to_owned());
+    h.create(&first).await.unwrap();
+    let mut second = gatehouse_tests::operator::request("sr-second", 'c');
+    second.spec.pull_request.number = 7;
+    second.spec.pull_request.base_sha = Some(OTHER_BASE.to_owned());
+    h.create(&second).await.unwrap();
+    h.until("both Jobs recorded with their check runs", |h| {
+        [SR, "sr-second"].iter().all(|name| {
+            h.request(name).and_then(|r| r.status).is_some_and(|s| {
+                s.scanners[0].job_name.is_some() && s.scanners[0].check_run_id.is_some()
+            })
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(init_steps(&h, JOB), ["checkout", "scan-base", "scan"]);
+    assert_eq!(
+        init_steps(&h, SECOND_JOB),
+        ["checkout", "scan-base", "scan"]
+    );
+    // The Jobs the statuses name are changed under the operator (stopped meanwhile): the
+    // first is no longer owned by its request; the second is made again, owned by its
+    // request, scanning another base than the request's.
+    h.crash_operator();
+    let jobs: Api<Job> = Api::namespaced(h.k8s.client(), NS);
+    jobs.patch(
+        JOB,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"ownerReferences": null}})),
+    )
+    .await
+    .unwrap();
+    remake_job_scanning(&h, SECOND_JOB, BASE).await;
+    assert_eq!(
+        init_steps(&h, SECOND_JOB),
+        ["checkout", "scan-base", "scan"]
+    );
+    // Each result sends base findings that would make every finding pre-existing.
+    for name in [SR, "sr-second"] {
+        let request = h.request(name).unwrap();
+        let mut result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+        result.baseline = Some(gatehouse_crds::stream::Baseline {
+            sha: request.spec.pull_request.base_sha.clone().unwrap(),
+            outcome: gatehouse_crds::stream::ScanOutcome::Completed,
+            counts: result.counts,
+            fingerprints: result
+                .findings
+                .iter()
+                .map(|f| f.fingerprint.clone())
+                .collect(),
+        });
+        h.publish(&result).await.unwrap();
+        let done = |h: &OperatorHarness| {
+            h.github
+                .check_runs()
+                .into_iter()
+                .find(|r| r.external_id.contains(name) && r.status == "completed")
+        };
+        h.until("concluded", |h| done(h).is_some()).await.unwrap();
+        let run = done(&h).unwrap();
+        assert_eq!(
+            run.title.as_deref(),
+            Some("17 findings: 6 high, 2 medium, 7 low, 2 info"),
+            "{name}: its base findings ignored"
+        );
+        assert!(
+            run.summary
+                .unwrap()
+                .contains("the base commit's findings are not known"),
+            "{name}"
+        );
+    }
+    // Nor were they kept for the next pull requests.
+    let mut conn = redis::Client::open(h.redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for base in [BASE, OTHER_BASE] {
+        let key = gatehouse_operator::results::baseline_key(
+            sample_request().spec.repository.id,
+            base,
+            &kics_policy().spec.scanners[0],
+        );
+        let kept: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(kept, None, "{base}");
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_for_good_closes_the_breaker_so_one_later_failure_does_not_open_it_again() {
+    let (h, request) = scanned().await;
+    let id = run(&h).unwrap().id;
+    let route = format!("/repos/Codertocat/Hello-World/check-runs/{id}");
+    // Five server errors in a row open the breaker; once it lets GitHub be asked again,
+    // GitHub refuses the conclusion for good (422, with its annotations and without).
+    h.github.fail_next("GET", &route, 503, vec![], 5);
+    h.github.fail_next("PATCH", &route, 422, vec![], 2);
+    let result = h.kics_result(&request, TERRAFORM, E2E_ROOT, 1).unwrap();
+    h.publish(&result).await.unwrap();
+    h.until("the breaker open", circuit_open).await.unwrap();
+    h.until("refused for good", |h| {
+        h.request(SR).unwrap().status.unwrap().scanners[0]
+            .reported
+            .as_deref()
+            == Some("completed/failure")
+    })
+    .await
+    .unwrap();
+    let dead = h.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].contains("GitHub refused to conclude the check run"),
+        "{dead:?}"
+    );
+    h.until("the breaker closed", |h| !circuit_open(h))
+        .await
+        .unwrap();
+    // GitHub answered: the failures before count no more. The next result meets one server
+    // error: a first failure, which does not open the breaker; it is reported at the next try.
+    let b = finished(&h, "sr-b", 'b', None).await;
+    h.until("B's check run", |h| {
+        h.request("sr-b")
+            .and_then(|r| r.status)
+            .is_some_and(|s| s.scanners.first().is_some_and(|s| s.check_run_id.is_some()))
+    })
+    .await
+    .unwrap();
+    let b_id = h.request("sr-b").unwrap().status.unwrap().scanners[0]
+        .check_run_id
+        .unwrap();
+    h.github.fail_next(
+        "GET",
+        &format!("/repos/Codertocat/Hello-World/check-runs/{b_id}"),
+        503,
+        vec![],
+        1,
+    );
+    h.publish(&h.kics_result(&b, TERRAFORM, E2E_ROOT, 1).unwrap())
+        .await
+        .unwrap();
+    let b_done = |h: &OperatorHarness| {
+        h.github
+            .check_runs()
+            .iter()
+            .any(|r| r.id == b_id && r.status == "completed")
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !b_done(&h) {
+        assert!(
+            !circuit_open(&h),
+            "one failure after GitHub's refusal opened the breaker again"
+        );
+        assert!(tokio::time::Instant::now() < deadline, "B never concluded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        reads_of(&h, b_id),
+        2,
+        "the failed read, then the one that worked"
+    );
 }
