@@ -771,10 +771,22 @@ async fn baseline_to_scan(
     // as the consumer checks it (a value rewritten by something else, or signed under a master
     // key since rotated, would otherwise make every later Job skip the base scan and every
     // finding count). An invalid value is removed (`EXPIRE … 0`: the operator's Redis user may
-    // not `DEL`), and the base scanned; only a valid one has its lifetime extended.
+    // not `DEL`), and the base scanned; a valid one has its lifetime extended.
     let kept = async {
         let mut conn = redis.get_multiplexed_async_connection().await?;
-        let value: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+        // Read and extend in one transaction: a value read, then expired before a separate
+        // EXPIRE, would spare the Job a base scan whose findings are gone (every finding would
+        // count). A value that turns out invalid is removed below.
+        let (value, _): (Option<Vec<u8>>, i64) = redis::pipe()
+            .atomic()
+            .cmd("GET")
+            .arg(&key)
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(keep)
+            .arg("GT")
+            .query_async(&mut conn)
+            .await?;
         let Some(value) = value else {
             return Ok(false);
         };
@@ -790,12 +802,6 @@ async fn baseline_to_scan(
                 .await?;
             return Ok(false);
         }
-        redis::cmd("EXPIRE")
-            .arg(&key)
-            .arg(keep)
-            .arg("GT")
-            .query_async::<i64>(&mut conn)
-            .await?;
         Ok::<bool, redis::RedisError>(true)
     };
     match tokio::time::timeout(Duration::from_secs(5), kept).await {
