@@ -143,6 +143,23 @@ fn containers(pod: &Value) -> Vec<Value> {
     all
 }
 
+/// Runs `command` with `input` on its standard input; its output.
+fn with_stdin(command: &mut Command, input: &str) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn helm_lint_strict_passes_with_every_values_file() {
     for values in values_files() {
@@ -167,20 +184,10 @@ fn helm_lint_strict_passes_with_every_values_file() {
 fn every_rendered_object_validates_offline_against_kubernetes_1_35() {
     for values in values_files() {
         let manifest = render_file(&values);
-        let mut child = Command::new(tool("kubernetes-validate"))
-            .args(["--strict", "-k", KUBE_VERSION, "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(manifest.as_bytes())
-            .unwrap();
-        let output = child.wait_with_output().unwrap();
+        let output = with_stdin(
+            Command::new(tool("kubernetes-validate")).args(["--strict", "-k", KUBE_VERSION, "-"]),
+            &manifest,
+        );
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),
@@ -228,20 +235,10 @@ fn rendered_scan_policies_pass_the_operators_own_check() {
             text.push_str("---\n");
             text.push_str(&serde_yaml::to_string(policy).unwrap());
         }
-        let mut child = Command::new(gatehouse_tests::binaries::operator())
-            .args(["check-policy", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let output = child.wait_with_output().unwrap();
+        let output = with_stdin(
+            Command::new(gatehouse_tests::binaries::operator()).args(["check-policy", "-"]),
+            &text,
+        );
         assert!(
             output.status.success(),
             "{}: {}{}",
