@@ -15,7 +15,7 @@ pub mod scanrequest;
 pub mod selection;
 pub mod severity;
 pub mod stream;
-pub mod trim;
+pub mod stream_group;
 
 pub use scanpolicy::{ScanPolicy, ScanPolicySpec, ScanPolicyStatus};
 pub use scanrequest::{ScanRequest, ScanRequestSpec, ScanRequestStatus};

@@ -643,14 +643,39 @@ mod tests {
         }
     }
 
-    fn container<'a>(job: &'a Job, name: &str) -> &'a Container {
+    /// Every step of the Job's pod: init containers, then containers.
+    fn steps(job: &Job) -> Vec<&Container> {
         let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         pod.init_containers
             .iter()
             .flatten()
             .chain(pod.containers.iter())
-            .find(|c| c.name == name)
-            .unwrap()
+            .collect()
+    }
+
+    fn container<'a>(job: &'a Job, name: &str) -> &'a Container {
+        steps(job).into_iter().find(|c| c.name == name).unwrap()
+    }
+
+    /// The Secret and its (key, path) items of the pod's volume `name`.
+    fn secret_volume<'a>(job: &'a Job, name: &str) -> (&'a str, Vec<(&'a str, &'a str)>) {
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == name)
+            .unwrap();
+        let source = volume.secret.as_ref().unwrap();
+        (
+            source.secret_name.as_deref().unwrap(),
+            source
+                .items
+                .iter()
+                .flatten()
+                .map(|i| (i.key.as_str(), i.path.as_str()))
+                .collect(),
+        )
     }
 
     fn mounts(c: &Container) -> Vec<(String, String, bool)> {
@@ -963,14 +988,7 @@ mod tests {
                 &with_password,
                 base_sha,
             );
-            let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-            let steps: Vec<&Container> = pod
-                .init_containers
-                .iter()
-                .flatten()
-                .chain(pod.containers.iter())
-                .collect();
-            for step in &steps {
+            for step in steps(&job) {
                 let has = mounts(step).iter().any(|(n, _, _)| n == "redis");
                 assert_eq!(has, step.name == "report", "step {}", step.name);
             }
@@ -979,23 +997,9 @@ mod tests {
                 "/var/run/gatehouse-redis".to_owned(),
                 true
             )));
-            let volume = pod
-                .volumes
-                .iter()
-                .flatten()
-                .find(|v| v.name == "redis")
-                .unwrap();
-            let source = volume.secret.as_ref().unwrap();
-            assert_eq!(
-                source.secret_name.as_deref(),
-                Some("hello-world-pr2-ec26c3e-016643a9-scan")
-            );
-            let keys: Vec<&str> = source
-                .items
-                .iter()
-                .flatten()
-                .map(|i| i.key.as_str())
-                .collect();
+            let (secret, items) = secret_volume(&job, "redis");
+            assert_eq!(secret, "hello-world-pr2-ec26c3e-016643a9-scan");
+            let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
             assert_eq!(keys, ["redis-password"], "the password alone, no CA");
             let report = container(&job, "report").args.as_ref().unwrap().join(" ");
             assert!(
@@ -1058,12 +1062,7 @@ mod tests {
             for base_sha in [None, Some(base)] {
                 let job = desired_job(&request, &policy.spec.scanners[0], 1, settings, base_sha);
                 let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-                for step in pod
-                    .init_containers
-                    .iter()
-                    .flatten()
-                    .chain(pod.containers.iter())
-                {
+                for step in steps(&job) {
                     let has = mounts(step)
                         .iter()
                         .any(|(n, path, _)| n == "redis" || path.contains("gatehouse-redis"));
@@ -1095,17 +1094,8 @@ mod tests {
                     .collect();
                 assert_eq!(volumes.len(), 1, "one volume holds the CA");
                 assert_eq!(volumes[0].name, "redis");
-                let source = volumes[0].secret.as_ref().unwrap();
-                assert_eq!(
-                    source.secret_name.as_deref(),
-                    Some("hello-world-pr2-ec26c3e-016643a9-scan")
-                );
-                let items: Vec<(&str, &str)> = source
-                    .items
-                    .iter()
-                    .flatten()
-                    .map(|i| (i.key.as_str(), i.path.as_str()))
-                    .collect();
+                let (secret, items) = secret_volume(&job, "redis");
+                assert_eq!(secret, "hello-world-pr2-ec26c3e-016643a9-scan");
                 assert_eq!(
                     items,
                     keys.iter().map(|k| (*k, *k)).collect::<Vec<_>>(),

@@ -1914,6 +1914,14 @@ mod tests {
     }
 
     fn render(request: &str, policy: &str) -> Result<String, OfflineError> {
+        render_with(request, policy, &settings())
+    }
+
+    fn render_with(
+        request: &str,
+        policy: &str,
+        settings: &BuildSettings,
+    ) -> Result<String, OfflineError> {
         let checker = Checker::new().unwrap();
         let requests = parse_documents(request, "request.yaml").unwrap();
         let policies = parse_documents(policy, "policy.yaml").unwrap();
@@ -1921,8 +1929,28 @@ mod tests {
             &checker,
             (&requests, "request.yaml"),
             (&policies, "policy.yaml"),
-            &settings(),
+            settings,
         )
+    }
+
+    /// The sample request's preview under `settings`, as documents, and the report step's
+    /// arguments of its first Job, joined.
+    fn sample_preview(settings: &BuildSettings) -> (Vec<Value>, String) {
+        let yaml = render_with(
+            &sample("scanrequest.yaml"),
+            &sample("scanpolicy-kics.yaml"),
+            settings,
+        )
+        .unwrap();
+        let documents = parse_documents(&yaml, "preview").unwrap();
+        let report = documents[1]["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        (documents, report)
     }
 
     /// The two-scanner sample policy, named and widened to govern the sample request.
@@ -1995,35 +2023,17 @@ mod tests {
     #[test]
     fn with_a_results_redis_password_the_preview_shows_its_key_redacted_and_the_report_step_reading_it()
      {
-        let checker = Checker::new().unwrap();
-        let requests = parse_documents(&sample("scanrequest.yaml"), "request.yaml").unwrap();
-        let policies = parse_documents(&sample("scanpolicy-kics.yaml"), "policy.yaml").unwrap();
-        let settings = BuildSettings {
+        let (documents, report) = sample_preview(&BuildSettings {
             results_redis_url: "redis://gatehouse-scan@gatehouse-redis:6379".to_owned(),
             results_redis_password: Some(jobs::RedisPassword::new(String::new())),
             ..settings()
-        };
-        let yaml = render_preview(
-            &checker,
-            (&requests, "request.yaml"),
-            (&policies, "policy.yaml"),
-            &settings,
-        )
-        .unwrap();
-        let documents = parse_documents(&yaml, "preview").unwrap();
+        });
         let data = documents[0]["data"].as_object().unwrap();
         assert_eq!(
             data["redis-password"],
             "<redacted: password of the Redis user in redis://gatehouse-scan@gatehouse-redis:6379 \
              (--results-redis-password-file), for the report step only>"
         );
-        let report = documents[1]["spec"]["template"]["spec"]["containers"][0]["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .collect::<Vec<_>>()
-            .join(" ");
         assert!(
             report.contains("--redis-password-file /var/run/gatehouse-redis/redis-password"),
             "{report}"
@@ -2032,22 +2042,11 @@ mod tests {
 
     #[test]
     fn with_a_results_redis_ca_the_preview_shows_its_key_redacted_and_the_report_step_reading_it() {
-        let checker = Checker::new().unwrap();
-        let requests = parse_documents(&sample("scanrequest.yaml"), "request.yaml").unwrap();
-        let policies = parse_documents(&sample("scanpolicy-kics.yaml"), "policy.yaml").unwrap();
-        let settings = BuildSettings {
+        let (documents, report) = sample_preview(&BuildSettings {
             results_redis_url: "rediss://gatehouse-scan@redis.example:6380".to_owned(),
             results_redis_ca: Some(jobs::RedisCa::new(Vec::new())),
             ..settings()
-        };
-        let yaml = render_preview(
-            &checker,
-            (&requests, "request.yaml"),
-            (&policies, "policy.yaml"),
-            &settings,
-        )
-        .unwrap();
-        let documents = parse_documents(&yaml, "preview").unwrap();
+        });
         let data = documents[0]["data"].as_object().unwrap();
         assert_eq!(
             data["redis-ca.crt"],
@@ -2055,14 +2054,6 @@ mod tests {
              rediss://gatehouse-scan@redis.example:6380 (--results-redis-ca-file), for the report \
              step only>"
         );
-        let pod = &documents[1]["spec"]["template"]["spec"];
-        let report = pod["containers"][0]["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .collect::<Vec<_>>()
-            .join(" ");
         assert!(
             report.contains("--redis-ca-file /var/run/gatehouse-redis/redis-ca.crt"),
             "{report}"

@@ -242,20 +242,9 @@ impl Consumer {
         let conn = ConnectionManager::new_with_config(redis.clone(), manager)
             .await
             .map_err(redis_error("connect to Redis"))?;
-        let mut c = conn.clone();
-        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(RESULTS_STREAM)
-            .arg(REPORT_GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut c)
-            .await;
-        match created {
-            Ok(()) => {}
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(redis_error("create the report consumer group")(e)),
-        }
+        gatehouse_crds::stream_group::ensure_group(&mut conn.clone(), RESULTS_STREAM, REPORT_GROUP)
+            .await
+            .map_err(redis_error("create the report consumer group"))?;
         Ok(Consumer {
             conn,
             locks,
@@ -313,14 +302,11 @@ impl Consumer {
             // the webhook's deliveries); nothing unreported is ever trimmed.
             self.last_trim = Some(Instant::now());
             let mut conn = self.conn.clone();
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-            if let Err(error) = gatehouse_crds::trim::trim_acknowledged(
+            if let Err(error) = gatehouse_crds::stream_group::trim_acknowledged(
                 &mut conn,
                 RESULTS_STREAM,
                 self.config.keep_acknowledged,
-                now_ms,
+                gatehouse_crds::stream_group::unix_millis(),
             )
             .await
             {
@@ -1508,14 +1494,8 @@ fn is_conflict(error: &crate::controller::Error) -> bool {
 
 /// How long ago an entry was added, from its id (`<unix ms>-<seq>`).
 fn age_of(id: &str) -> Duration {
-    let added = id
-        .split_once('-')
-        .and_then(|(ms, _)| ms.parse::<u64>().ok())
-        .unwrap_or(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    Duration::from_millis(now.saturating_sub(added))
+    let added = gatehouse_crds::stream_group::parse_id(id).map_or(0, |(ms, _)| ms);
+    Duration::from_millis(gatehouse_crds::stream_group::unix_millis().saturating_sub(added))
 }
 
 /// A value from an entry, bounded and printable, for a log line or reason.

@@ -145,6 +145,21 @@ struct Fault {
     skip: usize,
 }
 
+impl Fault {
+    /// `times` answers of `status`, without headers, to requests before they take effect.
+    fn new(method: &str, path_prefix: &str, status: u16, times: usize) -> Fault {
+        Fault {
+            method: method.to_ascii_uppercase(),
+            path_prefix: path_prefix.to_owned(),
+            status,
+            headers: Vec::new(),
+            left: times,
+            after: false,
+            skip: 0,
+        }
+    }
+}
+
 /// The App's installation on a repository nobody set another for (the sample ScanRequest's).
 pub const DEFAULT_INSTALLATION: i64 = 1;
 
@@ -300,13 +315,8 @@ impl FakeGitHub {
         times: usize,
     ) {
         self.shared.lock().faults.push(Fault {
-            method: method.to_ascii_uppercase(),
-            path_prefix: path_prefix.to_owned(),
-            status,
             headers,
-            left: times,
-            after: false,
-            skip: 0,
+            ..Fault::new(method, path_prefix, status, times)
         });
     }
 
@@ -315,13 +325,8 @@ impl FakeGitHub {
     /// `{"message":"injected"}`: the answer is lost on the way back, as when a connection drops.
     pub fn lose_answer_next(&self, method: &str, path_prefix: &str, status: u16, times: usize) {
         self.shared.lock().faults.push(Fault {
-            method: method.to_ascii_uppercase(),
-            path_prefix: path_prefix.to_owned(),
-            status,
-            headers: Vec::new(),
-            left: times,
             after: true,
-            skip: 0,
+            ..Fault::new(method, path_prefix, status, times)
         });
     }
 
@@ -336,13 +341,9 @@ impl FakeGitHub {
         times: usize,
     ) {
         self.shared.lock().faults.push(Fault {
-            method: method.to_ascii_uppercase(),
-            path_prefix: path_prefix.to_owned(),
-            status,
-            headers: Vec::new(),
-            left: times,
             after: true,
             skip,
+            ..Fault::new(method, path_prefix, status, times)
         });
     }
 
@@ -357,13 +358,8 @@ impl FakeGitHub {
         times: usize,
     ) {
         self.shared.lock().faults.push(Fault {
-            method: method.to_ascii_uppercase(),
-            path_prefix: path_prefix.to_owned(),
-            status,
-            headers: Vec::new(),
-            left: times,
-            after: false,
             skip,
+            ..Fault::new(method, path_prefix, status, times)
         });
     }
 

@@ -66,11 +66,7 @@ pub async fn connect_redis(client: redis::Client, response_timeout: Duration) ->
 }
 
 /// Milliseconds since the Unix epoch, now (0 if the clock is before it).
-pub fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use gatehouse_crds::stream_group::unix_millis;
 
 /// Runs `dead-letters list | replay`, printing to stdout.
 pub async fn dead_letters_command(

@@ -136,20 +136,9 @@ impl Consumer {
         conn: ConnectionManager,
         config: ConsumerConfig,
     ) -> Result<Consumer, ConsumerError> {
-        let mut c = conn.clone();
-        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(EVENTS_STREAM)
-            .arg(INGEST_GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut c)
-            .await;
-        match created {
-            Ok(()) => {}
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(err("create consumer group")(e)),
-        }
+        gatehouse_crds::stream_group::ensure_group(&mut conn.clone(), EVENTS_STREAM, INGEST_GROUP)
+            .await
+            .map_err(err("create consumer group"))?;
         Ok(Consumer {
             conn,
             config,
@@ -265,7 +254,8 @@ impl Consumer {
             let Some(entry) = claimed.ids.into_iter().next() else {
                 continue;
             };
-            let age_ms = parse_id(&id).map_or(0, |(ms, _)| now_ms.saturating_sub(ms));
+            let age_ms = gatehouse_crds::stream_group::parse_id(&id)
+                .map_or(0, |(ms, _)| now_ms.saturating_sub(ms));
             if age_ms > millis(self.config.retry_window) {
                 let reason = self
                     .reason(&id)
@@ -406,7 +396,7 @@ impl Consumer {
     /// [`KEEP_ACKNOWLEDGED`]); never anything still to be processed, for any group.
     pub async fn trim(&self) -> Result<Option<String>, ConsumerError> {
         let mut conn = self.conn.clone();
-        gatehouse_crds::trim::trim_acknowledged(
+        gatehouse_crds::stream_group::trim_acknowledged(
             &mut conn,
             EVENTS_STREAM,
             KEEP_ACKNOWLEDGED,
@@ -419,11 +409,6 @@ impl Consumer {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn parse_id(id: &str) -> Option<(u64, u64)> {
-    let (ms, seq) = id.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 #[cfg(test)]

@@ -1,8 +1,28 @@
-//! Trimming a Redis stream read by consumer groups: acknowledged entries go, nothing a group
-//! still has to process ever does. Shared by the webhook's `{gatehouse}:events` and the
-//! operator's `{gatehouse-results}:results`.
+//! Consumer-group mechanics of a Redis stream, shared by the webhook's `{gatehouse}:events` and
+//! the operator's `{gatehouse-results}:results`: creating the group, and trimming acknowledged
+//! entries (nothing a group still has to process is ever trimmed).
 
 use std::time::Duration;
+
+/// Creates `group` on `stream` from its first entry (and the stream when missing); a group
+/// that already exists is left as it is.
+pub async fn ensure_group<C>(conn: &mut C, stream: &str, group: &str) -> redis::RedisResult<()>
+where
+    C: redis::aio::ConnectionLike + Send,
+{
+    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match created {
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
+}
 
 /// Removes (`XTRIM MINID ~`) the entries of `stream` older than every group's oldest pending
 /// entry and first undelivered entry, and older than `keep` (acknowledged entries stay that
@@ -49,8 +69,16 @@ where
     Ok(Some(min_id))
 }
 
-/// `(milliseconds, sequence)` of a stream id.
-fn parse_id(id: &str) -> Option<(u64, u64)> {
+/// Milliseconds since the Unix epoch, now (0 if the clock is before it): the time scale of
+/// stream ids.
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `(milliseconds, sequence)` of a stream id (`<unix ms>-<seq>`).
+pub fn parse_id(id: &str) -> Option<(u64, u64)> {
     let (ms, seq) = id.split_once('-')?;
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
