@@ -506,11 +506,11 @@ fn failed_pod_outcome(pods: &[Pod]) -> Option<JobOutcome> {
                 reason: format!("step {:?} ran out of memory (OOMKilled)", container.name),
             });
         }
-        if container.name == "scan" || container.name == "scan-base" {
+        if container.name == "scan" || container.name == crate::jobs::SCAN_BASE_STEP {
             let output = terminated.message.clone().unwrap_or_default();
             return Some(JobOutcome::ScannerError {
                 exit_code: terminated.exit_code,
-                output: if container.name == "scan-base" {
+                output: if container.name == crate::jobs::SCAN_BASE_STEP {
                     format!("(while scanning the base commit for baseline mode)\n{output}")
                 } else {
                     output

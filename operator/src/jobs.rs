@@ -31,6 +31,29 @@ use crate::scanners::{
 /// The field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "gatehouse-operator";
 
+/// Name of the step that scans the base commit (baseline mode).
+pub const SCAN_BASE_STEP: &str = "scan-base";
+/// The agent's flag naming the base commit, on the checkout and report steps.
+const BASE_SHA_FLAG: &str = "--base-sha";
+
+/// Whether `job`, as [`desired_job`] builds it, scans the base commit `base_sha`: it has the
+/// base scan step and a step names that commit. The results consumer trusts a result's base
+/// findings only then (renaming the step or the flag here keeps that check in step).
+pub fn scans_base(job: &Job, base_sha: &str) -> bool {
+    let pod = job.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+    let steps: Vec<&Container> = pod
+        .into_iter()
+        .flat_map(|p| p.init_containers.iter().flatten().chain(&p.containers))
+        .collect();
+    steps.iter().any(|step| step.name == SCAN_BASE_STEP)
+        && steps.iter().any(|step| {
+            step.args.as_ref().is_some_and(|args| {
+                args.windows(2)
+                    .any(|pair| pair[0] == BASE_SHA_FLAG && pair[1] == base_sha)
+            })
+        })
+}
+
 /// `app.kubernetes.io/managed-by` value on everything the operator creates.
 pub const MANAGED_BY: &str = "gatehouse-operator";
 
@@ -307,7 +330,7 @@ fn checkout_container(
     ];
     if let Some(base) = base_sha {
         checkout_args.extend([
-            "--base-sha".to_owned(),
+            BASE_SHA_FLAG.to_owned(),
             base.to_owned(),
             "--base-into".to_owned(),
             BASE_SOURCE_DIR.to_owned(),
@@ -438,7 +461,7 @@ fn report_container(
     }
     if let Some(base) = base_sha {
         args.extend([
-            "--base-sha".to_owned(),
+            BASE_SHA_FLAG.to_owned(),
             base.to_owned(),
             "--base-output-dir".to_owned(),
             BASE_OUTPUT_DIR.to_owned(),
@@ -478,7 +501,7 @@ pub fn desired_job(
         // its scan (Detect runs build tools) can reach the base's scan or its findings, which
         // are kept for other pull requests.
         let mut base = scanner_container(scanner, scan.clone());
-        "scan-base".clone_into(&mut base.name);
+        SCAN_BASE_STEP.clone_into(&mut base.name);
         for mount in base.volume_mounts.iter_mut().flatten() {
             match mount.name.as_str() {
                 "source" => "base-source".clone_into(&mut mount.name),

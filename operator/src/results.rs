@@ -809,20 +809,7 @@ impl Consumer {
             .iter()
             .flatten()
             .any(|o| Some(&o.uid) == request.metadata.uid.as_ref());
-        let pod = job.spec.as_ref().and_then(|s| s.template.spec.as_ref());
-        let steps = pod
-            .into_iter()
-            .flat_map(|p| p.init_containers.iter().flatten().chain(&p.containers));
-        let mut scan_base = false;
-        let mut names_base = false;
-        for step in steps {
-            scan_base |= step.name == "scan-base";
-            names_base |= step.args.as_ref().is_some_and(|args| {
-                args.windows(2)
-                    .any(|pair| pair[0] == "--base-sha" && pair[1] == base_sha)
-            });
-        }
-        Ok(owned && scan_base && names_base)
+        Ok(owned && crate::jobs::scans_base(&job, base_sha))
     }
 
     /// Keeps the base commit's findings for the next pull requests on that base: written only
@@ -1170,6 +1157,35 @@ impl Consumer {
         Ok(created.id)
     }
 
+    /// How many of the `total` annotations the run already holds: where to resume. With
+    /// nothing to annotate there is nothing to ask (a run GitHub no longer has answers the
+    /// conclusion with 404 all the same).
+    async fn annotations_held(
+        &self,
+        request: &ScanRequest,
+        id: i64,
+        total: usize,
+    ) -> Result<usize, Sent> {
+        if total == 0 {
+            return Ok(0);
+        }
+        let spec = &request.spec;
+        match self
+            .github
+            .get_check_run(
+                spec.installation_id,
+                &spec.repository.owner,
+                &spec.repository.name,
+                id,
+            )
+            .await
+        {
+            Ok(state) => Ok(state.annotations_count.min(total)),
+            Err(error) if error.status() == Some(404) => Err(Sent::Gone),
+            Err(error) => Err(Sent::Failed(github_failed("read the check run", &error))),
+        }
+    }
+
     /// Sends the annotations GitHub does not have yet (GitHub's count of the run's annotations
     /// says how many it has; the order is the same every time), then the conclusion.
     ///
@@ -1184,19 +1200,8 @@ impl Consumer {
             &spec.repository.name,
             spec.installation_id,
         );
-        let state = match self
-            .github
-            .get_check_run(installation, owner, repo, id)
-            .await
-        {
-            Ok(state) => state,
-            Err(error) if error.status() == Some(404) => return Err(Sent::Gone),
-            Err(error) => {
-                return Err(Sent::Failed(github_failed("read the check run", &error)));
-            }
-        };
         let total = verdict.annotations.len();
-        let sent = state.annotations_count.min(total);
+        let sent = self.annotations_held(request, id, total).await?;
         let mut rest = &verdict.annotations[sent..];
         let mut summary = verdict.summary.clone();
         // Every batch but the last alone, status untouched: a batch whose answer is lost cannot

@@ -652,7 +652,11 @@ async fn complete(
         }
     }
     let _ = std::fs::remove_file(&scratch);
-    checkout::check_links(into).map_err(refused)?;
+    // The archive's own links were checked as they were unpacked; a link restored or replaced
+    // here may point through one, so the whole tree is checked again, but only then.
+    if done.missing + done.differed > 0 {
+        checkout::check_links(into).map_err(refused)?;
+    }
     Ok(done)
 }
 
@@ -975,14 +979,12 @@ fn redis_client(
                 ),
             )
         })?;
-        return redis_tls_client(info, &pem)
-            .map(|(client, _)| client)
-            .map_err(|e| {
-                (
-                    EXIT_REFUSED,
-                    format!("--redis-ca-file {}: {e}", path.display()),
-                )
-            });
+        return redis_tls_client(info, &pem).map_err(|e| {
+            (
+                EXIT_REFUSED,
+                format!("--redis-ca-file {}: {e}", path.display()),
+            )
+        });
     }
     redis::Client::open(info).map_err(|e| (EXIT_REFUSED, format!("--redis-url: {e}")))
 }
@@ -1010,14 +1012,14 @@ pub enum RedisCaError {
 }
 
 /// The Redis client of `info` (a `rediss://` URL) that verifies the server with the CA
-/// certificates of the PEM bundle `pem` alone, in place of the system's trust store, and how many
-/// certificates the bundle holds. Sections other than certificates are skipped. The `report`
+/// certificates of the PEM bundle `pem` alone, in place of the system's trust store. Sections
+/// other than certificates are skipped. The `report`
 /// step connects with it; `gatehouse-operator run` checks `--results-redis-ca-file` with it at
 /// start, so a bundle the scan pods could not use stops the operator, not every scan.
 pub fn redis_tls_client(
     info: redis::ConnectionInfo,
     pem: &[u8],
-) -> Result<(redis::Client, usize), RedisCaError> {
+) -> Result<redis::Client, RedisCaError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject as _;
     if !matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
@@ -1036,15 +1038,14 @@ pub fn redis_tls_client(
     }
     // The redis crate reads the bundle the same way and adds each certificate as a trust
     // anchor, which parses it.
-    let client = redis::Client::build_with_tls(
+    redis::Client::build_with_tls(
         info,
         redis::TlsCertificates {
             client_tls: None,
             root_cert: Some(pem.to_vec()),
         },
     )
-    .map_err(|e| RedisCaError::Client(e.to_string()))?;
-    Ok((client, count))
+    .map_err(|e| RedisCaError::Client(e.to_string()))
 }
 
 /// 128 random bits, hex.
